@@ -1,0 +1,345 @@
+"""The activation catalogue: declarative activation objects and the verbs that find them.
+
+An :class:`Activation` knows its sympy expression ``sigma(z)``, its derivative, where it has kinks, and
+which closed form its Hermite coefficients have (its *family*). Evaluation in numpy, mpmath and numba
+goes through one compiled stack program (:mod:`popgrad.expressions`), with hand-written numba fast paths
+for the common activations.
+
+Examples
+--------
+>>> from popgrad import activation
+>>> relu = activation("relu")
+>>> relu.derivative
+sign(z)/2 + 1/2
+>>> activation("He_3").expression
+z**3 - 3*z
+>>> activation("leaky_relu(0.1)").name
+'leaky_relu(0.1)'
+>>> activation("tanh(z) + z**2").family
+'numeric'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import sympy
+
+from . import _jit
+from .expressions import Z, ExpressionError, Program, compile_program, evaluate_numpy, parse_expression
+
+__all__ = ["Activation", "SteinForm", "activation", "catalogue", "CATALOGUE_NAMES"]
+
+MAX_POLYNOMIAL_DEGREE = 64
+
+
+@dataclass(frozen=True)
+class SteinForm:
+    """``sigma^(p0)(z) = Q(z) exp(-c z^2)``: the Stein route to exact Hermite coefficients.
+
+    ``low_orders`` maps p < p0 to a function of the scale r giving ``mu_p(sigma; r)`` exactly.
+    """
+
+    p0: int
+    polynomial: sympy.Expr
+    c: sympy.Expr
+    low_orders: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An activation function ``sigma(z)``.
+
+    Attributes
+    ----------
+    name : str
+        The name that :func:`activation` maps back to this object (a catalogue name or an expression).
+    expression : sympy.Expr
+        ``sigma`` in the real symbol ``z``.
+    family : str
+        Which exact Hermite formula applies: ``polynomial``, ``relu``, ``leaky_relu``, ``abs``, ``step``,
+        ``stein`` (derivative of some order is a polynomial times a Gaussian: erf, gelu) or ``numeric``
+        (no closed form; coefficients are computed by quadrature and say so).
+    slope : float
+        Negative-side slope of ``leaky_relu``; 0 otherwise.
+    breakpoints : tuple of float
+        Points where ``sigma`` or a low derivative is not smooth; quadrature splits there.
+    stein : SteinForm or None
+        The Stein data for the ``stein`` family.
+    """
+
+    name: str
+    expression: sympy.Expr
+    family: str = "numeric"
+    slope: float = 0.0
+    breakpoints: tuple = ()
+    stein: SteinForm | None = None
+    description: str = ""
+
+    @cached_property
+    def derivative(self) -> sympy.Expr:
+        """``sigma'(z)`` as a sympy expression (``DiracDelta`` where sigma jumps)."""
+        return sympy.diff(self.expression, Z)
+
+    @property
+    def has_closed_form(self) -> bool:
+        """Whether exact symbolic Hermite coefficients exist for every order."""
+        return self.family != "numeric"
+
+    @cached_property
+    def polynomial_coefficients(self) -> np.ndarray | None:
+        """Monomial coefficients ``a_0..a_q`` (float64) when sigma is a polynomial, else None."""
+        if self.family != "polynomial":
+            return None
+        poly = sympy.Poly(self.expression, Z)
+        return np.array([float(c) for c in reversed(poly.all_coeffs())], dtype=np.float64)
+
+    @cached_property
+    def program(self) -> Program:
+        return compile_program(self.expression)
+
+    @cached_property
+    def derivative_program(self) -> Program:
+        return compile_program(self.derivative)
+
+    @property
+    def jumps(self) -> bool:
+        """True when sigma is discontinuous, so that sigma' has a Dirac part (step-like activations)."""
+        return self.derivative.has(sympy.DiracDelta)
+
+    def __call__(self, z) -> np.ndarray:
+        """``sigma(z)`` elementwise in float64."""
+        return evaluate_numpy(self.program, z)
+
+    def prime(self, z) -> np.ndarray:
+        """``sigma'(z)`` elementwise in float64 (Dirac parts evaluate to 0 pointwise)."""
+        return evaluate_numpy(self.derivative_program, z)
+
+    @cached_property
+    def jit_spec(self) -> tuple:
+        """Plain arrays for the numba kernels: ``(kind, parameters, ops, args, d_ops, d_args)``."""
+        kind, parameters = _jit.KIND_PROGRAM, np.zeros(1)
+        if self.family == "relu":
+            kind = _jit.KIND_RELU
+        elif self.family == "leaky_relu":
+            kind, parameters = _jit.KIND_LEAKY_RELU, np.array([self.slope])
+        elif self.family == "abs":
+            kind = _jit.KIND_ABS
+        elif self.family == "step":
+            kind = _jit.KIND_STEP
+        elif self.family == "polynomial":
+            kind, parameters = _jit.KIND_POLYNOMIAL, self.polynomial_coefficients
+        elif self.name in _NUMBA_SMOOTH:
+            kind = _NUMBA_SMOOTH[self.name]
+        return (
+            np.int64(kind),
+            np.ascontiguousarray(parameters, dtype=np.float64),
+            self.program.ops,
+            self.program.args,
+            self.derivative_program.ops,
+            self.derivative_program.args,
+        )
+
+    def __str__(self) -> str:
+        return self.name
+
+
+_NUMBA_SMOOTH = {"tanh": _jit.KIND_TANH, "erf": _jit.KIND_ERF, "sigmoid": _jit.KIND_SIGMOID}
+
+
+def _relu_expression():
+    return (Z + sympy.Abs(Z)) / 2
+
+
+def _leaky_relu(slope: sympy.Rational, name: str) -> Activation:
+    return Activation(
+        name=name,
+        expression=slope * Z + (1 - slope) * _relu_expression(),
+        family="leaky_relu",
+        slope=float(slope),
+        breakpoints=(0.0,),
+        description="leaky ReLU max(z, a z)",
+    )
+
+
+def _polynomial(expression: sympy.Expr, name: str, description: str) -> Activation:
+    degree = sympy.Poly(expression, Z).degree()
+    if degree > MAX_POLYNOMIAL_DEGREE:
+        raise ValueError(f"activation: polynomial degree {degree} exceeds {MAX_POLYNOMIAL_DEGREE}")
+    return Activation(name=name, expression=sympy.expand(expression), family="polynomial", description=description)
+
+
+def _probabilists_hermite(p: int) -> sympy.Expr:
+    return sympy.expand(sympy.hermite_prob(p, Z))
+
+
+_SQRT_2PI = sympy.sqrt(2 * sympy.pi)
+
+_BASE = {
+    "linear": lambda: _polynomial(Z, "linear", "identity z"),
+    "quadratic": lambda: _polynomial(Z**2, "quadratic", "z^2"),
+    "cubic": lambda: _polynomial(Z**3, "cubic", "z^3"),
+    "relu": lambda: Activation("relu", _relu_expression(), "relu", breakpoints=(0.0,), description="max(z, 0)"),
+    "leaky_relu": lambda: _leaky_relu(sympy.Rational(1, 100), "leaky_relu"),
+    "abs": lambda: Activation("abs", sympy.Abs(Z), "abs", breakpoints=(0.0,), description="|z|"),
+    "step": lambda: Activation(
+        "step", sympy.Heaviside(Z), "step", breakpoints=(0.0,), description="Heaviside step, 1/2 at 0"
+    ),
+    "tanh": lambda: Activation("tanh", sympy.tanh(Z), description="hyperbolic tangent"),
+    "erf": lambda: Activation(
+        "erf",
+        sympy.erf(Z),
+        "stein",
+        stein=SteinForm(1, 2 / sympy.sqrt(sympy.pi) + 0 * Z, sympy.Integer(1), {0: lambda r: sympy.Integer(0)}),
+        description="error function",
+    ),
+    "sigmoid": lambda: Activation("sigmoid", 1 / (1 + sympy.exp(-Z)), description="logistic 1/(1+e^-z)"),
+    "softplus": lambda: Activation("softplus", sympy.log(1 + sympy.exp(Z)), description="log(1+e^z)"),
+    "gelu": lambda: Activation(
+        "gelu",
+        Z * (1 + sympy.erf(Z / sympy.sqrt(2))) / 2,
+        "stein",
+        stein=SteinForm(
+            2,
+            (2 - Z**2) / _SQRT_2PI,
+            sympy.Rational(1, 2),
+            {0: lambda r: r**2 / sympy.sqrt(2 * sympy.pi * (1 + r**2)), 1: lambda r: r / 2},
+        ),
+        description="z Phi(z) (exact GELU)",
+    ),
+    "silu": lambda: Activation("silu", Z / (1 + sympy.exp(-Z)), description="z sigmoid(z) (swish)"),
+}
+
+#: Names of the catalogue; parameterised members are also reachable as ``leaky_relu(a)``, ``He_p``,
+#: ``h_p`` and ``poly(a0, a1, ...)``, and any admitted expression in ``z`` is a custom activation.
+CATALOGUE_NAMES = tuple(_BASE) + ("He_p", "h_p", "poly(a0,a1,...)")
+
+_HERMITE = re.compile(r"^(He|h)_?(\d+)$")
+_CALL = re.compile(r"^(leaky_relu|poly|polynomial)\s*\((.*)\)$")
+_cache: dict[str, Activation] = {}
+
+
+def _number(text: str, what: str) -> sympy.Rational:
+    try:
+        value = parse_expression(text)
+    except ExpressionError:
+        value = None
+    if value is None or not value.is_number or not value.is_real:
+        raise ValueError(f"activation: {what} must be a real number, got {text.strip()!r}")
+    return sympy.nsimplify(value, rational=True) if value.is_Float else value
+
+
+def activation(spec: str | Activation) -> Activation:
+    """Look up or build an activation.
+
+    Parameters
+    ----------
+    spec : str or Activation
+        A catalogue name (``relu``, ``tanh``, ...), ``leaky_relu(a)``, ``He_p`` or ``h_p`` (p ≤ 64),
+        ``poly(a0, a1, ...)`` (monomial coefficients, lowest first), or an expression in ``z`` parsed
+        through the whitelist of :func:`popgrad.expressions.parse_expression`.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name or an expression outside the admitted language; the message lists the
+        catalogue.
+
+    Examples
+    --------
+    >>> activation("h_2").expression
+    sqrt(2)*z**2/2 - sqrt(2)/2
+    >>> activation("poly(0, 1, 1/2)").expression
+    z**2/2 + z
+    >>> activation("gamma(z)")
+    Traceback (most recent call last):
+    ...
+    ValueError: activation: unknown 'gamma(z)' (known: linear, quadratic, cubic, relu, leaky_relu, abs, step, tanh, erf, sigmoid, softplus, gelu, silu, He_p, h_p, poly(a0,a1,...), or an expression in z): expression: function 'gamma' is not allowed (use z, pi, e and the functions exp, log, sqrt, sin, cos, tanh, sinh, cosh, atan, asinh, erf, erfc, abs, sign, heaviside, relu, sigmoid, softplus)
+    """
+    if isinstance(spec, Activation):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"activation: expected a name or expression string, got {type(spec).__name__}")
+    key = spec.strip()
+    if key not in _cache:
+        _cache[key] = _build(key)
+    return _cache[key]
+
+
+def _build(key: str) -> Activation:
+    if key in _BASE:
+        return _BASE[key]()
+    match = _HERMITE.match(key)
+    if match:
+        kind, p = match.group(1), int(match.group(2))
+        if p > MAX_POLYNOMIAL_DEGREE:
+            raise ValueError(f"activation: Hermite order {p} exceeds {MAX_POLYNOMIAL_DEGREE}")
+        he = _probabilists_hermite(p)
+        if kind == "He":
+            return _polynomial(he, f"He_{p}", f"probabilists' Hermite polynomial He_{p}")
+        return _polynomial(he / sympy.sqrt(sympy.factorial(p)), f"h_{p}", f"normalised Hermite He_{p}/sqrt({p}!)")
+    match = _CALL.match(key)
+    if match:
+        function, inside = match.group(1), match.group(2)
+        arguments = [a for a in inside.split(",")]
+        if function == "leaky_relu":
+            if len(arguments) != 1:
+                raise ValueError("activation: leaky_relu takes one slope, e.g. leaky_relu(0.1)")
+            slope = _number(arguments[0], "the leaky_relu slope")
+            if abs(float(slope)) > 1e3:
+                raise ValueError("activation: the leaky_relu slope must lie in [-1000, 1000]")
+            return _leaky_relu(slope, f"leaky_relu({arguments[0].strip()})")
+        coefficients = [_number(a, "a polynomial coefficient") for a in arguments]
+        if len(coefficients) - 1 > MAX_POLYNOMIAL_DEGREE:
+            raise ValueError(f"activation: polynomial degree exceeds {MAX_POLYNOMIAL_DEGREE}")
+        expression = sum((c * Z**n for n, c in enumerate(coefficients)), sympy.Integer(0))
+        if expression.is_number:
+            raise ValueError("activation: a constant polynomial has no gradient; give a non-constant one")
+        name = "poly(" + ", ".join(a.strip() for a in arguments) + ")"
+        return _polynomial(expression, name, "polynomial with monomial coefficients " + inside)
+    return _custom(key)
+
+
+def _custom(key: str) -> Activation:
+    try:
+        expression = parse_expression(key)
+    except ExpressionError as exc:
+        known = ", ".join(CATALOGUE_NAMES)
+        raise ValueError(f"activation: unknown {key!r} (known: {known}, or an expression in z): {exc}") from None
+    if Z not in expression.free_symbols:
+        raise ValueError(f"activation: {key!r} does not depend on z")
+    if expression.is_polynomial(Z):
+        poly = sympy.Poly(expression, Z)
+        if poly.degree() > MAX_POLYNOMIAL_DEGREE:
+            raise ValueError(f"activation: polynomial degree {poly.degree()} exceeds {MAX_POLYNOMIAL_DEGREE}")
+        return Activation(name=key, expression=sympy.expand(expression), family="polynomial", description="custom")
+    return Activation(name=key, expression=expression, breakpoints=_kinks(expression), description="custom")
+
+
+def _kinks(expression: sympy.Expr) -> tuple:
+    """Real zeros of the arguments of Abs, sign and Heaviside: where a custom activation may kink."""
+    points = set()
+    for node in expression.atoms(sympy.Abs, sympy.sign, sympy.Heaviside):
+        argument = node.args[0]
+        if argument.is_polynomial(Z):
+            for root in sympy.Poly(argument, Z).nroots():
+                if abs(sympy.im(root)) < 1e-12:
+                    points.add(float(sympy.re(root)))
+        else:
+            points.add(0.0)
+    return tuple(sorted(points))
+
+
+def catalogue() -> list[Activation]:
+    """The catalogue's standard members (with ``leaky_relu(0.1)``, ``He_3`` and ``h_4`` as examples).
+
+    Examples
+    --------
+    >>> [a.name for a in catalogue()][:4]
+    ['linear', 'quadratic', 'cubic', 'relu']
+    """
+    names = [n for n in _BASE if n != "leaky_relu"] + ["leaky_relu(0.1)", "He_3", "h_4"]
+    return [activation(n) for n in names]
