@@ -1,0 +1,10 @@
+from pathlib import Path
+
+from popgrad.tables import stale_derivations
+
+DERIVATIONS = Path(__file__).resolve().parent.parent / "derivations"
+
+
+def test_committed_derivation_tables_are_current():
+    stale = stale_derivations(DERIVATIONS)
+    assert not stale, f"derivations/ is stale ({', '.join(stale)}): run `popgrad derive`"
