@@ -1,0 +1,357 @@
+"""The rank-1 fine-tuning problem of Dayi & Chen (MATH.md §2) as a frozen specification.
+
+Base model ``f(x) = sum_i lam_i sigma(<w_i, x>)``; teacher weights ``W + xi c u^T``, student weights
+``W + xi c_hat u_hat^T`` with u, u_hat unit and orthogonal to span(W). Only u_hat is trained.
+
+Two conventions, named and never mixed:
+
+* ``normalized`` (the paper's proofs): each neuron is divided by its norm,
+  ``v_i = (w_i + xi c_i u) / r_i`` with ``r_i = sqrt(|w_i|^2 + xi^2 c_i^2)``;
+* ``raw`` (the paper's introduction, LoRA practice): ``sigma(<w_i + xi c_i u, x>)`` as is.
+
+Neuron i of the teacher then acts at scale ``s_i = r_i`` (raw) or 1 (normalized) on a unit direction;
+with quantized c (Assumption 3) and unit rows all ``r_i = r = sqrt(1 + xi^2/k)``. General c and
+non-unit rows give per-neuron scales, handled by the two-scale kernels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._validation import check_array, check_integer, check_real
+from .activations import Activation
+from .activations import activation as _activation
+
+__all__ = [
+    "FineTuningProblem",
+    "CONVENTIONS",
+    "orthonormal_problem",
+    "random_features_problem",
+    "glm_problem",
+    "claim2_problem",
+    "draw_signs",
+    "load_problem",
+    "Embedding",
+    "embedding",
+]
+
+CONVENTIONS = ("normalized", "raw")
+_KEYS = {"activation", "lam", "gram", "W", "c", "c_hat", "xi", "convention"}
+
+
+@dataclass(frozen=True, eq=False)
+class FineTuningProblem:
+    """A frozen rank-1 fine-tuning problem.
+
+    Parameters
+    ----------
+    activation : str or Activation
+    lam : array (k,)
+        Output weights of the base model (known, frozen).
+    gram : array (k, k)
+        ``G = W W^T``; symmetric positive semi-definite. Omit it when ``W`` is given.
+    c, c_hat : array (k,)
+        Teacher and (frozen) student adapter coefficients; nonzero entries (so that every neuron has
+        positive norm).
+    xi : float > 0
+        Adapter scale.
+    convention : 'normalized' or 'raw'
+    W : array (k, d), optional
+        Explicit base weights; ``gram`` is then ``W W^T``.
+
+    Examples
+    --------
+    >>> problem = orthonormal_problem("relu", k=4, xi=1.0, seed=0)
+    >>> problem.k, problem.convention, round(float(problem.teacher_norms[0]), 6)
+    (4, 'normalized', 1.118034)
+    """
+
+    activation: Activation
+    lam: np.ndarray
+    gram: np.ndarray
+    c: np.ndarray
+    c_hat: np.ndarray
+    xi: float
+    convention: str = "normalized"
+    W: np.ndarray | None = field(default=None)
+
+    def __init__(self, activation, lam, gram=None, c=None, c_hat=None, xi=1.0, convention="normalized", W=None):
+        sigma = _activation(activation)
+        lam = check_array(lam, "lam", ndim=1)
+        k = lam.shape[0]
+        if k < 1:
+            raise ValueError("lam must have at least one entry (k >= 1)")
+        if W is not None:
+            W = check_array(W, "W", ndim=2)
+            if W.shape[0] != k:
+                raise ValueError(f"W must have k = {k} rows (one per neuron), got shape {W.shape}")
+            implied = W @ W.T
+            if gram is not None and not np.allclose(check_array(gram, "gram", shape=(k, k)), implied, atol=1e-10):
+                raise ValueError("gram must equal W W^T when both are given")
+            gram = implied
+        if gram is None:
+            raise ValueError("give gram (k x k) or W (k x d)")
+        gram = check_array(gram, "gram", shape=(k, k))
+        if not np.allclose(gram, gram.T, atol=1e-12):
+            raise ValueError("gram must be symmetric")
+        gram = 0.5 * (gram + gram.T)
+        smallest = float(np.linalg.eigvalsh(gram).min()) if k else 0.0
+        if smallest < -1e-10 * max(1.0, float(np.abs(gram).max())):
+            raise ValueError(f"gram must be positive semi-definite (smallest eigenvalue {smallest:.3g})")
+        if np.any(np.diag(gram) < 0):
+            raise ValueError("gram must have a non-negative diagonal (squared row norms)")
+        c = check_array(c, "c", shape=(k,))
+        c_hat = check_array(c_hat, "c_hat", shape=(k,))
+        if np.any(c == 0) or np.any(c_hat == 0):
+            raise ValueError("c and c_hat must have nonzero entries")
+        xi = check_real(xi, "xi", 0.0, None, low_open=True)
+        if convention not in CONVENTIONS:
+            raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
+        for name, value in [("activation", sigma), ("lam", lam), ("gram", gram), ("c", c), ("c_hat", c_hat), ("xi", xi), ("convention", convention), ("W", W)]:
+            if isinstance(value, np.ndarray):
+                value.setflags(write=False)
+            object.__setattr__(self, name, value)
+
+    # -- derived quantities ------------------------------------------------------------------------
+
+    @property
+    def k(self) -> int:
+        return self.lam.shape[0]
+
+    @property
+    def teacher_norms(self) -> np.ndarray:
+        """``r_i = sqrt(G_ii + xi^2 c_i^2)``: norms of the teacher neurons ``w_i + xi c_i u``."""
+        return np.sqrt(np.diag(self.gram) + self.xi**2 * self.c**2)
+
+    @property
+    def student_norms(self) -> np.ndarray:
+        """``r_hat_j = sqrt(G_jj + xi^2 c_hat_j^2)``."""
+        return np.sqrt(np.diag(self.gram) + self.xi**2 * self.c_hat**2)
+
+    @property
+    def teacher_scales(self) -> np.ndarray:
+        """Scale at which each teacher neuron sees a unit direction: ``r_i`` (raw) or 1 (normalized)."""
+        return self.teacher_norms if self.convention == "raw" else np.ones(self.k)
+
+    @property
+    def student_scales(self) -> np.ndarray:
+        return self.student_norms if self.convention == "raw" else np.ones(self.k)
+
+    @property
+    def quantized(self) -> bool:
+        """Assumption 3: c, c_hat in {±1/sqrt(k)}^k."""
+        level = 1 / math.sqrt(self.k)
+        return bool(np.allclose(np.abs(self.c), level, rtol=1e-12) and np.allclose(np.abs(self.c_hat), level, rtol=1e-12))
+
+    @property
+    def unit_rows(self) -> bool:
+        return bool(np.allclose(np.diag(self.gram), 1.0, rtol=1e-12))
+
+    @property
+    def rank(self) -> int:
+        """rank(W) (numerical), so that span(W)^perp has dimension d - rank."""
+        if not np.any(self.gram):
+            return 0
+        eigenvalues = np.linalg.eigvalsh(self.gram)
+        return int(np.sum(eigenvalues > 1e-10 * eigenvalues.max()))
+
+    def replace(self, **changes) -> "FineTuningProblem":
+        """A copy with some fields changed (validated again)."""
+        fields = self.to_dict(arrays=True)
+        if "W" in changes or "gram" in changes:
+            fields.pop("W", None)
+            fields.pop("gram", None)
+        fields.update(changes)
+        return FineTuningProblem(**fields)
+
+    # -- serialisation -----------------------------------------------------------------------------
+
+    def to_dict(self, arrays: bool = False) -> dict:
+        """The JSON object (``arrays=False``: lists of floats, which round-trip exactly)."""
+        convert = (lambda a: a) if arrays else (lambda a: np.asarray(a).tolist())
+        out = {
+            "activation": self.activation.name,
+            "lam": convert(self.lam),
+            "c": convert(self.c),
+            "c_hat": convert(self.c_hat),
+            "xi": self.xi,
+            "convention": self.convention,
+        }
+        if self.W is not None:
+            out["W"] = convert(self.W)
+        else:
+            out["gram"] = convert(self.gram)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FineTuningProblem":
+        if not isinstance(data, dict):
+            raise TypeError("a problem must be a JSON object")
+        unknown = set(data) - _KEYS
+        if unknown:
+            raise ValueError(f"problem: unknown keys {sorted(unknown)} (allowed: {sorted(_KEYS)})")
+        missing = {"activation", "lam", "c", "c_hat", "xi"} - set(data)
+        if missing:
+            raise ValueError(f"problem: missing keys {sorted(missing)}")
+        if "gram" not in data and "W" not in data:
+            raise ValueError("problem: give 'gram' (k x k) or 'W' (k x d)")
+        return cls(**data)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, FineTuningProblem):
+            return NotImplemented
+        return self.to_json() == other.to_json()
+
+    def __hash__(self) -> int:
+        return hash(self.to_json())
+
+    def __repr__(self) -> str:
+        kind = "quantized" if self.quantized else "general"
+        return f"FineTuningProblem({self.activation.name}, k={self.k}, xi={self.xi:g}, {self.convention}, {kind} c)"
+
+
+def load_problem(path: str | Path) -> FineTuningProblem:
+    """Read a problem from a JSON file (keys: activation, lam, gram or W, c, c_hat, xi, convention)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"problem file {str(path)!r} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"problem file {str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    return FineTuningProblem.from_dict(data)
+
+
+# ------------------------------------------------------------------------------------------------
+# constructors
+# ------------------------------------------------------------------------------------------------
+
+
+def draw_signs(k: int, generator: np.random.Generator, distribution: str = "quantized") -> np.ndarray:
+    """Adapter coefficients: ``quantized`` ±1/sqrt(k) uniform (Assumption 3) or ``sphere`` (uniform on S^(k-1))."""
+    if distribution == "quantized":
+        return generator.choice([-1.0, 1.0], size=k) / math.sqrt(k)
+    if distribution == "sphere":
+        v = generator.standard_normal(k)
+        return v / np.linalg.norm(v)
+    raise ValueError(f"c distribution must be 'quantized' or 'sphere', got {distribution!r}")
+
+
+def _common(k, xi, seed, lam, c_distribution):
+    k = check_integer(k, "k", 1, 4096)
+    check_real(xi, "xi", 0.0, None, low_open=True)
+    generator = np.random.default_rng(check_integer(seed, "seed", 0))
+    lam = np.ones(k) if lam is None else lam
+    c = draw_signs(k, generator, c_distribution)
+    c_hat = draw_signs(k, generator, c_distribution)
+    return k, generator, lam, c, c_hat
+
+
+def orthonormal_problem(sigma, k: int, xi: float, seed: int = 0, lam=None, convention: str = "normalized", c_distribution: str = "quantized") -> FineTuningProblem:
+    """Orthonormal features ``G = I``; c, c_hat drawn independently with ``seed``.
+
+    Examples
+    --------
+    >>> orthonormal_problem("tanh", 3, 1.0, seed=1).gram.tolist()
+    [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    """
+    k, _, lam, c, c_hat = _common(k, xi, seed, lam, c_distribution)
+    return FineTuningProblem(sigma, lam, np.eye(k), c, c_hat, xi, convention)
+
+
+def random_features_problem(sigma, k: int, d: int, xi: float, seed: int = 0, lam=None, convention: str = "normalized", c_distribution: str = "quantized") -> FineTuningProblem:
+    """Rows of W uniform on the unit sphere of R^d (nearly orthogonal, as in the paper's simulations)."""
+    k, generator, lam, c, c_hat = _common(k, xi, seed, lam, c_distribution)
+    d = check_integer(d, "d", k + 2)
+    W = generator.standard_normal((k, d))
+    W /= np.linalg.norm(W, axis=1, keepdims=True)
+    return FineTuningProblem(sigma, lam, None, c, c_hat, xi, convention, W=W)
+
+
+def glm_problem(sigma, k: int, xi: float, seed: int = 0, lam=None, convention: str = "normalized", c_distribution: str = "quantized") -> FineTuningProblem:
+    """The GLM case W = 0: learning from scratch, where h(0) vanishes to order m^(l*-1)."""
+    k, _, lam, c, c_hat = _common(k, xi, seed, lam, c_distribution)
+    return FineTuningProblem(sigma, lam, np.zeros((k, k)), c, c_hat, xi, convention)
+
+
+def claim2_problem(sigma, k: int, xi: float = 1.0, seed: int = 0, lam=None, convention: str = "normalized") -> FineTuningProblem:
+    """Claim 2: teacher neurons orthonormal, ``<w_i, w_j> = -xi^2 c_i c_j`` (i != j), unit rows.
+
+    ``G = (1 + xi^2/k) I - xi^2 c c^T`` is positive semi-definite only for ``xi^2 (1 - 1/k) <= 1``.
+    """
+    k, _, lam, c, c_hat = _common(k, xi, seed, lam, "quantized")
+    gram = -(xi**2) * np.outer(c, c)
+    np.fill_diagonal(gram, 1.0)
+    if xi**2 * (1 - 1 / k) > 1 + 1e-12:
+        raise ValueError(f"xi must satisfy xi^2 (1 - 1/k) <= 1 for the Claim 2 construction (xi <= {1 / math.sqrt(1 - 1 / k):.4g} at k = {k})")
+    return FineTuningProblem(sigma, lam, gram, c, c_hat, xi, convention)
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """Explicit vectors in R^d realising a problem: W (k x d) with W W^T = G, u and u_hat unit,
+    orthogonal to span(W), with <u, u_hat> = m; ``basis`` is an orthonormal basis of span(W) (d x rank)."""
+
+    W: np.ndarray
+    u: np.ndarray
+    u_hat: np.ndarray
+    basis: np.ndarray
+
+    @property
+    def d(self) -> int:
+        return self.W.shape[1]
+
+
+def embedding(problem: FineTuningProblem, d: int | None = None, m: float = 0.0, seed: int = 0, rotate: bool = True) -> Embedding:
+    """Realise ``problem`` in R^d. Uses ``problem.W`` when present; otherwise builds W from G
+    (``G = V diag(e) V^T``, ``W = V diag(sqrt(e))`` padded with zeros) and, with ``rotate``, applies a
+    uniformly random rotation so that no coordinate is special.
+
+    Examples
+    --------
+    >>> problem = orthonormal_problem("relu", k=3, xi=1.0, seed=0)
+    >>> e = embedding(problem, d=8, m=0.25, seed=1)
+    >>> np.allclose(e.W @ e.W.T, problem.gram), round(float(e.u @ e.u_hat), 12), bool(np.allclose(e.W @ e.u, 0))
+    (True, 0.25, True)
+    """
+    m = check_real(m, "m", -1.0, 1.0)
+    generator = np.random.default_rng(check_integer(seed, "seed", 0))
+    if problem.W is not None:
+        W = np.array(problem.W)
+        if d is not None and d != W.shape[1]:
+            raise ValueError(f"d must equal the problem's W dimension {W.shape[1]}, got {d}")
+        d = W.shape[1]
+    else:
+        d = check_integer(d, "d", problem.rank + 2)
+        eigenvalues, vectors = np.linalg.eigh(problem.gram)
+        W = np.zeros((problem.k, d))
+        W[:, : problem.k] = vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))
+        if rotate:
+            rotation, _ = np.linalg.qr(generator.standard_normal((d, d)))
+            W = W @ rotation.T
+    rank = problem.rank
+    if rank >= d - 1:
+        raise ValueError(f"d = {d} leaves no room for u, u_hat orthogonal to span(W) (rank {rank})")
+    if rank:
+        left, singular, right = np.linalg.svd(W, full_matrices=True)
+        basis = right[:rank].T
+        complement = right[rank:].T
+    else:
+        basis = np.zeros((d, 0))
+        complement = np.eye(d)
+    coordinates = generator.standard_normal((complement.shape[1], 2))
+    q, _ = np.linalg.qr(coordinates)
+    e1, e2 = complement @ q[:, 0], complement @ q[:, 1]
+    u = e1
+    u_hat = m * e1 + math.sqrt(max(0.0, 1 - m * m)) * e2
+    return Embedding(W, u, u_hat, basis)
