@@ -119,6 +119,20 @@ class Activation:
         return evaluate_numpy(self.derivative_program, z)
 
     @cached_property
+    def scalar(self):
+        """``(sigma, sigma')`` as fast scalar Python callables (numba-backed), for scalar quadrature."""
+        kind, parameters, ops, args, d_ops, d_args = self.jit_spec
+        stack = np.empty(_jit.STACK_SIZE)
+
+        def value(z: float) -> float:
+            return _jit.activation_value(kind, parameters, ops, args, stack, z)
+
+        def slope(z: float) -> float:
+            return _jit.activation_derivative(kind, parameters, d_ops, d_args, stack, z)
+
+        return value, slope
+
+    @cached_property
     def jit_spec(self) -> tuple:
         """Plain arrays for the numba kernels: ``(kind, parameters, ops, args, d_ops, d_args)``."""
         kind, parameters = _jit.KIND_PROGRAM, np.zeros(1)

@@ -261,12 +261,9 @@ def kernel_quadrature(sigma, rho: float, s1: float = 1.0, s2: float = 1.0, deriv
     rho = check_real(rho, "rho", -1.0, 1.0)
     if derivative and sigma.jumps:
         raise ValueError(f"kernel_quadrature: sigma' of {sigma.name!r} has a Dirac part; use the closed form")
-    function = sigma.prime if derivative else sigma
+    f = sigma.scalar[1] if derivative else sigma.scalar[0]
     limit = 12.0
     co = math.sqrt(max(0.0, 1.0 - rho * rho))
-
-    def f(z):
-        return float(function(np.array([z]))[0])
 
     def inner(g1):
         mean = rho * g1
@@ -293,15 +290,15 @@ def kernel_mpmath(sigma, rho, s1=1, s2=1, derivative: bool = False):
     rho, s1, s2 = mpmath.mpf(rho), mpmath.mpf(s1), mpmath.mpf(s2)
     co = mpmath.sqrt(1 - rho * rho)
     limit = int(math.sqrt(2 * math.log(10) * (mpmath.mp.dps + 5))) + 2
-    grid = list(range(-limit, limit + 1, 2))
     normaliser = 1 / mpmath.sqrt(2 * mpmath.pi)
 
     def inner(g1):
         mean = rho * g1
-        points = sorted(set([mpmath.mpf(x) for x in grid] + [(k / s2 - mean) / co for k in sigma.breakpoints if abs((k / s2 - mean) / co) < limit]))
+        kinks = [(k / s2 - mean) / co for k in sigma.breakpoints if abs((k / s2 - mean) / co) < limit]
+        points = [mpmath.mpf(-limit)] + sorted(kinks) + [mpmath.mpf(limit)]
         return mpmath.quad(lambda g2: function(s2 * (mean + co * g2)) * mpmath.exp(-g2 * g2 / 2), points) * normaliser
 
-    points = sorted(set([mpmath.mpf(x) for x in grid] + [mpmath.mpf(k) / s1 for k in sigma.breakpoints]))
+    points = [mpmath.mpf(-limit)] + sorted(mpmath.mpf(k) / s1 for k in sigma.breakpoints) + [mpmath.mpf(limit)]
     return mpmath.quad(lambda g1: function(s1 * g1) * inner(g1) * mpmath.exp(-g1 * g1 / 2), points) * normaliser
 
 

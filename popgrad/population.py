@@ -78,7 +78,15 @@ class _Geometry:
     student_value: KernelSpec
 
 
+_CACHE_SIZE = 32
 _geometry_cache: dict = {}
+
+
+def _remember(cache: dict, key, value):
+    if len(cache) >= _CACHE_SIZE:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
+    return value
 
 
 def _geometry(problem: FineTuningProblem, order: int | None = None) -> _Geometry:
@@ -106,8 +114,7 @@ def _geometry(problem: FineTuningProblem, order: int | None = None) -> _Geometry
         + _pair_sum(zero, lam2, np.clip(ss, -1, 1), np.zeros_like(ss), s_s, s_s, student_value.code, student_value.parameter, False, student_value.coefficients, student_value.coefficients)[0]
     )
     geometry = _Geometry(weight_drift, -2 * lam2, offset, slope, constant, teacher, student, teacher_value, student_value)
-    _geometry_cache[key] = geometry
-    return geometry
+    return _remember(_geometry_cache, key, geometry)
 
 
 def _check_m(m) -> np.ndarray:
@@ -352,7 +359,7 @@ def drift_interpolant(problem: FineTuningProblem, tolerance: float = 1e-13) -> D
         function = lambda m: population_drift(problem, np.clip(m, -1.0, 1.0))  # noqa: E731
         interpolant = chebyshev_interpolant(function, tolerance=tolerance, endpoint=True)
         scale = float(np.max(np.abs(function(np.linspace(-1, 1, 513)))))
-        _interpolant_cache[key] = DriftInterpolant(interpolant, scale)
+        _remember(_interpolant_cache, key, DriftInterpolant(interpolant, scale))
     return _interpolant_cache[key]
 
 
@@ -407,24 +414,32 @@ def glm_drift(sigma, m, order: int = 200) -> np.ndarray:
 
 
 def lemma6_frequency(sigma, k: int, xi: float, draws: int = 1000, seed: int = 0, grid: int = 201) -> dict:
-    """How often Lemma 6's conclusion holds over random c, c_hat (orthonormal features, lam = 1).
+    """How often Lemma 6's conclusion holds over random quantized c, c_hat (orthonormal features, lam = 1).
 
-    The conclusion: ``h(m) sign(h(0)) >= |h(0)|/2`` for all m with ``m h(0) >= 0``. Returns the fraction,
-    a binomial standard error, and quantiles of ``min h(m) sign(h(0)) / |h(0)|`` over the draws.
+    The conclusion: ``h(m) sign(h(0)) >= |h(0)|/2`` for all m with ``m h(0) >= 0`` (checked on a grid of
+    ``grid`` points). Draws where h(0) vanishes (|h(0)| <= 1e-12 max|h|: the signs cancel exactly, which
+    quantized c allows) are *degenerate*: Lemma 6's lower bound on |h(0)| fails there, so they count as
+    not holding and are reported separately. Returns the fraction, its binomial standard error, the
+    degenerate count and quantiles of ``min h(m) sign(h(0)) / |h(0)|`` over the other draws.
     """
     k = check_integer(k, "k", 1, 1024)
     draws = check_integer(draws, "draws", 1, 10**6)
     generator = np.random.default_rng(check_integer(seed, "seed", 0))
     m = np.linspace(0.0, 1.0, grid)
-    ratios = np.empty(draws)
-    for n in range(draws):
+    ratios = []
+    degenerate = 0
+    for _ in range(draws):
         problem = orthonormal_problem(sigma, k, xi, seed=int(generator.integers(2**62)))
-        h0 = float(population_drift(problem, 0.0))
-        direction = 1.0 if h0 >= 0 else -1.0
-        values = population_drift(problem, direction * m) * direction
-        ratios[n] = float(np.min(values) / abs(h0)) if h0 != 0 else -np.inf
-    holds = ratios >= 0.5
-    fraction = float(np.mean(holds))
+        values = population_drift(problem, np.concatenate([m, -m[1:]]))
+        h0 = values[0]
+        if abs(h0) <= 1e-12 * max(float(np.max(np.abs(values))), 1e-300):
+            degenerate += 1
+            continue
+        direction = 1.0 if h0 > 0 else -1.0
+        ahead = values[:grid] if h0 > 0 else np.concatenate([[h0], values[grid:]])
+        ratios.append(float(np.min(ahead * direction) / abs(h0)))
+    ratios = np.array(ratios)
+    fraction = float(np.sum(ratios >= 0.5) / draws)
     return {
         "activation": activation(sigma).name,
         "k": k,
@@ -432,8 +447,9 @@ def lemma6_frequency(sigma, k: int, xi: float, draws: int = 1000, seed: int = 0,
         "draws": draws,
         "seed": seed,
         "fraction": fraction,
-        "standard_error": math.sqrt(max(fraction * (1 - fraction), 1e-300) / draws),
-        "ratio_quantiles": {q: float(np.quantile(ratios, q)) for q in (0.0, 0.05, 0.5, 0.95)},
+        "standard_error": math.sqrt(fraction * (1 - fraction) / draws),
+        "degenerate": degenerate,
+        "ratio_quantiles": {q: float(np.quantile(ratios, q)) if len(ratios) else float("nan") for q in (0.0, 0.05, 0.5)},
     }
 
 
