@@ -98,6 +98,136 @@ def _hermite(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
+# problems
+# ------------------------------------------------------------------------------------------------
+
+FEATURES = ("orthonormal", "random", "glm", "claim2")
+
+
+def _add_problem_options(parser: argparse.ArgumentParser, defaults: dict | None = None) -> None:
+    defaults = {"activation": "relu", "k": 8, "xi": 1.0, "features": "orthonormal", "seed": 0} | (defaults or {})
+    group = parser.add_argument_group("problem (or --problem FILE.json)")
+    group.add_argument("--problem", metavar="FILE", help="a problem JSON file (overrides the options below)")
+    group.add_argument("--activation", "-a", default=defaults["activation"], help=f"activation (default {defaults['activation']})")
+    group.add_argument("--k", type=int, default=defaults["k"], help=f"number of neurons (default {defaults['k']})")
+    group.add_argument("--xi", type=_float, default=defaults["xi"], help=f"adapter scale xi > 0 (default {defaults['xi']:g})")
+    group.add_argument("--features", choices=FEATURES, default=defaults["features"], help=f"base features (default {defaults['features']})")
+    group.add_argument("--d", type=int, default=None, help="input dimension (random features; the simulation's d)")
+    group.add_argument("--seed", type=int, default=defaults["seed"], help=f"seed for W, c, c_hat (default {defaults['seed']})")
+    group.add_argument("--convention", choices=("normalized", "raw"), default="normalized")
+    group.add_argument("--c-distribution", choices=("quantized", "sphere"), default="quantized", help="law of c, c_hat")
+
+
+def _problem_from_args(args):
+    from . import model
+
+    if args.problem:
+        return model.load_problem(args.problem)
+    if not 1 <= args.k <= 4096:
+        raise UsageError(f"--k must lie in [1, 4096], got {args.k}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    if not args.xi > 0:
+        raise UsageError(f"--xi must be > 0, got {args.xi:g}")
+    common = {"seed": args.seed, "convention": args.convention}
+    if args.features == "random":
+        if args.d is None:
+            raise UsageError("--features random needs --d (the input dimension)")
+        return model.random_features_problem(args.activation, args.k, args.d, args.xi, c_distribution=args.c_distribution, **common)
+    if args.features == "claim2":
+        return model.claim2_problem(args.activation, args.k, args.xi, **common)
+    constructor = model.orthonormal_problem if args.features == "orthonormal" else model.glm_problem
+    return constructor(args.activation, args.k, args.xi, c_distribution=args.c_distribution, **common)
+
+
+def _grid(text: str):
+    import numpy as np
+
+    try:
+        if ":" in text:
+            low, high, count = text.split(":")
+            values = np.linspace(float(low), float(high), int(count))
+        else:
+            values = np.array([float(v) for v in text.split(",") if v.strip()])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list or LOW:HIGH:COUNT, got {text!r}") from None
+    if values.size == 0:
+        raise argparse.ArgumentTypeError("the list is empty")
+    return values
+
+
+def _problem(args) -> int:
+    problem = _problem_from_args(args)
+    problem.save(args.out)
+    print(f"wrote {args.out}: {problem!r}")
+    return 0
+
+
+def _h(args) -> int:
+    import numpy as np
+
+    from .population import drift_fixed_points, population_drift, population_loss
+    from .tables import Table
+
+    problem = _problem_from_args(args)
+    m = args.m
+    if np.any(np.abs(m) > 1):
+        raise UsageError("--m values must lie in [-1, 1]")
+    h = population_drift(problem, m)
+    loss = population_loss(problem, m)
+    points = drift_fixed_points(problem)
+    if args.plot:
+        _plot_drift(problem, points, args.plot)
+    if args.format == "json":
+        payload = {
+            "problem": problem.to_dict(),
+            "m": m.tolist(),
+            "h": h.tolist(),
+            "Phi": loss.tolist(),
+            "h0": points.h0,
+            "zeros": list(points.zeros),
+            "popgrad": __version__,
+        }
+        print(json.dumps(payload, indent=1))
+        return 0
+    rows = tuple((f"{a:.6g}", f"{b:.12g}", f"{c:.12g}") for a, b, c in zip(m, h, loss))
+    table = Table("h(m) and Phi(m)", ("m", "h(m)", "Phi(m)"), rows, note=repr(problem))
+    if args.format == "latex":
+        print(table.latex(), end="")
+        return 0
+    print(repr(problem))
+    print(f"h(0) = {points.h0:.12g}; zeros of h on [-1, 1]: {', '.join(f'{z:.10g}' for z in points.zeros) or 'none'}")
+    print(f"{'m':>10s} {'h(m)':>20s} {'Phi(m)':>20s}")
+    for a, b, c in rows:
+        print(f"{a:>10s} {b:>20s} {c:>20s}")
+    return 0
+
+
+def _plot_drift(problem, points, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .population import population_drift, population_loss
+
+    grid = np.linspace(-1, 1, 801)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(grid, population_drift(problem, grid))
+    left.axhline(0, color="grey", lw=0.5)
+    for zero in points.zeros:
+        left.axvline(zero, color="red", lw=0.8, ls="--")
+    left.set(xlabel="m", ylabel="h(m)", title="population drift")
+    right.plot(grid, population_loss(problem, grid))
+    right.set(xlabel="m", ylabel="Phi(m)", title="population loss")
+    figure.suptitle(repr(problem), fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+# ------------------------------------------------------------------------------------------------
 # derive
 # ------------------------------------------------------------------------------------------------
 
@@ -158,6 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
     hermite.add_argument("--digits", "-d", type=_positive_int, default=30, help="decimal digits (default 30)")
     hermite.add_argument("--format", choices=["table", "markdown", "latex", "csv", "json"], default="table")
     hermite.set_defaults(handler=_hermite)
+
+    h = commands.add_parser("h", help="population drift h(m) and loss Phi(m) of a problem")
+    _add_problem_options(h)
+    h.add_argument("--m", type=_grid, default=_grid("-1:1:11"), help="m values: list or LOW:HIGH:COUNT (default -1:1:11)")
+    h.add_argument("--format", choices=["table", "json", "latex"], default="table")
+    h.add_argument("--plot", metavar="FILE.png", help="also plot h and Phi on [-1, 1]")
+    h.set_defaults(handler=_h)
+
+    problem = commands.add_parser("problem", help="write a problem specification (JSON)")
+    _add_problem_options(problem)
+    problem.add_argument("--out", required=True, help="output JSON file")
+    problem.set_defaults(handler=_problem)
 
     derive = commands.add_parser("derive", help="regenerate the derivation tables")
     derive.add_argument("--out", default="derivations", help="output folder (default derivations/)")

@@ -8,20 +8,34 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import mpmath
+import numpy as np
 import sympy
 
 from .activations import catalogue
 from .hermite import HermiteVerification, information_exponent, verify_hermite
+from .model import orthonormal_problem
+from .population import drift_fixed_points, drift_series, lemma6_frequency, symbolic_drift
 
-__all__ = ["Table", "hermite_table", "derivation_files", "write_derivations", "stale_derivations"]
+__all__ = ["Table", "hermite_table", "drift_table", "symbolic_drift_table", "lemma6_table", "derivation_files", "write_derivations", "stale_derivations"]
 
 HERMITE_ORDER = 12
 HERMITE_DIGITS = 50
 VALUE_DIGITS = 30
+#: the standard setting of the h(m) tables: orthonormal features, lam = 1, quantized c, normalized
+STANDARD = {"k": 8, "xi": 1.0, "seed": 0}
+SERIES_TERMS = 5
+SYMBOLIC = {"k": 3, "xi": 1.0, "seed": 0}
+SYMBOLIC_ACTIVATIONS = ("linear", "relu", "abs", "erf", "quadratic", "He_3")
+LEMMA6 = {"activation": "relu", "draws": 1000, "seed": 0, "settings": ((8, 1.0), (8, math.sqrt(8)), (32, 1.0), (32, math.sqrt(32)))}
+
+
+def _number(value: float, digits: int = 10) -> str:
+    return "0" if value == 0 else f"{value:.{digits}g}"
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,59 @@ def _hermite_tables(order: int = HERMITE_ORDER, digits: int = HERMITE_DIGITS) ->
     return tables
 
 
+def drift_table() -> Table:
+    """h(0), h(±1), zeros of h and the first coefficients of h's power series for the catalogue."""
+    rows = []
+    for sigma in catalogue():
+        problem = orthonormal_problem(sigma, **STANDARD)
+        points = drift_fixed_points(problem)
+        series = drift_series(problem, SERIES_TERMS, order=200)
+        series[np.abs(series) < 1e-13 * np.max(np.abs(series))] = 0.0  # zero up to rounding
+        zeros = ", ".join(_number(z, 8) for z in points.zeros) or "none"
+        rows.append((sigma.name, _number(points.h0), _number(points.h_at_minus_one), _number(points.h_at_one), zeros) + tuple(_number(a, 8) for a in series))
+    columns = ("activation", "h(0)", "h(-1)", "h(1)", "zeros of h") + tuple(f"a_{l}" for l in range(SERIES_TERMS))
+    note = (
+        f"orthonormal features, k = {STANDARD['k']}, xi = {STANDARD['xi']:g}, lam = 1, c and c_hat quantized and drawn "
+        f"with seed {STANDARD['seed']} (`orthonormal_problem(sigma, k={STANDARD['k']}, xi={STANDARD['xi']:g}, seed={STANDARD['seed']})`), "
+        "normalized convention; h(m) = sum_l a_l m^l near m = 0 (Hermite series of K' truncated at order 200). "
+        "Values to 10 significant digits."
+    )
+    return Table("h(m) at the standard setting", columns, tuple(rows), note=note)
+
+
+def symbolic_drift_table() -> Table:
+    """Exact h(m) for small k (closed kernels or finite Hermite series)."""
+    rows, latex_rows = [], []
+    for name in SYMBOLIC_ACTIVATIONS:
+        problem = orthonormal_problem(name, **SYMBOLIC)
+        expr, exact = symbolic_drift(problem)
+        rows.append((name, "exact" if exact else "truncated", sympy.sstr(expr)))
+        latex_rows.append((name, "exact" if exact else "truncated", _latex_math(expr)))
+    problem = orthonormal_problem("relu", **SYMBOLIC)
+    note = (
+        f"orthonormal features, k = {SYMBOLIC['k']}, xi = {SYMBOLIC['xi']:g}, lam = 1, "
+        f"sqrt(k) c = {np.rint(problem.c * math.sqrt(problem.k)).astype(int).tolist()}, "
+        f"sqrt(k) c_hat = {np.rint(problem.c_hat * math.sqrt(problem.k)).astype(int).tolist()} (seed {SYMBOLIC['seed']}), normalized convention"
+    )
+    return Table("symbolic h(m)", ("activation", "kind", "h(m)"), tuple(rows), tuple(latex_rows), note)
+
+
+def lemma6_table() -> Table:
+    """How often Lemma 6's conclusion holds over random c, c_hat (reported, not asserted)."""
+    rows = []
+    for k, xi in LEMMA6["settings"]:
+        report = lemma6_frequency(LEMMA6["activation"], k, xi, draws=LEMMA6["draws"], seed=LEMMA6["seed"])
+        quantiles = report["ratio_quantiles"]
+        rows.append((str(k), f"{xi:.6g}", f"{report['fraction']:.3f} ± {report['standard_error']:.3f}", str(report["degenerate"]), f"{quantiles[0.0]:.4f}", f"{quantiles[0.05]:.4f}", f"{quantiles[0.5]:.4f}"))
+    note = (
+        f"{LEMMA6['activation']}, orthonormal features, lam = 1, {LEMMA6['draws']} draws of quantized c, c_hat (seed {LEMMA6['seed']}). "
+        "Holds: h(m) sign(h(0)) >= |h(0)|/2 for every m with m h(0) >= 0 (201-point grid). Degenerate: h(0) = 0 exactly "
+        "(the signs cancel), counted as not holding. Ratio: min over m of h(m) sign(h(0)) / |h(0)| among non-degenerate draws."
+    )
+    columns = ("k", "xi", "fraction holding", "degenerate", "min ratio", "5% ratio", "median ratio")
+    return Table("Lemma 6 over random adapter signs", columns, tuple(rows), note=note)
+
+
 def _render(tables: list, title: str, intro: str) -> dict:
     markdown = [f"# {title}", "", intro, ""] + [table.markdown() for table in tables]
     latex = [f"% {title} -- generated by `popgrad derive`; do not edit"] + [table.latex() for table in tables]
@@ -108,6 +175,15 @@ def derivation_files() -> dict:
     files = {}
     for suffix, content in _render([t for _, _, t in hermite], "Hermite coefficients of the activation catalogue", intro).items():
         files[f"hermite.{suffix}"] = content
+    drift_intro = (
+        "Generated by `popgrad derive`; do not edit. The population drift h(m) of Proposition 4 (MATH.md §3): the "
+        "spherical population gradient is -h(m)(u - m u_hat), and gradient flow is dm/dtau = h(m)(1 - m^2)."
+    )
+    for suffix, content in _render([drift_table(), symbolic_drift_table()], "Population drift h(m)", drift_intro).items():
+        files[f"drift.{suffix}"] = content
+    lemma_intro = "Generated by `popgrad derive`; do not edit. A report, not an assertion: Lemma 6 holds with high probability."
+    for suffix, content in _render([lemma6_table()], "Lemma 6 frequency", lemma_intro).items():
+        files[f"lemma6.{suffix}"] = content
     return files
 
 
