@@ -93,7 +93,7 @@ def program_eval(ops, args, stack, z):
     return stack[0]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def activation_value(kind, parameters, ops, args, stack, z):
     """``sigma(z)`` for an activation given by its jit spec."""
     if kind == KIND_RELU:
@@ -118,7 +118,7 @@ def activation_value(kind, parameters, ops, args, stack, z):
     return program_eval(ops, args, stack, z)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def activation_derivative(kind, parameters, d_ops, d_args, stack, z):
     """``sigma'(z)`` pointwise (0 where sigma jumps: Dirac parts carry no per-sample gradient)."""
     if kind == KIND_RELU:
@@ -150,7 +150,7 @@ def activation_derivative(kind, parameters, d_ops, d_args, stack, z):
 # ------------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _splitmix64(x):
     x = (x + np.uint64(0x9E3779B97F4A7C15)) & np.uint64(0xFFFFFFFFFFFFFFFF)
     z = x
@@ -169,12 +169,12 @@ def seed_stream(seed, stream, state):
         state[i] = value
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _rotl(x, k):
     return (x << np.uint64(k)) | (x >> np.uint64(64 - k))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def next_u64(state):
     result = _rotl(state[1] * np.uint64(5), 7) * np.uint64(9)
     t = state[1] << np.uint64(17)
@@ -187,10 +187,10 @@ def next_u64(state):
     return result
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def uniform(state):
     """Uniform on (0, 1): 53 random bits, never exactly 0."""
-    return (float(next_u64(state) >> np.uint64(11)) + 0.5) * 1.1102230246251565e-16
+    return (float(np.int64(next_u64(state) >> np.uint64(11))) + 0.5) * 1.1102230246251565e-16
 
 
 def _ziggurat_tables():
@@ -207,13 +207,13 @@ _ZIG_X, _ZIG_F = _ziggurat_tables()
 _ZIG_R = 3.6541528853610088
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def normal(state):
     """A standard normal draw (256-layer ziggurat, exact)."""
     while True:
         bits = next_u64(state)
-        i = int(bits & np.uint64(255))
-        u = 2.0 * (float(bits >> np.uint64(11)) * 1.1102230246251565e-16) - 1.0
+        i = np.int64(bits & np.uint64(255))
+        u = 2.0 * (float(np.int64(bits >> np.uint64(11))) * 1.1102230246251565e-16) - 1.0
         x = u * _ZIG_X[i]
         if abs(x) < _ZIG_X[i + 1]:
             return x

@@ -22,7 +22,7 @@ from .model import FineTuningProblem
 __all__ = ["gradient_coefficient", "neuron_divisors", "monte_carlo_gradient"]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def gradient_coefficient(a, g, g_hat, lam, c, c_hat, xi, divisor_teacher, divisor_student, kind, parameters, ops, args, d_ops, d_args, stack):
     """Return ``(A, f* - f_hat)`` for one sample given its pre-activations."""
     residual = 0.0

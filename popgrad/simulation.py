@@ -80,10 +80,12 @@ def _init_vectors(u_hat, states, seed, first, u, basis, m0):
         u_hat[j] = v
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz"})
 def _advance_full(u_hat, states, W, basis, u, structured, lam, c, c_hat, xi, n_t, n_s, kind, parameters, ops, args, d_ops, d_args, eta, steps, m_out):
-    """``steps`` SGD steps for every trajectory. With ``structured`` the geometry is the rotated one:
-    ``W = [L, 0]`` (L = W[:, :rank]), span(W) = first rank coordinates and u = e_rank."""
+    """``steps`` SGD steps for every trajectory. ``basis`` (rank x d) spans span(W) and ``W`` is given
+    in it: the pre-activations are ``a = W (basis x)`` (k x rank), which reuses the coordinates that the
+    projection needs. With ``structured`` the geometry is the rotated one: span(W) = first rank
+    coordinates and u = e_rank."""
     trajectories, d = u_hat.shape
     k = W.shape[0]
     rank = basis.shape[0]
@@ -107,11 +109,6 @@ def _advance_full(u_hat, states, W, basis, u, structured, lam, c, c_hat, xi, n_t
                     x[r] = 0.0  # P_W^perp x
                 g = x[rank]
             else:
-                for i in range(k):
-                    total = 0.0
-                    for l in range(d):
-                        total += W[i, l] * x[l]
-                    a[i] = total
                 g = 0.0
                 for l in range(d):
                     g += u[l] * x[l]
@@ -120,6 +117,11 @@ def _advance_full(u_hat, states, W, basis, u, structured, lam, c, c_hat, xi, n_t
                     for l in range(d):
                         total += basis[r, l] * x[l]
                     coords[r] = total
+                for i in range(k):
+                    total = 0.0
+                    for r in range(rank):
+                        total += W[i, r] * coords[r]
+                    a[i] = total
                 for r in range(rank):
                     for l in range(d):
                         x[l] -= coords[r] * basis[r, l]
@@ -311,7 +313,8 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
         _init_vectors(u_hat, states, np.uint64(seed), first_trajectory, u, basis, start_value)
         m = np.empty(trajectories)
         structured = method == "fast"
-        W, basis = np.ascontiguousarray(W), np.ascontiguousarray(basis)
+        W = np.ascontiguousarray(W[:, :rank] if structured else W @ basis.T)  # W in the basis of span(W)
+        basis = np.ascontiguousarray(basis)
 
         def advance(count):
             _advance_full(u_hat, states, W, basis, u, structured, *common, eta, count, m)
