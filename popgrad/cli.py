@@ -105,14 +105,15 @@ FEATURES = ("orthonormal", "random", "glm", "claim2")
 
 
 def _add_problem_options(parser: argparse.ArgumentParser, defaults: dict | None = None) -> None:
-    defaults = {"activation": "relu", "k": 8, "xi": 1.0, "features": "orthonormal", "seed": 0} | (defaults or {})
+    defaults = {"activation": "relu", "k": 8, "xi": 1.0, "features": "orthonormal", "seed": 0, "d": None} | (defaults or {})
     group = parser.add_argument_group("problem (or --problem FILE.json)")
     group.add_argument("--problem", metavar="FILE", help="a problem JSON file (overrides the options below)")
     group.add_argument("--activation", "-a", default=defaults["activation"], help=f"activation (default {defaults['activation']})")
     group.add_argument("--k", type=int, default=defaults["k"], help=f"number of neurons (default {defaults['k']})")
     group.add_argument("--xi", type=_float, default=defaults["xi"], help=f"adapter scale xi > 0 (default {defaults['xi']:g})")
     group.add_argument("--features", choices=FEATURES, default=defaults["features"], help=f"base features (default {defaults['features']})")
-    group.add_argument("--d", type=int, default=None, help="input dimension (random features; the simulation's d)")
+    dimension = "" if defaults["d"] is None else f" (default {defaults['d']})"
+    group.add_argument("--d", dest="dimension", type=int, default=defaults["d"], help=f"input dimension d: of random features and of the simulation{dimension}")
     group.add_argument("--seed", type=int, default=defaults["seed"], help=f"seed for W, c, c_hat (default {defaults['seed']})")
     group.add_argument("--convention", choices=("normalized", "raw"), default="normalized")
     group.add_argument("--c-distribution", choices=("quantized", "sphere"), default="quantized", help="law of c, c_hat")
@@ -131,9 +132,9 @@ def _problem_from_args(args):
         raise UsageError(f"--xi must be > 0, got {args.xi:g}")
     common = {"seed": args.seed, "convention": args.convention}
     if args.features == "random":
-        if args.d is None:
+        if args.dimension is None:
             raise UsageError("--features random needs --d (the input dimension)")
-        return model.random_features_problem(args.activation, args.k, args.d, args.xi, c_distribution=args.c_distribution, **common)
+        return model.random_features_problem(args.activation, args.k, args.dimension, args.xi, c_distribution=args.c_distribution, **common)
     if args.features == "claim2":
         return model.claim2_problem(args.activation, args.k, args.xi, **common)
     constructor = model.orthonormal_problem if args.features == "orthonormal" else model.glm_problem
@@ -248,28 +249,160 @@ def _derive(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
-# run
+# simulate, compare, run
 # ------------------------------------------------------------------------------------------------
 
 
-def _run(args) -> int:
-    from .activations import catalogue
-    from .hermite import verify_hermite
+def _add_dynamics_options(parser: argparse.ArgumentParser, defaults: dict) -> None:
+    group = parser.add_argument_group("dynamics")
+    size = group.add_mutually_exclusive_group()
+    size.add_argument("--eta", type=_float, default=None, help="step size eta")
+    size.add_argument("--delta", type=_float, default=None, help=f"step size as eta = delta / d (default delta = {defaults['delta']:g})")
+    group.add_argument("--steps", type=int, default=defaults["steps"], help=f"number of SGD steps (default {defaults['steps']})")
+    group.add_argument("--trajectories", type=int, default=defaults["trajectories"], help=f"independent trajectories (default {defaults['trajectories']})")
+    group.add_argument("--method", choices=("chain", "fast", "full"), default=defaults["method"], help=f"simulator (default {defaults['method']})")
+    group.add_argument("--m0", type=_float, default=None, help="initial overlap (default: u_hat_0 uniform on the sphere of span(W)^perp)")
+    group.add_argument("--checkpoints", type=_checkpoint_list, default=None, help="steps to record, comma-separated (default 21 evenly spaced)")
+    group.add_argument("--noise-samples", type=int, default=200_000, help="Monte Carlo samples for V(m) (default 200000)")
+    group.add_argument("--threshold", type=_float, default=4.0, help="verdict threshold in standard errors (default 4)")
+    parser.set_defaults(default_delta=defaults["delta"])
 
-    print(f"popgrad {__version__}: Hermite verification of the activation catalogue (p <= {args.order}, 50 digits)")
-    print(f"{'activation':18s} {'scale':>6s} {'route':8s} {'min digits':>10s} {'max |zero|':>11s}")
-    worst = 50.0
-    for sigma in catalogue():
-        for scale in (1, 1.7):
-            check = verify_hermite(sigma, args.order, scale, digits=50)
-            route = "exact" if sigma.has_closed_form else "numeric"
-            worst = min(worst, check.min_digits)
-            print(f"{sigma.name:18s} {check.scale:>6s} {route:8s} {check.min_digits:10.1f} {check.max_abs_at_zeros:11.1e}")
-    print(f"verdict: every coefficient agrees to >= {worst:.1f} significant digits across two independent routes")
+
+def _checkpoint_list(text: str):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated step counts, got {text!r}") from None
+    if not values or any(v < 0 for v in values) or any(b <= a for a, b in zip(values, values[1:])):
+        raise argparse.ArgumentTypeError("checkpoints must be non-negative and strictly increasing")
+    return values
+
+
+def _dynamics_settings(args, problem):
+    from .simulation import checkpoint_grid
+
+    d = args.dimension
+    if problem.W is not None and args.method == "full":
+        d = problem.W.shape[1]
+    if d is None or d < problem.rank + 3:
+        raise UsageError(f"--d must be >= rank(W) + 3 = {problem.rank + 3}, got {d}")
+    if args.eta is not None:
+        if not args.eta > 0:
+            raise UsageError(f"--eta must be > 0, got {args.eta:g}")
+        eta = args.eta
+    else:
+        delta = args.default_delta if args.delta is None else args.delta
+        if not delta > 0:
+            raise UsageError(f"--delta must be > 0, got {delta:g}")
+        eta = delta / d
+    if not 1 <= args.trajectories <= 10**7:
+        raise UsageError(f"--trajectories must lie in [1, 10000000], got {args.trajectories}")
+    if args.m0 is not None and not -1 <= args.m0 <= 1:
+        raise UsageError(f"--m0 must lie in [-1, 1], got {args.m0:g}")
+    if args.checkpoints is not None:
+        checkpoints = args.checkpoints
+    else:
+        if not 1 <= args.steps <= 10**10:
+            raise UsageError(f"--steps must lie in [1, 1e10], got {args.steps}")
+        checkpoints = checkpoint_grid(args.steps, 21).tolist()
+    if args.noise_samples < 64:
+        raise UsageError(f"--noise-samples must be >= 64, got {args.noise_samples}")
+    return d, eta, checkpoints
+
+
+def _print_comparison(comparisons: dict) -> None:
+    first = next(iter(comparisons.values()))
+    names = list(first.predictions.values)
+    header = f"{'step':>9s} " + " ".join(f"{label + ' mean ± SE':>22s}" for label in comparisons) + " " + " ".join(f"{name:>16s}" for name in names)
+    print(header)
+    for index, step in enumerate(first.steps):
+        cells = " ".join(f"{c.mean[index]:>12.5f} ± {c.standard_error[index]:<7.5f}" for c in comparisons.values())
+        predictions = " ".join(f"{first.predictions.values[name][index]:>16.5f}" for name in names)
+        print(f"{int(step):>9d} {cells} {predictions}")
+    if first.predictions.band[0] is not None:
+        import numpy as np
+
+        width = float(np.max(np.abs(first.predictions.band[1] - first.predictions.band[0])))
+        print(f"finite-step ODE band (noise Monte Carlo, 2 SE): width <= {width:.2e}")
+    for label, comparison in comparisons.items():
+        print(f"verdict [{label}]: {comparison.verdict}")
+
+
+def _simulate(args) -> int:
+    from .comparison import compare
+
+    problem = _problem_from_args(args)
+    d, eta, checkpoints = _dynamics_settings(args, problem)
+    result = compare(problem, d, eta, checkpoints, trajectories=args.trajectories, method=args.method, m0=args.m0, seed=args.seed, noise_samples=args.noise_samples, threshold=args.threshold, progress=not args.quiet)
+    if args.out:
+        result.to_dataset().to_netcdf(args.out, engine="scipy")
+    if args.format == "json":
+        print(json.dumps(result.to_json_dict(), indent=1))
+        return 0
+    print(f"{problem!r}; d = {d}, eta = {eta:.4g} (delta = {eta * d:.4g}), {args.trajectories} trajectories ({args.method})")
+    _print_comparison({args.method: result})
+    if args.out:
+        print(f"wrote {args.out}")
     return 0
 
 
-# ------------------------------------------------------------------------------------------------
+def _compare(args) -> int:
+    from .comparison import compare
+
+    problem = _problem_from_args(args)
+    d, eta, checkpoints = _dynamics_settings(args, problem)
+    result = compare(problem, d, eta, checkpoints, trajectories=args.trajectories, method=args.method, m0=args.m0, seed=args.seed, noise_samples=args.noise_samples, threshold=args.threshold, progress=not args.quiet)
+    print(f"{problem!r}; d = {d}, eta = {eta:.4g} (delta = {eta * d:.4g}), {args.trajectories} trajectories ({args.method})")
+    _print_comparison({args.method: result})
+    for path in result.save(args.out):
+        print(f"wrote {path}")
+    if args.strict and not all(result.consistent.values()):
+        return 1
+    return 0
+
+
+RUN_DEFAULTS = {"d": 1000, "delta": 0.05, "steps": 50000, "trajectories": 24, "method": "full"}
+RUN_CHAIN_TRAJECTORIES = 500
+
+
+def _run(args) -> int:
+    import time
+
+    from .comparison import Comparison, versions
+    from .population import drift_fixed_points, drift_interpolant
+    from .predictions import predict
+    from .simulation import checkpoint_grid, simulate
+
+    begin = time.perf_counter()
+    problem = _problem_from_args(args)
+    d, eta, checkpoints = _dynamics_settings(args, problem)
+    out = Path(args.out)
+    print(f"popgrad {__version__} — theory vs Monte Carlo for rank-1 fine-tuning (Dayi & Chen)")
+    print(f"problem: {problem!r}; d = {d}, eta = {eta:.4g} (delta = eta d = {eta * d:g}), {args.steps} steps")
+    points = drift_fixed_points(problem)
+    fast = drift_interpolant(problem)
+    print(f"h(0) = {points.h0:.6g}; zeros of h on [-1, 1]: {', '.join(f'{z:.6g}' for z in points.zeros) or 'none'}; "
+          f"fast evaluator: {fast.interpolant.panels} Chebyshev panels, measured error {fast.measured_error:.1e}")
+    predictions = predict(problem, d, eta, checkpoints, m0=args.m0, samples=args.noise_samples, seed=args.seed)
+    full = simulate(problem, d, eta, checkpoints, trajectories=args.trajectories, method="full", m0=args.m0, seed=args.seed, progress=not args.quiet)
+    chain = simulate(problem, d, eta, checkpoints, trajectories=args.chain_trajectories, method="chain", m0=args.m0, seed=args.seed + 1, progress=not args.quiet)
+    results = {
+        f"full-d SGD ({full.trajectories})": Comparison(problem, full, predictions, args.threshold),
+        f"chain ({chain.trajectories})": Comparison(problem, chain, predictions, args.threshold),
+    }
+    _print_comparison(results)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for label, comparison in zip(("full", "chain"), results.values()):
+        folder = out / label
+        written += comparison.save(folder)
+    _plot_drift(problem, points, out / "drift.png")
+    provenance = {"command": "popgrad run", "problem": problem.to_dict(), "d": d, "eta": eta, "steps": args.steps, "seed": args.seed, "checkpoints": list(map(int, checkpoints)), "versions": versions(), "seconds": time.perf_counter() - begin}
+    (out / "provenance.json").write_text(json.dumps(provenance, indent=1) + "\n")
+    problem.save(out / "problem.json")
+    print(f"report: {out}/ (drift.png, problem.json, provenance.json, full/ and chain/: comparison.png, .json, .nc)")
+    print(f"done in {time.perf_counter() - begin:.1f} s")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,8 +411,29 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     run = commands.add_parser("run", help="the main job: theory vs Monte Carlo on built-in defaults")
-    run.add_argument("--order", type=_positive_int, default=20, help="largest Hermite order checked")
+    _add_problem_options(run, {"d": RUN_DEFAULTS["d"]})
+    _add_dynamics_options(run, RUN_DEFAULTS)
+    run.add_argument("--chain-trajectories", type=int, default=RUN_CHAIN_TRAJECTORIES, help=f"trajectories of the exact chain (default {RUN_CHAIN_TRAJECTORIES})")
+    run.add_argument("--out", default="popgrad-report", help="report folder (default popgrad-report/)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(handler=_run)
+
+    simulate_defaults = {"d": 1000, "delta": 0.25, "steps": 30000, "trajectories": 256, "method": "chain"}
+    simulate = commands.add_parser("simulate", help="online SGD with the predictions at checkpoints")
+    _add_problem_options(simulate, {"d": simulate_defaults["d"]})
+    _add_dynamics_options(simulate, simulate_defaults)
+    simulate.add_argument("--format", choices=["table", "json"], default="table")
+    simulate.add_argument("--out", help="also save the labelled arrays (NetCDF, .nc)")
+    simulate.add_argument("--quiet", action="store_true", help="no progress bars")
+    simulate.set_defaults(handler=_simulate)
+
+    compare = commands.add_parser("compare", help="simulate, predict, and write a report with the verdict")
+    _add_problem_options(compare, {"d": simulate_defaults["d"]})
+    _add_dynamics_options(compare, simulate_defaults)
+    compare.add_argument("--out", default="popgrad-compare", help="report folder (default popgrad-compare/)")
+    compare.add_argument("--strict", action="store_true", help="exit 1 when a prediction is inconsistent")
+    compare.add_argument("--quiet", action="store_true", help="no progress bars")
+    compare.set_defaults(handler=_compare)
 
     hermite = commands.add_parser("hermite", help="verified Hermite coefficients of an activation")
     hermite.add_argument("activation", help="catalogue name, He_p, h_p, leaky_relu(a), poly(...), or an expression in z")

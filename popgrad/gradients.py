@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from numba import njit
 
@@ -42,12 +41,10 @@ def neuron_divisors(problem: FineTuningProblem) -> tuple:
     return np.ascontiguousarray(problem.teacher_norms), np.ascontiguousarray(problem.student_norms)
 
 
-@njit(cache=True, parallel=True)
-def _gradient_sums(W, u, u_hat, basis, lam, c, c_hat, xi, n_t, n_s, kind, parameters, ops, args, d_ops, d_args, seed, streams, per_stream):
+@njit(cache=True, nogil=True)
+def _gradient_sums(start, stop, sums, squares, W, u, u_hat, basis, lam, c, c_hat, xi, n_t, n_s, kind, parameters, ops, args, d_ops, d_args, seed, per_stream):
     d = W.shape[1]
-    sums = np.zeros((streams, d))
-    squares = np.zeros((streams, d))
-    for s in numba.prange(streams):
+    for s in range(start, stop):
         state = np.empty(4, dtype=np.uint64)
         _jit.seed_stream(seed, s, state)
         x = np.empty(d)
@@ -71,7 +68,6 @@ def _gradient_sums(W, u, u_hat, basis, lam, c, c_hat, xi, n_t, n_s, kind, parame
                 value = -coefficient * tangent[j]
                 sums[s, j] += value
                 squares[s, j] += value * value
-    return sums, squares
 
 
 def monte_carlo_gradient(problem: FineTuningProblem, W, u, u_hat, basis, samples: int, seed: int = 0, streams: int = 64) -> tuple:
@@ -82,10 +78,13 @@ def monte_carlo_gradient(problem: FineTuningProblem, W, u, u_hat, basis, samples
     """
     n_t, n_s = neuron_divisors(problem)
     per_stream = max(1, samples // streams)
-    sums, squares = _gradient_sums(
+    sums = np.zeros((streams, np.shape(W)[1]))
+    squares = np.zeros_like(sums)
+    _jit.run_blocks(
+        _gradient_sums, streams, sums, squares,
         np.ascontiguousarray(W, dtype=np.float64), np.asarray(u, float), np.asarray(u_hat, float), np.ascontiguousarray(np.asarray(basis, dtype=np.float64).T),
         np.asarray(problem.lam), np.asarray(problem.c), np.asarray(problem.c_hat), float(problem.xi), n_t, n_s,
-        *problem.activation.jit_spec, np.uint64(seed), streams, per_stream,
+        *problem.activation.jit_spec, np.uint64(seed), per_stream,
     )
     total = streams * per_stream
     mean = sums.sum(axis=0) / total

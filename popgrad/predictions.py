@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 from numba import njit
 from scipy import stats
@@ -36,12 +35,11 @@ __all__ = ["NoiseEstimate", "noise_estimate", "Predictions", "predict", "PREDICT
 PREDICTIONS = ("gradient_flow", "population_map", "finite_step_ode")
 
 
-@njit(cache=True, parallel=True)
-def _noise_sums(nodes, L, lam, c, c_hat, xi, n_t, n_s, kind, parameters, ops, args, d_ops, d_args, n, seed, streams, per_stream):
-    """Per stream and node: sums of A^2, A^2 q^2 and (A^2 (q^2 + n - 2))^2; the same draws at every node."""
+@njit(cache=True, nogil=True)
+def _noise_sums(start, stop, out, nodes, L, lam, c, c_hat, xi, n_t, n_s, kind, parameters, ops, args, d_ops, d_args, n, seed, per_stream):
+    """Per stream and node: sums of A^2, A^2 (q^2 + n - 2) and its square; the same draws at every node."""
     k, rank = L.shape
-    out = np.zeros((streams, nodes.shape[0], 3))
-    for s in numba.prange(streams):
+    for s in range(start, stop):
         state = np.empty(4, dtype=np.uint64)
         _jit.seed_stream(seed, s, state)
         z = np.empty(rank)
@@ -66,7 +64,6 @@ def _noise_sums(nodes, L, lam, c, c_hat, xi, n_t, n_s, kind, parameters, ops, ar
                 out[s, index, 0] += square
                 out[s, index, 1] += combined
                 out[s, index, 2] += combined * combined
-    return out
 
 
 @dataclass(frozen=True)
@@ -122,7 +119,9 @@ def noise_estimate(problem: FineTuningProblem, d: int, samples: int = 200_000, s
     L = _factor(problem.gram, problem.rank)
     if L.shape[1] == 0:
         L = np.zeros((problem.k, 1))
-    sums = _noise_sums(nodes, L, np.asarray(problem.lam), np.asarray(problem.c), np.asarray(problem.c_hat), float(problem.xi), n_t, n_s, *problem.activation.jit_spec, float(n), np.uint64(seed), streams, per_stream).sum(axis=0)
+    sums = np.zeros((streams, nodes.shape[0], 3))
+    _jit.run_blocks(_noise_sums, streams, sums, nodes, L, np.asarray(problem.lam), np.asarray(problem.c), np.asarray(problem.c_hat), float(problem.xi), n_t, n_s, *problem.activation.jit_spec, float(n), np.uint64(seed), per_stream)
+    sums = sums.sum(axis=0)
     V = sums[:, 0] / total
     N = sums[:, 1] / total
     variance = np.maximum(sums[:, 2] / total - N**2, 0.0) * total / (total - 1)

@@ -1,0 +1,207 @@
+"""Theory vs Monte Carlo: statistics of m_t over trajectories against each prediction, with a verdict.
+
+:func:`compare` runs the simulation and the predictions on the same checkpoints and returns a
+:class:`Comparison`: mean, standard error and quantile bands of m_t; for each prediction the discrepancy
+``z_t = |mean_t - prediction_t| / SE_t`` (for the finite-step ODE the distance to its band) and the
+statistic ``max_t z_t`` over checkpoints after the start; the verdict says which predictions are
+consistent at the threshold (default 4). Results convert to an xarray Dataset (NetCDF) that records
+the problem, step size, seeds and versions, to JSON, and to a PNG plot.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from ._validation import check_real
+from .model import FineTuningProblem
+from .population import population_loss
+from .predictions import PREDICTIONS, Predictions, predict
+from .simulation import SimulationResult, simulate
+
+__all__ = ["Comparison", "compare", "QUANTILES", "versions"]
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def versions() -> dict:
+    """Versions of popgrad and the numerical stack, recorded with every saved result."""
+    import mpmath
+    import numba
+    import scipy
+    import sympy
+
+    return {"popgrad": __version__, "numpy": np.__version__, "scipy": scipy.__version__, "sympy": sympy.__version__, "mpmath": mpmath.__version__, "numba": numba.__version__, "python": platform.python_version()}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A simulation and its predictions on the same checkpoints."""
+
+    problem: FineTuningProblem
+    simulation: SimulationResult
+    predictions: Predictions
+    threshold: float = 4.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def steps(self) -> np.ndarray:
+        return self.simulation.steps
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.simulation.m.mean(axis=0)
+
+    @property
+    def standard_error(self) -> np.ndarray:
+        m = self.simulation.m
+        return m.std(axis=0, ddof=1) / math.sqrt(m.shape[0]) if m.shape[0] > 1 else np.full(m.shape[1], np.nan)
+
+    @property
+    def quantiles(self) -> np.ndarray:
+        return np.quantile(self.simulation.m, QUANTILES, axis=0)
+
+    def discrepancy(self, name: str) -> np.ndarray:
+        """``|mean - prediction| / SE`` per checkpoint (distance to the band for the finite-step ODE)."""
+        prediction = self.predictions.values[name]
+        gap = np.abs(self.mean - prediction)
+        if name == "finite_step_ode" and self.predictions.band[0] is not None:
+            lower, upper = np.minimum(*self.predictions.band), np.maximum(*self.predictions.band)
+            gap = np.where(self.mean < lower, lower - self.mean, np.where(self.mean > upper, self.mean - upper, 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.standard_error > 0, gap / self.standard_error, np.where(gap > 0, np.inf, 0.0))
+
+    def statistic(self, name: str) -> float:
+        """``max_t z_t`` over the checkpoints after step 0."""
+        z = self.discrepancy(name)[self.steps > 0]
+        return float(np.max(z)) if z.size else 0.0
+
+    @property
+    def consistent(self) -> dict:
+        return {name: self.statistic(name) <= self.threshold for name in self.predictions.values}
+
+    @property
+    def verdict(self) -> str:
+        parts = [f"{name}: max z = {self.statistic(name):.2f} ({'consistent' if ok else 'inconsistent'})" for name, ok in self.consistent.items()]
+        return f"threshold {self.threshold:g} SE; " + "; ".join(parts)
+
+    # -- export -------------------------------------------------------------------------------------
+
+    def provenance(self) -> dict:
+        simulation = self.simulation
+        return {
+            "problem": self.problem.to_dict(),
+            "d": simulation.d,
+            "eta": simulation.eta,
+            "delta": simulation.eta * simulation.d,
+            "method": simulation.method,
+            "trajectories": simulation.trajectories,
+            "first_trajectory": simulation.first_trajectory,
+            "seed": simulation.seed,
+            "m0": simulation.m0,
+            "noise_samples": None if self.predictions.noise is None else self.predictions.noise.samples,
+            "noise_seed": None if self.predictions.noise is None else self.predictions.noise.seed,
+            "threshold": self.threshold,
+            "simulation_seconds": simulation.seconds,
+            "versions": versions(),
+        } | self.extra
+
+    def to_json_dict(self) -> dict:
+        checkpoints = []
+        quantiles = self.quantiles
+        loss = population_loss(self.problem, np.clip(self.mean, -1, 1))
+        for index, step in enumerate(self.steps):
+            row = {
+                "step": int(step),
+                "mean": float(self.mean[index]),
+                "standard_error": float(self.standard_error[index]),
+                "quantiles": {f"{q:g}": float(quantiles[i, index]) for i, q in enumerate(QUANTILES)},
+                "population_loss_at_mean": float(loss[index]),
+                "predictions": {name: float(values[index]) for name, values in self.predictions.values.items()},
+            }
+            if self.predictions.band[0] is not None:
+                row["finite_step_ode_band"] = [float(self.predictions.band[0][index]), float(self.predictions.band[1][index])]
+            checkpoints.append(row)
+        return {
+            "provenance": self.provenance(),
+            "checkpoints": checkpoints,
+            "statistics": {name: self.statistic(name) for name in self.predictions.values},
+            "consistent": self.consistent,
+            "verdict": self.verdict,
+        }
+
+    def to_dataset(self):
+        """Labelled arrays (xarray.Dataset): m[trajectory, step], mean/SE/quantiles and predictions per step."""
+        import xarray as xr
+
+        coordinates = {"step": self.steps, "trajectory": np.arange(self.simulation.trajectories) + self.simulation.first_trajectory, "quantile": list(QUANTILES)}
+        data = {
+            "m": (("trajectory", "step"), self.simulation.m),
+            "mean": (("step",), self.mean),
+            "standard_error": (("step",), self.standard_error),
+            "quantiles": (("quantile", "step"), self.quantiles),
+            "population_loss": (("trajectory", "step"), population_loss(self.problem, np.clip(self.simulation.m, -1, 1))),
+        }
+        for name, values in self.predictions.values.items():
+            data[f"prediction_{name}"] = (("step",), values)
+            data[f"discrepancy_{name}"] = (("step",), self.discrepancy(name))
+        if self.predictions.band[0] is not None:
+            data["finite_step_ode_lower"] = (("step",), self.predictions.band[0])
+            data["finite_step_ode_upper"] = (("step",), self.predictions.band[1])
+        attributes = {"provenance": json.dumps(self.provenance()), "verdict": self.verdict}
+        return xr.Dataset(data, coords=coordinates, attrs=attributes)
+
+    def save(self, folder: str | Path) -> list:
+        """Write ``comparison.nc`` (NetCDF), ``comparison.json`` and ``comparison.png`` into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.to_dataset().to_netcdf(folder / "comparison.nc", engine="scipy")
+        (folder / "comparison.json").write_text(json.dumps(self.to_json_dict(), indent=1) + "\n")
+        self.plot(folder / "comparison.png")
+        return [folder / "comparison.nc", folder / "comparison.json", folder / "comparison.png"]
+
+    def plot(self, path: str | Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        steps, quantiles = self.steps, self.quantiles
+        figure, axis = plt.subplots(figsize=(8, 5))
+        axis.fill_between(steps, quantiles[0], quantiles[-1], color="C0", alpha=0.15, label="SGD 5–95%")
+        axis.fill_between(steps, quantiles[1], quantiles[-2], color="C0", alpha=0.3, label="SGD 25–75%")
+        axis.errorbar(steps, self.mean, yerr=2 * self.standard_error, fmt="o", ms=3, color="C0", label=f"SGD mean ± 2 SE ({self.simulation.method}, {self.simulation.trajectories} traj.)")
+        styles = {"gradient_flow": ("C3", "--"), "population_map": ("C2", ":"), "finite_step_ode": ("k", "-")}
+        for name, values in self.predictions.values.items():
+            color, style = styles.get(name, ("C4", "-"))
+            axis.plot(steps, values, color=color, ls=style, label=f"{name.replace('_', ' ')} (max z {self.statistic(name):.1f})")
+        if self.predictions.band[0] is not None:
+            axis.fill_between(steps, self.predictions.band[0], self.predictions.band[1], color="k", alpha=0.2)
+        axis.set(xlabel="SGD step t", ylabel="m_t = <u, u_hat_t>", title=f"{self.problem!r}\nd = {self.simulation.d}, eta = {self.simulation.eta:.3g}")
+        axis.legend(fontsize=8)
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+
+
+def compare(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajectories: int = 256, method: str = "chain", m0: float | None = None, seed: int = 0, which=PREDICTIONS, noise_samples: int = 200_000, threshold: float = 4.0, progress: bool = False) -> Comparison:
+    """Simulate online SGD and compute the predictions on the same checkpoints.
+
+    Examples
+    --------
+    >>> from popgrad.model import orthonormal_problem
+    >>> problem = orthonormal_problem("relu", k=4, xi=1.0, seed=0)
+    >>> result = compare(problem, d=200, eta=0.05 / 200, checkpoints=[0, 5000, 20000], trajectories=64, seed=1, noise_samples=20000)
+    >>> sorted(result.consistent)
+    ['finite_step_ode', 'gradient_flow', 'population_map']
+    """
+    threshold = check_real(threshold, "threshold", 0.0, None, low_open=True)
+    simulation = simulate(problem, d, eta, checkpoints, trajectories=trajectories, method=method, m0=m0, seed=seed, progress=progress)
+    predictions = predict(problem, simulation.d, eta, simulation.steps, m0=m0, which=which, samples=noise_samples, seed=seed)
+    return Comparison(problem, simulation, predictions, threshold)
