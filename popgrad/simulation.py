@@ -140,6 +140,8 @@ def _advance_full(start, stop, u_hat, states, W, basis, u, structured, lam, c, c
                 v[l] += step * (x[l] - g_hat * v[l])
                 norm += v[l] * v[l]
             norm = math.sqrt(norm)
+            if not (0.0 < norm < math.inf):
+                norm = math.nan  # overflow: report it rather than normalise to a zero vector
             for l in range(d):
                 v[l] /= norm
         if structured:
@@ -191,7 +193,8 @@ def _advance_chain(start, stop, m, states, L, identity, lam, c, c_hat, xi, n_t, 
             g = overlap * g_hat + co * q
             coefficient, _ = gradient_coefficient(a, g, g_hat, lam, c, c_hat, xi, n_t, n_s, kind, parameters, ops, args, d_ops, d_args, stack)
             step = eta * coefficient
-            overlap = (overlap + step * q * co) / math.sqrt(1.0 + step * step * (q * q + chi))
+            denominator = math.sqrt(1.0 + step * step * (q * q + chi))
+            overlap = (overlap + step * q * co) / denominator if denominator < math.inf else math.nan
         m[j] = overlap
 
 

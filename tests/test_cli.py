@@ -48,3 +48,56 @@ def test_bad_input_is_one_line_with_status_2(args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("popgrad: error:") and message in lines[0]
     assert "Traceback" not in result.stderr
+
+
+SMALL = ["--d", "100", "--steps", "2000", "--trajectories", "8", "--noise-samples", "2000", "--quiet"]
+
+
+def test_h_json_and_problem_round_trip(tmp_path, capsys):
+    path = tmp_path / "problem.json"
+    assert main(["problem", "--activation", "tanh", "--features", "random", "--d", "30", "--k", "3", "--seed", "4", "--out", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["h", "--problem", str(path), "--m=-1:1:5", "--format", "json", "--plot", str(tmp_path / "h.png")]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["m"] == [-1.0, -0.5, 0.0, 0.5, 1.0] and len(payload["h"]) == 5 and len(payload["Phi"]) == 5
+    assert payload["problem"] == json.loads(path.read_text())
+    assert (tmp_path / "h.png").stat().st_size > 0
+
+
+def test_simulate_json(capsys):
+    assert main(["simulate", *SMALL, "--checkpoints", "0,1000,2000", "--format", "json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    rows = payload["checkpoints"]
+    assert [row["step"] for row in rows] == [0, 1000, 2000]
+    assert set(rows[1]) >= {"step", "mean", "standard_error", "quantiles", "predictions"}
+    assert set(rows[1]["predictions"]) == {"gradient_flow", "population_map", "finite_step_ode"}
+    assert payload["provenance"]["eta"] == pytest.approx(0.25 / 100)
+
+
+def test_compare_and_run_write_reports(tmp_path, capsys):
+    assert main(["compare", *SMALL, "--method", "full", "--out", str(tmp_path / "compare")]) == 0
+    assert {p.name for p in (tmp_path / "compare").iterdir()} == {"comparison.nc", "comparison.json", "comparison.png"}
+    assert main(["run", *SMALL, "--chain-trajectories", "16", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "verdict [full-d SGD (8)]" in out and "verdict [chain (16)]" in out
+    assert (tmp_path / "run" / "provenance.json").exists() and (tmp_path / "run" / "chain" / "comparison.nc").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["simulate", "--eta", "-1"], "--eta must be > 0"),
+        (["simulate", "--eta", "0.1", "--delta", "0.2"], "not allowed with argument"),
+        (["simulate", "--method", "magic"], "invalid choice"),
+        (["simulate", "--checkpoints", "5,2"], "strictly increasing"),
+        (["simulate", "--d", "5", "--k", "8"], "--d must be >="),
+        (["simulate", "--m0", "3"], "--m0 must lie in [-1, 1]"),
+        (["h", "--k", "0"], "--k must lie in [1, 4096]"),
+        (["h", "--activation", "os.system('x')"], "only plain function calls"),
+    ],
+)
+def test_dynamics_bad_input_is_one_line_with_status_2(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr

@@ -1,0 +1,145 @@
+"""Online SGD: the three simulators agree in law, the predictions against Monte Carlo, reproducibility."""
+
+import json
+import math
+
+import numba
+import numpy as np
+import pytest
+from scipy import stats
+
+from popgrad.comparison import compare
+from popgrad.gradients import neuron_divisors
+from popgrad.model import orthonormal_problem, random_features_problem
+from popgrad.predictions import noise_estimate, predict
+from popgrad.simulation import SimulationDiverged, simulate
+
+CHECKPOINTS = [0, 1000, 3000]
+
+
+def _ks_pvalues(a, b):
+    return [stats.ks_2samp(a.m[:, i], b.m[:, i]).pvalue for i in range(1, a.m.shape[1])]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("problem", [orthonormal_problem("relu", 4, 1.0, seed=0), random_features_problem("tanh", 4, 200, 1.0, seed=1)])
+def test_chain_and_full_sgd_agree_in_law(problem):
+    d, eta = 200, 0.5 / 200
+    chain = simulate(problem, d, eta, CHECKPOINTS, trajectories=400, method="chain", seed=11)
+    full = simulate(problem, d, eta, CHECKPOINTS, trajectories=400, method="full", seed=12)
+    fast = simulate(problem, d, eta, CHECKPOINTS, trajectories=400, method="fast", seed=13)
+    # Bonferroni over 2 checkpoints x 2 pairs at family level 0.01
+    assert min(_ks_pvalues(chain, full)) > 0.0025
+    assert min(_ks_pvalues(fast, full)) > 0.0025
+    assert abs(chain.m[:, -1].mean() - full.m[:, -1].mean()) < 4 * math.hypot(chain.m[:, -1].std(), full.m[:, -1].std()) / math.sqrt(400)
+
+
+def test_initial_overlap_law():
+    # u_hat_0 uniform on the sphere of span(W)^perp: m_0 = 2B - 1, B ~ Beta((n-1)/2, (n-1)/2), n = d - k
+    problem = orthonormal_problem("relu", 4, 1.0, seed=0)
+    law = stats.beta((46 - 1) / 2, (46 - 1) / 2, loc=-1, scale=2)
+    for method in ("chain", "full"):
+        start = simulate(problem, 50, 0.01, [0], trajectories=2000, method=method, seed=5)
+        assert stats.kstest(start.m[:, 0], law.cdf).pvalue > 0.001
+
+
+@pytest.mark.slow
+def test_finite_step_ode_follows_sgd_where_gradient_flow_does_not():
+    problem = orthonormal_problem("relu", 8, 1.0, seed=0)
+    d = 300
+    small = compare(problem, d, 0.05 / d, np.linspace(0, 60000, 7).astype(int), trajectories=1000, method="chain", seed=2)
+    assert small.statistic("finite_step_ode") <= 4.0, small.verdict
+    assert small.statistic("gradient_flow") > 4.0
+    # MATH.md's measured example: at eta = 0.5/d SGD stalls near m = -0.027 where gradient flow converges
+    stalled = orthonormal_problem("relu", 8, 1.0, seed=3)
+    large = compare(stalled, d, 0.5 / d, np.linspace(0, 60000, 7).astype(int), trajectories=1000, method="chain", seed=2)
+    assert abs(large.mean[-1]) < 0.06
+    assert abs(large.predictions.values["gradient_flow"][-1]) > 0.999
+    assert large.statistic("gradient_flow") > 100
+    assert abs(large.predictions.values["finite_step_ode"][-1] - large.mean[-1]) < 0.01
+
+
+@pytest.mark.parametrize("method", ["chain", "fast", "full"])
+def test_same_seed_same_numbers_for_any_thread_count_batch_or_split(method):
+    problem = random_features_problem("relu", 3, 40, 1.0, seed=2) if method == "full" else orthonormal_problem("relu", 3, 1.0, seed=2)
+    arguments = dict(d=40, eta=0.3 / 40, trajectories=6, method=method, seed=9)
+    previous = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = simulate(problem, checkpoints=[0, 300, 700], **arguments)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = simulate(problem, checkpoints=[0, 300, 700], **arguments)
+    finally:
+        numba.set_num_threads(previous)
+    np.testing.assert_array_equal(one.m, two.m)
+    split = simulate(problem, checkpoints=[0, 100, 300, 500, 700], **arguments)
+    np.testing.assert_array_equal(one.m, split.m[:, [0, 2, 4]])
+    batch = simulate(problem, checkpoints=[0, 300, 700], **(arguments | {"trajectories": 2}), first_trajectory=4)
+    np.testing.assert_array_equal(one.m[4:], batch.m)
+
+
+def test_given_m0_and_divergence_message():
+    problem = orthonormal_problem("He_3", 3, 1.0, seed=0)
+    result = simulate(problem, 30, 1e-3, [0, 10], trajectories=3, method="full", m0=0.25)
+    np.testing.assert_allclose(result.m[:, 0], 0.25, atol=1e-14)
+    with pytest.raises(SimulationDiverged, match="eta = 1e\\+305"):
+        simulate(problem, 30, 1e305, [0, 50], trajectories=3, method="full", m0=0.25)
+
+
+def _numpy_noise(problem, m, samples, seed):
+    """E[A^2] with numpy and an independent sampler (a ~ N(0, G) via Cholesky)."""
+    generator = np.random.default_rng(seed)
+    k = problem.k
+    a = generator.standard_normal((samples, k)) @ np.linalg.cholesky(problem.gram + 1e-300 * np.eye(k)).T
+    g_hat = generator.standard_normal(samples)
+    g = m * g_hat + math.sqrt(1 - m * m) * generator.standard_normal(samples)
+    n_t, n_s = neuron_divisors(problem)
+    sigma = problem.activation
+    teacher = sigma((a + problem.xi * problem.c * g[:, None]) / n_t)
+    student_z = (a + problem.xi * problem.c_hat * g_hat[:, None]) / n_s
+    residual = (teacher - sigma(student_z)) @ problem.lam
+    slope = (sigma.prime(student_z) * problem.xi * problem.c_hat / n_s) @ problem.lam
+    values = (2 * residual * slope) ** 2
+    return values.mean(), values.std() / math.sqrt(samples)
+
+
+@pytest.mark.parametrize("name", ["relu", "tanh"])
+def test_noise_estimate_against_an_independent_sampler(name):
+    problem = random_features_problem(name, 3, 30, 1.0, seed=4)
+    estimate = noise_estimate(problem, 30, samples=200_000, seed=1)
+    for m in (-0.6, 0.0, 0.45):
+        mean, error = _numpy_noise(problem, m, 200_000, 7)
+        assert abs(float(estimate.V(m)[0]) - mean) < 5 * math.sqrt(2) * error
+
+
+def test_predictions_agree_with_each_other_for_tiny_steps():
+    problem = orthonormal_problem("tanh", 4, 1.0, seed=1)
+    steps = [0, 100_000, 400_000]
+    result = predict(problem, 1000, 1e-6, steps, m0=0.1, samples=20_000)
+    for name in ("population_map", "finite_step_ode"):
+        np.testing.assert_allclose(result.values[name], result.values["gradient_flow"], atol=2e-4)
+
+
+def test_results_record_provenance(tmp_path):
+    problem = orthonormal_problem("relu", 3, 1.0, seed=0)
+    result = compare(problem, 60, 0.1 / 60, [0, 200, 400], trajectories=16, seed=3, noise_samples=5000)
+    paths = result.save(tmp_path)
+    assert all(path.exists() for path in paths)
+    import xarray as xr
+
+    dataset = xr.open_dataset(tmp_path / "comparison.nc", engine="scipy")
+    provenance = json.loads(dataset.attrs["provenance"])
+    assert provenance["seed"] == 3 and provenance["eta"] == pytest.approx(0.1 / 60) and "numba" in provenance["versions"]
+    assert provenance["problem"] == problem.to_dict()
+    np.testing.assert_array_equal(dataset["m"].values, result.simulation.m)
+    payload = json.loads((tmp_path / "comparison.json").read_text())
+    assert [row["step"] for row in payload["checkpoints"]] == [0, 200, 400]
+    assert set(payload["checkpoints"][1]["predictions"]) == {"gradient_flow", "population_map", "finite_step_ode"}
+
+
+@pytest.mark.parametrize("arguments, error", [({"eta": -1.0}, "eta must lie"), ({"method": "magic"}, "method must be one of"), ({"checkpoints": [5, 2]}, "strictly increasing"), ({"trajectories": 0}, "trajectories must lie"), ({"m0": 1.5}, "m0 must lie"), ({"d": 4}, "d must lie")])
+def test_bad_simulation_arguments(arguments, error):
+    problem = orthonormal_problem("relu", 3, 1.0, seed=0)
+    defaults = {"d": 50, "eta": 0.01, "checkpoints": [0, 10], "trajectories": 2, "method": "chain"}
+    with pytest.raises(ValueError, match=error):
+        simulate(problem, **(defaults | arguments))
