@@ -104,7 +104,7 @@ def parse_expression(text: str) -> sympy.Expr:
     >>> parse_expression("__import__('os')")
     Traceback (most recent call last):
     ...
-    popgrad.expressions.ExpressionError: expression: name '__import__' is not allowed (use z, pi, e and the functions exp, log, sqrt, sin, cos, tanh, sinh, cosh, atan, asinh, erf, erfc, abs, sign, heaviside, relu, sigmoid, softplus)
+    popgrad.expressions.ExpressionError: expression: function '__import__' is not allowed (use z, pi, e and the functions exp, log, sqrt, sin, cos, tanh, sinh, cosh, atan, asinh, erf, erfc, abs, sign, heaviside, relu, sigmoid, softplus)
     """
     if not isinstance(text, str):
         raise ExpressionError(f"expression: expected a string, got {type(text).__name__}")

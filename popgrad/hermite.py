@@ -248,7 +248,7 @@ def hermite_coefficients(sigma, order: int, scale: float = 1.0) -> np.ndarray:
     Examples
     --------
     >>> mu = hermite_coefficients("relu", 3)
-    >>> np.round(mu, 12).tolist()
+    >>> (np.round(mu, 12) + 0.0).tolist()
     [0.398942280401, 0.5, 0.282094791774, 0.0]
     """
     sigma = activation(sigma)
@@ -285,8 +285,8 @@ def mpmath_hermite_coefficients(sigma, order: int, scale=1) -> list:
     --------
     >>> with precision(40):
     ...     mu = mpmath_hermite_coefficients("erf", 1)
-    >>> mpmath.nstr(mu[1], 30)
-    '0.651470015349019253917458573698'
+    >>> mpmath.nstr(mu[1], 30)  # = 2/sqrt(3 pi)
+    '0.651470015870559895448512830451'
     """
     sigma = activation(sigma)
     return _mp_quadrature(sigma, check_order(order), exact_scale(scale), "tanh-sinh", 2)
@@ -472,8 +472,8 @@ def parseval_check(sigma, order: int, scale=1) -> dict:
     --------
     >>> with precision(25):
     ...     check = parseval_check("He_3", 3)
-    >>> mpmath.nstr(check["tail"], 5, min_fixed=-30)
-    '0.0'
+    >>> bool(abs(check["tail"]) < 1e-20)
+    True
     """
     sigma = activation(sigma)
     r_exact = exact_scale(scale)

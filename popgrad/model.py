@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -208,13 +209,18 @@ class FineTuningProblem:
             raise ValueError("problem: give 'gram' (k x k) or 'W' (k x d)")
         return cls(**data)
 
+    @cached_property
+    def _identity(self) -> str:
+        """The JSON text, computed once: problems are equal when their specifications are."""
+        return self.to_json()
+
     def __eq__(self, other) -> bool:
         if not isinstance(other, FineTuningProblem):
             return NotImplemented
-        return self.to_json() == other.to_json()
+        return self is other or self._identity == other._identity
 
     def __hash__(self) -> int:
-        return hash(self.to_json())
+        return hash(self._identity)
 
     def __repr__(self) -> str:
         kind = "quantized" if self.quantized else "general"

@@ -173,7 +173,7 @@ def predict(problem: FineTuningProblem, d: int, eta: float, checkpoints, m0: flo
     >>> problem = orthonormal_problem("relu", k=4, xi=1.0, seed=0)
     >>> p = predict(problem, d=200, eta=0.05 / 200, checkpoints=[0, 20000], m0=0.0, which=("gradient_flow",))
     >>> round(float(p.values["gradient_flow"][1]), 6)
-    -0.968102
+    -0.999982
     """
     eta = check_real(eta, "eta", 0.0, None, low_open=True)
     steps = np.asarray(checkpoints, dtype=np.float64)

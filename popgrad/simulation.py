@@ -165,8 +165,8 @@ def _init_chain(start, stop, m, states, seed, first, n, m0):
             m[j] = m0
 
 
-@njit(cache=True, parallel=True)
-def _advance_chain(start, stop, m, states, L, identity, lam, c, c_hat, xi, n_t, n_s, kind, parameters, ops, args, d_ops, d_args, eta, n, steps):
+@njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz"})
+def _advance_chain(start, stop, m, states, L, identity, triangular, lam, c, c_hat, xi, n_t, n_s, kind, parameters, ops, args, d_ops, d_args, eta, n, steps):
     k, rank = L.shape
     for j in numba.prange(start, stop):
         state = states[j]
@@ -183,7 +183,7 @@ def _advance_chain(start, stop, m, states, L, identity, lam, c, c_hat, xi, n_t, 
                     z[r] = _jit.normal(state)
                 for i in range(k):
                     total = 0.0
-                    for r in range(rank):
+                    for r in range(min(i + 1, rank) if triangular else rank):
                         total += L[i, r] * z[r]
                     a[i] = total
             g_hat = _jit.normal(state)
@@ -302,11 +302,12 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
     if method == "chain":
         L = _factor(problem.gram, rank)
         identity = bool(L.shape == (problem.k, problem.k) and np.array_equal(L, np.eye(problem.k)))
+        triangular = bool(L.shape[0] == L.shape[1] and np.array_equal(L, np.tril(L)))
         m = np.empty(trajectories)
         _jit.run_blocks(_init_chain, trajectories, m, states, np.uint64(seed), first_trajectory, d - rank, start_value)
 
         def advance(count):
-            _advance_chain(0, trajectories, m, states, L, identity, *common, eta, float(d - rank), count)
+            _advance_chain(0, trajectories, m, states, L, identity, triangular, *common, eta, float(d - rank), count)
             return m
     else:
         if method == "fast":
@@ -353,12 +354,18 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
 
 
 def _factor(gram: np.ndarray, rank: int) -> np.ndarray:
-    """L (k x rank) with L L^T = G (the identity for G = I, so orthonormal features stay O(k))."""
+    """L (k x rank) with L L^T = G: the identity for G = I (orthonormal features stay O(k)), Cholesky
+    for full rank, eigenvectors otherwise."""
     k = gram.shape[0]
     if rank == 0:
         return np.zeros((k, 0))
     if np.array_equal(gram, np.eye(k)):
         return np.eye(k)
+    if rank == k:
+        try:
+            return np.linalg.cholesky(gram)  # lower triangular: half the work of a full factor
+        except np.linalg.LinAlgError:
+            pass
     eigenvalues, vectors = np.linalg.eigh(gram)
     order = np.argsort(eigenvalues)[::-1][:rank]
     return np.ascontiguousarray(vectors[:, order] * np.sqrt(np.clip(eigenvalues[order], 0.0, None)))

@@ -1,0 +1,198 @@
+"""popgrad benchmarks: each figure next to a plain reference implementation measured in the same run.
+
+    python benchmarks/bench.py            # everything (includes a cold `popgrad run`, about a minute)
+    python benchmarks/bench.py --quick    # skip the cold/warm `popgrad run` timings
+
+Simulation kernels are timed on one core (numba.set_num_threads(1)) after compilation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+from scipy import integrate
+
+import popgrad
+from popgrad import hermite
+from popgrad.hermite import exact_hermite_coefficients, hermite_coefficients, hermite_recurrence, precision, verify_hermite
+from popgrad.integrators import DriftODE, solve
+from popgrad.model import orthonormal_problem, random_features_problem
+from popgrad.population import drift_interpolant, population_drift
+from popgrad.simulation import simulate
+
+ROWS: list = []
+
+
+def timed(function, repeat: int = 1) -> float:
+    best = math.inf
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def report(what: str, value: str, reference: str = "", ratio: str = "", target: str = "") -> None:
+    ROWS.append((what, value, reference, ratio, target))
+    print(f"{what:52s} {value:>16s} {reference:>22s} {ratio:>10s} {target:>12s}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def bench_hermite() -> None:
+    hermite._exact_cached.cache_clear()
+    seconds = timed(lambda: exact_hermite_coefficients("erf", 16))
+    report("exact mu_p(erf), p <= 16 (sympy, Stein route)", f"{seconds:.3f} s", "", "", "<= 5 s")
+    for name in ("relu", "tanh"):
+        seconds = timed(lambda: verify_hermite(name, 30, 1, digits=50))
+        report(f"mpmath verification {name}, p <= 30, 50 digits", f"{seconds:.2f} s")
+    from popgrad.activations import activation
+
+    sigma = activation("tanh")
+
+    def naive():
+        phi = lambda g: math.exp(-0.5 * g * g) / math.sqrt(2 * math.pi)  # noqa: E731
+        for p in range(21):
+            integrate.quad(lambda g: math.tanh(g) * hermite_recurrence(np.array([g]), p)[p, 0] * phi(g), -38, 38, limit=400, epsabs=1e-15)
+
+    hermite_coefficients(sigma, 20)
+    fast = timed(lambda: hermite_coefficients(sigma, 20), repeat=5)
+    reference = timed(naive)
+    report("float64 mu_p(tanh), p <= 20 (composite Gauss-Legendre)", f"{fast * 1e3:.2f} ms", f"quad per p: {reference * 1e3:.0f} ms", f"{reference / fast:.0f}x")
+
+
+def _numpy_drift(problem, m: float) -> float:
+    """Plain reference: MATH.md's closed form with numpy, one m at a time (relu, quantized, normalized)."""
+    r2 = 1 + problem.xi**2 / problem.k
+    rho = np.clip((problem.gram + problem.xi**2 * np.outer(problem.c, problem.c_hat) * m) / r2, -1, 1)
+    kappa = (np.pi - np.arccos(rho)) / (2 * np.pi)
+    return float(2 * problem.xi**2 / r2 * np.sum(np.outer(problem.lam * problem.c, problem.lam * problem.c_hat) * kappa))
+
+
+def bench_population() -> None:
+    problem = orthonormal_problem("relu", 50, 1.0, seed=0)
+    grid = np.random.default_rng(0).uniform(-1, 1, 20000)
+    population_drift(problem, grid[:10])
+    direct = timed(lambda: population_drift(problem, grid), repeat=3) / grid.size
+    scalar = timed(lambda: [population_drift(problem, m) for m in grid[:2000]], repeat=3) / 2000
+    reference = timed(lambda: [_numpy_drift(problem, m) for m in grid[:2000]], repeat=3) / 2000
+    assert abs(_numpy_drift(problem, 0.3) - float(population_drift(problem, 0.3))) < 1e-12
+    from popgrad import population
+
+    population._interpolant_cache.clear()
+    build = timed(lambda: drift_interpolant(problem))
+    fast = drift_interpolant(problem)
+    fast(grid[:10])
+    interpolated = timed(lambda: fast(grid), repeat=5) / grid.size
+    report("h(m), k = 50 relu: direct, vectorised over m", f"{1 / direct / 1e3:.1f} k/s", f"numpy per m: {1 / reference / 1e3:.1f} k/s", f"{reference / direct:.0f}x")
+    report("h(m), k = 50 relu: direct, one m per call", f"{1 / scalar / 1e3:.1f} k/s", f"numpy per m: {1 / reference / 1e3:.1f} k/s", f"{reference / scalar:.1f}x")
+    report("h(m), k = 50 relu: Chebyshev fast evaluator", f"{1 / interpolated / 1e6:.1f} M/s", f"numpy per m: {1 / reference / 1e3:.1f} k/s", f"{reference / interpolated:.0f}x")
+    report("  fast evaluator: panels / measured max error", f"{fast.interpolant.panels} / {fast.measured_error:.1e}", f"relative {fast.measured_error / fast.scale:.1e}", "", f"build {build:.2f} s")
+    generic = random_features_problem("relu", 50, 2000, 1.0, seed=0, c_distribution="sphere")
+    population_drift(generic, grid[:10])
+    generic_direct = timed(lambda: population_drift(generic, grid[:2000]), repeat=3) / 2000
+    report("h(m), k = 50 relu, random W, sphere c (no merging)", f"{1 / generic_direct / 1e3:.1f} k/s", "", "", "")
+    smooth = drift_interpolant(orthonormal_problem("tanh", 50, 1.0, seed=0))
+    report("  tanh k = 50: panels / measured max error", f"{smooth.interpolant.panels} / {smooth.measured_error:.1e}", f"relative {smooth.measured_error / smooth.scale:.1e}")
+
+
+def _numpy_sgd(problem, W, u, basis, eta, steps, seed) -> float:
+    """Plain reference: the paper's update with numpy, one sample per step (relu, normalized)."""
+    generator = np.random.default_rng(seed)
+    d = W.shape[1]
+    u_hat = generator.standard_normal(d)
+    u_hat -= basis.T @ (basis @ u_hat)
+    u_hat /= np.linalg.norm(u_hat)
+    r_t, r_s = problem.teacher_norms, problem.student_norms
+    teacher = (W + problem.xi * np.outer(problem.c, u)) / r_t[:, None]
+    for _ in range(steps):
+        x = generator.standard_normal(d)
+        student = (W + problem.xi * np.outer(problem.c_hat, u_hat)) / r_s[:, None]
+        z, z_hat = teacher @ x, student @ x
+        residual = problem.lam @ (np.maximum(z, 0) - np.maximum(z_hat, 0))
+        A = 2 * residual * (problem.lam * problem.xi * problem.c_hat / r_s) @ (z_hat > 0)
+        projected = x - basis.T @ (basis @ x)
+        u_hat += eta * A * (projected - (u_hat @ projected) * u_hat)
+        u_hat /= np.linalg.norm(u_hat)
+    return float(u @ u_hat)
+
+
+def bench_simulation() -> None:
+    numba.set_num_threads(1)
+    d, k = 1000, 20
+    problem = orthonormal_problem("relu", k, 1.0, seed=0)
+    eta = 0.05 / d
+    from popgrad.model import embedding
+
+    geometry = embedding(problem, d, seed=0)
+    reference_steps = 3000
+    reference = timed(lambda: _numpy_sgd(problem, geometry.W, geometry.u, geometry.basis.T, eta, reference_steps, 0)) / reference_steps
+    for method in ("full", "fast"):
+        simulate(problem, d, eta, [0, 10], trajectories=2, method=method)
+        steps, trajectories = 20000, 4
+        seconds = timed(lambda: simulate(problem, d, eta, [0, steps], trajectories=trajectories, method=method))
+        rate = steps * trajectories / seconds
+        label = "general W" if method == "full" else "rotated (span W = first k coords)"
+        report(f"full-d SGD d = 1000, k = 20, one core, {label}", f"{rate / 1e3:.0f} k steps/s", f"numpy loop: {1 / reference / 1e3:.2f} k/s", f"{rate * reference:.0f}x", ">= 60 k/s")
+    for name, chain_problem in (("orthonormal", problem), ("random features", random_features_problem("relu", k, d, 1.0, seed=0))):
+        simulate(chain_problem, d, eta, [0, 10], trajectories=2, method="chain")
+        steps, trajectories = 200000, 20
+        seconds = timed(lambda: simulate(chain_problem, d, eta, [0, steps], trajectories=trajectories, method="chain"))
+        rate = steps * trajectories / seconds
+        report(f"overlap chain k = 20, one core, {name}", f"{rate / 1e6:.2f} M steps/s", f"numpy loop (full d): {1 / reference / 1e3:.2f} k/s", f"{rate * reference:.0f}x", ">= 2 M/s")
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+def bench_ode() -> None:
+    problem = orthonormal_problem("relu", 50, 1.0, seed=0)
+    fast = drift_interpolant(problem)
+    target = 0.999 * np.sign(float(population_drift(problem, 0.0)))
+    ode = DriftODE(fast.interpolant, 1.0)
+    solve(ode, 0.0, [1e6], target=target, stop_at_event=True)
+    ours = timed(lambda: solve(ode, 0.0, [1e6], target=target, stop_at_event=True), repeat=20)
+    event = lambda t, y: y[0] - target  # noqa: E731
+    event.terminal = True
+    reference = timed(lambda: integrate.solve_ivp(lambda t, y: population_drift(problem, np.clip(y, -1, 1)) * (1 - y**2), (0, 1e6), [0.0], rtol=1e-10, atol=1e-12, events=event), repeat=3)
+    report("gradient flow to m = 0.999, k = 50 relu (dopri5)", f"{ours * 1e3:.3f} ms", f"solve_ivp: {reference * 1e3:.0f} ms", f"{reference / ours:.0f}x", "<= 2 ms")
+
+
+def bench_run() -> None:
+    package = Path(popgrad.__file__).parent
+    for cache in list(package.rglob("*.nbi")) + list(package.rglob("*.nbc")):
+        cache.unlink()
+    with tempfile.TemporaryDirectory() as folder:
+        command = [sys.executable, "-m", "popgrad.cli", "run", "--quiet", "--out", folder]
+        cold = timed(lambda: subprocess.run(command, check=True, capture_output=True))
+        warm = timed(lambda: subprocess.run(command, check=True, capture_output=True))
+    report("`popgrad run` wall time (defaults), cold numba cache", f"{cold:.1f} s", "", "", "< 60 s")
+    report("`popgrad run` wall time (defaults), warm", f"{warm:.1f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="skip the cold/warm `popgrad run` timings")
+    args = parser.parse_args()
+    print(f"popgrad {popgrad.__version__}, numba {numba.__version__}, numpy {np.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+    print(f"{'benchmark':52s} {'popgrad':>16s} {'reference':>22s} {'ratio':>10s} {'target':>12s}")
+    bench_hermite()
+    bench_population()
+    bench_ode()
+    bench_simulation()
+    if not args.quick:
+        bench_run()
+
+
+if __name__ == "__main__":
+    main()
