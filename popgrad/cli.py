@@ -80,7 +80,7 @@ def _hermite(args) -> int:
         }
         print(json.dumps(payload, indent=2))
         return 0
-    table = hermite_table(check, exponent)
+    table = hermite_table(check, exponent, digits=args.digits)
     if args.format == "markdown":
         print(table.markdown(), end="")
     elif args.format == "latex":

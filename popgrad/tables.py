@@ -74,13 +74,13 @@ def _latex_math(expression) -> str:
     return "$" + sympy.latex(expression) + "$"
 
 
-def hermite_table(check: HermiteVerification, exponent: int | None) -> Table:
-    """One activation's verified coefficients as a :class:`Table`."""
+def hermite_table(check: HermiteVerification, exponent: int | None, digits: int = VALUE_DIGITS) -> Table:
+    """One activation's verified coefficients as a :class:`Table`, values to ``digits`` significant digits."""
     rows, latex_rows = [], []
-    for p, (exact, value, digits, zero) in enumerate(zip(check.exact, check.value, check.digits, check.zero)):
-        text = "0" if zero else mpmath.nstr(value, VALUE_DIGITS, min_fixed=-3, max_fixed=3)
+    for p, (exact, value, agreeing, zero) in enumerate(zip(check.exact, check.value, check.digits, check.zero)):
+        text = "0" if zero else mpmath.nstr(value, digits, min_fixed=-3, max_fixed=3)
         exact_text = "—" if exact is None else sympy.sstr(exact)
-        verified = f"{int(digits)}" if not zero else f"zero (|ref| < 1e-{int(digits)})"
+        verified = f"{int(agreeing)}" if not zero else f"zero (|ref| < 1e-{int(agreeing)})"
         rows.append((str(p), exact_text, text, verified))
         latex_rows.append((str(p), "---" if exact is None else _latex_math(exact), text, verified))
     kind = "exact" if any(e is not None for e in check.exact) else "numeric (no closed form)"

@@ -101,3 +101,9 @@ def test_dynamics_bad_input_is_one_line_with_status_2(args, message):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_table_shows_the_requested_digits(capsys):
+    assert main(["hermite", "gelu", "--order", "2", "--digits", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "0.282094791774 " in out and "0.2820947917738" not in out
