@@ -146,6 +146,17 @@ def activation_derivative(kind, parameters, d_ops, d_args, stack, z):
     return program_eval(d_ops, d_args, stack, z)
 
 
+@njit(cache=True, inline="always")
+def matvec(matrix, vector, out, triangular):
+    """``out = matrix @ vector[:columns]`` (only the lower triangle when ``triangular``)."""
+    columns = matrix.shape[1]
+    for i in range(matrix.shape[0]):
+        total = 0.0
+        for r in range(min(i + 1, columns) if triangular else columns):
+            total += matrix[i, r] * vector[r]
+        out[i] = total
+
+
 # ------------------------------------------------------------------------------------------------
 # random streams
 # ------------------------------------------------------------------------------------------------

@@ -48,11 +48,7 @@ def _noise_sums(start, stop, out, nodes, L, lam, c, c_hat, xi, n_t, n_s, kind, p
         for _ in range(per_stream):
             for r in range(rank):
                 z[r] = _jit.normal(state)
-            for i in range(k):
-                total = 0.0
-                for r in range(rank):
-                    total += L[i, r] * z[r]
-                a[i] = total
+            _jit.matvec(L, z, a, False)
             g_hat = _jit.normal(state)
             q = _jit.normal(state)
             for index in range(nodes.shape[0]):

@@ -105,11 +105,7 @@ def _advance_full(start, stop, u_hat, states, W, basis, u, structured, lam, c, c
             for i in range(d):
                 x[i] = _jit.normal(state)
             if structured:
-                for i in range(k):
-                    total = 0.0
-                    for r in range(rank):
-                        total += W[i, r] * x[r]
-                    a[i] = total
+                _jit.matvec(W, x, a, False)
                 for r in range(rank):
                     x[r] = 0.0  # P_W^perp x
                 g = x[rank]
@@ -117,16 +113,8 @@ def _advance_full(start, stop, u_hat, states, W, basis, u, structured, lam, c, c
                 g = 0.0
                 for l in range(d):
                     g += u[l] * x[l]
-                for r in range(rank):
-                    total = 0.0
-                    for l in range(d):
-                        total += basis[r, l] * x[l]
-                    coords[r] = total
-                for i in range(k):
-                    total = 0.0
-                    for r in range(rank):
-                        total += W[i, r] * coords[r]
-                    a[i] = total
+                _jit.matvec(basis, x, coords, False)
+                _jit.matvec(W, coords, a, False)
                 for r in range(rank):
                     for l in range(d):
                         x[l] -= coords[r] * basis[r, l]
@@ -181,11 +169,7 @@ def _advance_chain(start, stop, m, states, L, identity, triangular, lam, c, c_ha
             else:
                 for r in range(rank):
                     z[r] = _jit.normal(state)
-                for i in range(k):
-                    total = 0.0
-                    for r in range(min(i + 1, rank) if triangular else rank):
-                        total += L[i, r] * z[r]
-                    a[i] = total
+                _jit.matvec(L, z, a, triangular)
             g_hat = _jit.normal(state)
             q = _jit.normal(state)
             chi = _jit.chi_square(state, n - 2.0)
