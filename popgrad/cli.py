@@ -237,13 +237,13 @@ def _derive(args) -> int:
     from .tables import stale_derivations, write_derivations
 
     if args.check:
-        stale = stale_derivations(args.out)
+        stale = stale_derivations(args.out, progress=True)
         if stale:
             print(f"stale derivation tables in {args.out}: {', '.join(stale)} (run: popgrad derive)")
             return 1
         print(f"derivation tables in {args.out} are up to date")
         return 0
-    for path in write_derivations(args.out):
+    for path in write_derivations(args.out, progress=True):
         print(f"wrote {path}")
     return 0
 
