@@ -313,17 +313,17 @@ def _dynamics_settings(args, problem):
 def _print_comparison(comparisons: dict) -> None:
     first = next(iter(comparisons.values()))
     names = list(first.predictions.values)
-    header = f"{'step':>9s} " + " ".join(f"{label + ' mean ± SE':>22s}" for label in comparisons) + " " + " ".join(f"{name:>16s}" for name in names)
+    widths = [max(16, len(name)) for name in names]
+    header = f"{'step':>9s} " + " ".join(f"{label + ' mean ± SE':>22s}" for label in comparisons) + " " + " ".join(f"{name:>{width}s}" for name, width in zip(names, widths))
     print(header)
     for index, step in enumerate(first.steps):
         cells = " ".join(f"{c.mean[index]:>12.5f} ± {c.standard_error[index]:<7.5f}" for c in comparisons.values())
-        predictions = " ".join(f"{first.predictions.values[name][index]:>16.5f}" for name in names)
+        predictions = " ".join(f"{first.predictions.values[name][index]:>{width}.5f}" for name, width in zip(names, widths))
         print(f"{int(step):>9d} {cells} {predictions}")
-    if first.predictions.band[0] is not None:
-        import numpy as np
+    import numpy as np
 
-        width = float(np.max(np.abs(first.predictions.band[1] - first.predictions.band[0])))
-        print(f"finite-step ODE band (noise Monte Carlo, 2 SE): width <= {width:.2e}")
+    for name, (lower, upper) in first.predictions.bands.items():
+        print(f"{name} band (noise Monte Carlo, 2 SE): width <= {float(np.max(np.abs(upper - lower))):.2e}")
     for label, comparison in comparisons.items():
         print(f"verdict [{label}]: {comparison.verdict}")
 

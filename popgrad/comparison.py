@@ -68,11 +68,11 @@ class Comparison:
         return np.quantile(self.simulation.m, QUANTILES, axis=0)
 
     def discrepancy(self, name: str) -> np.ndarray:
-        """``|mean - prediction| / SE`` per checkpoint (distance to the band for the finite-step ODE)."""
+        """``|mean - prediction| / SE`` per checkpoint (distance to the band for predictions with one)."""
         prediction = self.predictions.values[name]
         gap = np.abs(self.mean - prediction)
-        if name == "finite_step_ode" and self.predictions.band[0] is not None:
-            lower, upper = np.minimum(*self.predictions.band), np.maximum(*self.predictions.band)
+        if name in self.predictions.bands:
+            lower, upper = np.minimum(*self.predictions.bands[name]), np.maximum(*self.predictions.bands[name])
             gap = np.where(self.mean < lower, lower - self.mean, np.where(self.mean > upper, self.mean - upper, 0.0))
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(self.standard_error > 0, gap / self.standard_error, np.where(gap > 0, np.inf, 0.0))
@@ -125,8 +125,7 @@ class Comparison:
                 "population_loss_at_mean": float(loss[index]),
                 "predictions": {name: float(values[index]) for name, values in self.predictions.values.items()},
             }
-            if self.predictions.band[0] is not None:
-                row["finite_step_ode_band"] = [float(self.predictions.band[0][index]), float(self.predictions.band[1][index])]
+            row["bands"] = {name: [float(lower[index]), float(upper[index])] for name, (lower, upper) in self.predictions.bands.items()}
             checkpoints.append(row)
         return {
             "provenance": self.provenance(),
@@ -151,9 +150,9 @@ class Comparison:
         for name, values in self.predictions.values.items():
             data[f"prediction_{name}"] = (("step",), values)
             data[f"discrepancy_{name}"] = (("step",), self.discrepancy(name))
-        if self.predictions.band[0] is not None:
-            data["finite_step_ode_lower"] = (("step",), self.predictions.band[0])
-            data["finite_step_ode_upper"] = (("step",), self.predictions.band[1])
+        for name, (lower, upper) in self.predictions.bands.items():
+            data[f"{name}_lower"] = (("step",), lower)
+            data[f"{name}_upper"] = (("step",), upper)
         attributes = {"provenance": json.dumps(self.provenance()), "verdict": self.verdict}
         return xr.Dataset(data, coords=coordinates, attrs=attributes)
 
@@ -177,12 +176,12 @@ class Comparison:
         axis.fill_between(steps, quantiles[0], quantiles[-1], color="C0", alpha=0.15, label="SGD 5–95%")
         axis.fill_between(steps, quantiles[1], quantiles[-2], color="C0", alpha=0.3, label="SGD 25–75%")
         axis.errorbar(steps, self.mean, yerr=2 * self.standard_error, fmt="o", ms=3, color="C0", label=f"SGD mean ± 2 SE ({self.simulation.method}, {self.simulation.trajectories} traj.)")
-        styles = {"gradient_flow": ("C3", "--"), "population_map": ("C2", ":"), "finite_step_ode": ("k", "-")}
+        styles = {"gradient_flow": ("C3", "--"), "population_map": ("C2", ":"), "finite_step_ode": ("k", "-"), "exact_normalization_ode": ("C1", "-.")}
         for name, values in self.predictions.values.items():
             color, style = styles.get(name, ("C4", "-"))
             axis.plot(steps, values, color=color, ls=style, label=f"{name.replace('_', ' ')} (max z {self.statistic(name):.1f})")
-        if self.predictions.band[0] is not None:
-            axis.fill_between(steps, self.predictions.band[0], self.predictions.band[1], color="k", alpha=0.2)
+        for name, (lower, upper) in self.predictions.bands.items():
+            axis.fill_between(steps, lower, upper, color=styles.get(name, ("C4", ""))[0], alpha=0.2)
         axis.set(xlabel="SGD step t", ylabel="m_t = <u, u_hat_t>", title=f"{self.problem!r}\nd = {self.simulation.d}, eta = {self.simulation.eta:.3g}")
         axis.legend(fontsize=8)
         figure.tight_layout()
@@ -199,7 +198,7 @@ def compare(problem: FineTuningProblem, d: int, eta: float, checkpoints, traject
     >>> problem = orthonormal_problem("relu", k=4, xi=1.0, seed=0)
     >>> result = compare(problem, d=200, eta=0.05 / 200, checkpoints=[0, 5000, 20000], trajectories=64, seed=1, noise_samples=20000)
     >>> sorted(result.consistent)
-    ['finite_step_ode', 'gradient_flow', 'population_map']
+    ['exact_normalization_ode', 'finite_step_ode', 'gradient_flow', 'population_map']
     """
     threshold = check_real(threshold, "threshold", 0.0, None, low_open=True)
     simulation = simulate(problem, d, eta, checkpoints, trajectories=trajectories, method=method, m0=m0, seed=seed, progress=progress)

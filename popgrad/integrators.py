@@ -1,8 +1,8 @@
-"""numba ODE integrators for the overlap dynamics ``dm/dt = a h(m) (1 - m^2) - b (m V(m) - band |m| W(m))``.
+"""numba ODE integrators for the overlap dynamics ``dm/dt = a h(m) (1 - m^2) - b (s V(m) - band |s| W(m))``.
 
-Every prediction of popgrad is of this form (MATH.md §4): gradient flow (b = 0), and the finite-step SGD
-ODE whose second term is the normalisation noise; ``band = ±1`` with W the uncertainty of V gives the
-comparison-principle bounds of the band. h, V and W are piecewise Chebyshev interpolants
+Every prediction of popgrad is of this form (MATH.md §4), with s = m or s = 1: gradient flow (b = 0), and
+the finite-step SGD ODEs whose second term is the normalisation noise; ``band = ±1`` with W the
+uncertainty of V gives the comparison-principle bounds of the band. h, V and W are piecewise Chebyshev interpolants
 (:mod:`popgrad.interpolation`), so a right-hand side costs two binary searches and two Clenshaw sums.
 
 Two solvers behind one entry point, :func:`solve`:
@@ -52,30 +52,32 @@ _P = np.array(
 
 
 @njit(cache=True)
-def drift_rhs(h_breaks, h_coefficients, v_breaks, v_coefficients, w_breaks, w_coefficients, a, b, band, m):
-    """``a h(m) (1 - m^2) - b (m V(m) - band |m| W(m))``; m is clipped to [-1, 1] for the lookups."""
+def drift_rhs(h_breaks, h_coefficients, v_breaks, v_coefficients, w_breaks, w_coefficients, a, b, band, times_m, m):
+    """``a h(m) (1 - m^2) - b (s V(m) - band |s| W(m))`` with s = m (``times_m``) or 1; m is clipped to
+    [-1, 1] for the lookups."""
     value = 0.0
     if a != 0.0:
         value += a * chebyshev_evaluate_scalar(h_breaks, h_coefficients, True, m) * (1.0 - m * m)
     if b != 0.0:
-        noise = m * chebyshev_evaluate_scalar(v_breaks, v_coefficients, True, m)
+        factor = m if times_m else 1.0
+        noise = factor * chebyshev_evaluate_scalar(v_breaks, v_coefficients, True, m)
         if band != 0.0:
-            noise -= band * abs(m) * chebyshev_evaluate_scalar(w_breaks, w_coefficients, True, m)
+            noise -= band * abs(factor) * chebyshev_evaluate_scalar(w_breaks, w_coefficients, True, m)
         value -= b * noise
     return value
 
 
 @njit(cache=True)
-def _rk4(hb, hc, vb, vc, wb, wc, a, b, band, y0, t0, times, step):
+def _rk4(hb, hc, vb, vc, wb, wc, a, b, band, times_m, y0, t0, times, step):
     out = np.empty(times.shape[0])
     y, t = y0, t0
     for n in range(times.shape[0]):
         while t < times[n]:
             h = min(step, times[n] - t)
-            k1 = drift_rhs(hb, hc, vb, vc, wb, wc, a, b, band, y)
-            k2 = drift_rhs(hb, hc, vb, vc, wb, wc, a, b, band, y + 0.5 * h * k1)
-            k3 = drift_rhs(hb, hc, vb, vc, wb, wc, a, b, band, y + 0.5 * h * k2)
-            k4 = drift_rhs(hb, hc, vb, vc, wb, wc, a, b, band, y + h * k3)
+            k1 = drift_rhs(hb, hc, vb, vc, wb, wc, a, b, band, times_m, y)
+            k2 = drift_rhs(hb, hc, vb, vc, wb, wc, a, b, band, times_m, y + 0.5 * h * k1)
+            k3 = drift_rhs(hb, hc, vb, vc, wb, wc, a, b, band, times_m, y + 0.5 * h * k2)
+            k4 = drift_rhs(hb, hc, vb, vc, wb, wc, a, b, band, times_m, y + h * k3)
             y += h * (k1 + 2.0 * k2 + 2.0 * k3 + k4) / 6.0
             t += h
             if t > times[n] - 1e-12 * max(1.0, abs(times[n])):
@@ -98,14 +100,14 @@ def _dense(y_old, h, K, theta):
 
 
 @njit(cache=True)
-def _dopri5(hb, hc, vb, vc, wb, wc, a, b, band, y0, t0, times, rtol, atol, target, stop_at_event, max_steps):
+def _dopri5(hb, hc, vb, vc, wb, wc, a, b, band, times_m, y0, t0, times, rtol, atol, target, stop_at_event, max_steps):
     """Returns (values at times, event time or nan, accepted steps, rejected steps, status).
     status: 0 ok, 1 stopped at the event, 2 too many steps."""
     out = np.full(times.shape[0], np.nan)
     K = np.empty(7)
     t, y = t0, y0
     t_end = times[times.shape[0] - 1]
-    f = drift_rhs(hb, hc, vb, vc, wb, wc, a, b, band, y)
+    f = drift_rhs(hb, hc, vb, vc, wb, wc, a, b, band, times_m, y)
     scale = atol + rtol * abs(y)
     h = 0.01 * scale / max(abs(f), 1e-300) if f != 0.0 else (t_end - t0) * 1e-3
     h = min(max(h, 1e-12 * max(1.0, abs(t_end - t0))), max(t_end - t0, 1e-300))
@@ -125,11 +127,11 @@ def _dopri5(hb, hc, vb, vc, wb, wc, a, b, band, y0, t0, times, rtol, atol, targe
             increment = 0.0
             for j in range(s):
                 increment += _A[s, j] * K[j]
-            K[s] = drift_rhs(hb, hc, vb, vc, wb, wc, a, b, band, y + h * increment)
+            K[s] = drift_rhs(hb, hc, vb, vc, wb, wc, a, b, band, times_m, y + h * increment)
         y_new = y
         for s in range(6):
             y_new += h * _B[s] * K[s]
-        K[6] = drift_rhs(hb, hc, vb, vc, wb, wc, a, b, band, y_new)
+        K[6] = drift_rhs(hb, hc, vb, vc, wb, wc, a, b, band, times_m, y_new)
         error = 0.0
         for s in range(7):
             error += _E[s] * K[s]
@@ -165,7 +167,8 @@ def _dopri5(hb, hc, vb, vc, wb, wc, a, b, band, y0, t0, times, rtol, atol, targe
 
 @dataclass(frozen=True)
 class DriftODE:
-    """``dm/dt = a h(m) (1 - m^2) - b (m V(m) - band |m| W(m))`` with interpolants h, V, W.
+    """``dm/dt = a h(m) (1 - m^2) - b (s V(m) - band |s| W(m))`` with interpolants h, V, W; s = m when
+    ``times_m`` (the second-order noise term m N(m)), else 1 (a noise term given as a whole).
 
     ``V`` and ``W`` may be None when ``b == 0``. All interpolants are fitted on [-1, 1] with
     ``endpoint=True``.
@@ -177,6 +180,7 @@ class DriftODE:
     b: float = 0.0
     W: PiecewiseChebyshev | None = None
     band: float = 0.0
+    times_m: bool = True
 
     def arrays(self) -> tuple:
         zero = (np.array([-1.0, 1.0]), np.zeros((1, 1)))
@@ -185,7 +189,7 @@ class DriftODE:
         for name, part in (("h", self.h), ("V", self.V), ("W", self.W)):
             if part is not None and not part.endpoint:
                 raise ValueError(f"DriftODE needs {name} fitted with endpoint=True (chebyshev_interpolant(..., endpoint=True))")
-        return (self.h.breaks, self.h.coefficients) + v + w + (float(self.a), float(self.b), float(self.band))
+        return (self.h.breaks, self.h.coefficients) + v + w + (float(self.a), float(self.b), float(self.band), bool(self.times_m))
 
     def __call__(self, m: float) -> float:
         return drift_rhs(*self.arrays(), float(m))

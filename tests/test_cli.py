@@ -70,7 +70,7 @@ def test_simulate_json(capsys):
     rows = payload["checkpoints"]
     assert [row["step"] for row in rows] == [0, 1000, 2000]
     assert set(rows[1]) >= {"step", "mean", "standard_error", "quantiles", "predictions"}
-    assert set(rows[1]["predictions"]) == {"gradient_flow", "population_map", "finite_step_ode"}
+    assert set(rows[1]["predictions"]) == {"gradient_flow", "population_map", "finite_step_ode", "exact_normalization_ode"}
     assert payload["provenance"]["eta"] == pytest.approx(0.25 / 100)
 
 
