@@ -47,8 +47,12 @@ def test_initial_overlap_law():
 def test_finite_step_ode_follows_sgd_where_gradient_flow_does_not():
     problem = orthonormal_problem("relu", 8, 1.0, seed=0)
     d = 300
-    small = compare(problem, d, 0.05 / d, np.linspace(0, 60000, 7).astype(int), trajectories=1000, method="chain", seed=2)
+    # 2e6 noise samples: the Monte Carlo band of the prediction (~5 SE wide) no longer hides a bias, so the
+    # central prediction is tested too
+    small = compare(problem, d, 0.05 / d, np.linspace(0, 60000, 7).astype(int), trajectories=1000, method="chain", seed=2, noise_samples=2_000_000)
     assert small.statistic("finite_step_ode") <= 4.0, small.verdict
+    central = np.abs(small.mean - small.predictions.values["finite_step_ode"]) / np.where(small.standard_error > 0, small.standard_error, np.inf)
+    assert np.max(central) <= 4.0, central
     assert small.statistic("gradient_flow") > 4.0
     # MATH.md's measured example: at eta = 0.5/d SGD stalls near m = -0.027 where gradient flow converges
     stalled = orthonormal_problem("relu", 8, 1.0, seed=3)
