@@ -12,7 +12,6 @@ import argparse
 import math
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from scipy import integrate
 
 import popgrad
 from popgrad import hermite
-from popgrad.hermite import exact_hermite_coefficients, hermite_coefficients, hermite_recurrence, precision, verify_hermite
+from popgrad.hermite import exact_hermite_coefficients, hermite_coefficients, hermite_recurrence, verify_hermite
 from popgrad.integrators import DriftODE, solve
 from popgrad.model import orthonormal_problem, random_features_problem
 from popgrad.population import drift_interpolant, population_drift

@@ -371,7 +371,7 @@ def _run(args) -> int:
     from .comparison import Comparison, versions
     from .population import drift_fixed_points, drift_interpolant
     from .predictions import predict
-    from .simulation import checkpoint_grid, simulate
+    from .simulation import simulate
 
     begin = time.perf_counter()
     problem = _problem_from_args(args)

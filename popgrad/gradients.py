@@ -10,8 +10,6 @@ neuron norms in the normalized convention, 1 in raw). The per-sample loss ``(f* 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit
 

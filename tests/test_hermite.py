@@ -1,6 +1,3 @@
-import math
-
-import mpmath
 import numpy as np
 import pytest
 import sympy

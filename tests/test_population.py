@@ -1,7 +1,5 @@
 """Proposition 4 and the population quantities, each checked by an independent route."""
 
-import math
-
 import numpy as np
 import pytest
 import sympy
