@@ -363,6 +363,11 @@ def agreeing_digits(value, reference, cap: int) -> float:
     return float(min(cap, max(0.0, -mpmath.log10(relative))))
 
 
+def _zero_digits(reference, cap: int) -> float:
+    """For a zero coefficient: how many decimal places the independent reference is zero to (capped)."""
+    return float(cap) if reference == 0 else min(float(cap), -float(mpmath.log10(abs(reference))))
+
+
 @dataclass(frozen=True)
 class HermiteVerification:
     """Two independent routes to ``mu_p(sigma; r)`` and their agreement.
@@ -432,10 +437,7 @@ def verify_hermite(sigma, order: int, scale=1, digits: int | None = None) -> Her
             zero = tuple(e == 0 for e in exact)
         else:
             zero = tuple(abs(v) < tiny and abs(ref) < tiny for v, ref in zip(value, reference))
-        agree = tuple(
-            min(float(dps), -float(mpmath.log10(abs(ref)))) if (z and ref != 0) else (float(dps) if z else agreeing_digits(v, ref, dps))
-            for z, v, ref in zip(zero, value, reference)
-        )
+        agree = tuple(_zero_digits(ref, dps) if z else agreeing_digits(v, ref, dps) for z, v, ref in zip(zero, value, reference))
     return HermiteVerification(sigma.name, str(r), dps, method, exact, value, reference, agree, zero)
 
 
@@ -454,8 +456,9 @@ def information_exponent(sigma, scale=1, max_order: int = 30) -> int | None:
             if coefficients[p] != 0:
                 return p
         return None
-    coefficients = hermite_coefficients(sigma, max_order, float(exact_scale(scale)))
-    size = math.sqrt(max(second_moment(sigma, float(exact_scale(scale))), 1e-300))
+    r = float(exact_scale(scale))
+    coefficients = hermite_coefficients(sigma, max_order, r)
+    size = math.sqrt(max(second_moment(sigma, r), 1e-300))
     for p in range(1, max_order + 1):
         if abs(coefficients[p]) > 1e-12 * size:
             return p

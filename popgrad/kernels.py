@@ -36,6 +36,7 @@ __all__ = [
     "kernel_monte_carlo",
     "KernelSpec",
     "kernel_spec",
+    "hermite_series",
     "kernel_value",
     "SeriesValue",
 ]
@@ -105,7 +106,7 @@ class KernelSpec:
     """What the compiled population loops need to evaluate K or K' at a set of scales.
 
     ``coefficients[i]`` are the Hermite coefficients (of sigma, or sigma' when ``derivative``) at
-    ``scales[i]``, used only when ``code`` is the series code; ``tail[i]`` bounds their Parseval tail.
+    ``scales[i]``, used only when ``code`` is the series code.
     """
 
     code: int
@@ -113,22 +114,40 @@ class KernelSpec:
     derivative: bool
     scales: np.ndarray
     coefficients: np.ndarray
-    tail: np.ndarray
-    exact: bool
 
-    def truncation_bound(self, i: int, j: int, rho) -> np.ndarray:
-        """Bound on |series error| for scales i, j at correlation rho (0 for closed forms and polynomials)."""
-        if self.code != CODE_SERIES or self.exact:
-            return np.zeros_like(np.asarray(rho, dtype=float))
-        order = self.coefficients.shape[1] - 1
-        return np.abs(rho) ** (order + 1) * math.sqrt(self.tail[i] * self.tail[j])
+
+def hermite_series(sigma, scales, derivative: bool = False, order: int = DEFAULT_SERIES_ORDER) -> tuple:
+    """Float64 Hermite coefficients of sigma (or of sigma', ``derivative``) through ``order`` at each scale.
+
+    Returns ``(coefficients, tails, moments)``: ``coefficients[i, p]``; ``moments[i]`` the second moment
+    ``E[sigma(s g)^2]`` (or of sigma'; infinite when sigma' has a Dirac part); ``tails[i]`` its part not
+    captured by the coefficients (Parseval; 0 for polynomials whose degree the order reaches). sigma'
+    uses ``mu_p(sigma'; s) = sqrt(p+1) mu_{p+1}(sigma; s) / s`` (Stein). Each distinct scale is computed once.
+    """
+    sigma = activation(sigma)
+    scales = np.atleast_1d(np.asarray(scales, dtype=np.float64))
+    distinct, index = np.unique(scales, return_inverse=True)
+    degree = len(sigma.polynomial_coefficients) - 1 - int(derivative) if sigma.family == "polynomial" else None
+    rows, tails, moments = [], [], []
+    for s in distinct:
+        mu = hermite_coefficients(sigma, order + 1, float(check_scale(float(s))))
+        if derivative:
+            row = np.sqrt(np.arange(1.0, order + 2)) * mu[1:] / s
+            moment = math.inf if sigma.jumps else second_moment(sigma, float(s), derivative=True)
+        else:
+            row = mu[: order + 1]
+            moment = second_moment(sigma, float(s))
+        rows.append(row)
+        moments.append(moment)
+        tails.append(0.0 if degree is not None and degree <= order else max(moment - float(np.sum(row**2)), 0.0))
+    return np.array(rows)[index], np.array(tails)[index], np.array(moments)[index]
 
 
 def kernel_spec(sigma, scales, derivative: bool = False, order: int | None = None) -> KernelSpec:
     """Prepare kernel evaluation for ``sigma`` at the given scales.
 
     Closed forms need no coefficients. Polynomials use their exact (finite) Hermite coefficients. Other
-    activations use ``order`` (default 400) float64 coefficients and record the Parseval tail.
+    activations use ``order`` (default 400) float64 coefficients (:func:`hermite_series`).
     """
     sigma = activation(sigma)
     scales = np.atleast_1d(np.asarray(scales, dtype=np.float64))
@@ -136,36 +155,17 @@ def kernel_spec(sigma, scales, derivative: bool = False, order: int | None = Non
         check_scale(float(s))
     code = _closed_code(sigma)
     if code != CODE_SERIES:
-        empty = np.zeros((len(scales), 1))
-        return KernelSpec(code, sigma.slope, derivative, scales, empty, np.zeros(len(scales)), True)
+        return KernelSpec(code, sigma.slope, derivative, scales, np.zeros((len(scales), 1)))
     if sigma.family == "polynomial":
         degree = len(sigma.polynomial_coefficients) - 1
         distinct, index = np.unique(scales, return_inverse=True)
-        rows = [[float(v) for v in exact_hermite_coefficients(sigma, degree, float(s))] for s in distinct]
-        coefficients = np.array(rows)[index]
+        rows = np.array([[float(v) for v in exact_hermite_coefficients(sigma, degree, float(s))] for s in distinct])[index]
         if derivative:
-            coefficients = _derivative_coefficients(coefficients, scales)
-        return KernelSpec(code, 0.0, derivative, scales, coefficients, np.zeros(len(scales)), True)
+            rows = np.sqrt(np.arange(1.0, degree + 1)) * rows[:, 1:] / scales[:, None]
+        return KernelSpec(code, 0.0, derivative, scales, rows)
     order = DEFAULT_SERIES_ORDER if order is None else check_integer(order, "order", 1, 4000)
-    distinct, index = np.unique(scales, return_inverse=True)
-    rows, tails = [], []
-    for s in distinct:
-        mu = hermite_coefficients(sigma, order + 1, float(s))
-        if derivative:
-            coefficients = _derivative_coefficients(mu[None, :], np.array([s]))[0]
-            moment = second_moment(sigma, float(s), derivative=True)
-        else:
-            coefficients = mu[: order + 1]
-            moment = second_moment(sigma, float(s))
-        rows.append(coefficients)
-        tails.append(max(moment - float(np.sum(coefficients**2)), 0.0) + 1e-15 * moment)
-    return KernelSpec(code, 0.0, derivative, scales, np.array(rows)[index], np.array(tails)[index], False)
-
-
-def _derivative_coefficients(mu: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """mu_p(sigma'; s) = sqrt(p+1) mu_{p+1}(sigma; s) / s for p = 0..P-1."""
-    p = np.arange(mu.shape[1] - 1)
-    return np.sqrt(p + 1.0) * mu[:, 1:] / scales[:, None]
+    coefficients, _, _ = hermite_series(sigma, scales, derivative, order)
+    return KernelSpec(code, 0.0, derivative, scales, coefficients)
 
 
 @njit(cache=True)
@@ -228,22 +228,12 @@ def kernel_series(sigma, rho, s1: float = 1.0, s2: float = 1.0, derivative: bool
     sigma = activation(sigma)
     rho = _check_rho(rho)
     order = check_integer(order, "order", 1, 4000)
-    scales = np.array([check_scale(s1), check_scale(s2)])
-    mu = np.array([hermite_coefficients(sigma, order + 1, float(s)) for s in scales])
-    if derivative:
-        coefficients = _derivative_coefficients(mu, scales)
-        moments = [second_moment(sigma, float(s), derivative=True) for s in scales] if not sigma.jumps else [math.inf, math.inf]
-    else:
-        coefficients = mu[:, : order + 1]
-        moments = [second_moment(sigma, float(s)) for s in scales]
-    tails = [max(m - float(np.sum(c**2)), 0.0) for m, c in zip(moments, coefficients)]
-    if sigma.family == "polynomial" and len(sigma.polynomial_coefficients) - 1 <= order:
-        tails = [0.0, 0.0]
+    coefficients, tails, moments = hermite_series(sigma, [check_scale(s1), check_scale(s2)], derivative, order)
     products = coefficients[0] * coefficients[1]
     value = np.polynomial.polynomial.polyval(rho, products)
     # float64 floor: the coefficients are accurate to ~1e-14 absolute (tests), summed over the series
     rounding = 1e-13 * math.sqrt(moments[0] * moments[1]) if all(np.isfinite(moments)) else 0.0
-    if all(np.isfinite(tails)):
+    if np.all(np.isfinite(moments)):
         bound = np.abs(rho) ** (order + 1) * math.sqrt(tails[0] * tails[1]) + rounding
     else:
         bound = np.full(rho.shape, np.inf)

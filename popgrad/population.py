@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import sympy
@@ -26,7 +27,7 @@ from ._validation import check_integer, check_real
 from .activations import activation
 from .hermite import exact_hermite_coefficients, hermite_coefficients
 from .interpolation import PiecewiseChebyshev, chebyshev_interpolant
-from .kernels import KernelSpec, _derivative_coefficients, kernel_spec, kernel_value
+from .kernels import KernelSpec, hermite_series, kernel_spec, kernel_value
 from .model import FineTuningProblem, orthonormal_problem
 
 __all__ = [
@@ -88,20 +89,38 @@ class _Pairs:
         return _pair_sum(m, self.weight, self.offset, self.slope, self.scale_a, self.scale_b, self.row_a, self.row_b, spec_a.code, spec_a.parameter, spec_a.derivative, spec_a.coefficients, spec_b.coefficients)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Geometry:
-    """The teacher–student pairs of h and Phi, the constant part of Phi, and the kernels at the scales."""
+    """The teacher–student pairs of h (built with the geometry) and of Phi (built on first use, since h
+    alone — ODEs, Lemma 6 — never needs the value kernels)."""
 
-    drift: _Pairs
-    loss: _Pairs
+    problem: FineTuningProblem
     offset: np.ndarray
     slope: np.ndarray
     weight_drift: np.ndarray
-    constant: float
+    drift: _Pairs
     teacher: KernelSpec
     student: KernelSpec
-    teacher_value: KernelSpec
-    student_value: KernelSpec
+
+    @cached_property
+    def loss(self) -> tuple:
+        """``(pairs, constant, teacher kernels, student kernels)`` of Phi(m) = constant + pairs(m)."""
+        problem = self.problem
+        r_t, r_s = problem.teacher_norms, problem.student_norms
+        s_t, s_s = problem.teacher_scales, problem.student_scales
+        lam2 = np.outer(problem.lam, problem.lam)
+        xi2 = problem.xi**2
+        teacher = kernel_spec(problem.activation, s_t, derivative=False)
+        student = kernel_spec(problem.activation, s_s, derivative=False)
+        zero = np.zeros(1)
+        tt = np.clip((problem.gram + xi2 * np.outer(problem.c, problem.c)) / np.outer(r_t, r_t), -1, 1)
+        ss = np.clip((problem.gram + xi2 * np.outer(problem.c_hat, problem.c_hat)) / np.outer(r_s, r_s), -1, 1)
+        flat = np.zeros_like(tt)
+        constant = float(
+            _Pairs.merge(lam2, tt, flat, s_t, s_t).sum(zero, teacher, teacher)[0]
+            + _Pairs.merge(lam2, ss, flat, s_s, s_s).sum(zero, student, student)[0]
+        )
+        return _Pairs.merge(-2 * lam2, self.offset, self.slope, s_t, s_s), constant, teacher, student
 
 
 _CACHE_SIZE = 32
@@ -115,44 +134,19 @@ def _remember(cache: dict, key, value):
     return value
 
 
-def _geometry(problem: FineTuningProblem, order: int | None = None) -> _Geometry:
-    key = (problem, order)
-    if key in _geometry_cache:
-        return _geometry_cache[key]
+def _geometry(problem: FineTuningProblem) -> _Geometry:
+    if problem in _geometry_cache:
+        return _geometry_cache[problem]
     r_t, r_s = problem.teacher_norms, problem.student_norms
     s_t, s_s = problem.teacher_scales, problem.student_scales
-    lam, c, c_hat, gram, xi = problem.lam, problem.c, problem.c_hat, problem.gram, problem.xi
     norms = np.outer(r_t, r_s)
-    offset = gram / norms
-    slope = xi**2 * np.outer(c, c_hat) / norms
-    lam2 = np.outer(lam, lam)
-    weight_drift = 2 * xi**2 * lam2 * np.outer(c, c_hat) * np.outer(s_t, s_s) / norms
-    sigma = problem.activation
-    teacher = kernel_spec(sigma, s_t, derivative=True, order=order)
-    student = kernel_spec(sigma, s_s, derivative=True, order=order)
-    teacher_value = kernel_spec(sigma, s_t, derivative=False, order=order)
-    student_value = kernel_spec(sigma, s_s, derivative=False, order=order)
-    zero = np.zeros(1)
-    tt = np.clip((gram + xi**2 * np.outer(c, c)) / np.outer(r_t, r_t), -1, 1)
-    ss = np.clip((gram + xi**2 * np.outer(c_hat, c_hat)) / np.outer(r_s, r_s), -1, 1)
-    flat = np.zeros_like(tt)
-    constant = float(
-        _Pairs.merge(lam2, tt, flat, s_t, s_t).sum(zero, teacher_value, teacher_value)[0]
-        + _Pairs.merge(lam2, ss, flat, s_s, s_s).sum(zero, student_value, student_value)[0]
-    )
-    geometry = _Geometry(
-        _Pairs.merge(weight_drift, offset, slope, s_t, s_s),
-        _Pairs.merge(-2 * lam2, offset, slope, s_t, s_s),
-        offset,
-        slope,
-        weight_drift,
-        constant,
-        teacher,
-        student,
-        teacher_value,
-        student_value,
-    )
-    return _remember(_geometry_cache, key, geometry)
+    offset = problem.gram / norms
+    slope = problem.xi**2 * np.outer(problem.c, problem.c_hat) / norms
+    weight_drift = 2 * problem.xi**2 * np.outer(problem.lam, problem.lam) * np.outer(problem.c, problem.c_hat) * np.outer(s_t, s_s) / norms
+    teacher = kernel_spec(problem.activation, s_t, derivative=True)
+    student = kernel_spec(problem.activation, s_s, derivative=True)
+    geometry = _Geometry(problem, offset, slope, weight_drift, _Pairs.merge(weight_drift, offset, slope, s_t, s_s), teacher, student)
+    return _remember(_geometry_cache, problem, geometry)
 
 
 def _check_m(m) -> np.ndarray:
@@ -186,8 +180,8 @@ def population_loss(problem: FineTuningProblem, m) -> np.ndarray:
     True
     """
     m = _check_m(m)
-    g = _geometry(problem)
-    return (g.constant + g.loss.sum(m.ravel(), g.teacher_value, g.student_value)).reshape(m.shape)
+    pairs, constant, teacher, student = _geometry(problem).loss
+    return (constant + pairs.sum(m.ravel(), teacher, student)).reshape(m.shape)
 
 
 def population_loss_derivative(problem: FineTuningProblem, m) -> np.ndarray:
@@ -200,16 +194,6 @@ def population_loss_derivative(problem: FineTuningProblem, m) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 
 
-def _derivative_series(problem: FineTuningProblem, order: int) -> tuple:
-    """Hermite coefficients of sigma' at every neuron's scale, float64, through ``order``."""
-    sigma = problem.activation
-    rows = []
-    for scales in (problem.teacher_scales, problem.student_scales):
-        mu = np.array([hermite_coefficients(sigma, order + 1, float(s)) for s in scales])
-        rows.append(_derivative_coefficients(mu, scales))
-    return rows
-
-
 def drift_series(problem: FineTuningProblem, terms: int, order: int = 120) -> np.ndarray:
     """Coefficients ``a_l`` (l < terms) of ``h(m) = sum_l a_l m^l`` from the Hermite series of K'.
 
@@ -219,7 +203,8 @@ def drift_series(problem: FineTuningProblem, terms: int, order: int = 120) -> np
     terms = check_integer(terms, "terms", 1, 200)
     order = check_integer(order, "order", terms, 4000)
     g = _geometry(problem)
-    teacher, student = _derivative_series(problem, order)
+    teacher, _, _ = hermite_series(problem.activation, problem.teacher_scales, True, order)
+    student, _, _ = hermite_series(problem.activation, problem.student_scales, True, order)
     q = np.arange(order + 1)
     out = np.zeros(terms)
     for i in range(problem.k):

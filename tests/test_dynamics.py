@@ -133,6 +133,8 @@ def test_noise_estimate_against_an_independent_sampler(name):
     estimate = noise_estimate(problem, 30, samples=200_000, seed=1)
     for m in (-0.6, 0.0, 0.45):
         mean, error = _numpy_noise(problem, m, 200_000, 7)
+        # two independent estimates with equal sample sizes: the SE of their difference is ~sqrt(2) error;
+        # 5 SE keeps the family of 6 comparisons (2 activations x 3 m) at a negligible false-alarm rate
         assert abs(float(estimate.V(m)[0]) - mean) < 5 * math.sqrt(2) * error
 
 
