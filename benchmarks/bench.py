@@ -172,7 +172,7 @@ def bench_run() -> None:
     for cache in list(package.rglob("*.nbi")) + list(package.rglob("*.nbc")):
         cache.unlink()
     with tempfile.TemporaryDirectory() as folder:
-        command = [sys.executable, "-m", "popgrad.cli", "run", "--quiet", "--out", folder]
+        command = [sys.executable, "-m", "popgrad", "run", "--quiet", "--out", folder]
         cold = timed(lambda: subprocess.run(command, check=True, capture_output=True))
         warm = timed(lambda: subprocess.run(command, check=True, capture_output=True))
     report("`popgrad run` wall time (defaults), cold numba cache", f"{cold:.1f} s", "", "", "< 60 s")

@@ -32,26 +32,41 @@ from importlib import import_module
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "activations": ["Activation", "activation", "catalogue", "CATALOGUE_NAMES"],
-    "expressions": ["parse_expression", "ExpressionError"],
-    "hermite": ["hermite_coefficients", "exact_hermite_coefficients", "mpmath_hermite_coefficients", "verify_hermite", "information_exponent", "parseval_check", "precision", "NoClosedForm"],
-    "kernels": ["dual_kernel", "kernel_series", "kernel_quadrature", "kernel_mpmath", "kernel_monte_carlo"],
-    "model": ["FineTuningProblem", "orthonormal_problem", "random_features_problem", "glm_problem", "claim2_problem", "load_problem", "embedding"],
-    "population": ["population_drift", "population_loss", "population_loss_derivative", "drift_series", "paper_drift_series", "moment_tensor", "symbolic_drift", "drift_interpolant", "drift_fixed_points", "glm_drift", "lemma6_frequency", "network_loss"],
-    "gradients": ["monte_carlo_gradient"],
-    "integrators": ["solve", "DriftODE", "Solution"],
-    "simulation": ["simulate", "SimulationResult", "SimulationDiverged", "checkpoint_grid"],
-    "predictions": ["predict", "noise_estimate", "Predictions"],
-    "comparison": ["compare", "Comparison"],
-    "tables": ["write_derivations", "stale_derivations"],
-}
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = ["__version__"] + sorted(_WHERE)
+#: the modules whose ``__all__`` make up the public API (names are imported on first use)
+PUBLIC_MODULES = (
+    "gaussian.activations",
+    "gaussian.expressions",
+    "gaussian.hermite",
+    "gaussian.kernels",
+    "reference.hermite",
+    "reference.kernels",
+    "reference.estimate",
+    "models.finetuning.spec",
+    "models.finetuning.geometry",
+    "models.finetuning.population",
+    "models.finetuning.references",
+    "models.finetuning.simulation",
+    "models.finetuning.noise",
+    "models.finetuning.predictions",
+    "dynamics.solve",
+    "analysis.comparison",
+    "report.tables",
+)
+_where: dict = {}
+
+
+def _index() -> dict:
+    if not _where:
+        for module in PUBLIC_MODULES:
+            for name in import_module(f".{module}", __name__).__all__:
+                _where.setdefault(name, module)
+    return _where
 
 
 def __getattr__(name: str):
-    module = _WHERE.get(name)
+    if name == "__all__":
+        return ["__version__"] + sorted(_index())
+    module = _index().get(name) if not name.startswith("__") else None
     if module is None:
         raise AttributeError(f"module 'popgrad' has no attribute {name!r}")
     value = getattr(import_module(f".{module}", __name__), name)
@@ -60,4 +75,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return __all__
+    return ["__version__"] + sorted(_index())

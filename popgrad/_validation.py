@@ -39,8 +39,37 @@ def check_real(value, name: str, low: float | None = None, high: float | None = 
     return value
 
 
-def check_scale(scale) -> float:
-    return check_real(scale, "scale", 0.0, None, low_open=True)
+def check_scale(scale, name: str = "scale") -> float:
+    return check_real(scale, name, 0.0, None, low_open=True)
+
+
+def check_unit_interval(value, name: str) -> np.ndarray:
+    """The one check of values that must lie in [-1, 1] (overlaps m, correlations rho): float64 array."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number or an array of real numbers") from None
+    if not np.all(np.isfinite(array)) or np.any(np.abs(array) > 1.0):
+        raise ValueError(f"{name} must lie in [-1, 1]")
+    return array
+
+
+def check_choice(value, name: str, choices) -> str:
+    """A string among ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def check_choices(values, name: str, choices) -> tuple:
+    """A collection of strings among ``choices`` (a single string is refused, not read letter by letter)."""
+    if isinstance(values, str):
+        raise TypeError(f"{name} must be a list of names (e.g. [{values!r}]), got the string {values!r}")
+    values = tuple(values)
+    unknown = [v for v in values if v not in choices]
+    if unknown:
+        raise ValueError(f"{name}: unknown {unknown} (known: {', '.join(choices)})")
+    return values
 
 
 def check_array(value, name: str, shape: tuple | None = None, ndim: int | None = None) -> np.ndarray:

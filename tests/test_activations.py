@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from popgrad import _jit
-from popgrad.activations import activation, catalogue
+from popgrad.gaussian.families.fast import activation_derivative, activation_value
+from popgrad.gaussian.programs import STACK_SIZE
+from popgrad.gaussian.activations import activation, catalogue
 
 NAMES = [a.name for a in catalogue()] + ["poly(1, -2, 0.5)", "h_7", "tanh(2*z) + 0.1*z", "abs(z - 1) + z**2"]
 
@@ -12,9 +13,9 @@ def test_numba_and_numpy_agree_with_derivative_by_finite_differences(name):
     sigma = activation(name)
     z = np.linspace(-3.1, 2.9, 41)
     kind, parameters, ops, args, d_ops, d_args = sigma.jit_spec
-    stack = np.empty(_jit.STACK_SIZE)
-    values = np.array([_jit.activation_value(kind, parameters, ops, args, stack, x) for x in z])
-    slopes = np.array([_jit.activation_derivative(kind, parameters, d_ops, d_args, stack, x) for x in z])
+    stack = np.empty(STACK_SIZE)
+    values = np.array([activation_value(kind, parameters, ops, args, stack, x) for x in z])
+    slopes = np.array([activation_derivative(kind, parameters, d_ops, d_args, stack, x) for x in z])
     np.testing.assert_allclose(values, sigma(z), rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(slopes, sigma.prime(z), rtol=1e-12, atol=1e-12)
     step = 1e-6

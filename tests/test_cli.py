@@ -4,11 +4,11 @@ import sys
 
 import pytest
 
-from popgrad.cli import main
+from popgrad.cli.main import main
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "popgrad.cli", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "popgrad", *args], capture_output=True, text=True, timeout=600)
 
 
 def test_hermite_json_for_scripts(capsys):

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from popgrad.tables import stale_derivations
+from popgrad.report.tables import stale_derivations
 
 DERIVATIONS = Path(__file__).resolve().parent.parent / "derivations"
 

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from popgrad.comparison import compare
-from popgrad.gradients import neuron_divisors
-from popgrad.model import orthonormal_problem, random_features_problem
-from popgrad.predictions import noise_estimate, predict
-from popgrad.simulation import SimulationDiverged, simulate
+from popgrad.analysis.comparison import compare
+from popgrad.models.finetuning.gradients import neuron_divisors
+from popgrad.models.finetuning.spec import orthonormal_problem, random_features_problem
+from popgrad.models.finetuning.noise import noise_estimate
+from popgrad.models.finetuning.predictions import predict
+from popgrad.models.finetuning.simulation import SimulationDiverged, simulate
 
 CHECKPOINTS = [0, 1000, 3000]
 

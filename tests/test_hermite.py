@@ -2,18 +2,9 @@ import numpy as np
 import pytest
 import sympy
 
-from popgrad.activations import activation, catalogue
-from popgrad.hermite import (
-    NoClosedForm,
-    exact_hermite_coefficients,
-    hermite_coefficients,
-    information_exponent,
-    mpmath_hermite_coefficients,
-    parseval_check,
-    precision,
-    second_moment,
-    verify_hermite,
-)
+from popgrad.gaussian.activations import activation, catalogue
+from popgrad.gaussian.hermite import NoClosedForm, exact_hermite_coefficients, hermite_coefficients, information_exponent, second_moment
+from popgrad.reference.hermite import mpmath_hermite_coefficients, parseval_check, precision, verify_hermite
 
 CLOSED = [a.name for a in catalogue() if a.has_closed_form] + ["poly(1, -2, 0.5)", "z**3 + 2*z"]
 NUMERIC = [a.name for a in catalogue() if not a.has_closed_form] + ["abs(z - 0.5) + z**2*tanh(z)"]

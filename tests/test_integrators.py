@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
-from popgrad.integrators import DriftODE, solve
-from popgrad.interpolation import chebyshev_interpolant
-from popgrad.model import orthonormal_problem, random_features_problem
-from popgrad.population import drift_interpolant, population_drift
+from popgrad.dynamics.solve import DriftODE, solve
+from popgrad.numerics.chebyshev import chebyshev_interpolant
+from popgrad.models.finetuning.spec import orthonormal_problem, random_features_problem
+from popgrad.models.finetuning.population import drift_interpolant, population_drift
 
 ONE = chebyshev_interpolant(lambda m: 1.0 + 0.0 * m, endpoint=True)
 

@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from popgrad.model import (
+from popgrad.models.finetuning.geometry import embedding
+from popgrad.models.finetuning.spec import (
     FineTuningProblem,
     claim2_problem,
-    embedding,
     glm_problem,
     load_problem,
     orthonormal_problem,

@@ -4,16 +4,17 @@ import numpy as np
 import pytest
 import sympy
 
-from popgrad.gradients import monte_carlo_gradient, neuron_divisors
-from popgrad.kernels import kernel_quadrature
-from popgrad.model import FineTuningProblem, embedding, glm_problem, orthonormal_problem, random_features_problem
-from popgrad.population import (
+from popgrad.models.finetuning.geometry import embedding
+from popgrad.models.finetuning.gradients import neuron_divisors
+from popgrad.models.finetuning.references import monte_carlo_gradient, network_loss
+from popgrad.reference.kernels import kernel_quadrature
+from popgrad.models.finetuning.spec import FineTuningProblem, glm_problem, orthonormal_problem, random_features_problem
+from popgrad.models.finetuning.population import (
     drift_fixed_points,
     drift_interpolant,
     drift_series,
     glm_drift,
     lemma6_frequency,
-    network_loss,
     paper_drift_series,
     population_drift,
     population_loss,
@@ -35,7 +36,7 @@ def drift_by_quadrature(problem, m):
     for i in range(problem.k):
         for j in range(problem.k):
             rho = (problem.gram[i, j] + problem.xi**2 * problem.c[i] * problem.c_hat[j] * m) / (r_t[i] * r_s[j])
-            kernel, _ = kernel_quadrature(problem.activation, rho, s_t[i], s_s[j], derivative=True)
+            kernel = kernel_quadrature(problem.activation, rho, s_t[i], s_s[j], derivative=True).value
             total += problem.lam[i] * problem.lam[j] * problem.c[i] * problem.c_hat[j] * s_t[i] * s_s[j] / (r_t[i] * r_s[j]) * kernel
     return 2 * problem.xi**2 * total
 
@@ -170,6 +171,10 @@ def test_lemma6_report_is_reproducible():
     first = lemma6_frequency("relu", 8, 1.0, draws=50, seed=3)
     assert first == lemma6_frequency("relu", 8, 1.0, draws=50, seed=3)
     assert 0.0 <= first["fraction"] <= 1.0 and first["degenerate"] <= 50
+    # k = 1: h = 2 xi^2 lam^2 c c_hat kappa'(rho(m)) / r^2 keeps its sign and |h| grows in the direction of
+    # sign(h(0)) (kappa' of relu is increasing), so the conclusion holds in every draw
+    single = lemma6_frequency("relu", 1, 1.0, draws=20, seed=1)
+    assert single["fraction"] == 1.0 and single["degenerate"] == 0 and single["ratio_quantiles"][0.0] >= 1.0 - 1e-12
 
 
 def test_m_outside_the_interval():

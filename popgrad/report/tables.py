@@ -16,10 +16,11 @@ import mpmath
 import numpy as np
 import sympy
 
-from .activations import catalogue
-from .hermite import HermiteVerification, information_exponent, verify_hermite
-from .model import orthonormal_problem
-from .population import drift_fixed_points, drift_series, lemma6_frequency, symbolic_drift
+from ..gaussian.activations import catalogue
+from ..gaussian.hermite import information_exponent
+from ..models.finetuning.population import drift_fixed_points, drift_series, lemma6_frequency, symbolic_drift
+from ..models.finetuning.spec import orthonormal_problem
+from ..reference.hermite import HermiteVerification, verify_hermite
 
 __all__ = ["Table", "hermite_table", "drift_table", "symbolic_drift_table", "lemma6_table", "derivation_files", "write_derivations", "stale_derivations"]
 

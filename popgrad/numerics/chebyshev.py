@@ -10,15 +10,14 @@ coefficients then report that noise floor honestly as the estimate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 from scipy import fft
 
-__all__ = ["PiecewiseChebyshev", "chebyshev_interpolant", "chebyshev_evaluate"]
+__all__ = ["PiecewiseChebyshev", "chebyshev_interpolant", "chebyshev_evaluate", "chebyshev_evaluate_scalar", "chebyshev_coefficients", "to_endpoint_variable"]
 
 
 @njit(cache=True)
@@ -68,7 +67,7 @@ def chebyshev_evaluate(breaks, coefficients, endpoint, x):
     return out
 
 
-def _coefficients(values: np.ndarray) -> np.ndarray:
+def chebyshev_coefficients(values: np.ndarray) -> np.ndarray:
     """Chebyshev coefficients from values at the n+1 points cos(j pi / n), j = 0..n."""
     n = values.shape[0] - 1
     c = fft.dct(values[::-1], type=1) / n
@@ -131,7 +130,7 @@ def chebyshev_interpolant(function, a: float = -1.0, b: float = 1.0, degree: int
     while pending:
         left, right = pending.pop()
         x = 0.5 * (left + right) + 0.5 * (right - left) * nodes
-        c = _coefficients(function(x))
+        c = chebyshev_coefficients(function(x))
         tail = float(np.sum(np.abs(c[-3:])))
         if tail <= tolerance * scale or right - left <= min_width:
             accepted.append((left, right, c, tail))

@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 import sympy
 from numba import njit
 from scipy import optimize, special
 
-from ._validation import check_integer, check_real
-from .activations import activation
-from .hermite import exact_hermite_coefficients, hermite_coefficients
-from .interpolation import PiecewiseChebyshev, chebyshev_interpolant
-from .kernels import KernelSpec, hermite_series, kernel_spec, kernel_value
-from .model import FineTuningProblem, orthonormal_problem
+from ..._validation import check_integer, check_real, check_unit_interval
+from ...gaussian.activations import activation
+from ...gaussian.families.fast import closed_kernel
+from ...gaussian.hermite import exact_hermite_coefficients, hermite_coefficients
+from ...gaussian.kernels import KernelSpec, hermite_series, kernel_spec
+from ...numerics.chebyshev import PiecewiseChebyshev, chebyshev_interpolant
+from .spec import FineTuningProblem, orthonormal_problem
 
 __all__ = [
     "population_drift",
@@ -44,7 +45,6 @@ __all__ = [
     "FixedPoints",
     "glm_drift",
     "lemma6_frequency",
-    "network_loss",
 ]
 
 
@@ -56,7 +56,7 @@ def _pair_sum(m, weight, offset, slope, scale_a, scale_b, row_a, row_b, code, pa
         total = 0.0
         for p in range(weight.shape[0]):
             rho = offset[p] + slope[p] * m[n]
-            total += weight[p] * kernel_value(code, parameter, derivative, scale_a[p], scale_b[p], rho, coefficients_a[row_a[p]], coefficients_b[row_b[p]])
+            total += weight[p] * closed_kernel(code, parameter, derivative, scale_a[p], scale_b[p], rho, coefficients_a[row_a[p]], coefficients_b[row_b[p]])
         out[n] = total
     return out
 
@@ -123,20 +123,8 @@ class _Geometry:
         return _Pairs.merge(-2 * lam2, self.offset, self.slope, s_t, s_s), constant, teacher, student
 
 
-_CACHE_SIZE = 32
-_geometry_cache: dict = {}
-
-
-def _remember(cache: dict, key, value):
-    if len(cache) >= _CACHE_SIZE:
-        cache.pop(next(iter(cache)))
-    cache[key] = value
-    return value
-
-
+@lru_cache(maxsize=32)
 def _geometry(problem: FineTuningProblem) -> _Geometry:
-    if problem in _geometry_cache:
-        return _geometry_cache[problem]
     r_t, r_s = problem.teacher_norms, problem.student_norms
     s_t, s_s = problem.teacher_scales, problem.student_scales
     norms = np.outer(r_t, r_s)
@@ -145,15 +133,11 @@ def _geometry(problem: FineTuningProblem) -> _Geometry:
     weight_drift = 2 * problem.xi**2 * np.outer(problem.lam, problem.lam) * np.outer(problem.c, problem.c_hat) * np.outer(s_t, s_s) / norms
     teacher = kernel_spec(problem.activation, s_t, derivative=True)
     student = kernel_spec(problem.activation, s_s, derivative=True)
-    geometry = _Geometry(problem, offset, slope, weight_drift, _Pairs.merge(weight_drift, offset, slope, s_t, s_s), teacher, student)
-    return _remember(_geometry_cache, problem, geometry)
+    return _Geometry(problem, offset, slope, weight_drift, _Pairs.merge(weight_drift, offset, slope, s_t, s_s), teacher, student)
 
 
 def _check_m(m) -> np.ndarray:
-    m = np.asarray(m, dtype=np.float64)
-    if not np.all(np.isfinite(m)) or np.any(np.abs(m) > 1.0):
-        raise ValueError("m must lie in [-1, 1]")
-    return m
+    return check_unit_interval(m, "m")
 
 
 def population_drift(problem: FineTuningProblem, m) -> np.ndarray:
@@ -335,7 +319,7 @@ class DriftInterpolant:
     ``estimated_error`` comes from the trailing coefficients, ``measured_error`` from 2000+ points
     compared with the direct evaluation; ``scale`` is max |h| on a grid (for relative statements).
     Call it like a function, or pass ``breaks``/``coefficients`` to numba code
-    (``popgrad.interpolation.chebyshev_evaluate_scalar(breaks, coefficients, True, m)``).
+    (``popgrad.numerics.chebyshev.chebyshev_evaluate_scalar(breaks, coefficients, True, m)``).
     """
 
     interpolant: PiecewiseChebyshev
@@ -361,9 +345,6 @@ class DriftInterpolant:
         return self.interpolant.measured_error
 
 
-_interpolant_cache: dict = {}
-
-
 def drift_interpolant(problem: FineTuningProblem, tolerance: float = 1e-13) -> DriftInterpolant:
     """A verified fast evaluator for h(m) (built once per problem and cached).
 
@@ -374,14 +355,15 @@ def drift_interpolant(problem: FineTuningProblem, tolerance: float = 1e-13) -> D
     >>> bool(fast.measured_error <= 1e-9 * fast.scale)
     True
     """
-    tolerance = check_real(tolerance, "tolerance", 1e-15, 1e-2)
-    key = (problem, tolerance)
-    if key not in _interpolant_cache:
-        function = lambda m: population_drift(problem, np.clip(m, -1.0, 1.0))  # noqa: E731
-        interpolant = chebyshev_interpolant(function, tolerance=tolerance, endpoint=True)
-        scale = float(np.max(np.abs(function(np.linspace(-1, 1, 513)))))
-        _remember(_interpolant_cache, key, DriftInterpolant(interpolant, scale))
-    return _interpolant_cache[key]
+    return _drift_interpolant(problem, check_real(tolerance, "tolerance", 1e-15, 1e-2))
+
+
+@lru_cache(maxsize=32)
+def _drift_interpolant(problem: FineTuningProblem, tolerance: float) -> DriftInterpolant:
+    function = lambda m: population_drift(problem, np.clip(m, -1.0, 1.0))  # noqa: E731
+    interpolant = chebyshev_interpolant(function, tolerance=tolerance, endpoint=True)
+    scale = float(np.max(np.abs(function(np.linspace(-1, 1, 513)))))
+    return DriftInterpolant(interpolant, scale)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -472,25 +454,3 @@ def lemma6_frequency(sigma, k: int, xi: float, draws: int = 1000, seed: int = 0,
         "degenerate": degenerate,
         "ratio_quantiles": {q: float(np.quantile(ratios, q)) if len(ratios) else float("nan") for q in (0.0, 0.05, 0.5)},
     }
-
-
-# ------------------------------------------------------------------------------------------------
-# explicit networks (independent of the reduction to m)
-# ------------------------------------------------------------------------------------------------
-
-
-def network_loss(sigma, lam, teacher_weights: np.ndarray, student_weights: np.ndarray) -> float:
-    """``E[(sum_i lam_i sigma(<a_i, x>) - sum_j lam_j sigma(<b_j, x>))^2]`` for explicit weight vectors.
-
-    Each pair is a two-scale kernel at the vectors' norms and the cosine of their angle: nothing here
-    knows about m, u, c or conventions, so it checks Proposition 4 independently.
-    """
-    sigma = activation(sigma)
-    lam = np.asarray(lam, dtype=np.float64)
-    vectors = np.vstack([teacher_weights, student_weights])
-    signs = np.concatenate([lam, -lam])
-    norms = np.linalg.norm(vectors, axis=1)
-    cosines = np.clip((vectors @ vectors.T) / np.outer(norms, norms), -1.0, 1.0)
-    spec = kernel_spec(sigma, norms, derivative=False)
-    pairs = _Pairs.merge(np.outer(signs, signs), cosines, np.zeros_like(cosines), norms, norms)
-    return float(pairs.sum(np.zeros(1), spec, spec)[0])

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from ._validation import check_real
-from .interpolation import PiecewiseChebyshev, chebyshev_evaluate_scalar
+from .._validation import check_real
+from ..numerics.chebyshev import PiecewiseChebyshev, chebyshev_evaluate_scalar
 
 __all__ = ["DriftODE", "Solution", "solve"]
 
-_C = np.array([0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0])
 _A = np.array(
     [
         [0, 0, 0, 0, 0],
@@ -212,7 +211,7 @@ def solve(ode: DriftODE, m0: float, times, method: str = "dopri5", rtol: float =
 
     Examples
     --------
-    >>> from popgrad.interpolation import chebyshev_interpolant
+    >>> from popgrad.numerics.chebyshev import chebyshev_interpolant
     >>> ode = DriftODE(chebyshev_interpolant(lambda m: 1.0 + 0 * m, endpoint=True), a=1.0)  # dm/dt = 1 - m^2
     >>> solution = solve(ode, 0.0, [1.0, 2.0], target=0.5)
     >>> np.round(solution.values, 10).tolist(), round(solution.event_time, 10)  # tanh(t), atanh(0.5)

@@ -1,9 +1,10 @@
 """The activation catalogue: declarative activation objects and the verbs that find them.
 
 An :class:`Activation` knows its sympy expression ``sigma(z)``, its derivative, where it has kinks, and
-which closed form its Hermite coefficients have (its *family*). Evaluation in numpy, mpmath and numba
-goes through one compiled stack program (:mod:`popgrad.expressions`), with hand-written numba fast paths
-for the common activations.
+its *family* (:mod:`popgrad.gaussian.families`), which owns the closed forms of its Hermite coefficients
+and kernels and its numba fast path. Evaluation in numpy and mpmath goes through one compiled stack
+program (:mod:`popgrad.gaussian.programs`). An expression that equals a catalogue member (``"erf(z)"``,
+``"relu(z)"``) is that member.
 
 Examples
 --------
@@ -17,36 +18,29 @@ z**3 - 3*z
 'leaky_relu(0.1)'
 >>> activation("tanh(z) + z**2").family
 'numeric'
+>>> activation("erf(z)") is activation("erf")
+True
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 import sympy
+from numba import njit
 
-from . import _jit
-from .expressions import Z, ExpressionError, Program, compile_program, evaluate_numpy, parse_expression
+from .expressions import Z, ExpressionError, parse_expression
+from .families import FAMILIES, Family
+from .families.fast import activation_derivative, activation_value
+from .families.stein import SteinForm
+from .programs import STACK_SIZE, Program, compile_program, evaluate_numpy
 
-__all__ = ["Activation", "SteinForm", "activation", "catalogue", "CATALOGUE_NAMES"]
+__all__ = ["Activation", "activation", "catalogue", "CATALOGUE_NAMES"]
 
 MAX_POLYNOMIAL_DEGREE = 64
-
-
-@dataclass(frozen=True)
-class SteinForm:
-    """``sigma^(p0)(z) = Q(z) exp(-c z^2)``: the Stein route to exact Hermite coefficients.
-
-    ``low_orders`` maps p < p0 to a function of the scale r giving ``mu_p(sigma; r)`` exactly.
-    """
-
-    p0: int
-    polynomial: sympy.Expr
-    c: sympy.Expr
-    low_orders: dict = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -60,11 +54,11 @@ class Activation:
     expression : sympy.Expr
         ``sigma`` in the real symbol ``z``.
     family : str
-        Which exact Hermite formula applies: ``polynomial``, ``relu``, ``leaky_relu``, ``abs``, ``step``,
-        ``stein`` (derivative of some order is a polynomial times a Gaussian: erf, gelu) or ``numeric``
-        (no closed form; coefficients are computed by quadrature and say so).
+        The name of its family in :data:`popgrad.gaussian.families.FAMILIES`: ``polynomial``, ``relu``,
+        ``leaky_relu``, ``abs``, ``step``, ``erf``, ``stein`` (a derivative is a polynomial times a
+        Gaussian: gelu) or ``numeric`` (no closed form; coefficients by quadrature, and said so).
     slope : float
-        Negative-side slope of ``leaky_relu``; 0 otherwise.
+        Negative-side slope a of the leaky ReLU family (relu: 0, abs: -1); 0 for other families.
     breakpoints : tuple of float
         Points where ``sigma`` or a low derivative is not smooth; quadrature splits there.
     stein : SteinForm or None
@@ -85,9 +79,13 @@ class Activation:
         return sympy.diff(self.expression, Z)
 
     @property
+    def family_spec(self) -> Family:
+        return FAMILIES[self.family]
+
+    @property
     def has_closed_form(self) -> bool:
         """Whether exact symbolic Hermite coefficients exist for every order."""
-        return self.family != "numeric"
+        return self.family_spec.exact
 
     @cached_property
     def polynomial_coefficients(self) -> np.ndarray | None:
@@ -121,36 +119,25 @@ class Activation:
     @cached_property
     def scalar(self):
         """``(sigma, sigma')`` as fast scalar Python callables (numba-backed), for scalar quadrature."""
-        kind, parameters, ops, args, d_ops, d_args = self.jit_spec
-        stack = np.empty(_jit.STACK_SIZE)
+        code, parameters, ops, args, d_ops, d_args = self.jit_spec
+        stack = np.empty(STACK_SIZE)
 
         def value(z: float) -> float:
-            return _jit.activation_value(kind, parameters, ops, args, stack, z)
+            return _scalar_value(code, parameters, ops, args, stack, z)
 
         def slope(z: float) -> float:
-            return _jit.activation_derivative(kind, parameters, d_ops, d_args, stack, z)
+            return _scalar_derivative(code, parameters, d_ops, d_args, stack, z)
 
         return value, slope
 
     @cached_property
     def jit_spec(self) -> tuple:
-        """Plain arrays for the numba kernels: ``(kind, parameters, ops, args, d_ops, d_args)``."""
-        kind, parameters = _jit.KIND_PROGRAM, np.zeros(1)
-        if self.family == "relu":
-            kind = _jit.KIND_RELU
-        elif self.family == "leaky_relu":
-            kind, parameters = _jit.KIND_LEAKY_RELU, np.array([self.slope])
-        elif self.family == "abs":
-            kind = _jit.KIND_ABS
-        elif self.family == "step":
-            kind = _jit.KIND_STEP
-        elif self.family == "polynomial":
-            kind, parameters = _jit.KIND_POLYNOMIAL, self.polynomial_coefficients
-        elif self.name in _NUMBA_SMOOTH:
-            kind = _NUMBA_SMOOTH[self.name]
+        """Plain arrays for the numba kernels: ``(code, parameters, ops, args, d_ops, d_args)``; ``code``
+        selects the family's fast path and is a compile-time constant of the specialised kernels."""
+        spec = self.family_spec
         return (
-            np.int64(kind),
-            np.ascontiguousarray(parameters, dtype=np.float64),
+            int(spec.fast_code(self)),
+            np.ascontiguousarray(spec.parameters(self), dtype=np.float64),
             self.program.ops,
             self.program.args,
             self.derivative_program.ops,
@@ -161,7 +148,14 @@ class Activation:
         return self.name
 
 
-_NUMBA_SMOOTH = {"tanh": _jit.KIND_TANH, "erf": _jit.KIND_ERF, "sigmoid": _jit.KIND_SIGMOID}
+@njit(cache=True)
+def _scalar_value(code, parameters, ops, args, stack, z):
+    return activation_value(code, parameters, ops, args, stack, z)
+
+
+@njit(cache=True)
+def _scalar_derivative(code, parameters, d_ops, d_args, stack, z):
+    return activation_derivative(code, parameters, d_ops, d_args, stack, z)
 
 
 def _relu_expression():
@@ -198,7 +192,7 @@ _BASE = {
     "cubic": lambda: _polynomial(Z**3, "cubic", "z^3"),
     "relu": lambda: Activation("relu", _relu_expression(), "relu", breakpoints=(0.0,), description="max(z, 0)"),
     "leaky_relu": lambda: _leaky_relu(sympy.Rational(1, 100), "leaky_relu"),
-    "abs": lambda: Activation("abs", sympy.Abs(Z), "abs", breakpoints=(0.0,), description="|z|"),
+    "abs": lambda: Activation("abs", sympy.Abs(Z), "abs", slope=-1.0, breakpoints=(0.0,), description="|z|"),
     "step": lambda: Activation(
         "step", sympy.Heaviside(Z), "step", breakpoints=(0.0,), description="Heaviside step, 1/2 at 0"
     ),
@@ -206,7 +200,7 @@ _BASE = {
     "erf": lambda: Activation(
         "erf",
         sympy.erf(Z),
-        "stein",
+        "erf",
         stein=SteinForm(1, 2 / sympy.sqrt(sympy.pi) + 0 * Z, sympy.Integer(1), {0: lambda r: sympy.Integer(0)}),
         description="error function",
     ),
@@ -233,7 +227,7 @@ CATALOGUE_NAMES = tuple(_BASE) + ("He_p", "h_p", "poly(a0,a1,...)")
 
 _HERMITE = re.compile(r"^(He|h)_?(\d+)$")
 _CALL = re.compile(r"^(leaky_relu|poly|polynomial)\s*\((.*)\)$")
-_cache: dict[str, Activation] = {}
+_CACHE_SIZE = 256
 
 
 def _number(text: str, what: str) -> sympy.Rational:
@@ -271,18 +265,16 @@ def activation(spec: str | Activation) -> Activation:
     >>> activation("gamma(z)")
     Traceback (most recent call last):
     ...
-    ValueError: activation: unknown 'gamma(z)' (known: linear, quadratic, cubic, relu, leaky_relu, abs, step, tanh, erf, sigmoid, softplus, gelu, silu, He_p, h_p, poly(a0,a1,...), or an expression in z): expression: function 'gamma' is not allowed (use z, pi, e and the functions exp, log, sqrt, sin, cos, tanh, sinh, cosh, atan, asinh, erf, erfc, abs, sign, heaviside, relu, sigmoid, softplus)
+    ValueError: activation: unknown 'gamma(z)' (known: linear, quadratic, cubic, relu, leaky_relu, abs, step, tanh, erf, sigmoid, softplus, gelu, silu, He_p, h_p, poly(a0,a1,...), or an expression in z): expression: function 'gamma' is not allowed (use z, pi, e and the functions exp, log, sin, cos, tanh, sinh, cosh, atan, asinh, erf, erfc, abs, sign, heaviside, sqrt, relu, sigmoid, softplus)
     """
     if isinstance(spec, Activation):
         return spec
     if not isinstance(spec, str):
         raise TypeError(f"activation: expected a name or expression string, got {type(spec).__name__}")
-    key = spec.strip()
-    if key not in _cache:
-        _cache[key] = _build(key)
-    return _cache[key]
+    return _build(spec.strip())
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
 def _build(key: str) -> Activation:
     if key in _BASE:
         return _BASE[key]()
@@ -325,12 +317,25 @@ def _custom(key: str) -> Activation:
         raise ValueError(f"activation: unknown {key!r} (known: {known}, or an expression in z): {exc}") from None
     if Z not in expression.free_symbols:
         raise ValueError(f"activation: {key!r} does not depend on z")
+    member = _catalogue_member(expression)
+    if member is not None:
+        return member
     if expression.is_polynomial(Z):
         poly = sympy.Poly(expression, Z)
         if poly.degree() > MAX_POLYNOMIAL_DEGREE:
             raise ValueError(f"activation: polynomial degree {poly.degree()} exceeds {MAX_POLYNOMIAL_DEGREE}")
         return Activation(name=key, expression=sympy.expand(expression), family="polynomial", description="custom")
     return Activation(name=key, expression=expression, breakpoints=_kinks(expression), description="custom")
+
+
+def _catalogue_member(expression: sympy.Expr) -> Activation | None:
+    """The base catalogue member whose expression equals ``expression`` (after expansion), if any."""
+    expanded = sympy.expand(expression)
+    for name in _BASE:
+        member = activation(name)
+        if expanded == sympy.expand(member.expression):
+            return member
+    return None
 
 
 def _kinks(expression: sympy.Expr) -> tuple:

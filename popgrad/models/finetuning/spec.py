@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import check_array, check_integer, check_real
-from .activations import Activation
-from .activations import activation as _activation
+from ..._validation import check_array, check_choice, check_integer, check_real
+from ...gaussian.activations import Activation
+from ...gaussian.activations import activation as _activation
+from ...numerics.linalg import numerical_rank
 
 __all__ = [
     "FineTuningProblem",
@@ -37,8 +38,6 @@ __all__ = [
     "claim2_problem",
     "draw_signs",
     "load_problem",
-    "Embedding",
-    "embedding",
 ]
 
 CONVENTIONS = ("normalized", "raw")
@@ -111,8 +110,7 @@ class FineTuningProblem:
         if np.any(c == 0) or np.any(c_hat == 0):
             raise ValueError("c and c_hat must have nonzero entries")
         xi = check_real(xi, "xi", 0.0, None, low_open=True)
-        if convention not in CONVENTIONS:
-            raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
+        check_choice(convention, "convention", CONVENTIONS)
         for name, value in [("activation", sigma), ("lam", lam), ("gram", gram), ("c", c), ("c_hat", c_hat), ("xi", xi), ("convention", convention), ("W", W)]:
             if isinstance(value, np.ndarray):
                 value.setflags(write=False)
@@ -153,13 +151,10 @@ class FineTuningProblem:
     def unit_rows(self) -> bool:
         return bool(np.allclose(np.diag(self.gram), 1.0, rtol=1e-12))
 
-    @property
+    @cached_property
     def rank(self) -> int:
         """rank(W) (numerical), so that span(W)^perp has dimension d - rank."""
-        if not np.any(self.gram):
-            return 0
-        eigenvalues = np.linalg.eigvalsh(self.gram)
-        return int(np.sum(eigenvalues > 1e-10 * eigenvalues.max()))
+        return numerical_rank(self.gram)
 
     def replace(self, **changes) -> "FineTuningProblem":
         """A copy with some fields changed (validated again)."""
@@ -245,12 +240,11 @@ def load_problem(path: str | Path) -> FineTuningProblem:
 
 def draw_signs(k: int, generator: np.random.Generator, distribution: str = "quantized") -> np.ndarray:
     """Adapter coefficients: ``quantized`` ±1/sqrt(k) uniform (Assumption 3) or ``sphere`` (uniform on S^(k-1))."""
+    check_choice(distribution, "c distribution", ("quantized", "sphere"))
     if distribution == "quantized":
         return generator.choice([-1.0, 1.0], size=k) / math.sqrt(k)
-    if distribution == "sphere":
-        v = generator.standard_normal(k)
-        return v / np.linalg.norm(v)
-    raise ValueError(f"c distribution must be 'quantized' or 'sphere', got {distribution!r}")
+    v = generator.standard_normal(k)
+    return v / np.linalg.norm(v)
 
 
 def _common(k, xi, seed, lam, c_distribution):
@@ -285,9 +279,19 @@ def random_features_problem(sigma, k: int, d: int, xi: float, seed: int = 0, lam
 
 
 def glm_problem(sigma, k: int, xi: float, seed: int = 0, lam=None, convention: str = "normalized", c_distribution: str = "quantized") -> FineTuningProblem:
-    """The GLM case W = 0: learning from scratch, where h(0) vanishes to order m^(l*-1)."""
-    k, _, lam, c, c_hat = _common(k, xi, seed, lam, c_distribution)
-    return FineTuningProblem(sigma, lam, np.zeros((k, k)), c, c_hat, xi, convention)
+    """The GLM case W = 0: learning from scratch, where h(0) vanishes to order m^(l*-1).
+
+    The student's neurons are the teacher's own (``c_hat = c``, MATH.md §3), so the student can reach the
+    teacher exactly and the drift is ``h(m) ∝ sum_p p mu_p^2 m^(p-1)`` (k = 1: ``f* = sigma(<u, x>)``).
+
+    Examples
+    --------
+    >>> problem = glm_problem("He_3", k=2, xi=1.0, seed=0)
+    >>> bool(np.array_equal(problem.c, problem.c_hat)), problem.rank
+    (True, 0)
+    """
+    k, _, lam, c, _ = _common(k, xi, seed, lam, c_distribution)
+    return FineTuningProblem(sigma, lam, np.zeros((k, k)), c, c, xi, convention)
 
 
 def claim2_problem(sigma, k: int, xi: float = 1.0, seed: int = 0, lam=None, convention: str = "normalized") -> FineTuningProblem:
@@ -301,63 +305,3 @@ def claim2_problem(sigma, k: int, xi: float = 1.0, seed: int = 0, lam=None, conv
     if xi**2 * (1 - 1 / k) > 1 + 1e-12:
         raise ValueError(f"xi must satisfy xi^2 (1 - 1/k) <= 1 for the Claim 2 construction (xi <= {1 / math.sqrt(1 - 1 / k):.4g} at k = {k})")
     return FineTuningProblem(sigma, lam, gram, c, c_hat, xi, convention)
-
-
-@dataclass(frozen=True)
-class Embedding:
-    """Explicit vectors in R^d realising a problem: W (k x d) with W W^T = G, u and u_hat unit,
-    orthogonal to span(W), with <u, u_hat> = m; ``basis`` is an orthonormal basis of span(W) (d x rank)."""
-
-    W: np.ndarray
-    u: np.ndarray
-    u_hat: np.ndarray
-    basis: np.ndarray
-
-    @property
-    def d(self) -> int:
-        return self.W.shape[1]
-
-
-def embedding(problem: FineTuningProblem, d: int | None = None, m: float = 0.0, seed: int = 0, rotate: bool = True) -> Embedding:
-    """Realise ``problem`` in R^d. Uses ``problem.W`` when present; otherwise builds W from G
-    (``G = V diag(e) V^T``, ``W = V diag(sqrt(e))`` padded with zeros) and, with ``rotate``, applies a
-    uniformly random rotation so that no coordinate is special.
-
-    Examples
-    --------
-    >>> problem = orthonormal_problem("relu", k=3, xi=1.0, seed=0)
-    >>> e = embedding(problem, d=8, m=0.25, seed=1)
-    >>> np.allclose(e.W @ e.W.T, problem.gram), round(float(e.u @ e.u_hat), 12), bool(np.allclose(e.W @ e.u, 0))
-    (True, 0.25, True)
-    """
-    m = check_real(m, "m", -1.0, 1.0)
-    generator = np.random.default_rng(check_integer(seed, "seed", 0))
-    if problem.W is not None:
-        W = np.array(problem.W)
-        if d is not None and d != W.shape[1]:
-            raise ValueError(f"d must equal the problem's W dimension {W.shape[1]}, got {d}")
-        d = W.shape[1]
-    else:
-        d = check_integer(d, "d", problem.rank + 2)
-        eigenvalues, vectors = np.linalg.eigh(problem.gram)
-        W = np.zeros((problem.k, d))
-        W[:, : problem.k] = vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))
-        if rotate:
-            rotation, _ = np.linalg.qr(generator.standard_normal((d, d)))
-            W = W @ rotation.T
-    rank = problem.rank
-    if rank >= d - 1:
-        raise ValueError(f"d = {d} leaves no room for u, u_hat orthogonal to span(W) (rank {rank})")
-    if rank:
-        left, singular, right = np.linalg.svd(W, full_matrices=True)
-        basis = right[:rank].T
-        complement = right[rank:].T
-    else:
-        basis = np.zeros((d, 0))
-        complement = np.eye(d)
-    coordinates = generator.standard_normal((complement.shape[1], 2))
-    q, _ = np.linalg.qr(coordinates)
-    e1, e2 = complement @ q[:, 0], complement @ q[:, 1]
-    u = e1
-    u_hat = m * e1 + math.sqrt(max(0.0, 1 - m * m)) * e2
-    return Embedding(W, u, u_hat, basis)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import mpmath
 
-from . import __version__
+from .. import __version__
 
 __all__ = ["main"]
 
@@ -49,8 +49,9 @@ def _float(text: str) -> float:
 
 
 def _hermite(args) -> int:
-    from .hermite import information_exponent, verify_hermite
-    from .tables import hermite_table
+    from ..gaussian.hermite import information_exponent
+    from ..reference.hermite import verify_hermite
+    from ..report.tables import hermite_table
 
     if args.order > 200:
         raise UsageError(f"--order must lie in [0, 200], got {args.order}")
@@ -120,7 +121,7 @@ def _add_problem_options(parser: argparse.ArgumentParser, defaults: dict | None 
 
 
 def _problem_from_args(args):
-    from . import model
+    from ..models.finetuning import spec as model
 
     if args.problem:
         return model.load_problem(args.problem)
@@ -167,8 +168,8 @@ def _problem(args) -> int:
 def _h(args) -> int:
     import numpy as np
 
-    from .population import drift_fixed_points, population_drift, population_loss
-    from .tables import Table
+    from ..models.finetuning.population import drift_fixed_points, population_drift, population_loss
+    from ..report.tables import Table
 
     problem = _problem_from_args(args)
     m = args.m
@@ -211,7 +212,7 @@ def _plot_drift(problem, points, path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .population import population_drift, population_loss
+    from ..models.finetuning.population import population_drift, population_loss
 
     grid = np.linspace(-1, 1, 801)
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
@@ -234,7 +235,7 @@ def _plot_drift(problem, points, path) -> None:
 
 
 def _derive(args) -> int:
-    from .tables import stale_derivations, write_derivations
+    from ..report.tables import stale_derivations, write_derivations
 
     if args.check:
         stale = stale_derivations(args.out, progress=True)
@@ -279,7 +280,7 @@ def _checkpoint_list(text: str):
 
 
 def _dynamics_settings(args, problem):
-    from .simulation import checkpoint_grid
+    from ..models.finetuning.simulation import checkpoint_grid
 
     d = args.dimension
     if problem.W is not None and args.method == "full":
@@ -329,7 +330,7 @@ def _print_comparison(comparisons: dict) -> None:
 
 
 def _simulate(args) -> int:
-    from .comparison import compare
+    from ..analysis.comparison import compare
 
     problem = _problem_from_args(args)
     d, eta, checkpoints = _dynamics_settings(args, problem)
@@ -347,7 +348,7 @@ def _simulate(args) -> int:
 
 
 def _compare(args) -> int:
-    from .comparison import compare
+    from ..analysis.comparison import compare
 
     problem = _problem_from_args(args)
     d, eta, checkpoints = _dynamics_settings(args, problem)
@@ -368,10 +369,10 @@ RUN_CHAIN_TRAJECTORIES = 500
 def _run(args) -> int:
     import time
 
-    from .comparison import Comparison, versions
-    from .population import drift_fixed_points, drift_interpolant
-    from .predictions import predict
-    from .simulation import simulate
+    from ..analysis.comparison import Comparison, versions
+    from ..models.finetuning.population import drift_fixed_points, drift_interpolant
+    from ..models.finetuning.predictions import predict
+    from ..models.finetuning.simulation import simulate
 
     begin = time.perf_counter()
     problem = _problem_from_args(args)

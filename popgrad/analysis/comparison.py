@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from ._validation import check_real
-from .model import FineTuningProblem
-from .population import population_loss
-from .predictions import PREDICTIONS, Predictions, predict
-from .simulation import SimulationResult, simulate
+from .. import __version__
+from .._validation import check_real
+from ..models.finetuning.population import population_loss
+from ..models.finetuning.predictions import PREDICTIONS, Predictions, predict
+from ..models.finetuning.simulation import SimulationResult, simulate
+from ..models.finetuning.spec import FineTuningProblem
 
 __all__ = ["Comparison", "compare", "QUANTILES", "versions"]
 
@@ -194,7 +194,7 @@ def compare(problem: FineTuningProblem, d: int, eta: float, checkpoints, traject
 
     Examples
     --------
-    >>> from popgrad.model import orthonormal_problem
+    >>> from popgrad.models.finetuning.spec import orthonormal_problem
     >>> problem = orthonormal_problem("relu", k=4, xi=1.0, seed=0)
     >>> result = compare(problem, d=200, eta=0.05 / 200, checkpoints=[0, 5000, 20000], trajectories=64, seed=1, noise_samples=20000)
     >>> sorted(result.consistent)

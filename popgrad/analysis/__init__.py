@@ -1,0 +1,1 @@
+"""Theory vs Monte Carlo: comparisons of observables with predictions, and their verdicts."""

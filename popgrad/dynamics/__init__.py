@@ -1,0 +1,1 @@
+"""Model-agnostic dynamics engines: ODE solvers and the trajectory driver."""

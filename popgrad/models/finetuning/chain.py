@@ -1,0 +1,96 @@
+"""The exact overlap chain (MATH.md §4): one SGD step in law, with cost independent of d.
+
+Because x is Gaussian and every update of u_hat lies along x, the law of m_(t+1) given the past depends
+only on m_t. One step draws ``a ~ N(0, G)`` (the pre-activations W x), ``g_hat, q ~ N(0, 1)`` and
+``chi ~ chi^2_(n-2)`` (n = d - rank W), sets ``g = m g_hat + sqrt(1-m^2) q`` and
+
+    m' = (m + eta A q sqrt(1-m^2)) / sqrt(1 + eta^2 A^2 (q^2 + chi)).
+
+:func:`draw_inputs` and :func:`chain_step` are the one implementation of that step: the simulator
+iterates them, and the noise estimate of :mod:`.noise` averages them at fixed m.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ...numerics import random_streams as streams
+from ...numerics.compiled import SOURCE_VERSION, specialised
+from ...numerics.linalg import matvec
+from ...gaussian.programs import STACK_SIZE
+from .gradients import gradient_coefficient
+
+__all__ = ["draw_inputs", "chain_step", "chain_kernels"]
+
+
+@njit(cache=True, inline="always")
+def draw_inputs(state, L, identity, triangular, z, a):
+    """Draw ``a = L z ~ N(0, G)`` into ``a`` and return ``(g_hat, q)`` (``identity``: G = I, a = z)."""
+    if identity:
+        for i in range(a.shape[0]):
+            a[i] = streams.normal(state)
+    else:
+        for r in range(z.shape[0]):
+            z[r] = streams.normal(state)
+        matvec(L, z, a, triangular)
+    g_hat = streams.normal(state)
+    q = streams.normal(state)
+    return g_hat, q
+
+
+@njit(cache=True, inline="always")
+def chain_step(code, overlap, a, g_hat, q, chi, eta, lam, c, c_hat, xi, n_t, n_s, parameters, ops, args, d_ops, d_args, stack):
+    """One step of the chain from ``overlap`` with the given draws.
+
+    Returns ``(m', A, normalisation)`` where ``normalisation = (m + eta A q s)(1 - 1/sqrt(1 + eps))``,
+    ``eps = eta^2 A^2 (q^2 + chi)``, is what the retraction removes (computed without cancellation);
+    ``m' = m + eta A q s - normalisation``. An overflow gives m' = nan (reported as divergence)."""
+    co = math.sqrt(max(0.0, 1.0 - overlap * overlap))
+    g = overlap * g_hat + co * q
+    coefficient, _ = gradient_coefficient(code, a, g, g_hat, lam, c, c_hat, xi, n_t, n_s, parameters, ops, args, d_ops, d_args, stack)
+    step = eta * coefficient
+    epsilon = step * step * (q * q + chi)
+    root = math.sqrt(1.0 + epsilon)
+    moved = overlap + step * q * co
+    if not root < math.inf:
+        return math.nan, coefficient, math.nan
+    return moved / root, coefficient, moved * epsilon / (root * (1.0 + root))
+
+
+@specialised
+def chain_kernels(code: int) -> tuple:
+    """``(initialise, advance)`` for the activation fast path ``code`` (compile-time constant)."""
+    version = SOURCE_VERSION
+
+    @njit(cache=True, nogil=True)
+    def initialise(start, stop, m, states, seed, first, n, m0):
+        """m_0 = first coordinate of a uniform point on S^(n-1), or m0."""
+        for j in range(start, stop):
+            streams.seed_stream(seed, streams.TRAJECTORIES, first + j, states[j])
+            if math.isnan(m0):
+                z = streams.normal(states[j])
+                m[j] = z / math.sqrt(z * z + streams.chi_square(states[j], n - 1.0))
+            else:
+                m[j] = m0
+        return len(version)
+
+    @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
+    def advance(start, stop, m, states, L, identity, triangular, eta, n, steps, lam, c, c_hat, xi, n_t, n_s, parameters, ops, args, d_ops, d_args):
+        k, rank = L.shape
+        z = np.empty(rank)
+        a = np.empty(k)
+        stack = np.empty(STACK_SIZE)
+        for j in range(start, stop):
+            state = states[j]
+            overlap = m[j]
+            for _ in range(steps):
+                g_hat, q = draw_inputs(state, L, identity, triangular, z, a)
+                chi = streams.chi_square(state, n - 2.0)
+                overlap, _, _ = chain_step(code, overlap, a, g_hat, q, chi, eta, lam, c, c_hat, xi, n_t, n_s, parameters, ops, args, d_ops, d_args, stack)
+            m[j] = overlap
+        return len(version)
+
+    return initialise, advance

@@ -1,0 +1,103 @@
+"""Online SGD in dimension d (MATH.md §4): the paper's update, compiled per activation.
+
+Fresh ``x ~ N(0, I_d)`` per step, per-sample gradient ``-A x``, projection onto span(W)^perp, tangent
+projection and normalisation. ``basis`` (rank x d) spans span(W) and the kernel receives W in that basis,
+so the pre-activations ``a = W (basis x)`` reuse the coordinates the projection needs. ``structured``
+selects the rotated geometry (span(W) = the first rank coordinates, u = e_rank): the same law at O(k rank + d)
+per step instead of O(d rank).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ...gaussian.programs import STACK_SIZE
+from ...numerics import random_streams as streams
+from ...numerics.compiled import SOURCE_VERSION, specialised
+from ...numerics.linalg import matvec
+from .gradients import gradient_coefficient
+
+__all__ = ["initial_directions", "sgd_kernel"]
+
+
+@njit(cache=True, nogil=True)
+def initial_directions(start, stop, u_hat, states, seed, first, u, basis, m0):
+    """u_hat uniform on the unit sphere of span(W)^perp (m0 is nan) or with <u, u_hat> = m0; seeds the
+    trajectories' streams."""
+    d = u_hat.shape[1]
+    v = np.empty(d)
+    for j in range(start, stop):
+        streams.seed_stream(seed, streams.TRAJECTORIES, first + j, states[j])
+        for i in range(d):
+            v[i] = streams.normal(states[j])
+        for r in range(basis.shape[0]):
+            v -= (basis[r] @ v) * basis[r]
+        if not math.isnan(m0):
+            v -= (u @ v) * u
+        v /= math.sqrt(v @ v)
+        if not math.isnan(m0):
+            v = m0 * u + math.sqrt(1.0 - m0 * m0) * v
+        u_hat[j] = v
+
+
+@specialised
+def sgd_kernel(code: int, structured: bool):
+    """``advance`` for the activation fast path ``code`` and the geometry (compile-time constants)."""
+    version = SOURCE_VERSION
+
+    @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
+    def advance(start, stop, u_hat, states, W, basis, u, eta, steps, m_out, lam, c, c_hat, xi, n_t, n_s, parameters, ops, args, d_ops, d_args):
+        d = u_hat.shape[1]
+        k = W.shape[0]
+        rank = basis.shape[0]
+        x = np.empty(d)
+        a = np.empty(k)
+        coords = np.empty(rank)
+        stack = np.empty(STACK_SIZE)
+        for j in range(start, stop):
+            state = states[j]
+            v = u_hat[j]
+            for _ in range(steps):
+                for i in range(d):
+                    x[i] = streams.normal(state)
+                if structured:
+                    matvec(W, x, a, False)
+                    for r in range(rank):
+                        x[r] = 0.0  # P_W^perp x
+                    g = x[rank]
+                else:
+                    g = 0.0
+                    for l in range(d):
+                        g += u[l] * x[l]
+                    matvec(basis, x, coords, False)
+                    matvec(W, coords, a, False)
+                    for r in range(rank):
+                        for l in range(d):
+                            x[l] -= coords[r] * basis[r, l]
+                g_hat = 0.0
+                for l in range(d):
+                    g_hat += v[l] * x[l]  # u_hat ⟂ span(W): <u_hat, x> = <u_hat, P x>
+                coefficient, _ = gradient_coefficient(code, a, g, g_hat, lam, c, c_hat, xi, n_t, n_s, parameters, ops, args, d_ops, d_args, stack)
+                step = eta * coefficient
+                norm = 0.0
+                for l in range(d):
+                    v[l] += step * (x[l] - g_hat * v[l])
+                    norm += v[l] * v[l]
+                norm = math.sqrt(norm)
+                if not (0.0 < norm < math.inf):
+                    norm = math.nan  # overflow: report it rather than normalise to a zero vector
+                for l in range(d):
+                    v[l] /= norm
+            if structured:
+                m_out[j] = v[rank]
+            else:
+                total = 0.0
+                for l in range(d):
+                    total += u[l] * v[l]
+                m_out[j] = total
+        return len(version)
+
+    return advance

@@ -1,0 +1,2 @@
+"""Model-free numerical building blocks: random streams, Chebyshev interpolation, small linear algebra,
+compile-time specialised kernels."""

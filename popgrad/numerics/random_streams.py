@@ -1,0 +1,199 @@
+"""Counter-based random streams for numba kernels, keyed by ``(seed, purpose, index)``.
+
+Every stochastic kernel draws from xoshiro256** streams whose state is derived by SplitMix64 from the
+seed, a *purpose* (what the numbers are for: SGD trajectories, the noise Monte Carlo, Monte Carlo
+gradients, diagnostics) and an index (the trajectory or block). So a trajectory's numbers depend only on
+``(seed, TRAJECTORIES, j)`` — never on the thread count or batching — and two purposes never share
+variates even under one user seed.
+
+Normals use a 256-layer ziggurat whose layer index and value come from disjoint bits of one 64-bit draw;
+Gamma uses Marsaglia–Tsang (boosted below shape 1); chi-square goes through Gamma.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+from numba import njit
+
+__all__ = [
+    "TRAJECTORIES",
+    "NOISE",
+    "GRADIENTS",
+    "DIAGNOSTICS",
+    "seed_stream",
+    "next_u64",
+    "uniform",
+    "normal",
+    "gamma",
+    "chi_square",
+    "run_blocks",
+    "samples",
+]
+
+#: purposes of random streams (each a disjoint family of streams under one seed)
+TRAJECTORIES, NOISE, GRADIENTS, DIAGNOSTICS = 1, 2, 3, 4
+
+
+@njit(cache=True, inline="always")
+def _splitmix64(x):
+    x = (x + np.uint64(0x9E3779B97F4A7C15)) & np.uint64(0xFFFFFFFFFFFFFFFF)
+    z = x
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x, z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, nogil=True)
+def seed_stream(seed, purpose, index, state):
+    """Fill ``state`` (uint64[4]) with the xoshiro256** state of stream ``(seed, purpose, index)``.
+
+    The key is absorbed one word at a time through SplitMix64 (a bijective mixer), so distinct keys give
+    unrelated states."""
+    _, key = _splitmix64(np.uint64(seed))
+    _, key = _splitmix64(key ^ np.uint64(purpose))
+    x, _ = _splitmix64(key ^ np.uint64(index))
+    for i in range(4):
+        x, value = _splitmix64(x)
+        state[i] = value
+
+
+@njit(cache=True, inline="always")
+def _rotl(x, k):
+    return (x << np.uint64(k)) | (x >> np.uint64(64 - k))
+
+
+@njit(cache=True, inline="always")
+def next_u64(state):
+    result = _rotl(state[1] * np.uint64(5), 7) * np.uint64(9)
+    t = state[1] << np.uint64(17)
+    state[2] ^= state[0]
+    state[3] ^= state[1]
+    state[1] ^= state[2]
+    state[0] ^= state[3]
+    state[2] ^= t
+    state[3] = _rotl(state[3], 45)
+    return result
+
+
+@njit(cache=True, inline="always")
+def uniform(state):
+    """Uniform on (0, 1): 53 random bits, never exactly 0."""
+    return (float(np.int64(next_u64(state) >> np.uint64(11))) + 0.5) * 1.1102230246251565e-16
+
+
+def _ziggurat_tables():
+    layers, r, v = 256, 3.6541528853610088, 0.00492867323399
+    x = np.zeros(layers + 1)
+    x[0], x[1] = v / math.exp(-0.5 * r * r), r
+    for i in range(1, layers - 1):
+        x[i + 1] = math.sqrt(-2.0 * math.log(v / x[i] + math.exp(-0.5 * x[i] * x[i])))
+    x[layers] = 0.0
+    return x, np.exp(-0.5 * x * x)
+
+
+_ZIG_X, _ZIG_F = _ziggurat_tables()
+_ZIG_R = 3.6541528853610088
+
+
+@njit(cache=True, inline="always")
+def normal(state):
+    """A standard normal draw (256-layer ziggurat, exact)."""
+    while True:
+        bits = next_u64(state)
+        i = np.int64(bits & np.uint64(255))
+        u = 2.0 * (float(np.int64(bits >> np.uint64(11))) * 1.1102230246251565e-16) - 1.0
+        x = u * _ZIG_X[i]
+        if abs(x) < _ZIG_X[i + 1]:
+            return x
+        if i == 0:
+            while True:
+                tail = -math.log(uniform(state)) / _ZIG_R
+                y = -math.log(uniform(state))
+                if y + y > tail * tail:
+                    return _ZIG_R + tail if u > 0.0 else -_ZIG_R - tail
+        if _ZIG_F[i + 1] + (_ZIG_F[i] - _ZIG_F[i + 1]) * uniform(state) < math.exp(-0.5 * x * x):
+            return x
+
+
+@njit(cache=True)
+def gamma(state, shape):
+    """A Gamma(shape, 1) draw (Marsaglia–Tsang; boosted for shape < 1). shape ≤ 0 gives 0."""
+    if shape <= 0.0:
+        return 0.0
+    boost = 1.0
+    if shape < 1.0:
+        boost = uniform(state) ** (1.0 / shape)
+        shape += 1.0
+    d = shape - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    while True:
+        x = normal(state)
+        v = 1.0 + c * x
+        if v <= 0.0:
+            continue
+        v = v * v * v
+        u = uniform(state)
+        if u < 1.0 - 0.0331 * x * x * x * x or math.log(u) < 0.5 * x * x + d * (1.0 - v + math.log(v)):
+            return d * v * boost
+
+
+@njit(cache=True)
+def chi_square(state, dof):
+    """A chi-square draw with ``dof`` degrees of freedom (exact, via Gamma)."""
+    return 2.0 * gamma(state, 0.5 * dof)
+
+
+def run_blocks(kernel, count: int, *args) -> None:
+    """Call ``kernel(start, stop, *args)`` on contiguous blocks of ``range(count)``, one block per thread.
+
+    Kernels are compiled with ``nogil=True`` and loop over their block; items (trajectories, random
+    streams) own their random streams, so the split never changes the numbers. Threads:
+    ``numba.get_num_threads()`` (``NUMBA_NUM_THREADS`` or ``numba.set_num_threads``).
+    """
+    threads = max(1, min(numba.get_num_threads(), count))
+    if threads == 1:
+        kernel(0, count, *args)
+        return
+    edges = np.linspace(0, count, threads + 1).astype(np.int64)
+    with ThreadPoolExecutor(threads) as pool:
+        for future in [pool.submit(kernel, int(edges[i]), int(edges[i + 1]), *args) for i in range(threads)]:
+            future.result()
+
+
+_LAWS = {"normal": 0, "gamma": 1, "chi_square": 2}
+
+
+@njit(cache=True)
+def _samples(seed, purpose, streams, per_stream, law, parameter):
+    out = np.empty((streams, per_stream))
+    state = np.empty(4, dtype=np.uint64)
+    for s in range(streams):
+        seed_stream(seed, purpose, s, state)
+        for j in range(per_stream):
+            if law == 0:
+                out[s, j] = normal(state)
+            elif law == 1:
+                out[s, j] = gamma(state, parameter)
+            else:
+                out[s, j] = chi_square(state, parameter)
+    return out
+
+
+def samples(law: str, seed: int, streams: int, per_stream: int, parameter: float = 0.0, purpose: int = DIAGNOSTICS) -> np.ndarray:
+    """``(streams, per_stream)`` draws of ``law`` ('normal', 'gamma' with shape ``parameter``, 'chi_square'
+    with ``parameter`` degrees of freedom), row s from stream ``(seed, purpose, s)``: the samplers that the
+    kernels use, exposed for tests and diagnostics.
+
+    Examples
+    --------
+    >>> draws = samples("normal", seed=1, streams=2, per_stream=3)
+    >>> draws.shape, bool(np.all(np.isfinite(draws)))
+    ((2, 3), True)
+    """
+    if law not in _LAWS:
+        raise ValueError(f"law must be one of {', '.join(_LAWS)}, got {law!r}")
+    return _samples(np.uint64(seed), np.uint64(purpose), int(streams), int(per_stream), _LAWS[law], float(parameter))

@@ -1,0 +1,1 @@
+"""Tables (Markdown, LaTeX, CSV), plots and exported results with provenance."""
