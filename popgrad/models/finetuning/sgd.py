@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -45,19 +46,20 @@ def initial_directions(start, stop, u_hat, states, seed, first, u, basis, m0):
 
 @specialised
 def sgd_kernel(code: int, structured: bool):
-    """``advance`` for the activation fast path ``code`` and the geometry (compile-time constants)."""
+    """``advance`` for the activation fast path ``code`` and the geometry (compile-time constants); a
+    parallel loop over trajectories, for the reason given in :func:`.chain.chain_kernels`."""
     version = SOURCE_VERSION
 
-    @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
-    def advance(start, stop, u_hat, states, W, basis, u, eta, steps, m_out, lam, c, c_hat, xi, n_t, n_s, parameters, ops, args, d_ops, d_args):
+    @njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz"})
+    def advance(u_hat, states, W, basis, u, eta, steps, m_out, lam, c, c_hat, xi, n_t, n_s, parameters, ops, args, d_ops, d_args):
         d = u_hat.shape[1]
         k = W.shape[0]
         rank = basis.shape[0]
-        x = np.empty(d)
-        a = np.empty(k)
-        coords = np.empty(rank)
-        stack = np.empty(STACK_SIZE)
-        for j in range(start, stop):
+        for j in numba.prange(u_hat.shape[0]):
+            x = np.empty(d)
+            a = np.empty(k)
+            coords = np.empty(rank)
+            stack = np.empty(STACK_SIZE)
             state = states[j]
             v = u_hat[j]
             for _ in range(steps):

@@ -15,7 +15,7 @@ Trajectory j draws from random stream ``(seed, TRAJECTORIES, first_trajectory + 
 :mod:`popgrad.numerics.random_streams`), and the state (vectors and stream states) persists between
 calls, so results do not depend on the thread count, on how trajectories are batched, or on how steps
 are split between checkpoints. The kernels (:mod:`.chain`, :mod:`.sgd`) are compiled per activation
-family and run on a thread pool of serial ``nogil`` blocks.
+family; trajectories run in parallel.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
         run_blocks(initialise, trajectories, m, states, np.uint64(seed), first_trajectory, d - rank, start_value)
 
         def advance(count):
-            run_blocks(kernel, trajectories, m, states, L, identity, triangular, eta, float(d - rank), count, *model)
+            kernel(m, states, L, identity, triangular, eta, float(d - rank), count, *model)
             return m
 
         work = problem.k
@@ -147,7 +147,7 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
         kernel = sgd_kernel(code, structured)
 
         def advance(count):
-            run_blocks(kernel, trajectories, u_hat, states, W, basis, u, eta, count, m, *model)
+            kernel(u_hat, states, W, basis, u, eta, count, m, *model)
             return m
 
         m[:] = u_hat @ u
