@@ -4,86 +4,85 @@ never imports a sibling, and the fast evaluation layers never import the slow re
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "popgrad"
 #: layer of each top-level part of the package; an import must go to a lower layer or stay in its part
 LAYERS = {"_validation": 0, "numerics": 1, "gaussian": 2, "dynamics": 2, "reference": 3, "models": 4, "analysis": 5, "report": 6, "sweeps": 7, "reproductions": 8, "cli": 9}
+#: parts on the fast evaluation path, which must not import the reference routes
 FAST = {"numerics", "gaussian", "dynamics", "models"}
 
 
-def _module_name(path: Path) -> list:
-    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+def _module(root: Path, path: Path) -> list:
+    parts = [root.name] + list(path.relative_to(root).with_suffix("").parts)
     return parts[:-1] if parts[-1] == "__init__" else parts
 
 
-def _imports(path: Path):
-    """(line, target module parts) for every popgrad import in ``path``, relative ones resolved."""
-    here = _module_name(path)
+def _imports(root: Path, path: Path):
+    """(line, target module parts) for every import of the package in ``path``, relative ones resolved."""
+    here = _module(root, path)
     package = here if path.name == "__init__.py" else here[:-1]
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[: len(package) - node.level + 1]
-                target = base + (node.module.split(".") if node.module else [])
-                names = [target + [alias.name] for alias in node.names] if not node.module else [target]
+                targets = [base + node.module.split(".")] if node.module else [base + [alias.name] for alias in node.names]
             else:
-                names = [node.module.split(".")]
-            for name in names:
-                if name[0] == "popgrad":
-                    yield node.lineno, name
+                targets = [node.module.split(".")]
         elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name.split(".")[0] == "popgrad":
-                    yield node.lineno, alias.name.split(".")
+            targets = [alias.name.split(".") for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            if target[0] == root.name and len(target) >= 2:
+                yield node.lineno, target
 
 
-def _edges():
-    for path in sorted(PACKAGE.rglob("*.py")):
-        source = _module_name(path)
+def violations(root: Path) -> list:
+    """Every import in the package at ``root`` that breaks one of the three rules, as readable lines."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        source = _module(root, path)
         if len(source) < 2 or source[1].startswith("__"):
-            continue  # popgrad/__init__ and __main__ re-export and dispatch
-        for line, target in _imports(path):
-            if len(target) >= 2:
-                yield path, line, source, target
-
-
-def _part(module: list) -> str:
-    return module[1] if len(module) > 1 else ""
+            continue  # the package's __init__ and __main__ re-export and dispatch
+        for line, target in _imports(root, path):
+            a, b = source[1], target[1]
+            where = f"{path.relative_to(root)}:{line} imports {'.'.join(target)}"
+            if a != b and b in LAYERS and LAYERS[b] >= LAYERS[a]:
+                found.append(f"{where} (upward: {a} -> {b})")
+            if a == b == "models" and len(source) > 2 and len(target) > 2 and source[2] != target[2]:
+                found.append(f"{where} (a model package imports a sibling)")
+            if a in FAST and b == "reference":
+                found.append(f"{where} (fast code imports a reference route)")
+    return found
 
 
 def test_every_part_has_a_layer():
-    parts = {p.name for p in PACKAGE.iterdir() if (p.is_dir() and (p / "__init__.py").exists()) or (p.suffix == ".py" and not p.name.startswith("__"))}
-    assert parts
-    for name in parts:
-        assert name.removesuffix(".py") in LAYERS, f"{name} has no layer in tests/test_layers.py"
+    parts = {p.name.removesuffix(".py") for p in PACKAGE.iterdir() if (p.is_dir() and (p / "__init__.py").exists()) or (p.suffix == ".py" and not p.name.startswith("__"))}
+    assert parts and parts <= set(LAYERS), parts - set(LAYERS)
 
 
-def test_imports_point_down():
-    broken = []
-    for path, line, source, target in _edges():
-        a, b = _part(source), _part(target)
-        if a == b or b not in LAYERS:
-            continue
-        if LAYERS[b] >= LAYERS[a]:
-            broken.append(f"{path.relative_to(PACKAGE)}:{line} imports {'.'.join(target)} ({a} -> {b})")
-    assert not broken, "\n".join(broken)
+def test_the_package_keeps_the_rules():
+    assert violations(PACKAGE) == []
 
 
-def test_model_packages_do_not_import_siblings():
-    broken = [f"{path.relative_to(PACKAGE)}:{line} imports {'.'.join(target)}" for path, line, source, target in _edges() if _part(source) == "models" and _part(target) == "models" and len(source) > 2 and len(target) > 2 and source[2] != target[2]]
-    assert not broken, "\n".join(broken)
-
-
-def test_fast_code_does_not_import_reference_routes():
-    broken = [f"{path.relative_to(PACKAGE)}:{line} imports {'.'.join(target)}" for path, line, source, target in _edges() if _part(source) in FAST and _part(target) == "reference"]
-    assert not broken, "\n".join(broken)
-
-
-@pytest.mark.parametrize("edge, rule", [((["popgrad", "gaussian", "kernels"], ["popgrad", "models", "finetuning", "spec"]), "down"), ((["popgrad", "models", "finetuning", "chain"], ["popgrad", "reference", "hermite"]), "fast")])
-def test_the_rules_catch_a_bad_edge(edge, rule):
-    source, target = edge
-    if rule == "down":
-        assert LAYERS[_part(target)] >= LAYERS[_part(source)]
-    else:
-        assert _part(source) in FAST and _part(target) == "reference"
+def test_the_rules_catch_each_kind_of_bad_edge(tmp_path):
+    root = tmp_path / "popgrad"
+    files = {
+        "__init__.py": "",
+        "gaussian/__init__.py": "",
+        "gaussian/kernels.py": "from ..models.finetuning import spec\n",
+        "models/__init__.py": "",
+        "models/finetuning/__init__.py": "",
+        "models/finetuning/spec.py": "from ..ntk_lora import landscape\nimport popgrad.reference.hermite\n",
+        "models/ntk_lora/__init__.py": "",
+        "models/ntk_lora/landscape.py": "from ...gaussian import kernels\n",
+        "reference/__init__.py": "",
+        "reference/hermite.py": "from ..gaussian import kernels\n",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    found = violations(root)
+    assert len(found) == 3, found
+    assert any("upward: gaussian -> models" in line for line in found)
+    assert any("sibling" in line for line in found)
+    assert any("fast code imports a reference route" in line for line in found)

@@ -24,7 +24,7 @@ from ...numerics.linalg import matvec
 from ...gaussian.programs import STACK_SIZE
 from .gradients import gradient_coefficient
 
-__all__ = ["draw_inputs", "chain_step", "chain_kernels"]
+__all__ = ["draw_inputs", "chain_step", "initial_overlaps", "chain_kernel"]
 
 
 @njit(cache=True, inline="always")
@@ -61,27 +61,27 @@ def chain_step(code, overlap, a, g_hat, q, chi, eta, lam, c, c_hat, xi, n_t, n_s
     return moved / root, coefficient, moved * epsilon / (root * (1.0 + root))
 
 
+@njit(cache=True, nogil=True)
+def initial_overlaps(start, stop, m, states, seed, first, n, m0):
+    """m_0 = first coordinate of a uniform point on S^(n-1), or m0; seeds the trajectories' streams."""
+    for j in range(start, stop):
+        streams.seed_stream(seed, streams.TRAJECTORIES, first + j, states[j])
+        if math.isnan(m0):
+            z = streams.normal(states[j])
+            m[j] = z / math.sqrt(z * z + streams.chi_square(states[j], n - 1.0))
+        else:
+            m[j] = m0
+
+
 @specialised
-def chain_kernels(code: int) -> tuple:
-    """``(initialise, advance)`` for the activation fast path ``code`` (compile-time constant).
+def chain_kernel(code: int):
+    """``advance`` for the activation fast path ``code`` (compile-time constant).
 
     ``advance`` is a parallel loop over trajectories: measured here, the same body as a serial function
     ran 2.9x slower (2.4 vs 7.1 M steps/s at k = 20, one thread) — numba's parallel outlining lets LLVM
     keep the stream state in registers — and each trajectory owns its stream, so threads never change
     the numbers."""
     version = SOURCE_VERSION
-
-    @njit(cache=True, nogil=True)
-    def initialise(start, stop, m, states, seed, first, n, m0):
-        """m_0 = first coordinate of a uniform point on S^(n-1), or m0."""
-        for j in range(start, stop):
-            streams.seed_stream(seed, streams.TRAJECTORIES, first + j, states[j])
-            if math.isnan(m0):
-                z = streams.normal(states[j])
-                m[j] = z / math.sqrt(z * z + streams.chi_square(states[j], n - 1.0))
-            else:
-                m[j] = m0
-        return len(version)
 
     @njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz"})
     def advance(m, states, L, identity, triangular, eta, n, steps, lam, c, c_hat, xi, n_t, n_s, parameters, ops, args, d_ops, d_args):
@@ -99,4 +99,4 @@ def chain_kernels(code: int) -> tuple:
             m[j] = overlap
         return len(version)
 
-    return initialise, advance
+    return advance

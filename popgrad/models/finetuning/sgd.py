@@ -47,7 +47,7 @@ def initial_directions(start, stop, u_hat, states, seed, first, u, basis, m0):
 @specialised
 def sgd_kernel(code: int, structured: bool):
     """``advance`` for the activation fast path ``code`` and the geometry (compile-time constants); a
-    parallel loop over trajectories, for the reason given in :func:`.chain.chain_kernels`."""
+    parallel loop over trajectories, for the reason given in :func:`.chain.chain_kernel`."""
     version = SOURCE_VERSION
 
     @njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz"})

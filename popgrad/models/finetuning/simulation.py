@@ -29,7 +29,7 @@ from ..._validation import check_choice, check_integer, check_real
 from ...dynamics.trajectories import Diverged, check_checkpoints, checkpoint_grid, run_to_checkpoints
 from ...numerics.linalg import gram_factor
 from ...numerics.random_streams import run_blocks
-from .chain import chain_kernels
+from .chain import chain_kernel, initial_overlaps
 from .geometry import embedding
 from .gradients import model_arrays
 from .sgd import initial_directions, sgd_kernel
@@ -126,8 +126,8 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
         L = gram_factor(problem.gram, rank)
         identity = bool(L.shape == (problem.k, problem.k) and np.array_equal(L, np.eye(problem.k)))
         triangular = bool(L.shape[0] == L.shape[1] and np.array_equal(L, np.tril(L)))
-        initialise, kernel = chain_kernels(code)
-        run_blocks(initialise, trajectories, m, states, np.uint64(seed), first_trajectory, d - rank, start_value)
+        kernel = chain_kernel(code)
+        run_blocks(initial_overlaps, trajectories, m, states, np.uint64(seed), first_trajectory, d - rank, start_value)
 
         def advance(count):
             kernel(m, states, L, identity, triangular, eta, float(d - rank), count, *model)
