@@ -48,7 +48,9 @@ PUBLIC_MODULES = (
     "models.finetuning.simulation",
     "models.finetuning.noise",
     "models.finetuning.predictions",
+    "models.finetuning.odes",
     "dynamics.solve",
+    "dynamics.solvers.base",
     "analysis.comparison",
     "report.tables",
 )

@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit
 from scipy import fft
 
-__all__ = ["PiecewiseChebyshev", "chebyshev_interpolant", "chebyshev_evaluate", "chebyshev_evaluate_scalar", "chebyshev_coefficients", "to_endpoint_variable"]
+__all__ = ["PiecewiseChebyshev", "chebyshev_interpolant", "chebyshev_evaluate", "chebyshev_evaluate_scalar", "chebyshev_coefficients", "to_endpoint_variable", "evaluate_packed"]
 
 
 @njit(cache=True)
@@ -67,6 +67,17 @@ def chebyshev_evaluate(breaks, coefficients, endpoint, x):
     return out
 
 
+@njit(cache=True)
+def evaluate_packed(packed, offset, x):
+    """Value at x of the interpolant packed at ``packed[offset:]`` by :meth:`PiecewiseChebyshev.pack`."""
+    panels, width = int(packed[offset]), int(packed[offset + 1])
+    endpoint = packed[offset + 2] != 0.0
+    start = offset + 3
+    breaks = packed[start : start + panels + 1]
+    coefficients = packed[start + panels + 1 : start + panels + 1 + panels * width].reshape((panels, width))
+    return chebyshev_evaluate_scalar(breaks, coefficients, endpoint, x)
+
+
 def chebyshev_coefficients(values: np.ndarray) -> np.ndarray:
     """Chebyshev coefficients from values at the n+1 points cos(j pi / n), j = 0..n."""
     n = values.shape[0] - 1
@@ -98,6 +109,12 @@ class PiecewiseChebyshev:
     @property
     def panels(self) -> int:
         return self.breaks.shape[0] - 1
+
+    def pack(self) -> np.ndarray:
+        """One float64 vector ``[panels, width, endpoint, breaks..., coefficients...]`` for numba right-hand
+        sides (:func:`evaluate_packed`)."""
+        header = [self.panels, self.coefficients.shape[1], float(self.endpoint)]
+        return np.concatenate([header, self.breaks, np.ascontiguousarray(self.coefficients).ravel()])
 
 
 def chebyshev_interpolant(function, a: float = -1.0, b: float = 1.0, degree: int = 32, tolerance: float = 1e-13, min_width: float = 1e-5, verify_points: int = 2000, seed: int = 0, endpoint: bool = False) -> PiecewiseChebyshev:

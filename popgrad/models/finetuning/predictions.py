@@ -27,10 +27,11 @@ from numba import njit
 from scipy import stats
 
 from ..._validation import check_choices, check_integer, check_real
-from ...dynamics.solve import DriftODE, solve
+from ...dynamics.solve import solve
 from ...dynamics.trajectories import check_checkpoints
 from ...numerics.chebyshev import chebyshev_evaluate_scalar
 from .noise import NoiseEstimate, noise_estimate
+from .odes import DriftODE
 from .population import drift_interpolant
 from .spec import FineTuningProblem
 
@@ -96,7 +97,7 @@ def predict(problem: FineTuningProblem, d: int, eta: float, checkpoints, m0: flo
     values, bands, noise = {}, {}, None
     if "gradient_flow" in which:
         ode = DriftODE(h, eta)
-        values["gradient_flow"] = np.mean([solve(ode, s, steps, rtol=rtol, atol=1e-14).values for s in starts], axis=0)
+        values["gradient_flow"] = solve(ode, starts, steps, rtol=rtol, atol=1e-14).values.mean(axis=1)
     if "population_map" in which:
         integer_steps = steps.astype(np.int64)
         values["population_map"] = np.mean([_population_map(h.breaks, h.coefficients, eta, float(s), integer_steps) for s in starts], axis=0)
@@ -109,7 +110,7 @@ def predict(problem: FineTuningProblem, d: int, eta: float, checkpoints, m0: flo
         runs = {}
         for side in (-1.0, 0.0, 1.0):
             ode = DriftODE(h, eta, term, weight, error, side, times_m)
-            runs[side] = np.mean([solve(ode, s, steps, rtol=rtol, atol=1e-14).values for s in starts], axis=0)
+            runs[side] = solve(ode, starts, steps, rtol=rtol, atol=1e-14).values.mean(axis=1)
         values[name] = runs[0.0]
         bands[name] = (runs[-1.0], runs[1.0])
     return Predictions(steps.astype(np.int64), values, bands, noise, starts)
