@@ -85,7 +85,7 @@ def solve(ode, y0, times, method: str = "dopri5", rtol: float = 1e-10, atol: flo
     ... def rotation(t, y, parameters, out):
     ...     out[0], out[1] = -y[1], y[0]
     >>> solution = solve(ODE(rotation, np.zeros(1)), [1.0, 0.0], [np.pi / 2], rtol=1e-12, atol=1e-14)
-    >>> np.round(solution.values[0], 10).tolist()
+    >>> (np.round(solution.values[0], 10) + 0.0).tolist()  # (cos, sin) at pi/2
     [0.0, 1.0]
     """
     system = ode.as_ode()
