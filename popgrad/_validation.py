@@ -1,4 +1,6 @@
-"""Checks at the API boundary: each raises ValueError/TypeError naming the parameter and its range."""
+"""Checks at the API boundary: each raises :class:`InvalidArgument` (a ValueError; a TypeError too for
+wrong types) naming the parameter and its range. The command line reports exactly these as usage errors
+(one line, exit status 2); any other exception is a bug and is not disguised."""
 
 from __future__ import annotations
 
@@ -10,13 +12,25 @@ import numpy as np
 MAX_ORDER = 2000
 
 
+class InvalidArgument(ValueError):
+    """Bad input at the API boundary; ``parameter`` names the offending argument when there is one."""
+
+    def __init__(self, message: str, parameter: str | None = None):
+        super().__init__(message)
+        self.parameter = parameter
+
+
+class InvalidArgumentType(InvalidArgument, TypeError):
+    """An argument of the wrong type."""
+
+
 def check_integer(value, name: str, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+        raise InvalidArgumentType(f"{name} must be an integer, got {type(value).__name__}", name)
     value = int(value)
     if value < low or (high is not None and value > high):
         upper = "inf)" if high is None else f"{high}]"
-        raise ValueError(f"{name} must lie in [{low}, {upper}, got {value}")
+        raise InvalidArgument(f"{name} must lie in [{low}, {upper}, got {value}", name)
     return value
 
 
@@ -26,16 +40,16 @@ def check_order(order) -> int:
 
 def check_real(value, name: str, low: float | None = None, high: float | None = None, low_open: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+        raise InvalidArgumentType(f"{name} must be a real number, got {type(value).__name__}", name)
     value = float(value)
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+        raise InvalidArgument(f"{name} must be finite, got {value}", name)
     bracket = "(" if low_open else "["
-    interval = f"{bracket}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{']' if high is not None else ')'}"
+    interval = f"{bracket}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{')' if high is None else ']'}"
     if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{name} must lie in {interval}, got {value}")
+        raise InvalidArgument(f"{name} must lie in {interval}, got {value}", name)
     if high is not None and value > high:
-        raise ValueError(f"{name} must lie in {interval}, got {value}")
+        raise InvalidArgument(f"{name} must lie in {interval}, got {value}", name)
     return value
 
 
@@ -48,27 +62,27 @@ def check_unit_interval(value, name: str) -> np.ndarray:
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number or an array of real numbers") from None
+        raise InvalidArgumentType(f"{name} must be a real number or an array of real numbers", name) from None
     if not np.all(np.isfinite(array)) or np.any(np.abs(array) > 1.0):
-        raise ValueError(f"{name} must lie in [-1, 1]")
+        raise InvalidArgument(f"{name} must lie in [-1, 1]", name)
     return array
 
 
 def check_choice(value, name: str, choices) -> str:
     """A string among ``choices``."""
     if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise InvalidArgument(f"{name} must be one of {', '.join(choices)}, got {value!r}", name)
     return value
 
 
 def check_choices(values, name: str, choices) -> tuple:
     """A collection of strings among ``choices`` (a single string is refused, not read letter by letter)."""
     if isinstance(values, str):
-        raise TypeError(f"{name} must be a list of names (e.g. [{values!r}]), got the string {values!r}")
+        raise InvalidArgumentType(f"{name} must be a list of names (e.g. [{values!r}]), got the string {values!r}", name)
     values = tuple(values)
     unknown = [v for v in values if v not in choices]
     if unknown:
-        raise ValueError(f"{name}: unknown {unknown} (known: {', '.join(choices)})")
+        raise InvalidArgument(f"{name}: unknown {unknown} (known: {', '.join(choices)})", name)
     return values
 
 
@@ -76,11 +90,11 @@ def check_array(value, name: str, shape: tuple | None = None, ndim: int | None =
     try:
         array = np.array(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be an array of real numbers") from None
+        raise InvalidArgumentType(f"{name} must be an array of real numbers", name) from None
     if ndim is not None and array.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {array.shape}")
+        raise InvalidArgument(f"{name} must be {ndim}-dimensional, got shape {array.shape}", name)
     if shape is not None and array.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
+        raise InvalidArgument(f"{name} must have shape {shape}, got {array.shape}", name)
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} must be finite")
+        raise InvalidArgument(f"{name} must be finite", name)
     return array

@@ -12,3 +12,23 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 @pytest.fixture
 def rng():
     return np.random.default_rng(20251123)
+
+
+def _catalogue_names():
+    from popgrad.gaussian.activations import catalogue
+
+    return [a.name for a in catalogue()]
+
+
+#: every standard member of the activation catalogue
+CATALOGUE = _catalogue_names()
+#: custom activations that exercise other paths (stack programs, kinks off zero, polynomials by name)
+EXTRA = ["poly(1, -2, 0.5)", "h_7", "tanh(2*z) + 0.1*z", "abs(z - 1) + z**2"]
+
+
+@pytest.fixture(params=CATALOGUE)
+def member(request):
+    """Each catalogue member in turn: the one fixture for activation-parametrised tests."""
+    from popgrad.gaussian.activations import activation
+
+    return activation(request.param)

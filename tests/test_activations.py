@@ -3,14 +3,23 @@ import pytest
 
 from popgrad.gaussian.families.fast import activation_derivative, activation_value
 from popgrad.gaussian.programs import STACK_SIZE
-from popgrad.gaussian.activations import activation, catalogue
+from popgrad.gaussian.activations import activation
 
-NAMES = [a.name for a in catalogue()] + ["poly(1, -2, 0.5)", "h_7", "tanh(2*z) + 0.1*z", "abs(z - 1) + z**2"]
+from conftest import CATALOGUE, EXTRA
+
+NAMES = CATALOGUE + EXTRA
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_numba_and_numpy_agree_with_derivative_by_finite_differences(name):
-    sigma = activation(name)
+def test_numba_and_numpy_agree_with_derivative_by_finite_differences(member):
+    _check_evaluators(member)
+
+
+@pytest.mark.parametrize("name", EXTRA)
+def test_custom_activations_evaluate_alike(name):
+    _check_evaluators(activation(name))
+
+
+def _check_evaluators(sigma):
     z = np.linspace(-3.1, 2.9, 41)
     kind, parameters, ops, args, d_ops, d_args = sigma.jit_spec
     stack = np.empty(STACK_SIZE)

@@ -34,8 +34,8 @@ def test_hermite_formats(capsys, fmt, marker):
     [
         (["hermite", "nope", "--order", "3"], "unknown 'nope'"),
         (["hermite", "relu", "--order", "-2"], "--order"),
-        (["hermite", "relu", "--order", "3", "--scale", "0"], "--scale must be > 0"),
-        (["hermite", "relu", "--order", "3", "--scale", "-1.5"], "--scale must be > 0"),
+        (["hermite", "relu", "--order", "3", "--scale", "0"], "--scale must lie in (0, inf), got 0.0"),
+        (["hermite", "relu", "--order", "3", "--scale", "-1.5"], "--scale must lie in (0, inf)"),
         (["hermite", "__import__('os').system('true')", "--order", "3"], "only plain function calls"),
         (["hermite", "z.real", "--order", "3"], "attribute access"),
         (["hermite", "relu"], "--order"),
@@ -86,13 +86,16 @@ def test_compare_and_run_write_reports(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["simulate", "--eta", "-1"], "--eta must be > 0"),
+        (["simulate", "--eta", "-1"], "--eta must lie in (0, inf), got -1.0"),
+        (["simulate", "--delta", "0"], "--delta must lie in (0, inf), got 0.0"),
         (["simulate", "--eta", "0.1", "--delta", "0.2"], "not allowed with argument"),
         (["simulate", "--method", "magic"], "invalid choice"),
         (["simulate", "--checkpoints", "5,2"], "strictly increasing"),
-        (["simulate", "--d", "5", "--k", "8"], "--d must be >="),
+        (["simulate", "--d", "5", "--k", "8"], "--d must lie in [11, inf), got 5"),
         (["simulate", "--m0", "3"], "--m0 must lie in [-1, 1]"),
         (["h", "--k", "0"], "--k must lie in [1, 4096]"),
+        (["simulate", "--trajectories", "0"], "--trajectories must lie in [1, 100000000], got 0"),
+        (["simulate", "--noise-samples", "3"], "samples must lie in [64, 10000000000], got 3"),
         (["h", "--activation", "os.system('x')"], "only plain function calls"),
     ],
 )
@@ -107,3 +110,29 @@ def test_table_shows_the_requested_digits(capsys):
     assert main(["hermite", "gelu", "--order", "2", "--digits", "12"]) == 0
     out = capsys.readouterr().out
     assert "0.282094791774 " in out and "0.2820947917738" not in out
+
+
+def test_a_bug_is_not_disguised_as_a_usage_error(monkeypatch, capsys):
+    from popgrad.cli import finetuning
+
+    def broken(args):
+        raise ValueError("an internal inconsistency")  # not an InvalidArgument: a bug
+
+    monkeypatch.setattr(finetuning, "_problem", broken)
+    assert main(["problem", "--out", "unused.json"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error: ValueError: an internal inconsistency" in err and "--traceback" in err and "Traceback" not in err
+    assert main(["--traceback", "problem", "--out", "unused.json"]) == 1
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_quietly():
+    result = subprocess.run(f"{sys.executable} -m popgrad hermite tanh --order 40 --digits 20 | head -n 1", shell=True, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 1
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+
+
+def test_scientific_negatives_have_their_own_status(tmp_path, capsys):
+    (tmp_path / "stale").mkdir()
+    assert main(["derive", "--check", "--out", str(tmp_path / "stale")]) == 3
+    assert "stale derivation tables" in capsys.readouterr().out

@@ -59,7 +59,7 @@ BASE = {"activation": "relu", "lam": [1.0, 1.0], "gram": [[1.0, 0.0], [0.0, 1.0]
 @pytest.mark.parametrize(
     "change, error, message",
     [
-        ({"xi": 0.0}, ValueError, r"xi must lie in \(0.0, inf\)"),
+        ({"xi": 0.0}, ValueError, r"xi must lie in \(0, inf\)"),
         ({"xi": "big"}, TypeError, "xi must be a real number"),
         ({"gram": [[1.0, 2.0], [2.0, 1.0]]}, ValueError, "positive semi-definite"),
         ({"gram": [[1.0, 0.5], [0.0, 1.0]]}, ValueError, "symmetric"),

@@ -64,6 +64,11 @@ class Comparison:
         return m.std(axis=0, ddof=1) / math.sqrt(m.shape[0]) if m.shape[0] > 1 else np.full(m.shape[1], np.nan)
 
     @property
+    def population_loss(self) -> np.ndarray:
+        """``Phi(m_t)`` of every trajectory, ``[trajectory, checkpoint]``."""
+        return population_loss(self.problem, np.clip(self.simulation.m, -1.0, 1.0))
+
+    @property
     def quantiles(self) -> np.ndarray:
         return np.quantile(self.simulation.m, QUANTILES, axis=0)
 
@@ -115,14 +120,16 @@ class Comparison:
     def to_json_dict(self) -> dict:
         checkpoints = []
         quantiles = self.quantiles
-        loss = population_loss(self.problem, np.clip(self.mean, -1, 1))
+        loss = self.population_loss
+        loss_mean = loss.mean(axis=0)
+        loss_error = loss.std(axis=0, ddof=1) / math.sqrt(loss.shape[0]) if loss.shape[0] > 1 else np.full(loss.shape[1], np.nan)
         for index, step in enumerate(self.steps):
             row = {
                 "step": int(step),
                 "mean": float(self.mean[index]),
                 "standard_error": float(self.standard_error[index]),
                 "quantiles": {f"{q:g}": float(quantiles[i, index]) for i, q in enumerate(QUANTILES)},
-                "population_loss_at_mean": float(loss[index]),
+                "population_loss": {"mean": float(loss_mean[index]), "standard_error": float(loss_error[index])},
                 "predictions": {name: float(values[index]) for name, values in self.predictions.values.items()},
             }
             row["bands"] = {name: [float(lower[index]), float(upper[index])] for name, (lower, upper) in self.predictions.bands.items()}
@@ -145,7 +152,7 @@ class Comparison:
             "mean": (("step",), self.mean),
             "standard_error": (("step",), self.standard_error),
             "quantiles": (("quantile", "step"), self.quantiles),
-            "population_loss": (("trajectory", "step"), population_loss(self.problem, np.clip(self.simulation.m, -1, 1))),
+            "population_loss": (("trajectory", "step"), self.population_loss),
         }
         for name, values in self.predictions.values.items():
             data[f"prediction_{name}"] = (("step",), values)
@@ -162,34 +169,33 @@ class Comparison:
         folder.mkdir(parents=True, exist_ok=True)
         self.to_dataset().to_netcdf(folder / "comparison.nc", engine="scipy")
         (folder / "comparison.json").write_text(json.dumps(self.to_json_dict(), indent=1) + "\n")
-        self.plot(folder / "comparison.png")
+        self.plot().savefig(folder / "comparison.png", dpi=120)
         return [folder / "comparison.nc", folder / "comparison.json", folder / "comparison.png"]
 
-    def plot(self, path: str | Path) -> None:
-        import matplotlib
+    def plot(self, ax=None):
+        """The SGD quantile bands, mean ± 2 SE and every prediction against the step; returns the Figure
+        (drawn into ``ax`` when given)."""
+        from matplotlib.figure import Figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        if ax is None:
+            figure = Figure(figsize=(8, 5), layout="tight")
+            ax = figure.subplots()
         steps, quantiles = self.steps, self.quantiles
-        figure, axis = plt.subplots(figsize=(8, 5))
-        axis.fill_between(steps, quantiles[0], quantiles[-1], color="C0", alpha=0.15, label="SGD 5–95%")
-        axis.fill_between(steps, quantiles[1], quantiles[-2], color="C0", alpha=0.3, label="SGD 25–75%")
-        axis.errorbar(steps, self.mean, yerr=2 * self.standard_error, fmt="o", ms=3, color="C0", label=f"SGD mean ± 2 SE ({self.simulation.method}, {self.simulation.trajectories} traj.)")
+        ax.fill_between(steps, quantiles[0], quantiles[-1], color="C0", alpha=0.15, label="SGD 5–95%")
+        ax.fill_between(steps, quantiles[1], quantiles[-2], color="C0", alpha=0.3, label="SGD 25–75%")
+        ax.errorbar(steps, self.mean, yerr=2 * self.standard_error, fmt="o", ms=3, color="C0", label=f"SGD mean ± 2 SE ({self.simulation.method}, {self.simulation.trajectories} traj.)")
         styles = {"gradient_flow": ("C3", "--"), "population_map": ("C2", ":"), "finite_step_ode": ("k", "-"), "exact_normalization_ode": ("C1", "-.")}
         for name, values in self.predictions.values.items():
             color, style = styles.get(name, ("C4", "-"))
-            axis.plot(steps, values, color=color, ls=style, label=f"{name.replace('_', ' ')} (max z {self.statistic(name):.1f})")
+            ax.plot(steps, values, color=color, ls=style, label=f"{name.replace('_', ' ')} (max z {self.statistic(name):.1f})")
         for name, (lower, upper) in self.predictions.bands.items():
-            axis.fill_between(steps, lower, upper, color=styles.get(name, ("C4", ""))[0], alpha=0.2)
-        axis.set(xlabel="SGD step t", ylabel="m_t = <u, u_hat_t>", title=f"{self.problem!r}\nd = {self.simulation.d}, eta = {self.simulation.eta:.3g}")
-        axis.legend(fontsize=8)
-        figure.tight_layout()
-        figure.savefig(path, dpi=120)
-        plt.close(figure)
+            ax.fill_between(steps, lower, upper, color=styles.get(name, ("C4", ""))[0], alpha=0.2)
+        ax.set(xlabel="SGD step t", ylabel="m_t = <u, u_hat_t>", title=f"{self.problem!r}\nd = {self.simulation.d}, eta = {self.simulation.eta:.3g}")
+        ax.legend(fontsize=8)
+        return ax.figure
 
 
-def compare(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajectories: int = 256, method: str = "chain", m0: float | None = None, seed: int = 0, which=PREDICTIONS, noise_samples: int = 200_000, threshold: float = 4.0, progress: bool = False) -> Comparison:
+def compare(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajectories: int = 256, method: str = "chain", m0: float | None = None, seed: int = 0, which=PREDICTIONS, noise_samples: int = 200_000, threshold: float = 4.0, progress: bool | None = False) -> Comparison:
     """Simulate online SGD and compute the predictions on the same checkpoints.
 
     Examples

@@ -1,5 +1,5 @@
-"""The ``popgrad`` command line."""
+"""The ``popgrad`` command line: one module per group of commands."""
 
-from .main import main
+from .main import build_parser, main
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]

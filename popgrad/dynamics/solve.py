@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import check_choice, check_integer, check_real
+from .._validation import InvalidArgument, check_choice, check_integer, check_real
 from .solvers import SOLVERS
 from .solvers.base import STATUS_MAX_STEPS, STATUS_NOT_FINITE
 
@@ -92,16 +92,16 @@ def solve(ode, y0, times, method: str = "dopri5", rtol: float = 1e-10, atol: flo
     scalar = np.ndim(y0) == 0
     state = np.atleast_1d(np.asarray(y0, dtype=np.float64)).copy()
     if state.ndim != 1 or not np.all(np.isfinite(state)):
-        raise ValueError("y0 must be a finite number or a finite 1-D array")
+        raise InvalidArgument("y0 must be a finite number or a finite 1-D array")
     t0 = check_real(t0, "t0")
     times = np.asarray(times, dtype=np.float64).ravel()
     if times.size == 0 or np.any(np.diff(times) < 0) or times[0] < t0 or not np.all(np.isfinite(times)):
-        raise ValueError("times must be a non-empty sorted list of finite times >= t0")
+        raise InvalidArgument("times must be a non-empty sorted list of finite times >= t0")
     check_choice(method, "method", tuple(SOLVERS))
     parameters = np.ascontiguousarray(system.parameters, dtype=np.float64)
     if method == "rk4":
         if step is None or not step > 0:
-            raise ValueError("rk4 needs a step > 0")
+            raise InvalidArgument("rk4 needs a step > 0")
         values = SOLVERS["rk4"].rk4(system.rhs, parameters, state, t0, times, float(step))
         result = Solution(times, values, math.nan, int(math.ceil((times[-1] - t0) / step)), 0, method)
     else:

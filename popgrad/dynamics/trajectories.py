@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import check_integer
+from .._validation import InvalidArgument, check_integer
 
 __all__ = ["Diverged", "checkpoint_grid", "check_checkpoints", "run_to_checkpoints", "Recording"]
 
 
-class Diverged(ValueError):
-    """A trajectory produced a non-finite value."""
+class Diverged(InvalidArgument):
+    """A trajectory produced a non-finite value (the step size is too large for the problem)."""
 
 
 @dataclass(frozen=True)
@@ -50,14 +50,14 @@ def check_checkpoints(checkpoints) -> np.ndarray:
     """Non-negative, strictly increasing integer step counts."""
     steps = np.asarray(checkpoints)
     if steps.ndim != 1 or steps.size == 0 or not (np.issubdtype(steps.dtype, np.integer) or np.all(np.isfinite(steps)) and np.all(steps == np.round(steps))):
-        raise ValueError("checkpoints must be a list of non-negative integers (step counts)")
+        raise InvalidArgument("checkpoints must be a list of non-negative integers (step counts)")
     steps = steps.astype(np.int64)
     if np.any(steps < 0) or np.any(np.diff(steps) <= 0):
-        raise ValueError("checkpoints must be non-negative and strictly increasing")
+        raise InvalidArgument("checkpoints must be non-negative and strictly increasing")
     return steps
 
 
-def run_to_checkpoints(advance, initial: np.ndarray, checkpoints, chunk: int, progress: bool = False, label: str = "", divergence: str = "") -> Recording:
+def run_to_checkpoints(advance, initial: np.ndarray, checkpoints, chunk: int, progress: bool | None = False, label: str = "", divergence: str = "") -> Recording:
     """Record ``initial`` and then ``advance(count)`` at each checkpoint, in chunks of at most ``chunk``
     steps (so a progress bar moves and an interrupt is seen between chunks).
 
@@ -69,7 +69,7 @@ def run_to_checkpoints(advance, initial: np.ndarray, checkpoints, chunk: int, pr
     begin = time.perf_counter()
     done = 0
     values = initial
-    with tqdm(total=int(steps[-1]), disable=not progress, unit="step", desc=label, leave=False) as bar:
+    with tqdm(total=int(steps[-1]), disable=None if progress is None else not progress, unit="step", desc=label, leave=False) as bar:
         for index, target in enumerate(steps):
             while done < target:
                 count = int(min(target - done, max(1, chunk)))

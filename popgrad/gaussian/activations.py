@@ -32,6 +32,7 @@ import numpy as np
 import sympy
 from numba import njit
 
+from .._validation import InvalidArgument, InvalidArgumentType
 from .expressions import Z, ExpressionError, parse_expression
 from .families import FAMILIES, Family
 from .families.fast import activation_derivative, activation_value
@@ -176,7 +177,7 @@ def _leaky_relu(slope: sympy.Rational, name: str) -> Activation:
 def _polynomial(expression: sympy.Expr, name: str, description: str) -> Activation:
     degree = sympy.Poly(expression, Z).degree()
     if degree > MAX_POLYNOMIAL_DEGREE:
-        raise ValueError(f"activation: polynomial degree {degree} exceeds {MAX_POLYNOMIAL_DEGREE}")
+        raise InvalidArgument(f"activation: polynomial degree {degree} exceeds {MAX_POLYNOMIAL_DEGREE}")
     return Activation(name=name, expression=sympy.expand(expression), family="polynomial", description=description)
 
 
@@ -236,7 +237,7 @@ def _number(text: str, what: str) -> sympy.Rational:
     except ExpressionError:
         value = None
     if value is None or not value.is_number or not value.is_real:
-        raise ValueError(f"activation: {what} must be a real number, got {text.strip()!r}")
+        raise InvalidArgument(f"activation: {what} must be a real number, got {text.strip()!r}")
     return sympy.nsimplify(value, rational=True) if value.is_Float else value
 
 
@@ -252,9 +253,9 @@ def activation(spec: str | Activation) -> Activation:
 
     Raises
     ------
-    ValueError
-        For an unknown name or an expression outside the admitted language; the message lists the
-        catalogue.
+    InvalidArgument
+        (a ValueError) for an unknown name or an expression outside the admitted language; the message
+        lists the catalogue.
 
     Examples
     --------
@@ -265,12 +266,12 @@ def activation(spec: str | Activation) -> Activation:
     >>> activation("gamma(z)")
     Traceback (most recent call last):
     ...
-    ValueError: activation: unknown 'gamma(z)' (known: linear, quadratic, cubic, relu, leaky_relu, abs, step, tanh, erf, sigmoid, softplus, gelu, silu, He_p, h_p, poly(a0,a1,...), or an expression in z): expression: function 'gamma' is not allowed (use z, pi, e and the functions exp, log, sin, cos, tanh, sinh, cosh, atan, asinh, erf, erfc, abs, sign, heaviside, sqrt, relu, sigmoid, softplus)
+    popgrad._validation.InvalidArgument: activation: unknown 'gamma(z)' (known: linear, quadratic, cubic, relu, leaky_relu, abs, step, tanh, erf, sigmoid, softplus, gelu, silu, He_p, h_p, poly(a0,a1,...), or an expression in z): expression: function 'gamma' is not allowed (use z, pi, e and the functions exp, log, sin, cos, tanh, sinh, cosh, atan, asinh, erf, erfc, abs, sign, heaviside, sqrt, relu, sigmoid, softplus)
     """
     if isinstance(spec, Activation):
         return spec
     if not isinstance(spec, str):
-        raise TypeError(f"activation: expected a name or expression string, got {type(spec).__name__}")
+        raise InvalidArgumentType(f"activation: expected a name or expression string, got {type(spec).__name__}")
     return _build(spec.strip())
 
 
@@ -282,7 +283,7 @@ def _build(key: str) -> Activation:
     if match:
         kind, p = match.group(1), int(match.group(2))
         if p > MAX_POLYNOMIAL_DEGREE:
-            raise ValueError(f"activation: Hermite order {p} exceeds {MAX_POLYNOMIAL_DEGREE}")
+            raise InvalidArgument(f"activation: Hermite order {p} exceeds {MAX_POLYNOMIAL_DEGREE}")
         he = _probabilists_hermite(p)
         if kind == "He":
             return _polynomial(he, f"He_{p}", f"probabilists' Hermite polynomial He_{p}")
@@ -293,17 +294,17 @@ def _build(key: str) -> Activation:
         arguments = [a for a in inside.split(",")]
         if function == "leaky_relu":
             if len(arguments) != 1:
-                raise ValueError("activation: leaky_relu takes one slope, e.g. leaky_relu(0.1)")
+                raise InvalidArgument("activation: leaky_relu takes one slope, e.g. leaky_relu(0.1)")
             slope = _number(arguments[0], "the leaky_relu slope")
             if abs(float(slope)) > 1e3:
-                raise ValueError("activation: the leaky_relu slope must lie in [-1000, 1000]")
+                raise InvalidArgument("activation: the leaky_relu slope must lie in [-1000, 1000]")
             return _leaky_relu(slope, f"leaky_relu({arguments[0].strip()})")
         coefficients = [_number(a, "a polynomial coefficient") for a in arguments]
         if len(coefficients) - 1 > MAX_POLYNOMIAL_DEGREE:
-            raise ValueError(f"activation: polynomial degree exceeds {MAX_POLYNOMIAL_DEGREE}")
+            raise InvalidArgument(f"activation: polynomial degree exceeds {MAX_POLYNOMIAL_DEGREE}")
         expression = sum((c * Z**n for n, c in enumerate(coefficients)), sympy.Integer(0))
         if expression.is_number:
-            raise ValueError("activation: a constant polynomial has no gradient; give a non-constant one")
+            raise InvalidArgument("activation: a constant polynomial has no gradient; give a non-constant one")
         name = "poly(" + ", ".join(a.strip() for a in arguments) + ")"
         return _polynomial(expression, name, "polynomial with monomial coefficients " + inside)
     return _custom(key)
@@ -314,16 +315,16 @@ def _custom(key: str) -> Activation:
         expression = parse_expression(key)
     except ExpressionError as exc:
         known = ", ".join(CATALOGUE_NAMES)
-        raise ValueError(f"activation: unknown {key!r} (known: {known}, or an expression in z): {exc}") from None
+        raise InvalidArgument(f"activation: unknown {key!r} (known: {known}, or an expression in z): {exc}") from None
     if Z not in expression.free_symbols:
-        raise ValueError(f"activation: {key!r} does not depend on z")
+        raise InvalidArgument(f"activation: {key!r} does not depend on z")
     member = _catalogue_member(expression)
     if member is not None:
         return member
     if expression.is_polynomial(Z):
         poly = sympy.Poly(expression, Z)
         if poly.degree() > MAX_POLYNOMIAL_DEGREE:
-            raise ValueError(f"activation: polynomial degree {poly.degree()} exceeds {MAX_POLYNOMIAL_DEGREE}")
+            raise InvalidArgument(f"activation: polynomial degree {poly.degree()} exceeds {MAX_POLYNOMIAL_DEGREE}")
         return Activation(name=key, expression=sympy.expand(expression), family="polynomial", description="custom")
     return Activation(name=key, expression=expression, breakpoints=_kinks(expression), description="custom")
 

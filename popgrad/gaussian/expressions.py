@@ -19,6 +19,8 @@ import numpy as np
 import sympy
 from scipy import special
 
+from .._validation import InvalidArgument
+
 __all__ = ["Z", "ExpressionError", "parse_expression", "UnaryFunction", "UNARY_FUNCTIONS", "MACROS", "ALLOWED_FUNCTIONS"]
 
 #: The activation variable; real so that ``Abs`` differentiates to ``sign``.
@@ -30,7 +32,7 @@ MAX_EXPONENT = 64
 MAX_CONSTANT = 1e6
 
 
-class ExpressionError(ValueError):
+class ExpressionError(InvalidArgument):
     """An activation expression that is not in the admitted language."""
 
 

@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 import sympy
 
-from .._validation import check_order, check_scale
+from .._validation import InvalidArgument, check_order, check_scale
 from .activations import Activation, activation
 from .families import NoClosedForm
 
@@ -153,7 +153,7 @@ def hermite_coefficients(sigma, order: int, scale: float = 1.0) -> np.ndarray:
     nodes, weights = _quadrature_nodes(sigma, scale)
     values = sigma(scale * nodes)
     if not np.all(np.isfinite(values[weights > 0])):
-        raise ValueError(f"activation {sigma.name!r} is not finite on the Gaussian's support at scale {scale}")
+        raise InvalidArgument(f"activation {sigma.name!r} is not finite on the Gaussian's support at scale {scale}")
     return hermite_recurrence(nodes, order) @ (values * weights)
 
 

@@ -17,6 +17,8 @@ import numpy as np
 from numba import njit
 from scipy import fft
 
+from .._validation import InvalidArgument
+
 __all__ = ["PiecewiseChebyshev", "chebyshev_interpolant", "chebyshev_evaluate", "chebyshev_evaluate_scalar", "chebyshev_coefficients", "to_endpoint_variable", "evaluate_packed"]
 
 
@@ -135,7 +137,7 @@ def chebyshev_interpolant(function, a: float = -1.0, b: float = 1.0, degree: int
     target = function
     if endpoint:
         if (a, b) != (-1.0, 1.0):
-            raise ValueError("endpoint=True needs the interval [-1, 1]")
+            raise InvalidArgument("endpoint=True needs the interval [-1, 1]")
 
         def function(t):
             return target(t * (2.0 - np.abs(t)))

@@ -19,6 +19,8 @@ import numba
 import numpy as np
 from numba import njit
 
+from .._validation import InvalidArgument
+
 __all__ = [
     "TRAJECTORIES",
     "NOISE",
@@ -195,5 +197,5 @@ def samples(law: str, seed: int, streams: int, per_stream: int, parameter: float
     ((2, 3), True)
     """
     if law not in _LAWS:
-        raise ValueError(f"law must be one of {', '.join(_LAWS)}, got {law!r}")
+        raise InvalidArgument(f"law must be one of {', '.join(_LAWS)}, got {law!r}")
     return _samples(np.uint64(seed), np.uint64(purpose), int(streams), int(per_stream), _LAWS[law], float(parameter))

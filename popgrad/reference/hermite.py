@@ -15,12 +15,16 @@ from dataclasses import dataclass
 import mpmath
 import sympy
 
-from .._validation import check_order
+from .._validation import InvalidArgument, check_integer, check_order
 from ..gaussian.activations import Activation, activation
 from ..gaussian.hermite import exact_hermite_coefficients, exact_scale
 from ..gaussian.programs import mpmath_function
 
 __all__ = ["mpmath_hermite_coefficients", "verify_hermite", "HermiteVerification", "parseval_check", "precision", "agreeing_digits"]
+
+
+#: the largest order and precision :func:`verify_hermite` accepts (mpmath quadrature cost grows fast in both)
+MAX_VERIFIED_ORDER, MAX_DIGITS = 200, 1000
 
 
 @contextlib.contextmanager
@@ -104,7 +108,7 @@ def _negligible_beyond(function, r, order: int, digits: int) -> int:
         for length in range(4, 200):
             if log_bound(mpmath.mpf(length)) < threshold and log_bound(mpmath.mpf(2 * length)) < threshold:
                 return length
-    raise ValueError("activation grows too fast for Gaussian quadrature (E[sigma(r g)^2] may not exist)")
+    raise InvalidArgument("activation grows too fast for Gaussian quadrature (E[sigma(r g)^2] may not exist)")
 
 
 def _mp_second_moment(sigma: Activation, r) -> mpmath.mpf:
@@ -185,8 +189,8 @@ def verify_hermite(sigma, order: int, scale=1, digits: int | None = None) -> Her
     (True, True)
     """
     sigma = activation(sigma)
-    order = check_order(order)
-    dps = mpmath.mp.dps if digits is None else int(digits)
+    order = check_integer(order, "order", 0, MAX_VERIFIED_ORDER)
+    dps = check_integer(mpmath.mp.dps if digits is None else digits, "digits", 5, MAX_DIGITS)
     r = exact_scale(scale)
     with mpmath.workdps(dps):
         tanh_sinh = mpmath_hermite_coefficients(sigma, order, r)

@@ -11,7 +11,7 @@ import mpmath
 import numpy as np
 from scipy import integrate
 
-from .._validation import check_integer, check_real, check_scale
+from .._validation import InvalidArgument, check_integer, check_real, check_scale
 from ..gaussian.activations import activation
 from ..gaussian.programs import mpmath_function
 from .estimate import Estimate
@@ -30,7 +30,7 @@ def kernel_quadrature(sigma, rho: float, s1: float = 1.0, s2: float = 1.0, deriv
     rho = check_real(rho, "rho", -1.0, 1.0)
     s1, s2 = check_scale(s1, "s1"), check_scale(s2, "s2")
     if derivative and sigma.jumps:
-        raise ValueError(f"kernel_quadrature: sigma' of {sigma.name!r} has a Dirac part; use the closed form")
+        raise InvalidArgument(f"kernel_quadrature: sigma' of {sigma.name!r} has a Dirac part; use the closed form")
     f = sigma.scalar[1] if derivative else sigma.scalar[0]
     limit = 12.0
     co = math.sqrt(max(0.0, 1.0 - rho * rho))
@@ -57,7 +57,7 @@ def kernel_mpmath(sigma, rho, s1=1, s2=1, derivative: bool = False) -> Estimate:
     check_scale(float(s1), "s1")
     check_scale(float(s2), "s2")
     if derivative and sigma.jumps:
-        raise ValueError(f"kernel_mpmath: sigma' of {sigma.name!r} has a Dirac part; use the closed form")
+        raise InvalidArgument(f"kernel_mpmath: sigma' of {sigma.name!r} has a Dirac part; use the closed form")
     function = mpmath_function(sigma.derivative_program if derivative else sigma.program)
     rho, s1, s2 = mpmath.mpf(rho), mpmath.mpf(s1), mpmath.mpf(s2)
     co = mpmath.sqrt(1 - rho * rho)

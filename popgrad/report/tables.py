@@ -92,11 +92,11 @@ def hermite_table(check: HermiteVerification, exponent: int | None, digits: int 
     return Table(f"mu_p({check.activation}; r = {check.scale})", ("p", "exact", "value", "digits verified"), tuple(rows), tuple(latex_rows), note)
 
 
-def _hermite_tables(order: int = HERMITE_ORDER, digits: int = HERMITE_DIGITS, progress: bool = False) -> list:
+def _hermite_tables(order: int = HERMITE_ORDER, digits: int = HERMITE_DIGITS, progress: bool | None = False) -> list:
     from tqdm.auto import tqdm
 
     tables = []
-    for sigma in tqdm(catalogue(), desc="Hermite tables", disable=not progress, leave=False):
+    for sigma in tqdm(catalogue(), desc="Hermite tables", disable=None if progress is None else not progress, leave=False):
         check = verify_hermite(sigma, order, 1, digits=digits)
         tables.append((sigma, check, hermite_table(check, information_exponent(sigma))))
     return tables
@@ -139,12 +139,12 @@ def symbolic_drift_table() -> Table:
     return Table("symbolic h(m)", ("activation", "kind", "h(m)"), tuple(rows), tuple(latex_rows), note)
 
 
-def lemma6_table(progress: bool = False) -> Table:
+def lemma6_table(progress: bool | None = False) -> Table:
     """How often Lemma 6's conclusion holds over random c, c_hat (reported, not asserted)."""
     from tqdm.auto import tqdm
 
     rows = []
-    for k, xi in tqdm(LEMMA6["settings"], desc="Lemma 6 draws", disable=not progress, leave=False):
+    for k, xi in tqdm(LEMMA6["settings"], desc="Lemma 6 draws", disable=None if progress is None else not progress, leave=False):
         report = lemma6_frequency(LEMMA6["activation"], k, xi, draws=LEMMA6["draws"], seed=LEMMA6["seed"])
         quantiles = report["ratio_quantiles"]
         rows.append((str(k), f"{xi:.6g}", f"{report['fraction']:.3f} ± {report['standard_error']:.3f}", str(report["degenerate"]), f"{quantiles[0.0]:.4f}", f"{quantiles[0.05]:.4f}", f"{quantiles[0.5]:.4f}"))
@@ -169,7 +169,7 @@ def _render(tables: list, title: str, intro: str) -> dict:
     return {"md": "\n".join(markdown), "tex": "\n".join(latex), "csv": buffer.getvalue()}
 
 
-def derivation_files(progress: bool = False) -> dict:
+def derivation_files(progress: bool | None = False) -> dict:
     """File name → content for everything in ``derivations/`` (``progress``: show progress bars)."""
     hermite = _hermite_tables(progress=progress)
     intro = (
@@ -192,7 +192,7 @@ def derivation_files(progress: bool = False) -> dict:
     return files
 
 
-def write_derivations(directory: str | Path, progress: bool = False) -> list:
+def write_derivations(directory: str | Path, progress: bool | None = False) -> list:
     """Write the derivation tables into ``directory``; returns the paths written."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -204,7 +204,7 @@ def write_derivations(directory: str | Path, progress: bool = False) -> list:
     return written
 
 
-def stale_derivations(directory: str | Path, progress: bool = False) -> list:
+def stale_derivations(directory: str | Path, progress: bool | None = False) -> list:
     """Names of files in ``directory`` that differ from what the code generates now (missing included)."""
     directory = Path(directory)
     return [name for name, content in derivation_files(progress).items() if not (directory / name).exists() or (directory / name).read_text() != content]

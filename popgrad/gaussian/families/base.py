@@ -13,6 +13,8 @@ from typing import Callable
 
 import sympy
 
+from ..._validation import InvalidArgument
+
 __all__ = ["Family", "NoClosedForm", "hermite_at_zero", "double_factorial"]
 
 # numba codes of the activation fast paths (compile-time constants of the specialised kernels)
@@ -21,7 +23,7 @@ CODE_PROGRAM, CODE_LEAKY_RELU, CODE_STEP, CODE_POLYNOMIAL, CODE_TANH, CODE_ERF, 
 KERNEL_SERIES, KERNEL_LEAKY_RELU, KERNEL_STEP, KERNEL_ERF = 0, 1, 2, 3
 
 
-class NoClosedForm(ValueError):
+class NoClosedForm(InvalidArgument):
     """The activation has no closed-form Hermite coefficients in the catalogue."""
 
 

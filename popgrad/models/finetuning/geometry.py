@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..._validation import check_integer, check_real
+from ..._validation import InvalidArgument, check_integer, check_real
 from ...numerics.linalg import complement_vectors, gram_factor, orthonormal_columns
 from .spec import FineTuningProblem, orthonormal_problem
 
@@ -48,7 +48,7 @@ def embedding(problem: FineTuningProblem, d: int | None = None, m: float = 0.0, 
     if problem.W is not None:
         W = np.array(problem.W)
         if d is not None and d != W.shape[1]:
-            raise ValueError(f"d must equal the problem's W dimension {W.shape[1]}, got {d}")
+            raise InvalidArgument(f"d must equal the problem's W dimension {W.shape[1]}, got {d}")
         d = W.shape[1]
         basis = orthonormal_columns(W.T, rank)
     else:
@@ -59,7 +59,7 @@ def embedding(problem: FineTuningProblem, d: int | None = None, m: float = 0.0, 
             basis = np.eye(d, rank)
         W = gram_factor(problem.gram, rank) @ basis.T
     if rank >= d - 1:
-        raise ValueError(f"d = {d} leaves no room for u, u_hat orthogonal to span(W) (rank {rank})")
+        raise InvalidArgument(f"d = {d} leaves no room for u, u_hat orthogonal to span(W) (rank {rank})")
     e1, e2 = complement_vectors(basis, 2, generator).T
     u_hat = m * e1 + math.sqrt(max(0.0, 1 - m * m)) * e2
     return Embedding(W, e1, u_hat, basis)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..._validation import InvalidArgument
 from ...dynamics.solve import ODE
 from ...dynamics.solvers.base import right_hand_side
 from ...numerics.chebyshev import PiecewiseChebyshev, evaluate_packed
@@ -71,7 +72,7 @@ class DriftODE:
         parts = []
         for name, part in (("h", self.h), ("V", self.V), ("W", self.W)):
             if part is not None and not part.endpoint:
-                raise ValueError(f"DriftODE needs {name} fitted with endpoint=True (chebyshev_interpolant(..., endpoint=True))")
+                raise InvalidArgument(f"DriftODE needs {name} fitted with endpoint=True (chebyshev_interpolant(..., endpoint=True))")
             parts.append((part or zero).pack())
         offsets = np.cumsum([_HEADER] + [len(p) for p in parts[:-1]])
         header = [float(self.a), float(self.b), float(self.band), float(self.times_m)] + offsets.tolist()

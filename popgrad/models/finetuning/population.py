@@ -23,7 +23,7 @@ import sympy
 from numba import njit
 from scipy import optimize, special
 
-from ..._validation import check_integer, check_real, check_unit_interval
+from ..._validation import InvalidArgument, check_integer, check_real, check_unit_interval
 from ...gaussian.activations import activation
 from ...gaussian.families.fast import closed_kernel
 from ...gaussian.hermite import exact_hermite_coefficients, hermite_coefficients
@@ -215,7 +215,7 @@ def paper_drift_series(problem: FineTuningProblem, terms: int, order: int = 120)
     mu_{l+s+1}^2 r^(-2(l+s+1)) T(l, s)) m^l``. Needs Assumptions 1 and 3 (unit rows, quantized c) and the
     normalized convention; independent of :func:`drift_series` (moment tensors instead of pairs)."""
     if not (problem.quantized and problem.unit_rows and problem.convention == "normalized"):
-        raise ValueError("paper_drift_series needs quantized c, c_hat, unit rows and the normalized convention")
+        raise InvalidArgument("paper_drift_series needs quantized c, c_hat, unit rows and the normalized convention")
     k, xi = problem.k, problem.xi
     r2 = 1 + xi**2 / k
     mu = hermite_coefficients(problem.activation, order + 1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..._validation import check_integer
+from ..._validation import InvalidArgument, check_integer
 from ...gaussian.activations import activation
 from ...gaussian.kernels import kernel_spec
 from ...gaussian.programs import STACK_SIZE
@@ -83,12 +83,12 @@ def monte_carlo_gradient(problem: FineTuningProblem, W, u, u_hat, basis, samples
     """
     W = np.ascontiguousarray(W, dtype=np.float64)
     if W.ndim != 2 or W.shape[0] != problem.k:
-        raise ValueError(f"W must have shape (k, d) = ({problem.k}, d), got {W.shape}")
+        raise InvalidArgument(f"W must have shape (k, d) = ({problem.k}, d), got {W.shape}")
     d = W.shape[1]
     u, u_hat = (np.ascontiguousarray(v, dtype=np.float64) for v in (u, u_hat))
     basis = np.ascontiguousarray(np.asarray(basis, dtype=np.float64).reshape(d, -1).T)
     if u.shape != (d,) or u_hat.shape != (d,):
-        raise ValueError(f"u and u_hat must be {d}-dimensional vectors")
+        raise InvalidArgument(f"u and u_hat must be {d}-dimensional vectors")
     samples = check_integer(samples, "samples", 2, 10**10)
     streams_count = check_integer(streams_count, "streams_count", 1, 4096)
     per_stream = max(1, samples // streams_count)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..._validation import check_choice, check_integer, check_real
+from ..._validation import InvalidArgument, check_choice, check_integer, check_real
 from ...dynamics.trajectories import Diverged, check_checkpoints, checkpoint_grid, run_to_checkpoints
 from ...numerics.linalg import gram_factor
 from ...numerics.random_streams import run_blocks
@@ -69,7 +69,7 @@ class SimulationResult:
         return self.m.shape[0]
 
 
-def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajectories: int = 100, method: str = "chain", m0: float | None = None, seed: int = 0, first_trajectory: int = 0, progress: bool = False) -> SimulationResult:
+def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajectories: int = 100, method: str = "chain", m0: float | None = None, seed: int = 0, first_trajectory: int = 0, progress: bool | None = False) -> SimulationResult:
     """Run online SGD and record m_t at the checkpoints.
 
     Parameters
@@ -116,7 +116,7 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
     if method == "full" and problem.W is not None:
         d = problem.W.shape[1] if d is None else d
         if d != problem.W.shape[1]:
-            raise ValueError(f"d must equal the problem's W dimension {problem.W.shape[1]} for method 'full', got {d}")
+            raise InvalidArgument(f"d must equal the problem's W dimension {problem.W.shape[1]} for method 'full', got {d}")
     d = check_integer(d, "d", rank + 3)
     code, model = model_arrays(problem)
     start_value = math.nan if m0 is None else m0

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..._validation import check_array, check_choice, check_integer, check_real
+from ..._validation import InvalidArgument, InvalidArgumentType, check_array, check_choice, check_integer, check_real
 from ...gaussian.activations import Activation
 from ...gaussian.activations import activation as _activation
 from ...numerics.linalg import numerical_rank
@@ -85,30 +85,30 @@ class FineTuningProblem:
         lam = check_array(lam, "lam", ndim=1)
         k = lam.shape[0]
         if k < 1:
-            raise ValueError("lam must have at least one entry (k >= 1)")
+            raise InvalidArgument("lam must have at least one entry (k >= 1)")
         if W is not None:
             W = check_array(W, "W", ndim=2)
             if W.shape[0] != k:
-                raise ValueError(f"W must have k = {k} rows (one per neuron), got shape {W.shape}")
+                raise InvalidArgument(f"W must have k = {k} rows (one per neuron), got shape {W.shape}")
             implied = W @ W.T
             if gram is not None and not np.allclose(check_array(gram, "gram", shape=(k, k)), implied, atol=1e-10):
-                raise ValueError("gram must equal W W^T when both are given")
+                raise InvalidArgument("gram must equal W W^T when both are given")
             gram = implied
         if gram is None:
-            raise ValueError("give gram (k x k) or W (k x d)")
+            raise InvalidArgument("give gram (k x k) or W (k x d)")
         gram = check_array(gram, "gram", shape=(k, k))
         if not np.allclose(gram, gram.T, atol=1e-12):
-            raise ValueError("gram must be symmetric")
+            raise InvalidArgument("gram must be symmetric")
         gram = 0.5 * (gram + gram.T)
         smallest = float(np.linalg.eigvalsh(gram).min()) if k else 0.0
         if smallest < -1e-10 * max(1.0, float(np.abs(gram).max())):
-            raise ValueError(f"gram must be positive semi-definite (smallest eigenvalue {smallest:.3g})")
+            raise InvalidArgument(f"gram must be positive semi-definite (smallest eigenvalue {smallest:.3g})")
         if np.any(np.diag(gram) < 0):
-            raise ValueError("gram must have a non-negative diagonal (squared row norms)")
+            raise InvalidArgument("gram must have a non-negative diagonal (squared row norms)")
         c = check_array(c, "c", shape=(k,))
         c_hat = check_array(c_hat, "c_hat", shape=(k,))
         if np.any(c == 0) or np.any(c_hat == 0):
-            raise ValueError("c and c_hat must have nonzero entries")
+            raise InvalidArgument("c and c_hat must have nonzero entries")
         xi = check_real(xi, "xi", 0.0, None, low_open=True)
         check_choice(convention, "convention", CONVENTIONS)
         for name, value in [("activation", sigma), ("lam", lam), ("gram", gram), ("c", c), ("c_hat", c_hat), ("xi", xi), ("convention", convention), ("W", W)]:
@@ -193,15 +193,15 @@ class FineTuningProblem:
     @classmethod
     def from_dict(cls, data: dict) -> "FineTuningProblem":
         if not isinstance(data, dict):
-            raise TypeError("a problem must be a JSON object")
+            raise InvalidArgumentType("a problem must be a JSON object")
         unknown = set(data) - _KEYS
         if unknown:
-            raise ValueError(f"problem: unknown keys {sorted(unknown)} (allowed: {sorted(_KEYS)})")
+            raise InvalidArgument(f"problem: unknown keys {sorted(unknown)} (allowed: {sorted(_KEYS)})")
         missing = {"activation", "lam", "c", "c_hat", "xi"} - set(data)
         if missing:
-            raise ValueError(f"problem: missing keys {sorted(missing)}")
+            raise InvalidArgument(f"problem: missing keys {sorted(missing)}")
         if "gram" not in data and "W" not in data:
-            raise ValueError("problem: give 'gram' (k x k) or 'W' (k x d)")
+            raise InvalidArgument("problem: give 'gram' (k x k) or 'W' (k x d)")
         return cls(**data)
 
     @cached_property
@@ -227,9 +227,9 @@ def load_problem(path: str | Path) -> FineTuningProblem:
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise ValueError(f"problem file {str(path)!r} does not exist") from None
+        raise InvalidArgument(f"problem file {str(path)!r} does not exist") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"problem file {str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        raise InvalidArgument(f"problem file {str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
     return FineTuningProblem.from_dict(data)
 
 
@@ -303,5 +303,5 @@ def claim2_problem(sigma, k: int, xi: float = 1.0, seed: int = 0, lam=None, conv
     gram = -(xi**2) * np.outer(c, c)
     np.fill_diagonal(gram, 1.0)
     if xi**2 * (1 - 1 / k) > 1 + 1e-12:
-        raise ValueError(f"xi must satisfy xi^2 (1 - 1/k) <= 1 for the Claim 2 construction (xi <= {1 / math.sqrt(1 - 1 / k):.4g} at k = {k})")
+        raise InvalidArgument(f"xi must satisfy xi^2 (1 - 1/k) <= 1 for the Claim 2 construction (xi <= {1 / math.sqrt(1 - 1 / k):.4g} at k = {k})")
     return FineTuningProblem(sigma, lam, gram, c, c_hat, xi, convention)

@@ -1,0 +1,246 @@
+"""The fine-tuning model's commands: ``problem``, ``h``, ``simulate``, ``compare`` and ``run``.
+
+Ranges are checked once, by the library; the command line only turns flags into arguments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from .. import __version__
+from .common import EXIT_NEGATIVE, UsageError, grid, real, step_list
+
+__all__ = ["register"]
+
+FEATURES = ("orthonormal", "random", "glm", "claim2")
+RUN_DEFAULTS = {"d": 1000, "delta": 0.05, "steps": 50000, "trajectories": 24, "method": "full"}
+RUN_CHAIN_TRAJECTORIES = 500
+SIMULATE_DEFAULTS = {"d": 1000, "delta": 0.25, "steps": 30000, "trajectories": 256, "method": "chain"}
+
+
+def register(commands) -> None:
+    run = commands.add_parser("run", help="the main job: theory vs Monte Carlo on built-in defaults")
+    _problem_options(run, {"d": RUN_DEFAULTS["d"]})
+    _dynamics_options(run, RUN_DEFAULTS)
+    run.add_argument("--chain-trajectories", type=int, default=RUN_CHAIN_TRAJECTORIES, help=f"trajectories of the exact chain (default {RUN_CHAIN_TRAJECTORIES})")
+    run.add_argument("--out", default="popgrad-report", help="report folder (default popgrad-report/)")
+    run.set_defaults(handler=_run)
+
+    for name, help_text in (("simulate", "online SGD with the predictions at checkpoints"), ("compare", "simulate, predict, and write a report with the verdict")):
+        command = commands.add_parser(name, help=help_text)
+        _problem_options(command, {"d": SIMULATE_DEFAULTS["d"]})
+        _dynamics_options(command, SIMULATE_DEFAULTS)
+        if name == "simulate":
+            command.add_argument("--format", choices=["table", "json"], default="table")
+            command.add_argument("--out", help="also save the labelled arrays (NetCDF, .nc)")
+        else:
+            command.add_argument("--out", default="popgrad-compare", help="report folder (default popgrad-compare/)")
+            command.add_argument("--strict", action="store_true", help=f"exit {EXIT_NEGATIVE} when a prediction is inconsistent")
+        command.set_defaults(handler=_simulate_or_compare, report=name == "compare")
+
+    h = commands.add_parser("h", help="population drift h(m) and loss Phi(m) of a problem")
+    _problem_options(h)
+    h.add_argument("--m", type=grid, default=grid("-1:1:11"), help="m values: list or LOW:HIGH:COUNT (default -1:1:11)")
+    h.add_argument("--format", choices=["table", "json", "latex"], default="table")
+    h.add_argument("--plot", metavar="FILE.png", help="also plot h and Phi on [-1, 1]")
+    h.set_defaults(handler=_h)
+
+    problem = commands.add_parser("problem", help="write a problem specification (JSON)")
+    _problem_options(problem)
+    problem.add_argument("--out", required=True, help="output JSON file")
+    problem.set_defaults(handler=_problem)
+
+
+# ------------------------------------------------------------------------------------------------
+# problems
+# ------------------------------------------------------------------------------------------------
+
+
+def _problem_options(parser: argparse.ArgumentParser, defaults: dict | None = None) -> None:
+    defaults = {"activation": "relu", "k": 8, "xi": 1.0, "features": "orthonormal", "seed": 0, "d": None} | (defaults or {})
+    group = parser.add_argument_group("problem (or --problem FILE.json)")
+    group.add_argument("--problem", metavar="FILE", help="a problem JSON file (overrides the options below)")
+    group.add_argument("--activation", "-a", default=defaults["activation"], help=f"activation (default {defaults['activation']})")
+    group.add_argument("--k", type=int, default=defaults["k"], help=f"number of neurons (default {defaults['k']})")
+    group.add_argument("--xi", type=real, default=defaults["xi"], help=f"adapter scale xi > 0 (default {defaults['xi']:g})")
+    group.add_argument("--features", choices=FEATURES, default=defaults["features"], help=f"base features (default {defaults['features']})")
+    dimension = "" if defaults["d"] is None else f" (default {defaults['d']})"
+    group.add_argument("--d", dest="dimension", type=int, default=defaults["d"], help=f"input dimension d: of random features and of the simulation{dimension}")
+    group.add_argument("--seed", type=int, default=defaults["seed"], help=f"seed for W, c, c_hat and the simulation (default {defaults['seed']})")
+    group.add_argument("--convention", choices=("normalized", "raw"), default="normalized")
+    group.add_argument("--c-distribution", choices=("quantized", "sphere"), default="quantized", help="law of c, c_hat")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (they are shown only on a terminal anyway)")
+
+
+def _problem_from_args(args):
+    from ..models.finetuning import spec
+
+    if args.problem:
+        return spec.load_problem(args.problem)
+    common = {"seed": args.seed, "convention": args.convention}
+    if args.features == "random":
+        if args.dimension is None:
+            raise UsageError("--features random needs --d (the input dimension)")
+        return spec.random_features_problem(args.activation, args.k, args.dimension, args.xi, c_distribution=args.c_distribution, **common)
+    if args.features == "claim2":
+        return spec.claim2_problem(args.activation, args.k, args.xi, **common)
+    constructor = spec.orthonormal_problem if args.features == "orthonormal" else spec.glm_problem
+    return constructor(args.activation, args.k, args.xi, c_distribution=args.c_distribution, **common)
+
+
+def _progress(args):
+    """Progress bars: never with --quiet, otherwise only on a terminal (tqdm's ``disable=None``)."""
+    return False if args.quiet else None
+
+
+def _problem(args) -> int:
+    problem = _problem_from_args(args)
+    problem.save(args.out)
+    print(f"wrote {args.out}: {problem!r}")
+    return 0
+
+
+def _h(args) -> int:
+    from ..models.finetuning.population import drift_fixed_points, population_drift, population_loss
+    from ..report.plots import plot_population
+    from ..report.tables import Table
+
+    problem = _problem_from_args(args)
+    h = population_drift(problem, args.m)
+    loss = population_loss(problem, args.m)
+    points = drift_fixed_points(problem)
+    if args.plot:
+        plot_population(problem).savefig(args.plot, dpi=120)
+    if args.format == "json":
+        payload = {"problem": problem.to_dict(), "m": args.m.tolist(), "h": h.tolist(), "Phi": loss.tolist(), "h0": points.h0, "zeros": list(points.zeros), "popgrad": __version__}
+        print(json.dumps(payload, indent=1))
+        return 0
+    rows = tuple((f"{a:.6g}", f"{b:.12g}", f"{c:.12g}") for a, b, c in zip(args.m, h, loss))
+    table = Table("h(m) and Phi(m)", ("m", "h(m)", "Phi(m)"), rows, note=repr(problem))
+    if args.format == "latex":
+        print(table.latex(), end="")
+        return 0
+    print(repr(problem))
+    print(f"h(0) = {points.h0:.12g}; zeros of h on [-1, 1]: {', '.join(f'{z:.10g}' for z in points.zeros) or 'none'}")
+    print(f"{'m':>10s} {'h(m)':>20s} {'Phi(m)':>20s}")
+    for a, b, c in rows:
+        print(f"{a:>10s} {b:>20s} {c:>20s}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# simulate, compare, run
+# ------------------------------------------------------------------------------------------------
+
+
+def _dynamics_options(parser: argparse.ArgumentParser, defaults: dict) -> None:
+    group = parser.add_argument_group("dynamics")
+    size = group.add_mutually_exclusive_group()
+    size.add_argument("--eta", type=real, default=None, help="step size eta")
+    size.add_argument("--delta", type=real, default=None, help=f"step size as eta = delta / d (default delta = {defaults['delta']:g})")
+    group.add_argument("--steps", type=int, default=defaults["steps"], help=f"number of SGD steps (default {defaults['steps']})")
+    group.add_argument("--trajectories", type=int, default=defaults["trajectories"], help=f"independent trajectories (default {defaults['trajectories']})")
+    group.add_argument("--method", choices=("chain", "fast", "full"), default=defaults["method"], help=f"simulator (default {defaults['method']})")
+    group.add_argument("--m0", type=real, default=None, help="initial overlap (default: u_hat_0 uniform on the sphere of span(W)^perp)")
+    group.add_argument("--checkpoints", type=step_list, default=None, help="steps to record, comma-separated (default 21 evenly spaced)")
+    group.add_argument("--noise-samples", type=int, default=200_000, help="Monte Carlo samples for V(m) (default 200000)")
+    group.add_argument("--threshold", type=real, default=4.0, help="verdict threshold in standard errors (default 4)")
+    parser.set_defaults(default_delta=defaults["delta"])
+
+
+def _dynamics_settings(args, problem) -> tuple:
+    """``(d, eta, checkpoints)`` from the flags; the ranges are the library's."""
+    from .._validation import check_integer, check_real
+    from ..dynamics.trajectories import checkpoint_grid
+
+    d = args.dimension
+    if problem.W is not None and args.method == "full":
+        d = problem.W.shape[1]
+    d = check_integer(d, "d", problem.rank + 3) if d is not None else None
+    if d is None:
+        raise UsageError("--d is required")
+    if args.eta is not None:
+        eta = args.eta
+    else:
+        eta = check_real(args.default_delta if args.delta is None else args.delta, "delta", 0.0, None, low_open=True) / d
+    checkpoints = args.checkpoints if args.checkpoints is not None else checkpoint_grid(check_integer(args.steps, "steps", 1, 10**12), 21).tolist()
+    return d, eta, checkpoints
+
+
+def _print_comparison(comparisons: dict) -> None:
+    import numpy as np
+
+    first = next(iter(comparisons.values()))
+    names = list(first.predictions.values)
+    widths = [max(16, len(name)) for name in names]
+    header = f"{'step':>9s} " + " ".join(f"{label + ' mean ± SE':>22s}" for label in comparisons) + " " + " ".join(f"{name:>{width}s}" for name, width in zip(names, widths))
+    print(header)
+    for index, step in enumerate(first.steps):
+        cells = " ".join(f"{c.mean[index]:>12.5f} ± {c.standard_error[index]:<7.5f}" for c in comparisons.values())
+        predictions = " ".join(f"{first.predictions.values[name][index]:>{width}.5f}" for name, width in zip(names, widths))
+        print(f"{int(step):>9d} {cells} {predictions}")
+    for name, (lower, upper) in first.predictions.bands.items():
+        print(f"{name} band (noise Monte Carlo, 2 SE): width <= {float(np.max(np.abs(upper - lower))):.2e}")
+    for label, comparison in comparisons.items():
+        print(f"verdict [{label}]: {comparison.verdict}")
+
+
+def _simulate_or_compare(args) -> int:
+    """``simulate`` prints (table or JSON) and optionally saves the NetCDF; ``compare`` also writes the
+    report folder and, with --strict, exits 3 on an inconsistent prediction."""
+    from ..analysis.comparison import compare
+
+    problem = _problem_from_args(args)
+    d, eta, checkpoints = _dynamics_settings(args, problem)
+    result = compare(problem, d, eta, checkpoints, trajectories=args.trajectories, method=args.method, m0=args.m0, seed=args.seed, noise_samples=args.noise_samples, threshold=args.threshold, progress=_progress(args))
+    if getattr(args, "format", "table") == "json":
+        print(json.dumps(result.to_json_dict(), indent=1))
+    else:
+        print(f"{problem!r}; d = {d}, eta = {eta:.4g} (delta = {eta * d:.4g}), {args.trajectories} trajectories ({args.method})")
+        _print_comparison({args.method: result})
+    if args.report:
+        for path in result.save(args.out):
+            print(f"wrote {path}")
+        if args.strict and not all(result.consistent.values()):
+            return EXIT_NEGATIVE
+    elif args.out:
+        result.to_dataset().to_netcdf(args.out, engine="scipy")
+        if getattr(args, "format", "table") != "json":
+            print(f"wrote {args.out}")
+    return 0
+
+
+def _run(args) -> int:
+    from ..analysis.comparison import Comparison, versions
+    from ..models.finetuning.population import drift_fixed_points, drift_interpolant
+    from ..models.finetuning.predictions import predict
+    from ..models.finetuning.simulation import simulate
+    from ..report.plots import plot_population
+
+    begin = time.perf_counter()
+    problem = _problem_from_args(args)
+    d, eta, checkpoints = _dynamics_settings(args, problem)
+    out = Path(args.out)
+    print(f"popgrad {__version__} — theory vs Monte Carlo for rank-1 fine-tuning (Dayi & Chen)")
+    print(f"problem: {problem!r}; d = {d}, eta = {eta:.4g} (delta = eta d = {eta * d:g}), {checkpoints[-1]} steps")
+    points = drift_fixed_points(problem)
+    fast = drift_interpolant(problem)
+    print(f"h(0) = {points.h0:.6g}; zeros of h on [-1, 1]: {', '.join(f'{z:.6g}' for z in points.zeros) or 'none'}; "
+          f"fast evaluator: {fast.interpolant.panels} Chebyshev panels, measured error {fast.measured_error:.1e}")
+    predictions = predict(problem, d, eta, checkpoints, m0=args.m0, samples=args.noise_samples, seed=args.seed)
+    full = simulate(problem, d, eta, checkpoints, trajectories=args.trajectories, method="full", m0=args.m0, seed=args.seed, progress=_progress(args))
+    chain = simulate(problem, d, eta, checkpoints, trajectories=args.chain_trajectories, method="chain", m0=args.m0, seed=args.seed + 1, progress=_progress(args))
+    results = {f"full-d SGD ({full.trajectories})": Comparison(problem, full, predictions, args.threshold), f"chain ({chain.trajectories})": Comparison(problem, chain, predictions, args.threshold)}
+    _print_comparison(results)
+    out.mkdir(parents=True, exist_ok=True)
+    for label, comparison in zip(("full", "chain"), results.values()):
+        comparison.save(out / label)
+    plot_population(problem, points).savefig(out / "drift.png", dpi=120)
+    provenance = {"command": "popgrad run", "problem": problem.to_dict(), "d": d, "eta": eta, "steps": int(checkpoints[-1]), "seed": args.seed, "checkpoints": list(map(int, checkpoints)), "versions": versions(), "seconds": time.perf_counter() - begin}
+    (out / "provenance.json").write_text(json.dumps(provenance, indent=1) + "\n")
+    problem.save(out / "problem.json")
+    print(f"report: {out}/ (drift.png, problem.json, provenance.json, full/ and chain/: comparison.png, .json, .nc)")
+    print(f"done in {time.perf_counter() - begin:.1f} s")
+    return 0
