@@ -44,6 +44,8 @@ PUBLIC_MODULES = (
     "models.finetuning.spec",
     "models.finetuning.geometry",
     "models.finetuning.population",
+    "models.finetuning.series",
+    "models.finetuning.checks",
     "models.finetuning.references",
     "models.finetuning.simulation",
     "models.finetuning.noise",

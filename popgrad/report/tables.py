@@ -18,7 +18,9 @@ import sympy
 
 from ..gaussian.activations import catalogue
 from ..gaussian.hermite import information_exponent
-from ..models.finetuning.population import drift_fixed_points, drift_series, lemma6_frequency, symbolic_drift
+from ..models.finetuning.checks import lemma6_frequency
+from ..models.finetuning.population import drift_fixed_points
+from ..models.finetuning.series import drift_series, symbolic_drift
 from ..models.finetuning.spec import orthonormal_problem
 from ..reference.hermite import HermiteVerification, verify_hermite
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..._validation import InvalidArgument, check_integer, check_real
 from ...numerics.linalg import complement_vectors, gram_factor, orthonormal_columns
-from .spec import FineTuningProblem, orthonormal_problem
+from .spec import FineTuningProblem
 
 __all__ = ["Embedding", "embedding"]
 
@@ -37,6 +37,7 @@ def embedding(problem: FineTuningProblem, d: int | None = None, m: float = 0.0, 
 
     Examples
     --------
+    >>> from popgrad import orthonormal_problem
     >>> problem = orthonormal_problem("relu", k=3, xi=1.0, seed=0)
     >>> e = embedding(problem, d=8, m=0.25, seed=1)
     >>> np.allclose(e.W @ e.W.T, problem.gram), round(float(e.u @ e.u_hat), 12), bool(np.allclose(e.W @ e.u, 0))

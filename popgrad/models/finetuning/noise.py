@@ -9,7 +9,6 @@ the simulator's own step, with the same draws at every node (common random numbe
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

@@ -14,37 +14,30 @@ quantized c and unit rows (normalized), and to ``h_raw = r^2 h_normalized`` for 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
 import numpy as np
-import sympy
 from numba import njit
-from scipy import optimize, special
+from scipy import optimize
 
-from ..._validation import InvalidArgument, check_integer, check_real, check_unit_interval
+from ..._validation import check_integer, check_real, check_unit_interval
 from ...gaussian.activations import activation
 from ...gaussian.families.fast import closed_kernel
-from ...gaussian.hermite import exact_hermite_coefficients, hermite_coefficients
-from ...gaussian.kernels import KernelSpec, hermite_series, kernel_spec
+from ...gaussian.hermite import hermite_coefficients
+from ...gaussian.kernels import KernelSpec, kernel_spec
 from ...numerics.chebyshev import PiecewiseChebyshev, chebyshev_interpolant
-from .spec import FineTuningProblem, orthonormal_problem
+from .spec import FineTuningProblem
 
 __all__ = [
     "population_drift",
     "population_loss",
     "population_loss_derivative",
-    "drift_series",
-    "moment_tensor",
-    "paper_drift_series",
-    "symbolic_drift",
     "drift_interpolant",
     "DriftInterpolant",
     "drift_fixed_points",
     "FixedPoints",
     "glm_drift",
-    "lemma6_frequency",
 ]
 
 
@@ -62,7 +55,7 @@ def _pair_sum(m, weight, offset, slope, scale_a, scale_b, row_a, row_b, code, pa
 
 
 @dataclass(frozen=True)
-class _Pairs:
+class NeuronPairs:
     """Neuron pairs (i, j) with identical (offset, slope, scales) merged and their weights summed: with
     quantized c and orthonormal features the k^2 pairs collapse to a handful of distinct kernels."""
 
@@ -75,7 +68,7 @@ class _Pairs:
     row_b: np.ndarray
 
     @classmethod
-    def merge(cls, weight, offset, slope, scale_a, scale_b) -> "_Pairs":
+    def merge(cls, weight, offset, slope, scale_a, scale_b) -> "NeuronPairs":
         rows, columns = np.meshgrid(np.arange(weight.shape[0]), np.arange(weight.shape[1]), indexing="ij")
         rows, columns = rows.ravel(), columns.ravel()
         keys = np.column_stack([offset.ravel(), slope.ravel(), scale_a[rows], scale_b[columns]])
@@ -98,7 +91,7 @@ class _Geometry:
     offset: np.ndarray
     slope: np.ndarray
     weight_drift: np.ndarray
-    drift: _Pairs
+    drift: NeuronPairs
     teacher: KernelSpec
     student: KernelSpec
 
@@ -117,14 +110,14 @@ class _Geometry:
         ss = np.clip((problem.gram + xi2 * np.outer(problem.c_hat, problem.c_hat)) / np.outer(r_s, r_s), -1, 1)
         flat = np.zeros_like(tt)
         constant = float(
-            _Pairs.merge(lam2, tt, flat, s_t, s_t).sum(zero, teacher, teacher)[0]
-            + _Pairs.merge(lam2, ss, flat, s_s, s_s).sum(zero, student, student)[0]
+            NeuronPairs.merge(lam2, tt, flat, s_t, s_t).sum(zero, teacher, teacher)[0]
+            + NeuronPairs.merge(lam2, ss, flat, s_s, s_s).sum(zero, student, student)[0]
         )
-        return _Pairs.merge(-2 * lam2, self.offset, self.slope, s_t, s_s), constant, teacher, student
+        return NeuronPairs.merge(-2 * lam2, self.offset, self.slope, s_t, s_s), constant, teacher, student
 
 
 @lru_cache(maxsize=32)
-def _geometry(problem: FineTuningProblem) -> _Geometry:
+def pair_geometry(problem: FineTuningProblem) -> _Geometry:
     r_t, r_s = problem.teacher_norms, problem.student_norms
     s_t, s_s = problem.teacher_scales, problem.student_scales
     norms = np.outer(r_t, r_s)
@@ -133,7 +126,7 @@ def _geometry(problem: FineTuningProblem) -> _Geometry:
     weight_drift = 2 * problem.xi**2 * np.outer(problem.lam, problem.lam) * np.outer(problem.c, problem.c_hat) * np.outer(s_t, s_s) / norms
     teacher = kernel_spec(problem.activation, s_t, derivative=True)
     student = kernel_spec(problem.activation, s_s, derivative=True)
-    return _Geometry(problem, offset, slope, weight_drift, _Pairs.merge(weight_drift, offset, slope, s_t, s_s), teacher, student)
+    return _Geometry(problem, offset, slope, weight_drift, NeuronPairs.merge(weight_drift, offset, slope, s_t, s_s), teacher, student)
 
 
 def _check_m(m) -> np.ndarray:
@@ -145,12 +138,13 @@ def population_drift(problem: FineTuningProblem, m) -> np.ndarray:
 
     Examples
     --------
+    >>> from popgrad import orthonormal_problem
     >>> problem = orthonormal_problem("relu", k=4, xi=1.0, seed=3)
     >>> np.round(population_drift(problem, [0.0, 0.5, 1.0]), 10).tolist()
     [-0.6361337882, -0.5209310781, -0.4100400913]
     """
     m = _check_m(m)
-    g = _geometry(problem)
+    g = pair_geometry(problem)
     return g.drift.sum(m.ravel(), g.teacher, g.student).reshape(m.shape)
 
 
@@ -159,152 +153,19 @@ def population_loss(problem: FineTuningProblem, m) -> np.ndarray:
 
     Examples
     --------
+    >>> from popgrad import orthonormal_problem
     >>> problem = orthonormal_problem("relu", k=4, xi=1.0, seed=3)
     >>> bool(population_loss(problem, 0.3) >= 0)
     True
     """
     m = _check_m(m)
-    pairs, constant, teacher, student = _geometry(problem).loss
+    pairs, constant, teacher, student = pair_geometry(problem).loss
     return (constant + pairs.sum(m.ravel(), teacher, student)).reshape(m.shape)
 
 
 def population_loss_derivative(problem: FineTuningProblem, m) -> np.ndarray:
     """``Phi'(m) = -h(m)``."""
     return -population_drift(problem, m)
-
-
-# ------------------------------------------------------------------------------------------------
-# power series in m
-# ------------------------------------------------------------------------------------------------
-
-
-def drift_series(problem: FineTuningProblem, terms: int, order: int = 120) -> np.ndarray:
-    """Coefficients ``a_l`` (l < terms) of ``h(m) = sum_l a_l m^l`` from the Hermite series of K'.
-
-    ``(G + xi^2 c c_hat m)^q`` is expanded binomially: ``a_l = sum_ij w_ij sum_{q>=l} kappa_q binom(q, l)
-    offset^(q-l) slope^l``, with K' truncated at ``order``. General c, rows and conventions.
-    """
-    terms = check_integer(terms, "terms", 1, 200)
-    order = check_integer(order, "order", terms, 4000)
-    g = _geometry(problem)
-    teacher, _, _ = hermite_series(problem.activation, problem.teacher_scales, True, order)
-    student, _, _ = hermite_series(problem.activation, problem.student_scales, True, order)
-    q = np.arange(order + 1)
-    out = np.zeros(terms)
-    for i in range(problem.k):
-        for j in range(problem.k):
-            kappa = teacher[i] * student[j]
-            for l in range(terms):
-                binomial = special.comb(q[l:], l)
-                out[l] += g.weight_drift[i, j] * np.sum(kappa[l:] * binomial * g.offset[i, j] ** (q[l:] - l)) * g.slope[i, j] ** l
-    return out
-
-
-def moment_tensor(problem: FineTuningProblem, l: int, s: int) -> float:
-    """Proposition 4's ``T(l, s)``: ``||sum_i lam_i w_i^{⊗s}||^2 = sum_ij lam_i lam_j G_ij^s`` for odd l,
-    ``k <sum lam_i c_i w_i^{⊗s}, sum lam_i c_hat_i w_i^{⊗s}> = k sum_ij lam_i lam_j c_i c_hat_j G_ij^s`` for even l."""
-    lam, gram = problem.lam, problem.gram
-    power = gram**s
-    if l % 2:
-        return float(lam @ power @ lam)
-    return float(problem.k * (lam * problem.c) @ power @ (lam * problem.c_hat))
-
-
-def paper_drift_series(problem: FineTuningProblem, terms: int, order: int = 120) -> np.ndarray:
-    """Proposition 4's expansion ``h(m) = 2 sum_l (xi^2/k)^(l+1) (sum_s binom(l+s, l) (l+s+1)
-    mu_{l+s+1}^2 r^(-2(l+s+1)) T(l, s)) m^l``. Needs Assumptions 1 and 3 (unit rows, quantized c) and the
-    normalized convention; independent of :func:`drift_series` (moment tensors instead of pairs)."""
-    if not (problem.quantized and problem.unit_rows and problem.convention == "normalized"):
-        raise InvalidArgument("paper_drift_series needs quantized c, c_hat, unit rows and the normalized convention")
-    k, xi = problem.k, problem.xi
-    r2 = 1 + xi**2 / k
-    mu = hermite_coefficients(problem.activation, order + 1)
-    out = np.zeros(terms)
-    for l in range(terms):
-        total = 0.0
-        for s in range(order - l + 1):
-            p = l + s + 1
-            total += special.comb(l + s, l) * p * mu[p] ** 2 * r2 ** (-p) * moment_tensor(problem, l, s)
-        out[l] = 2 * (xi**2 / k) ** (l + 1) * total
-    return out
-
-
-# ------------------------------------------------------------------------------------------------
-# symbolic h
-# ------------------------------------------------------------------------------------------------
-
-
-def _exact_number(value: float, k: int) -> sympy.Expr:
-    """A float as an exact number when it is one of the simple forms the constructors produce."""
-    for candidate in (sympy.nsimplify(value, rational=True, tolerance=1e-15), sympy.nsimplify(value * math.sqrt(k), rational=True, tolerance=1e-15) / sympy.sqrt(k)):
-        if abs(float(candidate) - value) <= 1e-15 * max(1.0, abs(value)) and (candidate.is_Rational or (candidate * sympy.sqrt(k)).is_Rational):
-            if len(str(candidate)) <= 24:
-                return candidate
-    return sympy.Float(value, 17)
-
-
-def _symbolic_kernel_derivative(sigma, rho, s1, s2, terms: int):
-    """K'(s1, s2, rho) in sympy: closed form where known, else the Hermite series truncated at ``terms``."""
-    pi = sympy.pi
-    if sigma.family == "relu":
-        return (pi - sympy.acos(rho)) / (2 * pi), True
-    if sigma.family == "leaky_relu":
-        a = sympy.nsimplify(sigma.slope, rational=True)
-        return a + (1 - a) ** 2 * (pi - sympy.acos(rho)) / (2 * pi), True
-    if sigma.family == "abs":
-        return 2 / pi * sympy.asin(rho), True
-    if sigma.name == "erf":
-        a, b = 1 + 2 * s1**2, 1 + 2 * s2**2
-        return 4 / pi / sympy.sqrt(a * b - 4 * s1**2 * s2**2 * rho**2), True
-    exact = sigma.has_closed_form
-    if sigma.family == "polynomial":
-        terms = len(sigma.polynomial_coefficients)
-    if exact:
-        mu1 = exact_hermite_coefficients(sigma, terms + 1, s1)
-        mu2 = exact_hermite_coefficients(sigma, terms + 1, s2)
-    else:
-        mu1 = [sympy.Float(v, 17) for v in hermite_coefficients(sigma, terms + 1, float(s1))]
-        mu2 = [sympy.Float(v, 17) for v in hermite_coefficients(sigma, terms + 1, float(s2))]
-    series = sum((p + 1) * mu1[p + 1] * mu2[p + 1] / (s1 * s2) * rho**p for p in range(terms + 1))
-    return series, sigma.family == "polynomial"
-
-
-def symbolic_drift(problem: FineTuningProblem, terms: int = 8) -> tuple:
-    """``h(m)`` as a sympy expression in the symbol ``m``, and whether it is exact.
-
-    Exact for polynomial activations (finite Hermite series) and for relu, leaky_relu, abs and erf (closed
-    kernels); otherwise the Hermite series of K' truncated after ``terms`` orders with float coefficients
-    (then ``exact`` is False). Numbers of the problem are made exact when they are simple (1, ±1/sqrt(k)).
-
-    Examples
-    --------
-    >>> problem = orthonormal_problem("He_3", k=2, xi=1.0, seed=0)
-    >>> expr, exact = symbolic_drift(problem)
-    >>> exact, sympy.expand(expr)  # He_3: K'(rho) = 18 rho^2
-    (True, 32*m/3)
-    """
-    sigma = problem.activation
-    k = problem.k
-    m = sympy.Symbol("m", real=True)
-    number = lambda v: _exact_number(float(v), k)  # noqa: E731
-    xi = number(problem.xi)
-    c = [number(v) for v in problem.c]
-    c_hat = [number(v) for v in problem.c_hat]
-    lam = [number(v) for v in problem.lam]
-    gram = [[number(problem.gram[i, j]) for j in range(k)] for i in range(k)]
-    r_t = [sympy.sqrt(gram[i][i] + xi**2 * c[i] ** 2) for i in range(k)]
-    r_s = [sympy.sqrt(gram[i][i] + xi**2 * c_hat[i] ** 2) for i in range(k)]
-    raw = problem.convention == "raw"
-    total, exact = sympy.Integer(0), True
-    for i in range(k):
-        for j in range(k):
-            s1, s2 = (r_t[i], r_s[j]) if raw else (sympy.Integer(1), sympy.Integer(1))
-            rho = (gram[i][j] + xi**2 * c[i] * c_hat[j] * m) / (r_t[i] * r_s[j])
-            kernel, pair_exact = _symbolic_kernel_derivative(sigma, sympy.simplify(rho), s1, s2, terms)
-            exact = exact and pair_exact
-            total += lam[i] * lam[j] * c[i] * c_hat[j] * s1 * s2 / (r_t[i] * r_s[j]) * kernel
-    expr = 2 * xi**2 * total
-    return (sympy.simplify(expr) if exact and k <= 4 else expr), exact
 
 
 # ------------------------------------------------------------------------------------------------
@@ -350,6 +211,7 @@ def drift_interpolant(problem: FineTuningProblem, tolerance: float = 1e-13) -> D
 
     Examples
     --------
+    >>> from popgrad import orthonormal_problem
     >>> problem = orthonormal_problem("relu", k=8, xi=1.0, seed=0)
     >>> fast = drift_interpolant(problem)
     >>> bool(fast.measured_error <= 1e-9 * fast.scale)
@@ -414,43 +276,3 @@ def glm_drift(sigma, m, order: int = 200) -> np.ndarray:
     mu = hermite_coefficients(activation(sigma), order)
     p = np.arange(1, order + 1)
     return np.polynomial.polynomial.polyval(m, p * mu[1:] ** 2)
-
-
-def lemma6_frequency(sigma, k: int, xi: float, draws: int = 1000, seed: int = 0, grid: int = 201) -> dict:
-    """How often Lemma 6's conclusion holds over random quantized c, c_hat (orthonormal features, lam = 1).
-
-    The conclusion: ``h(m) sign(h(0)) >= |h(0)|/2`` for all m with ``m h(0) >= 0`` (checked on a grid of
-    ``grid`` points). Draws where h(0) vanishes (|h(0)| <= 1e-12 max|h|: the signs cancel exactly, which
-    quantized c allows) are *degenerate*: Lemma 6's lower bound on |h(0)| fails there, so they count as
-    not holding and are reported separately. Returns the fraction, its binomial standard error, the
-    degenerate count and quantiles of ``min h(m) sign(h(0)) / |h(0)|`` over the other draws.
-    """
-    k = check_integer(k, "k", 1, 1024)
-    draws = check_integer(draws, "draws", 1, 10**6)
-    generator = np.random.default_rng(check_integer(seed, "seed", 0))
-    m = np.linspace(0.0, 1.0, grid)
-    ratios = []
-    degenerate = 0
-    for _ in range(draws):
-        problem = orthonormal_problem(sigma, k, xi, seed=int(generator.integers(2**62)))
-        values = population_drift(problem, np.concatenate([m, -m[1:]]))
-        h0 = values[0]
-        if abs(h0) <= 1e-12 * max(float(np.max(np.abs(values))), 1e-300):
-            degenerate += 1
-            continue
-        direction = 1.0 if h0 > 0 else -1.0
-        ahead = values[:grid] if h0 > 0 else np.concatenate([[h0], values[grid:]])
-        ratios.append(float(np.min(ahead * direction) / abs(h0)))
-    ratios = np.array(ratios)
-    fraction = float(np.sum(ratios >= 0.5) / draws)
-    return {
-        "activation": activation(sigma).name,
-        "k": k,
-        "xi": float(xi),
-        "draws": draws,
-        "seed": seed,
-        "fraction": fraction,
-        "standard_error": math.sqrt(fraction * (1 - fraction) / draws),
-        "degenerate": degenerate,
-        "ratio_quantiles": {q: float(np.quantile(ratios, q)) if len(ratios) else float("nan") for q in (0.0, 0.05, 0.5)},
-    }

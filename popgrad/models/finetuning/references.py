@@ -13,7 +13,7 @@ from ...gaussian.programs import STACK_SIZE
 from ...numerics import random_streams as streams
 from ...numerics.compiled import SOURCE_VERSION, specialised
 from .gradients import gradient_coefficient, model_arrays
-from .population import _Pairs
+from .population import NeuronPairs
 from .spec import FineTuningProblem
 
 __all__ = ["network_loss", "monte_carlo_gradient"]
@@ -38,7 +38,7 @@ def network_loss(sigma, lam, teacher_weights: np.ndarray, student_weights: np.nd
     norms = np.linalg.norm(vectors, axis=1)
     cosines = np.clip((vectors @ vectors.T) / np.outer(norms, norms), -1.0, 1.0)
     spec = kernel_spec(sigma, norms, derivative=False)
-    pairs = _Pairs.merge(np.outer(signs, signs), cosines, np.zeros_like(cosines), norms, norms)
+    pairs = NeuronPairs.merge(np.outer(signs, signs), cosines, np.zeros_like(cosines), norms, norms)
     return float(pairs.sum(np.zeros(1), spec, spec)[0])
 
 
