@@ -26,6 +26,8 @@ __all__ = [
     "NOISE",
     "GRADIENTS",
     "DIAGNOSTICS",
+    "GEOMETRY",
+    "gaussian_matrix",
     "seed_stream",
     "next_u64",
     "uniform",
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 #: purposes of random streams (each a disjoint family of streams under one seed)
-TRAJECTORIES, NOISE, GRADIENTS, DIAGNOSTICS = 1, 2, 3, 4
+TRAJECTORIES, NOISE, GRADIENTS, DIAGNOSTICS, GEOMETRY = 1, 2, 3, 4, 5
 
 
 @njit(cache=True, inline="always")
@@ -164,6 +166,30 @@ def run_blocks(kernel, count: int, *args) -> None:
     with ThreadPoolExecutor(threads) as pool:
         for future in [pool.submit(kernel, int(edges[i]), int(edges[i + 1]), *args) for i in range(threads)]:
             future.result()
+
+
+@njit(cache=True, nogil=True)
+def _gaussian_rows(start, stop, out, seed, purpose, first):
+    state = np.empty(4, dtype=np.uint64)
+    for row in range(start, stop):
+        seed_stream(seed, purpose, first + row, state)
+        for column in range(out.shape[1]):
+            out[row, column] = normal(state)
+
+
+def gaussian_matrix(rows: int, columns: int, seed: int, purpose: int = GEOMETRY, first: int = 0) -> np.ndarray:
+    """A ``rows x columns`` standard Gaussian matrix, row r from stream ``(seed, purpose, first + r)``
+    (so a row does not depend on how many others are drawn).
+
+    Examples
+    --------
+    >>> a = gaussian_matrix(3, 4, seed=2)
+    >>> bool(np.array_equal(a[:2], gaussian_matrix(2, 4, seed=2)))
+    True
+    """
+    out = np.empty((int(rows), int(columns)))
+    run_blocks(_gaussian_rows, int(rows), out, np.uint64(seed), np.uint64(purpose), int(first))
+    return out
 
 
 _LAWS = {"normal": 0, "gamma": 1, "chi_square": 2}

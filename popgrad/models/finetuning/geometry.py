@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..._validation import InvalidArgument, check_integer, check_real
-from ...numerics.linalg import complement_vectors, gram_factor, orthonormal_columns
+from ...numerics.linalg import complement_rows, gram_factor, orthonormal_rows, row_space
+from ...numerics.random_streams import gaussian_matrix
 from .spec import FineTuningProblem
 
 __all__ = ["Embedding", "embedding"]
@@ -31,9 +32,10 @@ class Embedding:
 
 def embedding(problem: FineTuningProblem, d: int | None = None, m: float = 0.0, seed: int = 0, rotate: bool = True) -> Embedding:
     """Realise ``problem`` in R^d. Uses ``problem.W`` when present; otherwise ``W = L Q^T`` with
-    ``L L^T = G`` (k x rank) and Q (d x rank) orthonormal: a uniformly random frame with ``rotate``, the
-    first rank coordinates without. u and u_hat are drawn from the complement of span(W). Memory is
-    O(d (k + 2)).
+    ``L L^T = G`` (k x rank) and Q (d x rank) orthonormal, the first rank rows of a uniformly random
+    frame of rank + 2 rows whose last two give u and u_hat (``rotate``), or the first coordinates. u and
+    u_hat lie in the complement of span(W). Memory is O(d (k + 2)); the Gaussian draws come from the
+    streams ``(seed, GEOMETRY, row)``. ``basis`` (d x rank) is a view of the frame's rows.
 
     Examples
     --------
@@ -44,23 +46,25 @@ def embedding(problem: FineTuningProblem, d: int | None = None, m: float = 0.0, 
     (True, 0.25, True)
     """
     m = check_real(m, "m", -1.0, 1.0)
-    generator = np.random.default_rng(check_integer(seed, "seed", 0))
+    seed = check_integer(seed, "seed", 0, 2**63 - 1)
     rank = problem.rank
     if problem.W is not None:
         W = np.array(problem.W)
         if d is not None and d != W.shape[1]:
             raise InvalidArgument(f"d must equal the problem's W dimension {W.shape[1]}, got {d}")
         d = W.shape[1]
-        basis = orthonormal_columns(W.T, rank)
+        if rank >= d - 1:
+            raise InvalidArgument(f"d = {d} leaves no room for u, u_hat orthogonal to span(W) (rank {rank})")
+        rows = row_space(W, rank)
+        directions = complement_rows(rows, gaussian_matrix(2, d, seed))
     else:
         d = check_integer(d, "d", rank + 2)
-        if rotate:
-            basis, _ = np.linalg.qr(generator.standard_normal((d, rank)))
+        if rotate:  # one uniformly random frame: span(W), then u and the second direction of u_hat
+            frame = orthonormal_rows(gaussian_matrix(rank + 2, d, seed))
         else:
-            basis = np.eye(d, rank)
-        W = gram_factor(problem.gram, rank) @ basis.T
-    if rank >= d - 1:
-        raise InvalidArgument(f"d = {d} leaves no room for u, u_hat orthogonal to span(W) (rank {rank})")
-    e1, e2 = complement_vectors(basis, 2, generator).T
+            frame = np.eye(rank + 2, d)
+        rows, directions = frame[:rank], frame[rank:]
+        W = gram_factor(problem.gram, rank) @ rows
+    e1, e2 = directions
     u_hat = m * e1 + math.sqrt(max(0.0, 1 - m * m)) * e2
-    return Embedding(W, e1, u_hat, basis)
+    return Embedding(W, e1, u_hat, rows.T)
