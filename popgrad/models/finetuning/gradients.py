@@ -20,15 +20,16 @@ __all__ = ["gradient_coefficient", "neuron_divisors", "model_arrays"]
 
 
 @njit(cache=True, inline="always")
-def gradient_coefficient(code, a, g, g_hat, lam, c, c_hat, xi, divisor_teacher, divisor_student, parameters, ops, args, d_ops, d_args, stack):
-    """Return ``(A, f* - f_hat)`` for one sample given its pre-activations."""
+def gradient_coefficient(code, a, g, g_hat, lam, c, c_hat, xi, inverse_teacher, inverse_student, parameters, ops, args, d_ops, d_args, stack):
+    """Return ``(A, f* - f_hat)`` for one sample given its pre-activations; ``inverse_*`` are 1/n, 1/n_hat
+    (multiplications: a division per neuron cost a quarter of the chain's step)."""
     residual = 0.0
     slope = 0.0
     for i in range(lam.shape[0]):
-        z = (a[i] + xi * c[i] * g) / divisor_teacher[i]
-        z_hat = (a[i] + xi * c_hat[i] * g_hat) / divisor_student[i]
+        z = (a[i] + xi * c[i] * g) * inverse_teacher[i]
+        z_hat = (a[i] + xi * c_hat[i] * g_hat) * inverse_student[i]
         residual += lam[i] * (activation_value(code, parameters, ops, args, stack, z) - activation_value(code, parameters, ops, args, stack, z_hat))
-        slope += lam[i] * xi * c_hat[i] * activation_derivative(code, parameters, d_ops, d_args, stack, z_hat) / divisor_student[i]
+        slope += lam[i] * xi * c_hat[i] * activation_derivative(code, parameters, d_ops, d_args, stack, z_hat) * inverse_student[i]
     return 2.0 * residual * slope, residual
 
 
@@ -41,8 +42,8 @@ def neuron_divisors(problem: FineTuningProblem) -> tuple:
 
 def model_arrays(problem: FineTuningProblem) -> tuple:
     """``(code, model)``: the fast-path code and the plain arrays every kernel takes after its own,
-    ``(lam, c, c_hat, xi, n, n_hat, parameters, ops, args, d_ops, d_args)``."""
+    ``(lam, c, c_hat, xi, 1/n, 1/n_hat, parameters, ops, args, d_ops, d_args)``."""
     code, parameters, ops, args, d_ops, d_args = problem.activation.jit_spec
     n_t, n_s = neuron_divisors(problem)
-    model = (np.asarray(problem.lam), np.asarray(problem.c), np.asarray(problem.c_hat), float(problem.xi), n_t, n_s, parameters, ops, args, d_ops, d_args)
+    model = (np.asarray(problem.lam), np.asarray(problem.c), np.asarray(problem.c_hat), float(problem.xi), 1.0 / n_t, 1.0 / n_s, parameters, ops, args, d_ops, d_args)
     return code, model

@@ -60,7 +60,7 @@ def sgd_kernel(code: int, structured: bool):
             a = np.empty(k)
             coords = np.empty(rank)
             stack = np.empty(STACK_SIZE)
-            state = states[j]
+            state = states[j].copy()  # a private copy of the stream state (see chain.chain_kernel)
             v = u_hat[j]
             for _ in range(steps):
                 for i in range(d):
@@ -93,6 +93,7 @@ def sgd_kernel(code: int, structured: bool):
                     norm = math.nan  # overflow: report it rather than normalise to a zero vector
                 for l in range(d):
                     v[l] /= norm
+            states[j] = state
             if structured:
                 m_out[j] = v[rank]
             else:

@@ -126,11 +126,11 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
         L = gram_factor(problem.gram, rank)
         identity = bool(L.shape == (problem.k, problem.k) and np.array_equal(L, np.eye(problem.k)))
         triangular = bool(L.shape[0] == L.shape[1] and np.array_equal(L, np.tril(L)))
-        kernel = chain_kernel(code)
+        kernel = chain_kernel(code, identity, triangular)
         run_blocks(initial_overlaps, trajectories, m, states, np.uint64(seed), first_trajectory, d - rank, start_value)
 
         def advance(count):
-            kernel(m, states, L, identity, triangular, eta, float(d - rank), count, *model)
+            kernel(m, states, L, eta, float(d - rank), count, *model)
             return m
 
         work = problem.k
