@@ -23,6 +23,25 @@ RHS_TYPE = types.FunctionType(RHS_SIGNATURE)
 STATUS_OK, STATUS_EVENT, STATUS_MAX_STEPS, STATUS_NOT_FINITE = 0, 1, 2, 3
 
 
+def compiled_on_first_use(signature):
+    """Decorate a solver: compiled (and cached) with its explicit ``signature`` when first called, not at
+    import — ``import popgrad`` then pays nothing for solvers it does not use."""
+
+    def decorate(function):
+        compiled = None
+
+        def solver(*args):
+            nonlocal compiled
+            if compiled is None:
+                compiled = njit(signature, cache=True)(function)
+            return compiled(*args)
+
+        solver.__doc__, solver.__name__, solver.__wrapped__ = function.__doc__, function.__name__, function
+        return solver
+
+    return decorate
+
+
 def right_hand_side(function):
     """Compile ``function(t, y, parameters, out)`` as a right-hand side (cached on disk when it is defined
     in a file; functions typed at a prompt cannot be).

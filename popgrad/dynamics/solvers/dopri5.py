@@ -9,7 +9,7 @@ import math
 import numpy as np
 from numba import njit, types
 
-from .base import RHS_TYPE, STATUS_EVENT, STATUS_MAX_STEPS, STATUS_NOT_FINITE, STATUS_OK
+from .base import RHS_TYPE, compiled_on_first_use, STATUS_EVENT, STATUS_MAX_STEPS, STATUS_NOT_FINITE, STATUS_OK
 
 __all__ = ["dopri5", "ORDER"]
 
@@ -58,7 +58,7 @@ _VECTOR = types.float64[::1]
 _RESULT = types.Tuple((types.float64[:, ::1], types.float64, types.int64, types.int64, types.int64))
 
 
-@njit(_RESULT(RHS_TYPE, _VECTOR, _VECTOR, types.float64, _VECTOR, types.float64, types.float64, types.int64, types.float64, types.boolean, types.int64), cache=True)
+@compiled_on_first_use(_RESULT(RHS_TYPE, _VECTOR, _VECTOR, types.float64, _VECTOR, types.float64, types.float64, types.int64, types.float64, types.boolean, types.int64))
 def dopri5(rhs, parameters, y0, t0, times, rtol, atol, event_component, event_target, stop_at_event, max_steps):
     """Returns ``(values at times, event time or nan, accepted steps, rejected steps, status)``.
 

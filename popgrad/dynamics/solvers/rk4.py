@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, types
+from numba import types
 
-from .base import RHS_TYPE
+from .base import RHS_TYPE, compiled_on_first_use
 
 __all__ = ["rk4", "ORDER"]
 
@@ -13,7 +13,7 @@ ORDER = 4
 _VECTOR = types.float64[::1]
 
 
-@njit(types.float64[:, ::1](RHS_TYPE, _VECTOR, _VECTOR, types.float64, _VECTOR, types.float64), cache=True)
+@compiled_on_first_use(types.float64[:, ::1](RHS_TYPE, _VECTOR, _VECTOR, types.float64, _VECTOR, types.float64))
 def rk4(rhs, parameters, y0, t0, times, step):
     """Values at ``times`` (rows) from ``y(t0) = y0`` with steps of at most ``step``."""
     n = y0.shape[0]

@@ -39,7 +39,7 @@ def _noise_kernel(code: int):
         term and its square."""
         k, rank = L.shape
         state = np.empty(4, dtype=np.uint64)
-        z = np.empty(rank)
+        z = np.empty(rank + 2)
         a = np.empty(k)
         stack = np.empty(STACK_SIZE)
         for s in range(start, stop):

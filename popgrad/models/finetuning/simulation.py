@@ -147,7 +147,7 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
         kernel = sgd_kernel(code, structured)
 
         def advance(count):
-            kernel(u_hat, states, W, basis, u, eta, count, m, *model)
+            run_blocks(kernel, trajectories, u_hat, states, W, basis, u, eta, count, m, *model)
             return m
 
         m[:] = u_hat @ u
