@@ -173,3 +173,34 @@ def test_bad_simulation_arguments(arguments, error):
     defaults = {"d": 50, "eta": 0.01, "checkpoints": [0, 10], "trajectories": 2, "method": "chain"}
     with pytest.raises(ValueError, match=error):
         simulate(problem, **(defaults | arguments))
+
+
+@pytest.mark.slow
+def test_full_d_sgd_stays_in_law_with_the_chain_over_long_horizons():
+    # u_hat's span(W) component grows geometrically under the update unless it is projected out: without
+    # the re-projection, full-d SGD left the chain's law after ~3e4 steps here (mean -0.42 vs -0.69)
+    problem = orthonormal_problem("relu", 8, 1.0, seed=0)
+    d, eta, steps = 200, 0.2 / 200, [0, 20000, 60000]
+    full = simulate(problem, d, eta, steps, trajectories=96, method="full", seed=1)
+    chain = simulate(problem, d, eta, steps, trajectories=96, method="chain", seed=2)
+    for index in (1, 2):
+        a, b = full.m[:, index], chain.m[:, index]
+        assert abs(a.mean() - b.mean()) < 4 * math.hypot(a.std(ddof=1), b.std(ddof=1)) / math.sqrt(96)
+
+
+@pytest.mark.parametrize("method", ["chain", "full", "fast"])
+def test_hitting_steps_are_the_first_crossings(method):
+    # independent route: record m at every step and find the first step with m^2 >= 1 - eps by hand
+    problem = orthonormal_problem("relu", 4, 1.0, seed=0)
+    eps, horizon = 0.5, 1200  # delta = 0.6: trajectories cross from about step 450 on, not all by the horizon
+    every = simulate(problem, 60, 0.6 / 60, np.arange(horizon + 1), trajectories=6, method=method, seed=4, hit=eps)
+    crossed = every.m**2 >= 1 - eps
+    expected = np.where(crossed.any(axis=1), crossed.argmax(axis=1), -1)
+    assert (expected >= 0).sum() >= 2  # the check is not vacuous
+    np.testing.assert_array_equal(every.hitting_steps, expected)
+    stopped = simulate(problem, 60, 0.6 / 60, [0, 600, horizon], trajectories=6, method=method, seed=4, hit=eps, stop_when_hit=True)
+    np.testing.assert_array_equal(stopped.hitting_steps, expected)
+    hit = expected >= 0
+    np.testing.assert_array_equal(stopped.m[hit, -1], every.m[hit, expected[hit]])  # frozen at the hit
+    summary = stopped.hitting_times()
+    assert summary["censored_fraction"] == pytest.approx(np.mean(~hit)) and summary["horizon"] == horizon

@@ -140,6 +140,7 @@ class Comparison:
             "statistics": {name: self.statistic(name) for name in self.predictions.values},
             "consistent": self.consistent,
             "verdict": self.verdict,
+            "hitting_time": None if self.simulation.hitting_steps is None else self.simulation.hitting_times() | {"eps": self.simulation.hit},
         }
 
     def to_dataset(self):
@@ -195,7 +196,7 @@ class Comparison:
         return ax.figure
 
 
-def compare(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajectories: int = 256, method: str = "chain", m0: float | None = None, seed: int = 0, which=PREDICTIONS, noise_samples: int = 200_000, threshold: float = 4.0, progress: bool | None = False) -> Comparison:
+def compare(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajectories: int = 256, method: str = "chain", m0: float | None = None, seed: int = 0, which=PREDICTIONS, noise_samples: int = 200_000, threshold: float = 4.0, progress: bool | None = False, hit: float | None = None) -> Comparison:
     """Simulate online SGD and compute the predictions on the same checkpoints.
 
     Examples
@@ -207,6 +208,6 @@ def compare(problem: FineTuningProblem, d: int, eta: float, checkpoints, traject
     ['exact_normalization_ode', 'finite_step_ode', 'gradient_flow', 'population_map']
     """
     threshold = check_real(threshold, "threshold", 0.0, None, low_open=True)
-    simulation = simulate(problem, d, eta, checkpoints, trajectories=trajectories, method=method, m0=m0, seed=seed, progress=progress)
+    simulation = simulate(problem, d, eta, checkpoints, trajectories=trajectories, method=method, m0=m0, seed=seed, progress=progress, hit=hit)
     predictions = predict(problem, simulation.d, eta, simulation.steps, m0=m0, which=which, samples=noise_samples, seed=seed)
     return Comparison(problem, simulation, predictions, threshold)

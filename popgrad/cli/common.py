@@ -34,6 +34,7 @@ FLAGS = {
     "method": "--method",
     "convention": "--convention",
     "c distribution": "--c-distribution",
+    "hit": "--hit",
 }
 
 

@@ -147,6 +147,7 @@ def _dynamics_options(parser: argparse.ArgumentParser, defaults: dict) -> None:
     group.add_argument("--checkpoints", type=step_list, default=None, help="steps to record, comma-separated (default 21 evenly spaced)")
     group.add_argument("--noise-samples", type=int, default=200_000, help="Monte Carlo samples for V(m) (default 200000)")
     group.add_argument("--threshold", type=real, default=4.0, help="verdict threshold in standard errors (default 4)")
+    group.add_argument("--hit", type=real, default=None, metavar="EPS", help="record each trajectory's first step with m^2 >= 1 - EPS (censored at the last step)")
     parser.set_defaults(default_delta=defaults["delta"])
 
 
@@ -194,12 +195,15 @@ def _simulate_or_compare(args) -> int:
 
     problem = _problem_from_args(args)
     d, eta, checkpoints = _dynamics_settings(args, problem)
-    result = compare(problem, d, eta, checkpoints, trajectories=args.trajectories, method=args.method, m0=args.m0, seed=args.seed, noise_samples=args.noise_samples, threshold=args.threshold, progress=_progress(args))
+    result = compare(problem, d, eta, checkpoints, trajectories=args.trajectories, method=args.method, m0=args.m0, seed=args.seed, noise_samples=args.noise_samples, threshold=args.threshold, progress=_progress(args), hit=args.hit)
     if getattr(args, "format", "table") == "json":
         print(json.dumps(result.to_json_dict(), indent=1))
     else:
         print(f"{problem!r}; d = {d}, eta = {eta:.4g} (delta = {eta * d:.4g}), {args.trajectories} trajectories ({args.method})")
         _print_comparison({args.method: result})
+        if args.hit is not None:
+            summary = result.simulation.hitting_times()
+            print(f"hitting time (m^2 >= 1 - {args.hit:g}): median {summary['median']}, quartiles {summary['q25']} / {summary['q75']}, censored {summary['censored_fraction']:.3f} at step {summary['horizon']}")
     if args.report:
         for path in result.save(args.out):
             print(f"wrote {path}")

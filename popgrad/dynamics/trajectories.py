@@ -1,7 +1,8 @@
 """The trajectory driver shared by the simulators: checkpoints, chunking, divergence, progress, timing.
 
-A simulator supplies ``advance(count)``, which moves every trajectory ``count`` steps and returns the
-observable (one value per trajectory). :func:`run_to_checkpoints` calls it in chunks that land on every
+A simulator supplies ``advance(done, count)``, which moves every trajectory ``count`` steps from step
+``done`` and returns the observable (one value per trajectory); hitting times are recorded by the kernels
+step by step and summarised by :func:`hitting_summary`. :func:`run_to_checkpoints` calls it in chunks that land on every
 checkpoint, so how steps are split never changes the numbers (each trajectory owns its random stream).
 """
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from .._validation import InvalidArgument, check_integer
 
-__all__ = ["Diverged", "checkpoint_grid", "check_checkpoints", "run_to_checkpoints", "Recording"]
+__all__ = ["Diverged", "checkpoint_grid", "check_checkpoints", "run_to_checkpoints", "Recording", "hitting_summary"]
 
 
 class Diverged(InvalidArgument):
@@ -58,8 +59,8 @@ def check_checkpoints(checkpoints) -> np.ndarray:
 
 
 def run_to_checkpoints(advance, initial: np.ndarray, checkpoints, chunk: int, progress: bool | None = False, label: str = "", divergence: str = "") -> Recording:
-    """Record ``initial`` and then ``advance(count)`` at each checkpoint, in chunks of at most ``chunk``
-    steps (so a progress bar moves and an interrupt is seen between chunks).
+    """Record ``initial`` and then ``advance(done, count)`` at each checkpoint, in chunks of at most
+    ``chunk`` steps (so a progress bar moves and an interrupt is seen between chunks).
 
     Raises :class:`Diverged` (with ``divergence`` in the message) when a value becomes non-finite."""
     from tqdm.auto import tqdm
@@ -73,10 +74,35 @@ def run_to_checkpoints(advance, initial: np.ndarray, checkpoints, chunk: int, pr
         for index, target in enumerate(steps):
             while done < target:
                 count = int(min(target - done, max(1, chunk)))
-                values = advance(count)
+                values = advance(done, count)
                 done += count
                 bar.update(count)
                 if not np.all(np.isfinite(values)):
                     raise Diverged(f"diverged by step {done}: {divergence}")
             record[:, index] = values
     return Recording(steps, record, time.perf_counter() - begin)
+
+
+def hitting_summary(hits: np.ndarray, horizon: int) -> dict:
+    """Median and quartiles of hitting steps censored at ``horizon`` (``hits`` < 0: not hit by then).
+
+    With one censoring time shared by every trajectory, the Kaplan–Meier estimate of the hitting-time law
+    is the empirical one up to the horizon, so the q-quantile is the empirical quantile of the hitting
+    steps with censored trajectories placed at infinity, and it is undefined (None) when fewer than a
+    fraction q of the trajectories hit.
+
+    Examples
+    --------
+    >>> hitting_summary(np.array([10, 30, -1, 20]), horizon=100)
+    {'median': 20.0, 'q25': 10.0, 'q75': 30.0, 'censored_fraction': 0.25, 'horizon': 100}
+    >>> hitting_summary(np.array([10, -1, -1, -1]), horizon=100)["median"] is None
+    True
+    """
+    hits = np.asarray(hits)
+    times = np.where(hits >= 0, hits.astype(np.float64), np.inf)
+
+    def quantile(q):
+        value = float(np.quantile(times, q, method="inverted_cdf"))
+        return value if np.isfinite(value) else None
+
+    return {"median": quantile(0.5), "q25": quantile(0.25), "q75": quantile(0.75), "censored_fraction": float(np.mean(hits < 0)), "horizon": int(horizon)}

@@ -83,18 +83,26 @@ def chain_kernel(code: int, identity: bool, triangular: bool):
     version = SOURCE_VERSION
 
     @njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz"})
-    def advance(m, states, L, eta, n, steps, lam, c, c_hat, xi, n_t, n_s, parameters, ops, args, d_ops, d_args):
+    def advance(m, states, hits, level, stop_at_hit, offset, L, eta, n, steps, lam, c, c_hat, xi, n_t, n_s, parameters, ops, args, d_ops, d_args):
+        """``steps`` steps of every trajectory from step ``offset``; ``hits[j]`` (-1 until then) records
+        the first step with m^2 >= ``level``, where trajectory j stops when ``stop_at_hit``."""
         k, rank = L.shape
         for j in numba.prange(m.shape[0]):
+            if stop_at_hit and hits[j] >= 0:
+                continue
             z = np.empty(rank + 2)
             a = np.empty(k)
             stack = np.empty(STACK_SIZE)
             state = states[j].copy()  # a private copy of the stream state: 4% faster than the row view
             overlap = m[j]
-            for _ in range(steps):
+            for step in range(steps):
                 g_hat, q = draw_inputs(state, L, identity, triangular, z, a)
                 chi = streams.chi_square(state, n - 2.0)
                 overlap, _, _ = chain_step(code, overlap, a, g_hat, q, chi, eta, lam, c, c_hat, xi, n_t, n_s, parameters, ops, args, d_ops, d_args, stack)
+                if hits[j] < 0 and overlap * overlap >= level:
+                    hits[j] = offset + step + 1
+                    if stop_at_hit:
+                        break
             m[j] = overlap
             states[j] = state
         return len(version)

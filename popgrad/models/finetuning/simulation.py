@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..._validation import InvalidArgument, check_choice, check_integer, check_real
-from ...dynamics.trajectories import Diverged, check_checkpoints, checkpoint_grid, run_to_checkpoints
+from ...dynamics.trajectories import Diverged, check_checkpoints, checkpoint_grid, hitting_summary, run_to_checkpoints
 from ...numerics.linalg import gram_factor
 from ...numerics.random_streams import run_blocks
 from .chain import chain_kernel, initial_overlaps
@@ -63,13 +63,22 @@ class SimulationResult:
     first_trajectory: int = 0
     seconds: float = float("nan")
     parameters: dict = field(default_factory=dict)
+    hitting_steps: np.ndarray | None = None
+    hit: float | None = None
 
     @property
     def trajectories(self) -> int:
         return self.m.shape[0]
 
+    def hitting_times(self) -> dict:
+        """Median and quartiles of the first step with m^2 >= 1 - hit, with the censored fraction (see
+        :func:`popgrad.dynamics.trajectories.hitting_summary`)."""
+        if self.hitting_steps is None:
+            raise InvalidArgument("this simulation recorded no hitting times (pass hit=eps to simulate)", "hit")
+        return hitting_summary(self.hitting_steps, int(self.steps[-1]))
 
-def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajectories: int = 100, method: str = "chain", m0: float | None = None, seed: int = 0, first_trajectory: int = 0, progress: bool | None = False) -> SimulationResult:
+
+def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajectories: int = 100, method: str = "chain", m0: float | None = None, seed: int = 0, first_trajectory: int = 0, progress: bool | None = False, hit: float | None = None, stop_when_hit: bool = False) -> SimulationResult:
     """Run online SGD and record m_t at the checkpoints.
 
     Parameters
@@ -88,8 +97,13 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
     m0 : float or None
         Initial overlap; None draws u_hat_0 uniformly on the sphere of span(W)^perp (m_0 ~ 1/sqrt(d)).
     seed : int
-    progress : bool
-        Show a progress bar (tqdm) over the steps.
+    progress : bool or None
+        Show a progress bar (tqdm) over the steps; None: only on a terminal.
+    hit : float in (0, 1], optional
+        Record, per trajectory, the first step with m^2 >= 1 - hit (-1: not by the last checkpoint).
+    stop_when_hit : bool
+        Stop each trajectory at its hitting step (its later m stay at the hitting value), and the whole
+        run once every trajectory has hit.
 
     Raises
     ------
@@ -118,10 +132,15 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
         if d != problem.W.shape[1]:
             raise InvalidArgument(f"d must equal the problem's W dimension {problem.W.shape[1]} for method 'full', got {d}")
     d = check_integer(d, "d", rank + 3)
+    level = math.inf if hit is None else 1.0 - check_real(hit, "hit", 0.0, 1.0, low_open=True)
+    if stop_when_hit and hit is None:
+        raise InvalidArgument("stop_when_hit needs hit (the level 1 - hit that m^2 must reach)", "stop_when_hit")
+    stop = bool(stop_when_hit)
     code, model = model_arrays(problem)
     start_value = math.nan if m0 is None else m0
     states = np.empty((trajectories, 4), dtype=np.uint64)
     m = np.empty(trajectories)
+    hits = np.full(trajectories, -1, dtype=np.int64)
     if method == "chain":
         L = gram_factor(problem.gram, rank)
         identity = bool(L.shape == (problem.k, problem.k) and np.array_equal(L, np.eye(problem.k)))
@@ -129,8 +148,9 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
         kernel = chain_kernel(code, identity, triangular)
         run_blocks(initial_overlaps, trajectories, m, states, np.uint64(seed), first_trajectory, d - rank, start_value)
 
-        def advance(count):
-            kernel(m, states, L, eta, float(d - rank), count, *model)
+        def advance(done, count):
+            if not (stop and np.all(hits >= 0)):
+                kernel(m, states, hits, level, stop, done, L, eta, float(d - rank), count, *model)
             return m
 
         work = problem.k
@@ -146,16 +166,18 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
         run_blocks(initial_directions, trajectories, u_hat, states, np.uint64(seed), first_trajectory, u, basis, start_value)
         kernel = sgd_kernel(code, structured)
 
-        def advance(count):
-            run_blocks(kernel, trajectories, u_hat, states, W, basis, u, eta, count, m, *model)
+        def advance(done, count):
+            if not (stop and np.all(hits >= 0)):
+                run_blocks(kernel, trajectories, u_hat, states, m, hits, level, stop, done, W, basis, u, eta, count, *model)
             return m
 
         m[:] = u_hat @ u
         work = d
+    hits[m * m >= level] = 0
     chunk = 2_000_000 // max(1, trajectories * work)
     try:
         recording = run_to_checkpoints(advance, m, steps, chunk, progress, f"SGD ({method}, {trajectories} traj.)", f"eta = {eta:g} is too large (try a smaller --eta or --delta)")
     except Diverged as exc:
         raise SimulationDiverged(f"SGD {exc}") from None
-    parameters = {"problem": problem.to_dict(), "d": d, "eta": eta, "method": method, "m0": m0, "seed": seed, "trajectories": trajectories, "first_trajectory": first_trajectory}
-    return SimulationResult(recording.steps, recording.values, method, eta, d, seed, m0, first_trajectory, recording.seconds, parameters)
+    parameters = {"problem": problem.to_dict(), "d": d, "eta": eta, "method": method, "m0": m0, "seed": seed, "trajectories": trajectories, "first_trajectory": first_trajectory, "hit": hit, "stop_when_hit": stop}
+    return SimulationResult(recording.steps, recording.values, method, eta, d, seed, m0, first_trajectory, recording.seconds, parameters, None if hit is None else hits, hit)
