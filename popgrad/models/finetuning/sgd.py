@@ -111,10 +111,11 @@ def sgd_kernel(code: int, structured: bool):
                     # rounding errors of 1e-16 reached O(1) within 4e4 steps (d = 200, eta = 1e-3,
                     # measured). Projecting it out every REPROJECT steps keeps it at rounding level.
                     matvec(basis, v, coords, False)
+                    for r in range(rank):
+                        for l in range(d):
+                            v[l] -= coords[r] * basis[r, l]
                     norm = 0.0
                     for l in range(d):
-                        for r in range(rank):
-                            v[l] -= coords[r] * basis[r, l]
                         norm += v[l] * v[l]
                     norm = math.sqrt(norm)
                     for l in range(d):
