@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from .._io import INCOMPLETE, atomic_path, check_output_folder, write_json, write_text
 from .._validation import check_real
 from ..models.finetuning.population import population_loss
 from ..models.finetuning.predictions import PREDICTIONS, Predictions, predict
@@ -165,12 +166,21 @@ class Comparison:
         return xr.Dataset(data, coords=coordinates, attrs=attributes)
 
     def save(self, folder: str | Path) -> list:
-        """Write ``comparison.nc`` (NetCDF), ``comparison.json`` and ``comparison.png`` into ``folder``."""
+        """Write ``comparison.nc`` (NetCDF), ``comparison.json`` and ``comparison.png`` into ``folder``.
+
+        Each file is written whole or not at all; the folder holds a file ``INCOMPLETE`` until all three
+        are written."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.to_dataset().to_netcdf(folder / "comparison.nc", engine="scipy")
-        (folder / "comparison.json").write_text(json.dumps(self.to_json_dict(), indent=1) + "\n")
-        self.plot().savefig(folder / "comparison.png", dpi=120)
+        folder = check_output_folder(folder, "folder")
+        folder.mkdir(exist_ok=True)
+        marker = folder / INCOMPLETE
+        write_text(marker, "written by popgrad; removed once comparison.nc, .json and .png are complete\n")
+        with atomic_path(folder / "comparison.nc") as temporary:
+            self.to_dataset().to_netcdf(temporary, engine="scipy")
+        write_json(folder / "comparison.json", self.to_json_dict())
+        with atomic_path(folder / "comparison.png") as temporary:
+            self.plot().savefig(temporary, dpi=120, format="png")
+        marker.unlink()
         return [folder / "comparison.nc", folder / "comparison.json", folder / "comparison.png"]
 
     def plot(self, ax=None):

@@ -35,6 +35,8 @@ FLAGS = {
     "convention": "--convention",
     "c distribution": "--c-distribution",
     "hit": "--hit",
+    "out": "--out",
+    "plot": "--plot",
 }
 
 
@@ -50,7 +52,7 @@ class Parser(argparse.ArgumentParser):
 def flag_message(message: str, parameter: str | None) -> str:
     """The library's message with its leading parameter name replaced by the command-line flag."""
     flag = FLAGS.get(parameter or "")
-    if flag and message.startswith(parameter + " "):
+    if flag and message.startswith((parameter + " ", parameter + ":")):
         return flag + message[len(parameter):]
     return message
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .._io import check_output_folder
 from .common import EXIT_NEGATIVE
 
 __all__ = ["register"]
@@ -24,6 +25,7 @@ def _derive(args) -> int:
             return EXIT_NEGATIVE
         print(f"derivation tables in {args.out} are up to date")
         return 0
+    check_output_folder(args.out, "out")
     for path in write_derivations(args.out, progress=None):
         print(f"wrote {path}")
     return 0

@@ -7,9 +7,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 from .. import __version__
+from .._io import INCOMPLETE, atomic_path, check_output_file, check_output_folder, json_safe, write_json, write_text
 from .common import EXIT_NEGATIVE, UsageError, grid, real, step_list
 
 __all__ = ["register"]
@@ -96,6 +96,7 @@ def _progress(args):
 
 
 def _problem(args) -> int:
+    check_output_file(args.out, "out")
     problem = _problem_from_args(args)
     problem.save(args.out)
     print(f"wrote {args.out}: {problem!r}")
@@ -107,15 +108,18 @@ def _h(args) -> int:
     from ..report.plots import plot_population
     from ..report.tables import Table
 
+    if args.plot:
+        check_output_file(args.plot, "plot")
     problem = _problem_from_args(args)
     h = population_drift(problem, args.m)
     loss = population_loss(problem, args.m)
     points = drift_fixed_points(problem)
     if args.plot:
-        plot_population(problem).savefig(args.plot, dpi=120)
+        with atomic_path(args.plot) as temporary:
+            plot_population(problem).savefig(temporary, dpi=120, format="png")
     if args.format == "json":
         payload = {"problem": problem.to_dict(), "m": args.m.tolist(), "h": h.tolist(), "Phi": loss.tolist(), "h0": points.h0, "zeros": list(points.zeros), "popgrad": __version__}
-        print(json.dumps(payload, indent=1))
+        print(json.dumps(json_safe(payload), indent=1, allow_nan=False))
         return 0
     rows = tuple((f"{a:.6g}", f"{b:.12g}", f"{c:.12g}") for a, b, c in zip(args.m, h, loss))
     table = Table("h(m) and Phi(m)", ("m", "h(m)", "Phi(m)"), rows, note=repr(problem))
@@ -193,11 +197,13 @@ def _simulate_or_compare(args) -> int:
     report folder and, with --strict, exits 3 on an inconsistent prediction."""
     from ..analysis.comparison import compare
 
+    if args.out:
+        (check_output_folder if args.report else check_output_file)(args.out, "out")
     problem = _problem_from_args(args)
     d, eta, checkpoints = _dynamics_settings(args, problem)
     result = compare(problem, d, eta, checkpoints, trajectories=args.trajectories, method=args.method, m0=args.m0, seed=args.seed, noise_samples=args.noise_samples, threshold=args.threshold, progress=_progress(args), hit=args.hit)
     if getattr(args, "format", "table") == "json":
-        print(json.dumps(result.to_json_dict(), indent=1))
+        print(json.dumps(json_safe(result.to_json_dict()), indent=1, allow_nan=False))
     else:
         print(f"{problem!r}; d = {d}, eta = {eta:.4g} (delta = {eta * d:.4g}), {args.trajectories} trajectories ({args.method})")
         _print_comparison({args.method: result})
@@ -210,7 +216,8 @@ def _simulate_or_compare(args) -> int:
         if args.strict and not all(result.consistent.values()):
             return EXIT_NEGATIVE
     elif args.out:
-        result.to_dataset().to_netcdf(args.out, engine="scipy")
+        with atomic_path(args.out) as temporary:
+            result.to_dataset().to_netcdf(temporary, engine="scipy")
         if getattr(args, "format", "table") != "json":
             print(f"wrote {args.out}")
     return 0
@@ -224,9 +231,9 @@ def _run(args) -> int:
     from ..report.plots import plot_population
 
     begin = time.perf_counter()
+    out = check_output_folder(args.out, "out")
     problem = _problem_from_args(args)
     d, eta, checkpoints = _dynamics_settings(args, problem)
-    out = Path(args.out)
     print(f"popgrad {__version__} — theory vs Monte Carlo for rank-1 fine-tuning (Dayi & Chen)")
     print(f"problem: {problem!r}; d = {d}, eta = {eta:.4g} (delta = eta d = {eta * d:g}), {checkpoints[-1]} steps")
     points = drift_fixed_points(problem)
@@ -238,13 +245,16 @@ def _run(args) -> int:
     chain = simulate(problem, d, eta, checkpoints, trajectories=args.chain_trajectories, method="chain", m0=args.m0, seed=args.seed + 1, progress=_progress(args))
     results = {f"full-d SGD ({full.trajectories})": Comparison(problem, full, predictions, args.threshold), f"chain ({chain.trajectories})": Comparison(problem, chain, predictions, args.threshold)}
     _print_comparison(results)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(exist_ok=True)
+    write_text(out / INCOMPLETE, "written by popgrad run; removed once the report is complete\n")
     for label, comparison in zip(("full", "chain"), results.values()):
         comparison.save(out / label)
-    plot_population(problem, points).savefig(out / "drift.png", dpi=120)
+    with atomic_path(out / "drift.png") as temporary:
+        plot_population(problem, points).savefig(temporary, dpi=120, format="png")
     provenance = {"command": "popgrad run", "problem": problem.to_dict(), "d": d, "eta": eta, "steps": int(checkpoints[-1]), "seed": args.seed, "checkpoints": list(map(int, checkpoints)), "versions": versions(), "seconds": time.perf_counter() - begin}
-    (out / "provenance.json").write_text(json.dumps(provenance, indent=1) + "\n")
+    write_json(out / "provenance.json", provenance)
     problem.save(out / "problem.json")
+    (out / INCOMPLETE).unlink()
     print(f"report: {out}/ (drift.png, problem.json, provenance.json, full/ and chain/: comparison.png, .json, .nc)")
     print(f"done in {time.perf_counter() - begin:.1f} s")
     return 0

@@ -16,6 +16,7 @@ import mpmath
 import numpy as np
 import sympy
 
+from .._io import check_output_folder, write_text
 from ..gaussian.activations import catalogue
 from ..gaussian.hermite import information_exponent
 from ..models.finetuning.checks import lemma6_frequency
@@ -197,11 +198,12 @@ def derivation_files(progress: bool | None = False) -> dict:
 def write_derivations(directory: str | Path, progress: bool | None = False) -> list:
     """Write the derivation tables into ``directory``; returns the paths written."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = check_output_folder(directory, "directory")
+    directory.mkdir(exist_ok=True)
     written = []
     for name, content in derivation_files(progress).items():
         path = directory / name
-        path.write_text(content)
+        write_text(path, content)
         written.append(path)
     return written
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..._io import check_output_file, write_text
 from ..._validation import InvalidArgument, InvalidArgumentType, check_array, check_choice, check_integer, check_real
 from ...gaussian.activations import Activation
 from ...gaussian.activations import activation as _activation
@@ -188,7 +189,7 @@ class FineTuningProblem:
         return json.dumps(self.to_dict(), indent=1)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json() + "\n")
+        write_text(check_output_file(path, "path"), self.to_json() + "\n")
 
     @classmethod
     def from_dict(cls, data: dict) -> "FineTuningProblem":
