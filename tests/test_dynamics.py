@@ -204,3 +204,17 @@ def test_hitting_steps_are_the_first_crossings(method):
     np.testing.assert_array_equal(stopped.m[hit, -1], every.m[hit, expected[hit]])  # frozen at the hit
     summary = stopped.hitting_times()
     assert summary["censored_fraction"] == pytest.approx(np.mean(~hit)) and summary["horizon"] == horizon
+
+
+def test_step_counts_beyond_int32_are_saved(tmp_path):
+    import dataclasses
+
+    import xarray as xr
+
+    problem = orthonormal_problem("relu", 3, 1.0, seed=0)
+    result = compare(problem, 60, 0.1 / 60, [0, 100], trajectories=4, noise_samples=640, seed=1)
+    big = dataclasses.replace(result, simulation=dataclasses.replace(result.simulation, steps=np.array([0, 3_000_000_001])))
+    big.save(tmp_path)
+    saved = xr.open_dataset(tmp_path / "comparison.nc", engine="scipy")
+    assert saved["step"].values.tolist() == [0, 3_000_000_001] and saved["m"].attrs["long_name"].startswith("overlap")
+    assert json.loads((tmp_path / "comparison.json").read_text())["checkpoints"][1]["step"] == 3_000_000_001

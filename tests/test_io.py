@@ -99,3 +99,30 @@ def test_the_cli_refuses_bad_output_paths_before_computing(args):
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "--" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert time.perf_counter() - begin < 30  # refused up front, not after a simulation
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "noise_estimate(problem, 100, samples=10**10, seed=1)",
+        "simulate(problem, 100, 1e-4, [0, 10**11], trajectories=4, method='chain', seed=1)",
+        "simulate(problem, 100, 1e-4, [0, 10**11], trajectories=4, method='full', seed=1)",
+    ],
+)
+def test_long_loops_honour_an_interrupt_within_a_second_or_two(call):
+    script = (
+        "import sys\n"
+        "from popgrad import noise_estimate, orthonormal_problem, simulate\n"
+        "problem = orthonormal_problem('relu', 8, 1.0, seed=0)\n"
+        "noise_estimate(problem, 100, samples=6400); simulate(problem, 100, 1e-4, [0, 10], trajectories=4, method='chain'); simulate(problem, 100, 1e-4, [0, 10], trajectories=4, method='full')\n"
+        "print('running', flush=True)\n"
+        f"{call}\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "running"
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    begin = time.perf_counter()
+    _, err = process.communicate(timeout=60)
+    assert "KeyboardInterrupt" in err
+    assert time.perf_counter() - begin < 2.5

@@ -26,9 +26,25 @@ from ..models.finetuning.predictions import PREDICTIONS, Predictions, predict
 from ..models.finetuning.simulation import SimulationResult, simulate
 from ..models.finetuning.spec import FineTuningProblem
 
-__all__ = ["Comparison", "compare", "QUANTILES", "versions"]
+__all__ = ["Comparison", "compare", "QUANTILES", "versions", "write_netcdf"]
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+_DESCRIPTIONS = {
+    "step": ("SGD step", "steps"),
+    "trajectory": ("trajectory index (its random stream)", "1"),
+    "quantile": ("quantile level over trajectories", "1"),
+    "m": ("overlap m = <u, u_hat> of each trajectory", "1"),
+    "mean": ("mean overlap over trajectories", "1"),
+    "standard_error": ("standard error of the mean overlap", "1"),
+    "quantiles": ("quantiles of the overlap over trajectories", "1"),
+    "population_loss": ("population loss Phi(m) at each trajectory's overlap", "squared output units"),
+}
+
+
+def write_netcdf(dataset, path) -> None:
+    """NetCDF3 (scipy) with the step counts stored as float64: exact below 2^53, where NetCDF3's int32 would
+    refuse counts beyond 2^31 after the simulation had run."""
+    dataset.to_netcdf(path, engine="scipy", encoding={"step": {"dtype": "float64"}})
 
 
 def versions() -> dict:
@@ -163,7 +179,13 @@ class Comparison:
             data[f"{name}_lower"] = (("step",), lower)
             data[f"{name}_upper"] = (("step",), upper)
         attributes = {"provenance": json.dumps(self.provenance()), "verdict": self.verdict}
-        return xr.Dataset(data, coords=coordinates, attrs=attributes)
+        dataset = xr.Dataset(data, coords=coordinates, attrs=attributes)
+        for name, (long_name, units) in _DESCRIPTIONS.items():
+            dataset[name].attrs.update(long_name=long_name, units=units)
+        for name in self.predictions.values:
+            dataset[f"prediction_{name}"].attrs.update(long_name=f"predicted mean overlap ({name.replace('_', ' ')})", units="1")
+            dataset[f"discrepancy_{name}"].attrs.update(long_name=f"|mean - {name.replace('_', ' ')}| in standard errors (distance to its band where it has one)", units="standard errors")
+        return dataset
 
     def save(self, folder: str | Path) -> list:
         """Write ``comparison.nc`` (NetCDF), ``comparison.json`` and ``comparison.png`` into ``folder``.
@@ -176,7 +198,7 @@ class Comparison:
         marker = folder / INCOMPLETE
         write_text(marker, "written by popgrad; removed once comparison.nc, .json and .png are complete\n")
         with atomic_path(folder / "comparison.nc") as temporary:
-            self.to_dataset().to_netcdf(temporary, engine="scipy")
+            write_netcdf(self.to_dataset(), temporary)
         write_json(folder / "comparison.json", self.to_json_dict())
         with atomic_path(folder / "comparison.png") as temporary:
             self.plot().savefig(temporary, dpi=120, format="png")

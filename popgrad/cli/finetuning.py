@@ -195,7 +195,7 @@ def _print_comparison(comparisons: dict) -> None:
 def _simulate_or_compare(args) -> int:
     """``simulate`` prints (table or JSON) and optionally saves the NetCDF; ``compare`` also writes the
     report folder and, with --strict, exits 3 on an inconsistent prediction."""
-    from ..analysis.comparison import compare
+    from ..analysis.comparison import compare, write_netcdf
 
     if args.out:
         (check_output_folder if args.report else check_output_file)(args.out, "out")
@@ -217,7 +217,7 @@ def _simulate_or_compare(args) -> int:
             return EXIT_NEGATIVE
     elif args.out:
         with atomic_path(args.out) as temporary:
-            result.to_dataset().to_netcdf(temporary, engine="scipy")
+            write_netcdf(result.to_dataset(), temporary)
         if getattr(args, "format", "table") != "json":
             print(f"wrote {args.out}")
     return 0

@@ -34,17 +34,16 @@ def _noise_kernel(code: int):
     version = SOURCE_VERSION
 
     @njit(cache=True, nogil=True)
-    def sums(start, stop, out, nodes, L, triangular, n, eta, seed, per_stream, lam, c, c_hat, xi, n_t, n_s, parameters, ops, args, d_ops, d_args):
-        """Per stream and node: sums of A^2, A^2 (q^2 + n - 2) and its square, and of the normalisation
-        term and its square."""
+    def sums(start, stop, out, states, nodes, L, triangular, n, eta, count, lam, c, c_hat, xi, n_t, n_s, parameters, ops, args, d_ops, d_args):
+        """Add ``count`` samples per stream to the per-node sums of A^2, A^2 (q^2 + n - 2) and its square,
+        and of the normalisation term and its square (the streams' states carry over between calls)."""
         k, rank = L.shape
-        state = np.empty(4, dtype=np.uint64)
         z = np.empty(rank + 2)
         a = np.empty(k)
         stack = np.empty(STACK_SIZE)
         for s in range(start, stop):
-            streams.seed_stream(seed, streams.NOISE, s, state)
-            for _ in range(per_stream):
+            state = states[s].copy()
+            for _ in range(count):
                 g_hat, q = draw_inputs(state, L, False, triangular, z, a)
                 chi = streams.chi_square(state, n - 2.0)
                 for index in range(nodes.shape[0]):
@@ -56,6 +55,7 @@ def _noise_kernel(code: int):
                     out[s, index, 2] += combined * combined
                     out[s, index, 3] += normalisation
                     out[s, index, 4] += normalisation * normalisation
+            states[s] = state
         return len(version)
 
     return sums
@@ -131,7 +131,14 @@ def noise_estimate(problem: FineTuningProblem, d: int, samples: int = 200_000, s
         L = np.zeros((problem.k, 1))
     triangular = bool(L.shape[0] == L.shape[1] and np.array_equal(L, np.tril(L)))
     sums = np.zeros((STREAMS, nodes.shape[0], 5))
-    streams.run_blocks(_noise_kernel(code), STREAMS, sums, nodes, L, triangular, float(n), eta, np.uint64(seed), per_stream, *model)
+    states = np.empty((STREAMS, 4), dtype=np.uint64)
+    for stream in range(STREAMS):
+        streams.seed_stream(np.uint64(seed), streams.NOISE, stream, states[stream])
+    # chunks of about 20 ms of work, so that an interrupt is seen quickly; the numbers do not depend on them
+    chunk = max(1, 4_000_000 // (STREAMS * nodes.shape[0] * problem.k))
+    kernel = _noise_kernel(code)
+    for done in range(0, per_stream, chunk):
+        streams.run_blocks(kernel, STREAMS, sums, states, nodes, L, triangular, float(n), eta, min(chunk, per_stream - done), *model)
     sums = sums.sum(axis=0)
     V = sums[:, 0] / total
     N, N_error = _mean_and_error(sums[:, 1], sums[:, 2], total)
