@@ -218,3 +218,19 @@ def test_step_counts_beyond_int32_are_saved(tmp_path):
     saved = xr.open_dataset(tmp_path / "comparison.nc", engine="scipy")
     assert saved["step"].values.tolist() == [0, 3_000_000_001] and saved["m"].attrs["long_name"].startswith("overlap")
     assert json.loads((tmp_path / "comparison.json").read_text())["checkpoints"][1]["step"] == 3_000_000_001
+
+
+def test_a_band_wider_than_the_threshold_is_inconclusive_and_one_trajectory_is_undefined():
+    problem = orthonormal_problem("relu", 4, 1.0, seed=0)
+    # 640 noise samples against 2000 trajectories: the noise band is many standard errors wide, so agreement
+    # within it proves nothing
+    wide = compare(problem, 100, 0.25 / 100, [0, 2000, 4000], trajectories=2000, seed=1, noise_samples=640)
+    for name in ("finite_step_ode", "exact_normalization_ode"):
+        assert wide.band_ratio(name) > wide.threshold
+        assert wide.conclusions[name] in ("inconclusive", "inconsistent") and not wide.consistent[name]
+    assert wide.band_ratio("gradient_flow") == 0.0 and wide.conclusions["gradient_flow"] == "inconsistent"
+    single = compare(problem, 100, 0.25 / 100, [0, 2000], trajectories=1, seed=1, noise_samples=640)
+    assert set(single.conclusions.values()) == {"undefined"} and single.verdict.startswith("undefined")
+    from popgrad._io import json_safe
+
+    assert json_safe(single.to_json_dict())["checkpoints"][1]["standard_error"] is None  # null in saved JSON

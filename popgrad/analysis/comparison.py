@@ -104,13 +104,48 @@ class Comparison:
         z = self.discrepancy(name)[self.steps > 0]
         return float(np.max(z)) if z.size else 0.0
 
+    def band_ratio(self, name: str) -> float:
+        """The widest half-width of a prediction's uncertainty band in standard errors of the mean (0 for a
+        prediction without a band): a band wider than the threshold could hide a discrepancy the
+        threshold is meant to detect."""
+        if name not in self.predictions.bands:
+            return 0.0
+        lower, upper = self.predictions.bands[name]
+        later = self.steps > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = (0.5 * np.abs(upper - lower) / self.standard_error)[later]
+        return float(np.max(ratio)) if ratio.size else 0.0
+
+    @property
+    def conclusions(self) -> dict:
+        """Per prediction: ``consistent``, ``inconsistent``, ``inconclusive`` (a band wider than the
+        threshold in standard errors, and no discrepancy beyond it) or ``undefined`` (one trajectory: no
+        standard error)."""
+        out = {}
+        for name in self.predictions.values:
+            if self.simulation.trajectories < 2:
+                out[name] = "undefined"
+            elif self.statistic(name) > self.threshold:
+                out[name] = "inconsistent"
+            elif self.band_ratio(name) > self.threshold:
+                out[name] = "inconclusive"
+            else:
+                out[name] = "consistent"
+        return out
+
     @property
     def consistent(self) -> dict:
-        return {name: self.statistic(name) <= self.threshold for name in self.predictions.values}
+        """Per prediction: True only for a conclusive ``consistent``."""
+        return {name: conclusion == "consistent" for name, conclusion in self.conclusions.items()}
 
     @property
     def verdict(self) -> str:
-        parts = [f"{name}: max z = {self.statistic(name):.2f} ({'consistent' if ok else 'inconsistent'})" for name, ok in self.consistent.items()]
+        if self.simulation.trajectories < 2:
+            return "undefined: one trajectory has no standard error"
+        parts = []
+        for name, conclusion in self.conclusions.items():
+            band = f", band {self.band_ratio(name):.1f} SE" if name in self.predictions.bands else ""
+            parts.append(f"{name}: max z = {self.statistic(name):.2f}{band} ({conclusion})")
         return f"threshold {self.threshold:g} SE; " + "; ".join(parts)
 
     # -- export -------------------------------------------------------------------------------------
@@ -156,6 +191,8 @@ class Comparison:
             "checkpoints": checkpoints,
             "statistics": {name: self.statistic(name) for name in self.predictions.values},
             "consistent": self.consistent,
+            "conclusions": self.conclusions,
+            "band_ratios": {name: self.band_ratio(name) for name in self.predictions.bands},
             "verdict": self.verdict,
             "hitting_time": None if self.simulation.hitting_steps is None else self.simulation.hitting_times() | {"eps": self.simulation.hit},
         }
