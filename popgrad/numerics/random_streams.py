@@ -13,6 +13,7 @@ Gamma uses Marsaglia–Tsang (boosted below shape 1); chi-square goes through Ga
 from __future__ import annotations
 
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -201,9 +202,21 @@ def run_blocks(kernel, count: int, *args) -> None:
         kernel(0, count, *args)
         return
     edges = np.linspace(0, count, threads + 1).astype(np.int64)
-    with ThreadPoolExecutor(threads) as pool:
-        for future in [pool.submit(kernel, int(edges[i]), int(edges[i + 1]), *args) for i in range(threads)]:
-            future.result()
+    pool = _pool(threads)
+    for future in [pool.submit(kernel, int(edges[i]), int(edges[i + 1]), *args) for i in range(threads)]:
+        future.result()
+
+
+_pools: dict = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """One long-lived pool per thread count: chunked loops call :func:`run_blocks` hundreds of times."""
+    with _pools_lock:
+        if threads not in _pools:
+            _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="popgrad")
+        return _pools[threads]
 
 
 @njit(cache=True, nogil=True)
