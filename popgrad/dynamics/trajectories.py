@@ -13,10 +13,21 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from .._validation import InvalidArgument, check_integer
 
-__all__ = ["Diverged", "checkpoint_grid", "check_checkpoints", "run_to_checkpoints", "Recording", "hitting_summary"]
+__all__ = ["record_hit", "Diverged", "checkpoint_grid", "check_checkpoints", "run_to_checkpoints", "Recording", "hitting_summary"]
+
+
+@njit(cache=True, inline="always")
+def record_hit(hits, j, overlap, level, step):
+    """In a kernel: record ``step`` as trajectory j's hitting step if it is the first with overlap^2 >=
+    level; True exactly when this step is the hit."""
+    if hits[j] < 0 and overlap * overlap >= level:
+        hits[j] = step
+        return True
+    return False
 
 
 class Diverged(InvalidArgument):

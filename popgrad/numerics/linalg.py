@@ -6,10 +6,12 @@ kept as rows so that numba kernels read them contiguously.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
-__all__ = ["matvec", "gram_factor", "numerical_rank", "row_space", "orthonormal_rows", "complement_rows"]
+__all__ = ["matvec", "subtract_rows", "normalise", "gram_factor", "numerical_rank", "row_space", "orthonormal_rows", "complement_rows"]
 
 
 @njit(cache=True, inline="always")
@@ -21,6 +23,27 @@ def matvec(matrix, vector, out, triangular):
         for r in range(min(i + 1, columns) if triangular else columns):
             total += matrix[i, r] * vector[r]
         out[i] = total
+
+
+@njit(cache=True, inline="always")
+def subtract_rows(rows, coefficients, vector):
+    """``vector -= rows^T coefficients``: with ``coefficients = rows @ vector`` and orthonormal rows, the
+    projection of ``vector`` onto their complement."""
+    for r in range(rows.shape[0]):
+        for l in range(vector.shape[0]):
+            vector[l] -= coefficients[r] * rows[r, l]
+
+
+@njit(cache=True, inline="always")
+def normalise(vector):
+    """Scale ``vector`` to unit length in place and return its former norm."""
+    norm = 0.0
+    for l in range(vector.shape[0]):
+        norm += vector[l] * vector[l]
+    norm = math.sqrt(norm)
+    for l in range(vector.shape[0]):
+        vector[l] /= norm
+    return norm
 
 
 def numerical_rank(gram: np.ndarray) -> int:

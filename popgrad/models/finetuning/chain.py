@@ -18,10 +18,11 @@ import numba
 import numpy as np
 from numba import njit
 
+from ...dynamics.trajectories import record_hit
+from ...gaussian.programs import STACK_SIZE
 from ...numerics import random_streams as streams
 from ...numerics.compiled import SOURCE_VERSION, specialised
 from ...numerics.linalg import matvec
-from ...gaussian.programs import STACK_SIZE
 from .gradients import gradient_coefficient
 
 __all__ = ["draw_inputs", "chain_step", "initial_overlaps", "chain_kernel"]
@@ -99,10 +100,8 @@ def chain_kernel(code: int, identity: bool, triangular: bool):
                 g_hat, q = draw_inputs(state, L, identity, triangular, z, a)
                 chi = streams.chi_square(state, n - 2.0)
                 overlap, _, _ = chain_step(code, overlap, a, g_hat, q, chi, eta, lam, c, c_hat, xi, n_t, n_s, parameters, ops, args, d_ops, d_args, stack)
-                if hits[j] < 0 and overlap * overlap >= level:
-                    hits[j] = offset + step + 1
-                    if stop_at_hit:
-                        break
+                if record_hit(hits, j, overlap, level, offset + step + 1) and stop_at_hit:
+                    break
             m[j] = overlap
             states[j] = state
         return len(version)

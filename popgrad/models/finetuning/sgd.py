@@ -14,10 +14,11 @@ import math
 import numpy as np
 from numba import njit
 
+from ...dynamics.trajectories import record_hit
 from ...gaussian.programs import STACK_SIZE
 from ...numerics import random_streams as streams
 from ...numerics.compiled import SOURCE_VERSION, specialised
-from ...numerics.linalg import matvec
+from ...numerics.linalg import matvec, normalise, subtract_rows
 from .gradients import gradient_coefficient
 
 __all__ = ["initial_directions", "sgd_kernel"]
@@ -85,9 +86,7 @@ def sgd_kernel(code: int, structured: bool):
                         g += u[l] * x[l]
                     matvec(basis, x, coords, False)
                     matvec(W, coords, a, False)
-                    for r in range(rank):
-                        for l in range(d):
-                            x[l] -= coords[r] * basis[r, l]
+                    subtract_rows(basis, coords, x)
                 g_hat = 0.0
                 for l in range(d):
                     g_hat += v[l] * x[l]  # u_hat ⟂ span(W): <u_hat, x> = <u_hat, P x>
@@ -111,19 +110,10 @@ def sgd_kernel(code: int, structured: bool):
                     # rounding errors of 1e-16 reached O(1) within 4e4 steps (d = 200, eta = 1e-3,
                     # measured). Projecting it out every REPROJECT steps keeps it at rounding level.
                     matvec(basis, v, coords, False)
-                    for r in range(rank):
-                        for l in range(d):
-                            v[l] -= coords[r] * basis[r, l]
-                    norm = 0.0
-                    for l in range(d):
-                        norm += v[l] * v[l]
-                    norm = math.sqrt(norm)
-                    for l in range(d):
-                        v[l] /= norm
-                if hits[j] < 0 and overlap * overlap >= level:
-                    hits[j] = offset + step + 1
-                    if stop_at_hit:
-                        break
+                    subtract_rows(basis, coords, v)
+                    normalise(v)
+                if record_hit(hits, j, overlap, level, offset + step + 1) and stop_at_hit:
+                    break
             states[j] = state
             m_out[j] = overlap
         return len(version)
