@@ -11,7 +11,15 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["matvec", "subtract_rows", "normalise", "gram_factor", "numerical_rank", "row_space", "orthonormal_rows", "complement_rows"]
+__all__ = ["copy_into", "matvec", "subtract_rows", "normalise", "gram_factor", "numerical_rank", "row_space", "orthonormal_rows", "complement_rows"]
+
+
+@njit(cache=True, inline="always")
+def copy_into(source, destination):
+    """``destination[:] = source`` for 1-d arrays of one length, as a loop: numba compiles a slice
+    assignment with a formatted shape-mismatch error that cost ~1.7 s of compilation per kernel."""
+    for i in range(source.shape[0]):
+        destination[i] = source[i]
 
 
 @njit(cache=True, inline="always")

@@ -9,6 +9,7 @@ import math
 import numpy as np
 from numba import njit, types
 
+from ...numerics.linalg import copy_into
 from .base import RHS_TYPE, compiled_on_first_use, STATUS_EVENT, STATUS_MAX_STEPS, STATUS_NOT_FINITE, STATUS_OK
 
 __all__ = ["dopri5", "ORDER"]
@@ -82,7 +83,7 @@ def dopri5(rhs, parameters, y0, t0, times, rtol, atol, event_component, event_ta
     h = min(max(h, 1e-12 * max(1.0, abs(t_end - t0))), max(t_end - t0, 1e-300))
     next_output = 0
     while next_output < times.shape[0] and times[next_output] <= t0:
-        out[next_output] = y0
+        copy_into(y0, out[next_output])
         next_output += 1
     event = np.nan
     accepted, rejected, status = 0, 0, STATUS_OK
@@ -136,8 +137,8 @@ def dopri5(rhs, parameters, y0, t0, times, rtol, atol, event_component, event_ta
                     out[next_output, i] = _dense(y, h, K, theta, i)
                 next_output += 1
             t += h
-            y[:] = y_new
-            K[0] = K[6]
+            copy_into(y_new, y)
+            copy_into(K[6], K[0])
             if stop_at_event and crossed:
                 status = STATUS_EVENT
                 break

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import types
 
+from ...numerics.linalg import copy_into
 from .base import RHS_TYPE, compiled_on_first_use
 
 __all__ = ["rk4", "ORDER"]
@@ -25,15 +26,19 @@ def rk4(rhs, parameters, y0, t0, times, step):
         while t < times[index]:
             h = min(step, times[index] - t)
             rhs(t, y, parameters, k1)
-            trial[:] = y + 0.5 * h * k1
+            for i in range(n):
+                trial[i] = y[i] + 0.5 * h * k1[i]
             rhs(t + 0.5 * h, trial, parameters, k2)
-            trial[:] = y + 0.5 * h * k2
+            for i in range(n):
+                trial[i] = y[i] + 0.5 * h * k2[i]
             rhs(t + 0.5 * h, trial, parameters, k3)
-            trial[:] = y + h * k3
+            for i in range(n):
+                trial[i] = y[i] + h * k3[i]
             rhs(t + h, trial, parameters, k4)
-            y += h * (k1 + 2.0 * k2 + 2.0 * k3 + k4) / 6.0
+            for i in range(n):
+                y[i] += h * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]) / 6.0
             t += h
             if t > times[index] - 1e-12 * max(1.0, abs(times[index])):
                 t = times[index]
-        out[index] = y
+        copy_into(y, out[index])
     return out

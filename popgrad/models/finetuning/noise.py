@@ -2,7 +2,7 @@
 
 ``V(m) = E[A^2]``, ``N(m) = E[A^2 (q^2 + chi)]`` (the second-order normalisation term is (eta^2/2) m N) and,
 for a step size eta, the exact normalisation term ``E(m) = E[(m + eta A q s)(1 - 1/sqrt(1 + eta^2 A^2 (q^2 +
-chi)))]`` — each averaged over the draws of :func:`.chain.draw_inputs` pushed through :func:`.chain.chain_step`,
+chi)))]`` — each averaged over the draws of :func:`.chain.pre_activations` pushed through :func:`.chain.chain_step`,
 the simulator's own step, with the same draws at every node (common random numbers). Streams are
 ``(seed, NOISE, s)``: never the trajectories' streams.
 """
@@ -20,7 +20,7 @@ from ...numerics import random_streams as streams
 from ...numerics.chebyshev import PiecewiseChebyshev, chebyshev_coefficients, chebyshev_evaluate_scalar
 from ...numerics.compiled import SOURCE_VERSION, specialised
 from ...numerics.linalg import gram_factor
-from .chain import chain_step, draw_inputs
+from .chain import chain_step, pre_activations
 from .gradients import model_arrays
 from .spec import FineTuningProblem
 
@@ -42,10 +42,10 @@ def _noise_kernel(code: int):
         a = np.empty(k)
         stack = np.empty(STACK_SIZE)
         for s in range(start, stop):
-            state = states[s].copy()
+            s0, s1, s2, s3 = streams.load_words(states[s])
             for _ in range(count):
-                g_hat, q = draw_inputs(state, L, False, triangular, z, a)
-                chi = streams.chi_square(state, n - 2.0)
+                chi, s0, s1, s2, s3 = streams.fill_normal_chi_square(z, n - 2.0, s0, s1, s2, s3)
+                g_hat, q = pre_activations(L, False, triangular, z, a)
                 for index in range(nodes.shape[0]):
                     _, coefficient, normalisation = chain_step(code, nodes[index], a, g_hat, q, chi, eta, lam, c, c_hat, xi, n_t, n_s, parameters, ops, args, d_ops, d_args, stack)
                     square = coefficient * coefficient
@@ -55,7 +55,7 @@ def _noise_kernel(code: int):
                     out[s, index, 2] += combined * combined
                     out[s, index, 3] += normalisation
                     out[s, index, 4] += normalisation * normalisation
-            states[s] = state
+            streams.store_words(states[s], s0, s1, s2, s3)
         return len(version)
 
     return sums

@@ -18,7 +18,7 @@ from ...dynamics.trajectories import record_hit
 from ...gaussian.programs import STACK_SIZE
 from ...numerics import random_streams as streams
 from ...numerics.compiled import SOURCE_VERSION, specialised
-from ...numerics.linalg import matvec, normalise, subtract_rows
+from ...numerics.linalg import copy_into, matvec, normalise, subtract_rows
 from .gradients import gradient_coefficient
 
 __all__ = ["initial_directions", "sgd_kernel"]
@@ -35,16 +35,24 @@ def initial_directions(start, stop, u_hat, states, seed, first, u, basis, m0):
     v = np.empty(d)
     for j in range(start, stop):
         streams.seed_stream(seed, streams.TRAJECTORIES, first + j, states[j])
-        for i in range(d):
-            v[i] = streams.normal(states[j])
+        streams.fill_normal(states[j], v)
         for r in range(basis.shape[0]):
-            v -= (basis[r] @ v) * basis[r]
+            along = 0.0
+            for l in range(d):
+                along += basis[r, l] * v[l]
+            for l in range(d):
+                v[l] -= along * basis[r, l]
         if not math.isnan(m0):
-            v -= (u @ v) * u
-        v /= math.sqrt(v @ v)
+            along = 0.0
+            for l in range(d):
+                along += u[l] * v[l]
+            for l in range(d):
+                v[l] -= along * u[l]
+        normalise(v)
         if not math.isnan(m0):
-            v = m0 * u + math.sqrt(1.0 - m0 * m0) * v
-        u_hat[j] = v
+            for l in range(d):
+                v[l] = m0 * u[l] + math.sqrt(1.0 - m0 * m0) * v[l]
+        copy_into(v, u_hat[j])
 
 
 @specialised
@@ -80,16 +88,18 @@ def sgd_kernel(code: int, structured: bool):
                     for r in range(rank):
                         x[r] = 0.0  # P_W^perp x
                     g = x[rank]
+                    g_hat = 0.0
+                    for l in range(d):
+                        g_hat += v[l] * x[l]
                 else:
                     g = 0.0
+                    g_hat = 0.0
                     for l in range(d):
                         g += u[l] * x[l]
+                        g_hat += v[l] * x[l]  # u_hat ⟂ span(W): <u_hat, x> = <u_hat, P x>
                     matvec(basis, x, coords, False)
                     matvec(W, coords, a, False)
                     subtract_rows(basis, coords, x)
-                g_hat = 0.0
-                for l in range(d):
-                    g_hat += v[l] * x[l]  # u_hat ⟂ span(W): <u_hat, x> = <u_hat, P x>
                 coefficient, _ = gradient_coefficient(code, a, g, g_hat, lam, c, c_hat, xi, n_t, n_s, parameters, ops, args, d_ops, d_args, stack)
                 move = eta * coefficient
                 norm = 0.0
@@ -101,9 +111,10 @@ def sgd_kernel(code: int, structured: bool):
                 norm = math.sqrt(norm)
                 if not (0.0 < norm < math.inf):
                     norm = math.nan  # overflow: report it rather than normalise to a zero vector
+                scale = 1.0 / norm
                 for l in range(d):
-                    v[l] /= norm
-                overlap = along / norm
+                    v[l] *= scale
+                overlap = along * scale
                 if not structured and (offset + step) % REPROJECT == REPROJECT - 1:
                     # u_hat's component in span(W) is never driven by the update, but it is multiplied by
                     # (1 - eta A g_hat) / norm each step, which grows it geometrically when E[A g_hat] < 0:
@@ -114,7 +125,7 @@ def sgd_kernel(code: int, structured: bool):
                     normalise(v)
                 if record_hit(hits, j, overlap, level, offset + step + 1) and stop_at_hit:
                     break
-            states[j] = state
+            copy_into(state, states[j])
             m_out[j] = overlap
         return len(version)
 

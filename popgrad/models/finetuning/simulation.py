@@ -150,7 +150,7 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
 
         def advance(done, count):
             if not (stop and np.all(hits >= 0)):
-                kernel(m, states, hits, level, stop, done, L, eta, float(d - rank), count, *model)
+                run_blocks(kernel, trajectories, m, states, hits, level, stop, done, L, eta, float(d - rank), count, *model)
             return m
 
         work = problem.k
