@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -32,6 +33,29 @@ def check_integer(value, name: str, low: int, high: int | None = None) -> int:
         upper = "inf)" if high is None else f"{high}]"
         raise InvalidArgument(f"{name} must lie in [{low}, {upper}, got {value}", name)
     return value
+
+
+def physical_memory() -> int:
+    """Bytes of physical memory of this machine (0 where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _size(nbytes: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{nbytes:.0f} bytes"
+
+
+def check_memory(nbytes: float, what: str, parameter: str, hint: str = "") -> None:
+    """Refuse, before anything is allocated, a request whose arrays need more than 80% of the machine's
+    physical memory: the message says what it would need and names ``parameter`` to reduce."""
+    total = physical_memory()
+    if total and nbytes > 0.8 * total:
+        raise InvalidArgument(f"{parameter} too large: {what} would need {_size(nbytes)} of memory; this machine has {_size(total)}{hint}", parameter)
 
 
 def check_order(order) -> int:
@@ -86,7 +110,12 @@ def check_choices(values, name: str, choices) -> tuple:
     return values
 
 
-def check_array(value, name: str, shape: tuple | None = None, ndim: int | None = None) -> np.ndarray:
+#: largest magnitude accepted for a model's parameters (lam, c, c_hat, xi, W, G): h and Phi multiply up to
+#: four of them, which stays inside float64 (1e308) from here; beyond it they would overflow to inf/nan
+MAX_MAGNITUDE = 1e50
+
+
+def check_array(value, name: str, shape: tuple | None = None, ndim: int | None = None, bound: float | None = None) -> np.ndarray:
     try:
         array = np.array(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -97,4 +126,6 @@ def check_array(value, name: str, shape: tuple | None = None, ndim: int | None =
         raise InvalidArgument(f"{name} must have shape {shape}, got {array.shape}", name)
     if not np.all(np.isfinite(array)):
         raise InvalidArgument(f"{name} must be finite", name)
+    if bound is not None and array.size and np.max(np.abs(array)) > bound:
+        raise InvalidArgument(f"{name} must have entries of magnitude at most {bound:g} (larger ones overflow float64 in h and Phi), got {np.max(np.abs(array)):g}", name)
     return array

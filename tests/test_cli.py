@@ -65,7 +65,8 @@ def test_h_json_and_problem_round_trip(tmp_path, capsys):
 
 
 def test_simulate_json(capsys):
-    assert main(["simulate", *SMALL, "--checkpoints", "0,1000,2000", "--format", "json"]) == 0
+    without_steps = SMALL[:2] + SMALL[4:]  # no --steps: --checkpoints sets them
+    assert main(["simulate", *without_steps, "--checkpoints", "0,1000,2000", "--format", "json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     rows = payload["checkpoints"]
     assert [row["step"] for row in rows] == [0, 1000, 2000]
@@ -97,6 +98,15 @@ def test_compare_and_run_write_reports(tmp_path, capsys):
         (["simulate", "--trajectories", "0"], "--trajectories must lie in [1, 100000000], got 0"),
         (["simulate", "--noise-samples", "3"], "samples must lie in [64, 10000000000], got 3"),
         (["h", "--activation", "os.system('x')"], "only plain function calls"),
+        # flags that would be ignored, and values that would overflow or exceed the machine
+        (["simulate", "--problem", "p.json", "--k", "5"], "--k cannot be used with --problem"),
+        (["run", "--method", "chain"], "--method has no effect on popgrad run"),
+        (["simulate", "--steps", "10", "--checkpoints", "0,5"], "--steps cannot be used with --checkpoints"),
+        (["h", "--d", "50"], "--d has no effect here"),
+        (["problem", "--features", "claim2", "--c-distribution", "sphere", "--out", "p.json"], "--c-distribution has no effect with --features claim2"),
+        (["h", "--xi", "1e308"], "--xi must lie in (0, 1e+50], got 1e+308"),
+        (["simulate", "--checkpoints", "0,10000000000000"], "--checkpoints must not exceed 1e+12 steps"),
+        (["simulate", "--method", "full", "--d", "10000000", "--trajectories", "100000"], "--trajectories too large: full-d SGD with 100000 trajectories in dimension d = 10000000 would need 8 TB"),
     ],
 )
 def test_dynamics_bad_input_is_one_line_with_status_2(args, message):
@@ -136,3 +146,35 @@ def test_scientific_negatives_have_their_own_status(tmp_path, capsys):
     (tmp_path / "stale").mkdir()
     assert main(["derive", "--check", "--out", str(tmp_path / "stale")]) == 3
     assert "stale derivation tables" in capsys.readouterr().out
+
+
+def test_a_problem_file_sets_d_and_contradictions_are_refused(tmp_path, capsys):
+    path = tmp_path / "problem.json"
+    assert main(["problem", "--features", "random", "--d", "30", "--k", "3", "--out", str(path)]) == 0
+    assert main(["simulate", "--problem", str(path), "--d", "80", "--steps", "10", "--trajectories", "2", "--quiet"]) == 2
+    assert "--d 80 contradicts the problem's W, which has input dimension 30" in capsys.readouterr().err
+    assert main(["simulate", "--problem", str(path), "--steps", "10", "--trajectories", "2", "--noise-samples", "640", "--format", "json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["provenance"]["d"] == 30
+
+
+def test_separate_seeds_for_the_problem_the_simulation_and_the_noise(tmp_path, capsys):
+    def saved(*flags):
+        path = tmp_path / "problem.json"
+        assert main(["problem", "--k", "4", *flags, "--out", str(path)]) == 0
+        return json.loads(path.read_text())
+
+    # --seed alone draws the problem; --problem-seed holds it fixed while --seed varies
+    assert saved("--seed", "1") != saved("--seed", "2")
+    assert saved("--seed", "1", "--problem-seed", "7") == saved("--seed", "2", "--problem-seed", "7") == saved("--seed", "7")
+    capsys.readouterr()
+
+    def run(*flags):
+        common = ["simulate", "--k", "4", "--problem-seed", "3", "--d", "100", "--steps", "200", "--trajectories", "4", "--noise-samples", "640", "--format", "json", "--quiet"]
+        assert main([*common, *flags]) == 0
+        payload = json.loads(capsys.readouterr().out)
+        return [row["mean"] for row in payload["checkpoints"]], [row["bands"]["finite_step_ode"] for row in payload["checkpoints"]], payload["provenance"]
+
+    means, bands, provenance = run("--seed", "5")
+    same_means, other_bands, other = run("--seed", "5", "--noise-seed", "9")
+    assert means == same_means and bands != other_bands
+    assert (provenance["seed"], provenance["noise_seed"], other["noise_seed"]) == (5, 5, 9)

@@ -86,3 +86,16 @@ def test_the_rules_catch_each_kind_of_bad_edge(tmp_path):
     assert any("upward: gaussian -> models" in line for line in found)
     assert any("sibling" in line for line in found)
     assert any("fast code imports a reference route" in line for line in found)
+
+
+def test_the_type_stub_lists_the_public_api_where_it_lives():
+    # popgrad/__init__.pyi is what type checkers and IDEs see of the lazy API: the same names, from the
+    # same modules as popgrad.__getattr__ imports them
+    import ast
+
+    import popgrad
+
+    stub = ast.parse((PACKAGE / "__init__.pyi").read_text())
+    listed = {alias.asname or alias.name: node.module for node in stub.body if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert listed == {name: module for name, module in popgrad._index().items()}
+    assert (PACKAGE / "py.typed").exists()

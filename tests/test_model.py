@@ -59,7 +59,7 @@ BASE = {"activation": "relu", "lam": [1.0, 1.0], "gram": [[1.0, 0.0], [0.0, 1.0]
 @pytest.mark.parametrize(
     "change, error, message",
     [
-        ({"xi": 0.0}, ValueError, r"xi must lie in \(0, inf\)"),
+        ({"xi": 0.0}, ValueError, r"xi must lie in \(0, 1e\+50\], got 0.0"),
         ({"xi": "big"}, TypeError, "xi must be a real number"),
         ({"gram": [[1.0, 2.0], [2.0, 1.0]]}, ValueError, "positive semi-definite"),
         ({"gram": [[1.0, 0.5], [0.0, 1.0]]}, ValueError, "symmetric"),
@@ -70,6 +70,10 @@ BASE = {"activation": "relu", "lam": [1.0, 1.0], "gram": [[1.0, 0.0], [0.0, 1.0]
         ({"convention": "weird"}, ValueError, "convention must be one of normalized, raw"),
         ({"activation": "nope"}, ValueError, "unknown 'nope'"),
         ({"extra": 1}, ValueError, "unknown keys"),
+        # magnitudes whose products in h and Phi would overflow float64
+        ({"xi": 1e308}, ValueError, r"xi must lie in \(0, 1e\+50\], got 1e\+308"),
+        ({"lam": [1e300, 1.0]}, ValueError, "lam must have entries of magnitude at most 1e\\+50"),
+        ({"c": [1e60, 1.0]}, ValueError, "c must have entries of magnitude at most 1e\\+50"),
     ],
 )
 def test_validation_names_the_parameter(change, error, message):

@@ -20,13 +20,13 @@ import numpy as np
 
 from .. import __version__
 from .._io import INCOMPLETE, atomic_path, check_output_folder, write_json, write_text
-from .._validation import check_real
+from .._validation import InvalidArgument, check_real
 from ..models.finetuning.population import population_loss
-from ..models.finetuning.predictions import PREDICTIONS, Predictions, predict
+from ..models.finetuning.predictions import PREDICTIONS, Predictions, initial_points, predict
 from ..models.finetuning.simulation import SimulationResult, simulate
 from ..models.finetuning.spec import FineTuningProblem
 
-__all__ = ["Comparison", "compare", "QUANTILES", "versions", "write_netcdf"]
+__all__ = ["Comparison", "compare", "load_comparison", "QUANTILES", "versions", "write_netcdf"]
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 _DESCRIPTIONS = {
@@ -38,6 +38,7 @@ _DESCRIPTIONS = {
     "standard_error": ("standard error of the mean overlap", "1"),
     "quantiles": ("quantiles of the overlap over trajectories", "1"),
     "population_loss": ("population loss Phi(m) at each trajectory's overlap", "squared output units"),
+    "hitting_step": ("first step with m^2 >= 1 - eps (-1: not by the last checkpoint)", "steps"),
 }
 
 
@@ -209,6 +210,8 @@ class Comparison:
             "quantiles": (("quantile", "step"), self.quantiles),
             "population_loss": (("trajectory", "step"), self.population_loss),
         }
+        if self.simulation.hitting_steps is not None:
+            data["hitting_step"] = (("trajectory",), self.simulation.hitting_steps.astype(np.float64))  # NetCDF3: no int64
         for name, values in self.predictions.values.items():
             data[f"prediction_{name}"] = (("step",), values)
             data[f"discrepancy_{name}"] = (("step",), self.discrepancy(name))
@@ -218,7 +221,8 @@ class Comparison:
         attributes = {"provenance": json.dumps(self.provenance()), "verdict": self.verdict}
         dataset = xr.Dataset(data, coords=coordinates, attrs=attributes)
         for name, (long_name, units) in _DESCRIPTIONS.items():
-            dataset[name].attrs.update(long_name=long_name, units=units)
+            if name in dataset:
+                dataset[name].attrs.update(long_name=long_name, units=units)
         for name in self.predictions.values:
             dataset[f"prediction_{name}"].attrs.update(long_name=f"predicted mean overlap ({name.replace('_', ' ')})", units="1")
             dataset[f"discrepancy_{name}"].attrs.update(long_name=f"|mean - {name.replace('_', ' ')}| in standard errors (distance to its band where it has one)", units="standard errors")
@@ -265,7 +269,68 @@ class Comparison:
         return ax.figure
 
 
-def compare(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajectories: int = 256, method: str = "chain", m0: float | None = None, seed: int = 0, which=PREDICTIONS, noise_samples: int = 200_000, threshold: float = 4.0, progress: bool | None = False, hit: float | None = None) -> Comparison:
+def load_comparison(folder: str | Path) -> Comparison:
+    """Read back a report folder written by :meth:`Comparison.save` (``popgrad compare``, or the ``full/`` and
+    ``chain/`` folders of ``popgrad run``): the trajectories, predictions and bands from ``comparison.nc``,
+    the problem and parameters from ``comparison.json``.
+
+    Parameters
+    ----------
+    folder : str or Path
+        A folder holding ``comparison.nc`` and ``comparison.json``.
+
+    Returns
+    -------
+    Comparison
+        With the saved trajectories and predictions; its statistics and verdict are recomputed from them
+        (the Monte Carlo noise estimate itself is not saved: ``predictions.noise`` is None).
+
+    Raises
+    ------
+    InvalidArgument
+        When the folder is missing, incomplete (an ``INCOMPLETE`` marker) or lacks one of the two files.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from popgrad.models.finetuning.spec import orthonormal_problem
+    >>> result = compare(orthonormal_problem("relu", k=4, xi=1.0, seed=0), d=200, eta=0.05 / 200, checkpoints=[0, 5000], trajectories=16, seed=1, noise_samples=6400)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     _ = result.save(folder)
+    ...     again = load_comparison(folder)
+    >>> again.verdict == result.verdict, bool(np.array_equal(again.simulation.m, result.simulation.m))
+    (True, True)
+    """
+    import xarray as xr
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InvalidArgument(f"folder {str(folder)!r} is not a folder", "folder")
+    if (folder / INCOMPLETE).exists():
+        raise InvalidArgument(f"folder {str(folder)!r} holds an incomplete report (its writer stopped before the end)", "folder")
+    for name in ("comparison.nc", "comparison.json"):
+        if not (folder / name).is_file():
+            raise InvalidArgument(f"folder {str(folder)!r} has no {name}", "folder")
+    with xr.open_dataset(folder / "comparison.nc", engine="scipy") as dataset:
+        dataset = dataset.load()
+    saved = json.loads((folder / "comparison.json").read_text())
+    info = saved["provenance"]
+    problem = FineTuningProblem.from_dict(info["problem"])
+    steps = dataset["step"].values.astype(np.int64)
+    names = [name.removeprefix("prediction_") for name in dataset.data_vars if name.startswith("prediction_")]
+    values = {name: dataset[f"prediction_{name}"].values for name in names}
+    bands = {name: (dataset[f"{name}_lower"].values, dataset[f"{name}_upper"].values) for name in names if f"{name}_lower" in dataset}
+    predictions = Predictions(steps, values, bands, None, initial_points(info["d"] - problem.rank, info["m0"]))
+    hitting = saved.get("hitting_time")
+    hits = dataset["hitting_step"].values.astype(np.int64) if "hitting_step" in dataset else None
+    simulation = SimulationResult(steps, dataset["m"].values, info["method"], info["eta"], info["d"], info["seed"], info["m0"], info["first_trajectory"], info.get("simulation_seconds", math.nan), {}, hits, None if hitting is None else hitting["eps"])
+    # what the provenance recomputes; the rest (noise samples and seed, the versions that made the data, a
+    # command's own keys) is carried over as saved
+    known = {"problem", "d", "eta", "delta", "method", "trajectories", "first_trajectory", "seed", "m0", "threshold", "simulation_seconds"}
+    return Comparison(problem, simulation, predictions, info["threshold"], extra={key: value for key, value in info.items() if key not in known})
+
+
+def compare(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajectories: int = 256, method: str = "chain", m0: float | None = None, seed: int = 0, which=PREDICTIONS, noise_samples: int = 200_000, threshold: float = 4.0, progress: bool | None = False, hit: float | None = None, noise_seed: int | None = None) -> Comparison:
     """Simulate online SGD and compute the predictions on the same checkpoints.
 
     Examples
@@ -278,5 +343,5 @@ def compare(problem: FineTuningProblem, d: int, eta: float, checkpoints, traject
     """
     threshold = check_real(threshold, "threshold", 0.0, None, low_open=True)
     simulation = simulate(problem, d, eta, checkpoints, trajectories=trajectories, method=method, m0=m0, seed=seed, progress=progress, hit=hit)
-    predictions = predict(problem, simulation.d, eta, simulation.steps, m0=m0, which=which, samples=noise_samples, seed=seed)
+    predictions = predict(problem, simulation.d, eta, simulation.steps, m0=m0, which=which, samples=noise_samples, seed=seed if noise_seed is None else noise_seed)
     return Comparison(problem, simulation, predictions, threshold)

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["UsageError", "Parser", "non_negative_int", "real", "grid", "step_list", "FLAGS", "flag_message", "EXIT_USAGE", "EXIT_NEGATIVE", "EXIT_BUG"]
+__all__ = ["UsageError", "Parser", "given", "refuse_together", "non_negative_int", "real", "grid", "step_list", "FLAGS", "flag_message", "EXIT_USAGE", "EXIT_NEGATIVE", "EXIT_BUG"]
 
 #: exit statuses: a usage error, a scientific negative (--strict inconsistency, stale tables), a crash
 EXIT_USAGE, EXIT_NEGATIVE, EXIT_BUG = 2, 3, 1
@@ -44,9 +44,40 @@ class UsageError(Exception):
     """Bad command-line input: reported as one line, exit status 2."""
 
 
+def _recording(base: type) -> type:
+    """``base`` (an argparse action class) that also notes, in ``namespace.given``, each option the user
+    typed (dest -> the flag as typed), so that handlers can refuse flags that would be ignored."""
+
+    class Recording(base):
+        def __call__(self, parser, namespace, values, option_string=None):
+            super().__call__(parser, namespace, values, option_string)
+            if option_string is not None:
+                namespace.given = {**getattr(namespace, "given", {}), self.dest: option_string}
+
+    Recording.__name__ = f"Recording{base.__name__}"
+    return Recording
+
+
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in (None, "store", "store_const", "store_true", "store_false", "append"):
+            self.register("action", name, _recording(self._registry_get("action", name)))
+
     def error(self, message):  # one line, no usage dump
         raise UsageError(message)
+
+
+def given(args, *dests: str) -> list:
+    """The flags (as typed) among ``dests`` that the user gave on the command line."""
+    typed = getattr(args, "given", {})
+    return [typed[dest] for dest in dests if dest in typed]
+
+
+def refuse_together(args, dest: str, others: tuple, why: str) -> None:
+    """A usage error when ``dest`` and any of ``others`` were both typed: one of them would be ignored."""
+    if given(args, dest) and given(args, *others):
+        raise UsageError(f"{given(args, *others)[0]} cannot be used with {given(args, dest)[0]}: {why}")
 
 
 def flag_message(message: str, parameter: str | None) -> str:

@@ -7,10 +7,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 
 from .. import __version__
 from .._io import INCOMPLETE, atomic_path, check_output_file, check_output_folder, json_safe, write_json, write_text
-from .common import EXIT_NEGATIVE, UsageError, grid, real, step_list
+from .common import EXIT_NEGATIVE, UsageError, given, grid, real, refuse_together, step_list
 
 __all__ = ["register"]
 
@@ -70,18 +71,29 @@ def _problem_options(parser: argparse.ArgumentParser, defaults: dict | None = No
     group.add_argument("--features", choices=FEATURES, default=defaults["features"], help=f"base features (default {defaults['features']})")
     dimension = "" if defaults["d"] is None else f" (default {defaults['d']})"
     group.add_argument("--d", dest="dimension", type=int, default=defaults["d"], help=f"input dimension d: of random features and of the simulation{dimension}")
-    group.add_argument("--seed", type=int, default=defaults["seed"], help=f"seed for W, c, c_hat and the simulation (default {defaults['seed']})")
+    group.add_argument("--seed", type=int, default=defaults["seed"], help=f"seed of the simulation, and of the problem draw and noise estimate unless set apart below (default {defaults['seed']})")
+    group.add_argument("--problem-seed", type=int, default=None, help="seed of the problem draw (W, c, c_hat; default: --seed), so that --seed alone repeats the simulation of one problem")
     group.add_argument("--convention", choices=("normalized", "raw"), default="normalized")
     group.add_argument("--c-distribution", choices=("quantized", "sphere"), default="quantized", help="law of c, c_hat")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (they are shown only on a terminal anyway)")
 
 
+#: the flags that describe a problem: a problem file replaces them all
+PROBLEM_FLAGS = ("activation", "k", "xi", "features", "convention", "c_distribution", "problem_seed")
+
+
 def _problem_from_args(args):
     from ..models.finetuning import spec
 
+    refuse_together(args, "problem", PROBLEM_FLAGS, "the problem file sets the problem (edit the file, or drop --problem)")
+    if args.features == "claim2" and given(args, "c_distribution"):
+        raise UsageError(f"{given(args, 'c_distribution')[0]} has no effect with --features claim2, which fixes c (c_i = ±1/sqrt(k))")
+    if getattr(args, "handler", None) in (_h, _problem) and given(args, "dimension") and (args.problem or args.features != "random"):
+        raise UsageError(f"{given(args, 'dimension')[0]} has no effect here: it is the input dimension of --features random only")
     if args.problem:
         return spec.load_problem(args.problem)
-    common = {"seed": args.seed, "convention": args.convention}
+    seed = args.seed if args.problem_seed is None else args.problem_seed
+    common = {"seed": seed, "convention": args.convention}
     if args.features == "random":
         if args.dimension is None:
             raise UsageError("--features random needs --d (the input dimension)")
@@ -154,6 +166,7 @@ def _dynamics_options(parser: argparse.ArgumentParser, defaults: dict) -> None:
     samples = defaults.get("noise_samples", 200_000)
     group.add_argument("--noise-samples", type=int, default=samples, help=f"Monte Carlo samples of the noise terms (default {samples})")
     group.add_argument("--threshold", type=real, default=4.0, help="verdict threshold in standard errors (default 4)")
+    group.add_argument("--noise-seed", type=int, default=None, help="seed of the noise Monte Carlo (default: --seed; its streams never meet the trajectories')")
     group.add_argument("--hit", type=real, default=None, metavar="EPS", help="record each trajectory's first step with m^2 >= 1 - EPS (censored at the last step)")
     parser.set_defaults(default_delta=defaults["delta"])
 
@@ -164,7 +177,9 @@ def _dynamics_settings(args, problem) -> tuple:
     from ..dynamics.trajectories import checkpoint_grid
 
     d = args.dimension
-    if problem.W is not None and args.method == "full":
+    if problem.W is not None:  # the problem's own input dimension (a file's W, or --features random --d)
+        if given(args, "dimension") and d != problem.W.shape[1]:
+            raise UsageError(f"--d {d} contradicts the problem's W, which has input dimension {problem.W.shape[1]} (drop --d to use it)")
         d = problem.W.shape[1]
     d = check_integer(d, "d", problem.rank + 3) if d is not None else None
     if d is None:
@@ -173,6 +188,7 @@ def _dynamics_settings(args, problem) -> tuple:
         eta = args.eta
     else:
         eta = check_real(args.default_delta if args.delta is None else args.delta, "delta", 0.0, None, low_open=True) / d
+    refuse_together(args, "checkpoints", ("steps",), "the last checkpoint is the number of steps")
     checkpoints = args.checkpoints if args.checkpoints is not None else checkpoint_grid(check_integer(args.steps, "steps", 1, 10**12), 21).tolist()
     return d, eta, checkpoints
 
@@ -204,7 +220,7 @@ def _simulate_or_compare(args) -> int:
         (check_output_folder if args.report else check_output_file)(args.out, "out")
     problem = _problem_from_args(args)
     d, eta, checkpoints = _dynamics_settings(args, problem)
-    result = compare(problem, d, eta, checkpoints, trajectories=args.trajectories, method=args.method, m0=args.m0, seed=args.seed, noise_samples=args.noise_samples, threshold=args.threshold, progress=_progress(args), hit=args.hit)
+    result = compare(problem, d, eta, checkpoints, trajectories=args.trajectories, method=args.method, m0=args.m0, seed=args.seed, noise_samples=args.noise_samples, noise_seed=args.noise_seed, threshold=args.threshold, progress=_progress(args), hit=args.hit)
     if getattr(args, "format", "table") == "json":
         print(json.dumps(json_safe(result.to_json_dict()), indent=1, allow_nan=False))
     else:
@@ -231,21 +247,27 @@ def _run(args) -> int:
     from ..models.finetuning.population import drift_fixed_points, drift_interpolant
     from ..models.finetuning.predictions import predict
     from ..models.finetuning.simulation import simulate
+    from ..numerics.compiled import compile_ahead
     from ..report.plots import plot_population
 
     begin = time.perf_counter()
+    if given(args, "method"):
+        raise UsageError(f"{given(args, 'method')[0]} has no effect on popgrad run, which runs full-d SGD and the exact chain side by side (use popgrad compare --method)")
     out = check_output_folder(args.out, "out")
     problem = _problem_from_args(args)
     d, eta, checkpoints = _dynamics_settings(args, problem)
     print(f"popgrad {__version__} — theory vs Monte Carlo for rank-1 fine-tuning (Dayi & Chen)")
     print(f"problem: {problem!r}; d = {d}, eta = {eta:.4g} (delta = eta d = {eta * d:g}), {checkpoints[-1]} steps")
+    # compile the simulations' kernels while the predictions compute (kernels release the GIL)
+    ahead = compile_ahead(*(partial(simulate, problem, d, eta, [0, 1], trajectories=1, method=method, m0=args.m0, seed=args.seed, progress=False) for method in ("full", "chain")))
     points = drift_fixed_points(problem)
     fast = drift_interpolant(problem)
     print(f"h(0) = {points.h0:.6g}; zeros of h on [-1, 1]: {', '.join(f'{z:.6g}' for z in points.zeros) or 'none'}; "
           f"fast evaluator: {fast.interpolant.panels} Chebyshev panels, measured error {fast.measured_error:.1e}")
-    predictions = predict(problem, d, eta, checkpoints, m0=args.m0, samples=args.noise_samples, seed=args.seed)
-    full = simulate(problem, d, eta, checkpoints, trajectories=args.trajectories, method="full", m0=args.m0, seed=args.seed, progress=_progress(args))
-    chain = simulate(problem, d, eta, checkpoints, trajectories=args.chain_trajectories, method="chain", m0=args.m0, seed=args.seed + 1, progress=_progress(args))
+    predictions = predict(problem, d, eta, checkpoints, m0=args.m0, samples=args.noise_samples, seed=args.seed if args.noise_seed is None else args.noise_seed)
+    full = simulate(problem, d, eta, checkpoints, trajectories=args.trajectories, method="full", m0=args.m0, seed=args.seed, progress=_progress(args), hit=args.hit)
+    chain = simulate(problem, d, eta, checkpoints, trajectories=args.chain_trajectories, method="chain", m0=args.m0, seed=args.seed + 1, progress=_progress(args), hit=args.hit)
+    ahead.join()
     results = {f"full-d SGD ({full.trajectories})": Comparison(problem, full, predictions, args.threshold), f"chain ({chain.trajectories})": Comparison(problem, chain, predictions, args.threshold)}
     _print_comparison(results)
     out.mkdir(exist_ok=True)

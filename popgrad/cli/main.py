@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import warnings
+
+import numpy as np
 
 from .. import __version__
 from .._validation import InvalidArgument
@@ -40,7 +43,11 @@ def main(argv: list | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE
-        return args.handler(args)
+        # floating-point conditions are handled where they matter (divergence, overflow checks): numpy's
+        # warnings about them are noise on the command line
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"numpy(\.|$)")
+            return args.handler(args)
     except UsageError as exc:
         print(f"popgrad: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -58,14 +58,20 @@ def checkpoint_grid(steps: int, count: int = 21, spacing: str = "linear") -> np.
     return np.unique(np.round(np.linspace(0, steps, count)).astype(np.int64))
 
 
+#: the most steps a simulation may be asked for (about a day of the chain at 10^7 steps/s on one core)
+MAX_STEPS = 10**12
+
+
 def check_checkpoints(checkpoints) -> np.ndarray:
     """Non-negative, strictly increasing integer step counts."""
     steps = np.asarray(checkpoints)
     if steps.ndim != 1 or steps.size == 0 or not (np.issubdtype(steps.dtype, np.integer) or np.all(np.isfinite(steps)) and np.all(steps == np.round(steps))):
-        raise InvalidArgument("checkpoints must be a list of non-negative integers (step counts)")
+        raise InvalidArgument("checkpoints must be a list of non-negative integers (step counts)", "checkpoints")
+    if np.max(steps) > MAX_STEPS:
+        raise InvalidArgument(f"checkpoints must not exceed {MAX_STEPS:.0e} steps, got {np.max(steps):.6g}", "checkpoints")
     steps = steps.astype(np.int64)
     if np.any(steps < 0) or np.any(np.diff(steps) <= 0):
-        raise InvalidArgument("checkpoints must be non-negative and strictly increasing")
+        raise InvalidArgument("checkpoints must be non-negative and strictly increasing", "checkpoints")
     return steps
 
 

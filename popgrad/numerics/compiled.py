@@ -12,10 +12,11 @@ pickled afresh in each process and never hit the cache.
 from __future__ import annotations
 
 import hashlib
+import threading
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["SOURCE_VERSION", "specialised"]
+__all__ = ["SOURCE_VERSION", "specialised", "compile_ahead"]
 
 
 def _source_version() -> str:
@@ -34,3 +35,32 @@ SOURCE_VERSION = _source_version()
 def specialised(factory):
     """Memoise a kernel factory (bounded, safe to call from several threads)."""
     return lru_cache(maxsize=128)(factory)
+
+
+def compile_ahead(*calls) -> threading.Thread:
+    """Run ``calls`` (callables without arguments that compile what a later stage needs, such as a
+    one-step simulation) one after another in a daemon thread, and return the thread.
+
+    numba's compiler lock serialises compilations and the kernels release the GIL, so what this thread
+    compiles overlaps the computations that run meanwhile. Errors are dropped here: the real call raises
+    them where the user sees them.
+
+    Examples
+    --------
+    >>> import numba
+    >>> twice = numba.njit(lambda x: 2 * x)
+    >>> compile_ahead(lambda: twice(1.0)).join()
+    >>> len(twice.signatures)
+    1
+    """
+
+    def run() -> None:
+        for call in calls:
+            try:
+                call()
+            except Exception:  # noqa: BLE001 - the real call reports it
+                pass
+
+    thread = threading.Thread(target=run, name="popgrad-compile-ahead", daemon=True)
+    thread.start()
+    return thread

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
-from scipy import stats
+from scipy import special
 
 from ..._validation import check_choices, check_integer, check_real
 from ...dynamics.solve import solve
@@ -72,7 +72,7 @@ def initial_points(n: int, m0: float | None, count: int = 33) -> np.ndarray:
     if m0 is not None:
         return np.array([float(m0)])
     levels = (np.arange(count) + 0.5) / count
-    return 2.0 * stats.beta.ppf(levels, (n - 1) / 2, (n - 1) / 2) - 1.0
+    return 2.0 * special.betaincinv((n - 1) / 2, (n - 1) / 2, levels) - 1.0  # the Beta quantiles (scipy.stats: +0.3 s import)
 
 
 def predict(problem: FineTuningProblem, d: int, eta: float, checkpoints, m0: float | None = None, which=PREDICTIONS, samples: int = 200_000, seed: int = 0, rtol: float = 1e-10) -> Predictions:

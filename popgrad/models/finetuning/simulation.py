@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..._validation import InvalidArgument, check_choice, check_integer, check_real
+from ..._validation import InvalidArgument, check_choice, check_integer, check_memory, check_real
 from ...dynamics.trajectories import Diverged, check_checkpoints, checkpoint_grid, hitting_summary, run_to_checkpoints
 from ...numerics.linalg import gram_factor
 from ...numerics.random_streams import run_blocks
@@ -136,6 +136,9 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
     if stop_when_hit and hit is None:
         raise InvalidArgument("stop_when_hit needs hit (the level 1 - hit that m^2 must reach)", "stop_when_hit")
     stop = bool(stop_when_hit)
+    check_memory(8.0 * trajectories * (steps.size + 6), f"the record of {trajectories} trajectories at {steps.size} checkpoints", "trajectories")
+    if method != "chain":
+        check_memory(8.0 * trajectories * d + 8.0 * (rank + 2) * d, f"full-d SGD with {trajectories} trajectories in dimension d = {d}", "trajectories", " (method 'chain' needs no memory in d)")
     code, model = model_arrays(problem)
     start_value = math.nan if m0 is None else m0
     states = np.empty((trajectories, 4), dtype=np.uint64)
@@ -174,7 +177,7 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
         m[:] = u_hat @ u
         work = d
     hits[m * m >= level] = 0
-    chunk = 2_000_000 // max(1, trajectories * work)
+    chunk = 20_000_000 // max(1, trajectories * work)  # ~50 ms of work: prompt interrupts, few GIL hand-offs
     try:
         recording = run_to_checkpoints(advance, m, steps, chunk, progress, f"SGD ({method}, {trajectories} traj.)", f"eta = {eta:g} is too large (try a smaller --eta or --delta)")
     except Diverged as exc:

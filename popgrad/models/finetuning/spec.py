@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..._io import check_output_file, write_text
-from ..._validation import InvalidArgument, InvalidArgumentType, check_array, check_choice, check_integer, check_real
+from ..._validation import MAX_MAGNITUDE, InvalidArgument, InvalidArgumentType, check_array, check_choice, check_integer, check_real
 from ...gaussian.activations import Activation
 from ...gaussian.activations import activation as _activation
 from ...numerics.linalg import numerical_rank
@@ -83,12 +83,12 @@ class FineTuningProblem:
 
     def __init__(self, activation, lam, gram=None, c=None, c_hat=None, xi=1.0, convention="normalized", W=None):
         sigma = _activation(activation)
-        lam = check_array(lam, "lam", ndim=1)
+        lam = check_array(lam, "lam", ndim=1, bound=MAX_MAGNITUDE)
         k = lam.shape[0]
         if k < 1:
             raise InvalidArgument("lam must have at least one entry (k >= 1)")
         if W is not None:
-            W = check_array(W, "W", ndim=2)
+            W = check_array(W, "W", ndim=2, bound=MAX_MAGNITUDE)
             if W.shape[0] != k:
                 raise InvalidArgument(f"W must have k = {k} rows (one per neuron), got shape {W.shape}")
             implied = W @ W.T
@@ -97,7 +97,7 @@ class FineTuningProblem:
             gram = implied
         if gram is None:
             raise InvalidArgument("give gram (k x k) or W (k x d)")
-        gram = check_array(gram, "gram", shape=(k, k))
+        gram = check_array(gram, "gram", shape=(k, k), bound=MAX_MAGNITUDE)
         if not np.allclose(gram, gram.T, atol=1e-12):
             raise InvalidArgument("gram must be symmetric")
         gram = 0.5 * (gram + gram.T)
@@ -106,11 +106,11 @@ class FineTuningProblem:
             raise InvalidArgument(f"gram must be positive semi-definite (smallest eigenvalue {smallest:.3g})")
         if np.any(np.diag(gram) < 0):
             raise InvalidArgument("gram must have a non-negative diagonal (squared row norms)")
-        c = check_array(c, "c", shape=(k,))
-        c_hat = check_array(c_hat, "c_hat", shape=(k,))
+        c = check_array(c, "c", shape=(k,), bound=MAX_MAGNITUDE)
+        c_hat = check_array(c_hat, "c_hat", shape=(k,), bound=MAX_MAGNITUDE)
         if np.any(c == 0) or np.any(c_hat == 0):
             raise InvalidArgument("c and c_hat must have nonzero entries")
-        xi = check_real(xi, "xi", 0.0, None, low_open=True)
+        xi = check_real(xi, "xi", 0.0, MAX_MAGNITUDE, low_open=True)
         check_choice(convention, "convention", CONVENTIONS)
         for name, value in [("activation", sigma), ("lam", lam), ("gram", gram), ("c", c), ("c_hat", c_hat), ("xi", xi), ("convention", convention), ("W", W)]:
             if isinstance(value, np.ndarray):
@@ -250,7 +250,7 @@ def draw_signs(k: int, generator: np.random.Generator, distribution: str = "quan
 
 def _common(k, xi, seed, lam, c_distribution):
     k = check_integer(k, "k", 1, 4096)
-    check_real(xi, "xi", 0.0, None, low_open=True)
+    check_real(xi, "xi", 0.0, MAX_MAGNITUDE, low_open=True)
     generator = np.random.default_rng(check_integer(seed, "seed", 0))
     lam = np.ones(k) if lam is None else lam
     c = draw_signs(k, generator, c_distribution)

@@ -1,0 +1,141 @@
+"""Static view of popgrad's lazily imported public API (for type checkers and IDEs).
+
+Kept in step with ``PUBLIC_MODULES`` by tests/test_layers.py."""
+
+from .gaussian.activations import (
+    Activation as Activation,
+    activation as activation,
+    catalogue as catalogue,
+    CATALOGUE_NAMES as CATALOGUE_NAMES,
+)
+from .gaussian.expressions import (
+    Z as Z,
+    ExpressionError as ExpressionError,
+    parse_expression as parse_expression,
+    UnaryFunction as UnaryFunction,
+    UNARY_FUNCTIONS as UNARY_FUNCTIONS,
+    MACROS as MACROS,
+    ALLOWED_FUNCTIONS as ALLOWED_FUNCTIONS,
+)
+from .gaussian.hermite import (
+    exact_hermite_coefficients as exact_hermite_coefficients,
+    hermite_coefficients as hermite_coefficients,
+    hermite_recurrence as hermite_recurrence,
+    second_moment as second_moment,
+    information_exponent as information_exponent,
+    exact_scale as exact_scale,
+    NoClosedForm as NoClosedForm,
+)
+from .gaussian.kernels import (
+    dual_kernel as dual_kernel,
+    kernel_series as kernel_series,
+    KernelSpec as KernelSpec,
+    kernel_spec as kernel_spec,
+    hermite_series as hermite_series,
+    SeriesValue as SeriesValue,
+)
+from .reference.hermite import (
+    mpmath_hermite_coefficients as mpmath_hermite_coefficients,
+    verify_hermite as verify_hermite,
+    HermiteVerification as HermiteVerification,
+    parseval_check as parseval_check,
+    precision as precision,
+    agreeing_digits as agreeing_digits,
+)
+from .reference.kernels import (
+    kernel_quadrature as kernel_quadrature,
+    kernel_mpmath as kernel_mpmath,
+    kernel_monte_carlo as kernel_monte_carlo,
+)
+from .reference.estimate import (
+    Estimate as Estimate,
+)
+from .models.finetuning.spec import (
+    FineTuningProblem as FineTuningProblem,
+    CONVENTIONS as CONVENTIONS,
+    orthonormal_problem as orthonormal_problem,
+    random_features_problem as random_features_problem,
+    glm_problem as glm_problem,
+    claim2_problem as claim2_problem,
+    draw_signs as draw_signs,
+    load_problem as load_problem,
+)
+from .models.finetuning.geometry import (
+    Embedding as Embedding,
+    embedding as embedding,
+)
+from .models.finetuning.population import (
+    population_drift as population_drift,
+    population_loss as population_loss,
+    population_loss_derivative as population_loss_derivative,
+    drift_interpolant as drift_interpolant,
+    DriftInterpolant as DriftInterpolant,
+    drift_fixed_points as drift_fixed_points,
+    FixedPoints as FixedPoints,
+    glm_drift as glm_drift,
+)
+from .models.finetuning.series import (
+    drift_series as drift_series,
+    moment_tensor as moment_tensor,
+    paper_drift_series as paper_drift_series,
+    symbolic_drift as symbolic_drift,
+)
+from .models.finetuning.checks import (
+    lemma6_frequency as lemma6_frequency,
+)
+from .models.finetuning.references import (
+    network_loss as network_loss,
+    monte_carlo_gradient as monte_carlo_gradient,
+)
+from .models.finetuning.simulation import (
+    simulate as simulate,
+    SimulationResult as SimulationResult,
+    SimulationDiverged as SimulationDiverged,
+    METHODS as METHODS,
+    checkpoint_grid as checkpoint_grid,
+)
+from .models.finetuning.noise import (
+    NoiseEstimate as NoiseEstimate,
+    noise_estimate as noise_estimate,
+)
+from .models.finetuning.predictions import (
+    Predictions as Predictions,
+    predict as predict,
+    PREDICTIONS as PREDICTIONS,
+    initial_points as initial_points,
+)
+from .models.finetuning.odes import (
+    DriftODE as DriftODE,
+)
+from .dynamics.solve import (
+    ODE as ODE,
+    Solution as Solution,
+    solve as solve,
+    SolverFailed as SolverFailed,
+)
+from .dynamics.solvers.base import (
+    RHS_SIGNATURE as RHS_SIGNATURE,
+    RHS_TYPE as RHS_TYPE,
+    right_hand_side as right_hand_side,
+)
+from .analysis.comparison import (
+    Comparison as Comparison,
+    compare as compare,
+    load_comparison as load_comparison,
+    QUANTILES as QUANTILES,
+    versions as versions,
+    write_netcdf as write_netcdf,
+)
+from .report.tables import (
+    Table as Table,
+    hermite_table as hermite_table,
+    drift_table as drift_table,
+    symbolic_drift_table as symbolic_drift_table,
+    lemma6_table as lemma6_table,
+    derivation_files as derivation_files,
+    write_derivations as write_derivations,
+    stale_derivations as stale_derivations,
+)
+
+__version__: str
+PUBLIC_MODULES: tuple[str, ...]

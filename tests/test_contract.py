@@ -1,0 +1,62 @@
+"""The user's contract at the Python boundary: bad input raises a ValueError/TypeError (InvalidArgument) that
+names the parameter, in one line, quickly, before any work or allocation; saved reports read back whole."""
+
+import time
+
+import numpy as np
+import pytest
+
+import popgrad
+from popgrad._validation import InvalidArgument, check_memory
+
+PROBLEM = popgrad.orthonormal_problem("relu", k=4, xi=1.0, seed=0)
+
+
+@pytest.mark.parametrize(
+    "call, parameter, message",
+    [
+        (lambda: popgrad.simulate(PROBLEM, 10**7, 1e-8, [0, 10], trajectories=10**5, method="full"), "trajectories", "would need 8 TB of memory"),
+        (lambda: popgrad.simulate(PROBLEM, 100, 1e-3, [0, 10**13]), "checkpoints", "must not exceed 1e+12 steps"),
+        (lambda: popgrad.simulate(PROBLEM, 100, 1e-3, [0, 1e300]), "checkpoints", "must not exceed"),
+        (lambda: popgrad.simulate(PROBLEM, 100, 1e-3, [5, 2]), "checkpoints", "strictly increasing"),
+        (lambda: popgrad.simulate(PROBLEM, 100, 1e-3, list(range(0, 10**6, 10)), trajectories=10**8, method="chain"), "trajectories", "the record of 100000000 trajectories at 100000 checkpoints would need 80 TB"),
+        (lambda: popgrad.orthonormal_problem("relu", 4, xi=1e300), "xi", "xi must lie in (0, 1e+50]"),
+        (lambda: popgrad.orthonormal_problem("relu", 4, xi=1.0, lam=[1e200] * 4), "lam", "magnitude at most 1e+50"),
+        (lambda: popgrad.load_comparison("/nonexistent/folder"), "folder", "is not a folder"),
+    ],
+)
+def test_bad_input_names_the_parameter_at_once(call, parameter, message):
+    begin = time.perf_counter()
+    with pytest.raises(InvalidArgument) as caught:
+        call()
+    assert time.perf_counter() - begin < 5.0  # refused before any work (no compilation, no allocation)
+    assert caught.value.parameter == parameter
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_memory_check_says_what_it_would_need():
+    with pytest.raises(InvalidArgument, match=r"trajectories too large: a thing would need 1e\+03 TB of memory; this machine has .* \(hint\)"):
+        check_memory(1e15, "a thing", "trajectories", " (hint)")
+    check_memory(1e3, "a thing", "trajectories")  # small requests pass
+
+
+def test_a_saved_report_reads_back_whole(tmp_path):
+    result = popgrad.compare(PROBLEM, d=200, eta=0.05 / 200, checkpoints=[0, 2000, 20000], trajectories=16, seed=1, noise_samples=6400, hit=0.5, noise_seed=4)
+    result.save(tmp_path / "report")
+    again = popgrad.load_comparison(tmp_path / "report")
+    assert np.array_equal(again.simulation.m, result.simulation.m) and np.array_equal(again.steps, result.steps)
+    assert np.array_equal(again.simulation.hitting_steps, result.simulation.hitting_steps) and again.simulation.hit == 0.5
+    assert again.verdict == result.verdict and again.conclusions == result.conclusions
+    for name in result.predictions.values:
+        assert np.array_equal(again.predictions.values[name], result.predictions.values[name])
+    written, read = result.to_json_dict(), again.to_json_dict()
+    assert read["checkpoints"] == written["checkpoints"] and read["hitting_time"] == written["hitting_time"]
+    assert {key: read["provenance"][key] for key in ("noise_samples", "noise_seed", "seed", "d", "eta", "problem")} == {key: written["provenance"][key] for key in ("noise_samples", "noise_seed", "seed", "d", "eta", "problem")}
+
+
+def test_an_incomplete_report_is_refused(tmp_path):
+    result = popgrad.compare(PROBLEM, d=200, eta=0.05 / 200, checkpoints=[0, 2000], trajectories=4, seed=1, noise_samples=640)
+    result.save(tmp_path / "report")
+    (tmp_path / "report" / "INCOMPLETE").write_text("")
+    with pytest.raises(InvalidArgument, match="incomplete report"):
+        popgrad.load_comparison(tmp_path / "report")
