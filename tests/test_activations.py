@@ -63,3 +63,27 @@ def test_bad_specs_name_the_problem(spec, message):
 def test_type_error_for_non_strings():
     with pytest.raises(TypeError, match="activation"):
         activation(3)
+
+
+@pytest.mark.parametrize(
+    "expression, reason",
+    [
+        ("1/z", "|z - z0|^-2 at z0 = 0"),
+        ("1/(z-0.3)", "at z0 = 0.3"),
+        ("1/abs(z)**0.5", "|z - z0|^-1 at z0 = 0"),
+        ("1/log(abs(z))", "at z0 = -1"),
+        ("exp(z**2/4)", "exp(0.25 z^2) as z -> +inf"),
+        ("exp(z**2/4 - z)", "as z -> -inf"),
+    ],
+)
+def test_activations_without_a_second_moment_are_refused(expression, reason):
+    # E[sigma(g)^2] = inf: 1/z and 1/|z|^(1/2) at 0 (the integral of 1/|z| diverges), exp(z^2/4) at infinity
+    with pytest.raises(ValueError, match="not square-integrable") as caught:
+        activation(expression)
+    assert reason in str(caught.value)
+
+
+@pytest.mark.parametrize("expression", ["1/abs(z)**0.4", "log(abs(z))", "exp(z**2/5)", "1/(1 + z**2)", "tanh(2*z) + 0.1*z**2"])
+def test_square_integrable_expressions_are_accepted(expression):
+    # |z|^-0.8, log^2|z| and exp(2 z^2 / 5) e^{-z^2/2} are integrable
+    assert activation(expression).name == expression

@@ -24,10 +24,12 @@ True
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
+import mpmath
 import numpy as np
 import sympy
 from numba import njit
@@ -37,7 +39,7 @@ from .expressions import Z, ExpressionError, parse_expression
 from .families import FAMILIES, Family
 from .families.fast import activation_derivative, activation_value
 from .families.stein import SteinForm
-from .programs import STACK_SIZE, Program, compile_program, evaluate_numpy
+from .programs import STACK_SIZE, Program, compile_program, evaluate_numpy, mpmath_function
 
 __all__ = ["Activation", "activation", "catalogue", "CATALOGUE_NAMES"]
 
@@ -326,7 +328,53 @@ def _custom(key: str) -> Activation:
         if poly.degree() > MAX_POLYNOMIAL_DEGREE:
             raise InvalidArgument(f"activation: polynomial degree {poly.degree()} exceeds {MAX_POLYNOMIAL_DEGREE}")
         return Activation(name=key, expression=sympy.expand(expression), family="polynomial", description="custom")
+    obstruction = _not_square_integrable(expression)
+    if obstruction:
+        raise InvalidArgument(f"activation: {key!r} is not square-integrable under the Gaussian: {obstruction}, so E[sigma(g)^2], the kernels and h(m) are infinite")
     return Activation(name=key, expression=expression, breakpoints=_kinks(expression), description="custom")
+
+
+def _not_square_integrable(expression: sympy.Expr) -> str | None:
+    """Why ``E[sigma(g)^2]`` (g ~ N(0, 1)) is infinite, or None: growth like exp(a z^2) with a >= 1/4 on
+    either side, or a singularity where sigma^2 ~ |z - z0|^-alpha with alpha >= 1 at a real zero of the
+    base of a negative power (1/z, abs(z)**-0.5, 1/log(abs(z)), ...), the zeros searched on [-40, 40].
+
+    Numerical, at fixed cost (a few ms): rates and exponents are measured from values at two points each."""
+    function = mpmath_function(compile_program(expression))
+    with mpmath.workdps(30):
+        def log_size(z) -> float:
+            try:
+                value = abs(function(mpmath.mpf(z)))
+            except (ZeroDivisionError, ValueError, OverflowError):
+                return math.inf
+            return float(mpmath.log(value)) if value > 0 and mpmath.isfinite(value) else (math.inf if value else -math.inf)
+
+        for side in (1, -1):
+            near, far = log_size(40 * side), log_size(80 * side)
+            if math.isfinite(near) and math.isfinite(far) and (far - near) / (80**2 - 40**2) >= 0.25 - 1e-9:
+                return f"it grows like exp({(far - near) / 4800:.3g} z^2) as z -> {'+' if side > 0 else '-'}inf (rate 1/4 or more)"
+        grid = np.linspace(-40.0, 40.0, 160001)
+        for node in expression.atoms(sympy.Pow):
+            base, exponent = node.args
+            if not (exponent.is_number and exponent < 0 and Z in base.free_symbols):
+                continue
+            base_program = compile_program(base)
+            values = evaluate_numpy(base_program, grid)
+            roots = list(grid[values == 0])
+            for i in np.nonzero(values[:-1] * values[1:] < 0)[0][:50]:
+                low, high = mpmath.mpf(grid[i]), mpmath.mpf(grid[i + 1])
+                base_function, sign = mpmath_function(base_program), np.sign(values[i])
+                for _ in range(100):
+                    middle = (low + high) / 2
+                    low, high = (middle, high) if np.sign(float(base_function(middle))) == sign else (low, middle)
+                roots.append((low + high) / 2)
+            for root in roots[:50]:
+                for step in (1, -1):
+                    inner, outer = log_size(mpmath.mpf(root) + step * mpmath.mpf(10) ** -12), log_size(mpmath.mpf(root) + step * mpmath.mpf(10) ** -6)
+                    alpha = math.inf if inner == math.inf else 2 * (inner - outer) / (6 * math.log(10))
+                    if alpha >= 0.95:
+                        return f"sigma^2 grows like |z - z0|^-{alpha:.3g} at z0 = {float(root):.6g}"
+    return None
 
 
 def _catalogue_member(expression: sympy.Expr) -> Activation | None:

@@ -166,24 +166,35 @@ def second_moment(sigma, scale: float = 1.0, derivative: bool = False) -> float:
 
 
 def information_exponent(sigma, scale=1, max_order: int = 30) -> int | None:
-    """Smallest p ≥ 1 with ``mu_p(sigma) != 0`` (exact where a closed form exists), or None up to max_order.
+    """Smallest p ≥ 1 with ``mu_p(sigma) != 0``, or None up to ``max_order`` (up to the degree for a
+    polynomial, whose exponent can exceed it: He_64 has 64).
+
+    Exact where a closed form exists. Otherwise mu_p counts as zero when the quadrature of
+    ``sigma(r g) h_p(g)`` cancels to 1e-10 of the integral of its absolute value: cancellation, not size,
+    decides (for exp(10 z) every mu_p is nonzero, though mu_1 is 1e-40 of the norm of sigma).
 
     Examples
     --------
-    >>> information_exponent("relu"), information_exponent("He_3"), information_exponent("quadratic")
-    (1, 3, 2)
+    >>> information_exponent("relu"), information_exponent("He_3"), information_exponent("He_64")
+    (1, 3, 64)
+    >>> information_exponent("exp(10*z)"), information_exponent("cos(z)")
+    (1, 2)
     """
     sigma = activation(sigma)
+    max_order = check_order(max_order)
     if sigma.has_closed_form:
-        coefficients = exact_hermite_coefficients(sigma, max_order, scale)
-        for p in range(1, max_order + 1):
+        polynomial = sigma.polynomial_coefficients
+        order = max(max_order, len(polynomial) - 1) if polynomial is not None else max_order
+        coefficients = exact_hermite_coefficients(sigma, order, scale)
+        for p in range(1, order + 1):
             if coefficients[p] != 0:
                 return p
         return None
     r = float(exact_scale(scale))
-    coefficients = hermite_coefficients(sigma, max_order, r)
-    size = math.sqrt(max(second_moment(sigma, r), 1e-300))
+    nodes, weights = _quadrature_nodes(sigma, r)
+    basis = hermite_recurrence(nodes, max_order) * sigma(r * nodes)
+    signed, absolute = basis @ weights, np.abs(basis) @ weights
     for p in range(1, max_order + 1):
-        if abs(coefficients[p]) > 1e-12 * size:
+        if abs(signed[p]) > 1e-10 * absolute[p]:
             return p
     return None
