@@ -60,3 +60,15 @@ def test_an_incomplete_report_is_refused(tmp_path):
     (tmp_path / "report" / "INCOMPLETE").write_text("")
     with pytest.raises(InvalidArgument, match="incomplete report"):
         popgrad.load_comparison(tmp_path / "report")
+
+
+def test_the_predicted_population_loss_is_phi_along_each_predicted_path():
+    # from one starting point the prediction of Phi(m_t) is Phi of the predicted m_t; from the random start
+    # it averages Phi over the starting quantiles (not Phi of the averaged m)
+    one = popgrad.predict(PROBLEM, d=200, eta=0.05 / 200, checkpoints=[0, 1000, 8000], m0=0.1, samples=640)
+    for name, values in one.values.items():
+        assert np.allclose(one.loss[name], popgrad.population_loss(PROBLEM, values), rtol=1e-12)
+    spread = popgrad.predict(PROBLEM, d=200, eta=0.05 / 200, checkpoints=[0, 8000], which=("gradient_flow",))
+    starts = spread.initial_points
+    assert spread.loss["gradient_flow"][0] == pytest.approx(np.mean(popgrad.population_loss(PROBLEM, starts)), rel=1e-12)
+    assert spread.loss["gradient_flow"][0] != pytest.approx(float(popgrad.population_loss(PROBLEM, np.mean(starts))), rel=1e-9)

@@ -183,6 +183,7 @@ class Comparison:
                 "standard_error": float(self.standard_error[index]),
                 "quantiles": {f"{q:g}": float(quantiles[i, index]) for i, q in enumerate(QUANTILES)},
                 "population_loss": {"mean": float(loss_mean[index]), "standard_error": float(loss_error[index])},
+                "predicted_population_loss": {name: float(values[index]) for name, values in self.predictions.loss.items()},
                 "predictions": {name: float(values[index]) for name, values in self.predictions.values.items()},
             }
             row["bands"] = {name: [float(lower[index]), float(upper[index])] for name, (lower, upper) in self.predictions.bands.items()}
@@ -215,6 +216,8 @@ class Comparison:
         for name, values in self.predictions.values.items():
             data[f"prediction_{name}"] = (("step",), values)
             data[f"discrepancy_{name}"] = (("step",), self.discrepancy(name))
+        for name, values in self.predictions.loss.items():
+            data[f"predicted_loss_{name}"] = (("step",), values)
         for name, (lower, upper) in self.predictions.bands.items():
             data[f"{name}_lower"] = (("step",), lower)
             data[f"{name}_upper"] = (("step",), upper)
@@ -226,6 +229,8 @@ class Comparison:
         for name in self.predictions.values:
             dataset[f"prediction_{name}"].attrs.update(long_name=f"predicted mean overlap ({name.replace('_', ' ')})", units="1")
             dataset[f"discrepancy_{name}"].attrs.update(long_name=f"|mean - {name.replace('_', ' ')}| in standard errors (distance to its band where it has one)", units="standard errors")
+        for name in self.predictions.loss:
+            dataset[f"predicted_loss_{name}"].attrs.update(long_name=f"predicted mean population loss Phi ({name.replace('_', ' ')}, averaged over the starting points)", units="squared output units")
         return dataset
 
     def save(self, folder: str | Path) -> list:
@@ -320,7 +325,8 @@ def load_comparison(folder: str | Path) -> Comparison:
     names = [name.removeprefix("prediction_") for name in dataset.data_vars if name.startswith("prediction_")]
     values = {name: dataset[f"prediction_{name}"].values for name in names}
     bands = {name: (dataset[f"{name}_lower"].values, dataset[f"{name}_upper"].values) for name in names if f"{name}_lower" in dataset}
-    predictions = Predictions(steps, values, bands, None, initial_points(info["d"] - problem.rank, info["m0"]))
+    loss = {name: dataset[f"predicted_loss_{name}"].values for name in names if f"predicted_loss_{name}" in dataset}
+    predictions = Predictions(steps, values, bands, None, initial_points(info["d"] - problem.rank, info["m0"]), loss)
     hitting = saved.get("hitting_time")
     hits = dataset["hitting_step"].values.astype(np.int64) if "hitting_step" in dataset else None
     simulation = SimulationResult(steps, dataset["m"].values, info["method"], info["eta"], info["d"], info["seed"], info["m0"], info["first_trajectory"], info.get("simulation_seconds", math.nan), {}, hits, None if hitting is None else hitting["eps"])

@@ -20,7 +20,7 @@ law of m_0 (m_0 = 2 B - 1, B ~ Beta((n-1)/2, (n-1)/2)) at equal-probability quan
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit
@@ -32,7 +32,7 @@ from ...dynamics.trajectories import check_checkpoints
 from ...numerics.chebyshev import chebyshev_evaluate_scalar
 from .noise import NoiseEstimate, noise_estimate
 from .odes import DriftODE
-from .population import drift_interpolant
+from .population import drift_interpolant, population_loss
 from .spec import FineTuningProblem
 
 __all__ = ["Predictions", "predict", "PREDICTIONS", "initial_points"]
@@ -58,13 +58,16 @@ def _population_map(h_breaks, h_coefficients, eta, m0, checkpoints):
 @dataclass(frozen=True)
 class Predictions:
     """Predicted mean m at the checkpoints: ``values[name]``; ``bands[name]`` holds (lower, upper) of the
-    ODEs with a Monte Carlo noise term, under 2 standard errors of that term (comparison principle)."""
+    ODEs with a Monte Carlo noise term, under 2 standard errors of that term (comparison principle);
+    ``loss[name]`` the predicted mean population loss, the average of Phi(m_t) over the starting points
+    (to set beside the mean of Phi(m_t) over trajectories: Phi of the mean m is not the mean of Phi)."""
 
     steps: np.ndarray
     values: dict
     bands: dict
     noise: NoiseEstimate | None
     initial_points: np.ndarray
+    loss: dict = field(default_factory=dict)
 
 
 def initial_points(n: int, m0: float | None, count: int = 33) -> np.ndarray:
@@ -94,13 +97,18 @@ def predict(problem: FineTuningProblem, d: int, eta: float, checkpoints, m0: flo
     n = check_integer(d, "d", problem.rank + 3) - problem.rank
     starts = initial_points(n, m0)
     h = drift_interpolant(problem).interpolant
-    values, bands, noise = {}, {}, None
+    values, bands, loss, noise = {}, {}, {}, None
+
+    def record(name, paths):  # paths[checkpoint, start]
+        values[name] = paths.mean(axis=1)
+        loss[name] = population_loss(problem, np.clip(paths, -1.0, 1.0)).mean(axis=1)
+
     if "gradient_flow" in which:
         ode = DriftODE(h, eta)
-        values["gradient_flow"] = solve(ode, starts, steps, rtol=rtol, atol=1e-14).values.mean(axis=1)
+        record("gradient_flow", solve(ode, starts, steps, rtol=rtol, atol=1e-14).values)
     if "population_map" in which:
         integer_steps = steps.astype(np.int64)
-        values["population_map"] = np.mean([_population_map(h.breaks, h.coefficients, eta, float(s), integer_steps) for s in starts], axis=0)
+        record("population_map", np.array([_population_map(h.breaks, h.coefficients, eta, float(s), integer_steps) for s in starts]).T)
     if "finite_step_ode" in which or "exact_normalization_ode" in which:
         noise = noise_estimate(problem, d, samples=samples, seed=seed, eta=eta)
     noisy = {"finite_step_ode": (noise.N, noise.N_error, 0.5 * eta**2, True), "exact_normalization_ode": (noise.E, noise.E_error, 1.0, False)} if noise else {}
@@ -110,7 +118,7 @@ def predict(problem: FineTuningProblem, d: int, eta: float, checkpoints, m0: flo
         runs = {}
         for side in (-1.0, 0.0, 1.0):
             ode = DriftODE(h, eta, term, weight, error, side, times_m)
-            runs[side] = solve(ode, starts, steps, rtol=rtol, atol=1e-14).values.mean(axis=1)
-        values[name] = runs[0.0]
-        bands[name] = (runs[-1.0], runs[1.0])
-    return Predictions(steps.astype(np.int64), values, bands, noise, starts)
+            runs[side] = solve(ode, starts, steps, rtol=rtol, atol=1e-14).values
+        record(name, runs[0.0])
+        bands[name] = (runs[-1.0].mean(axis=1), runs[1.0].mean(axis=1))
+    return Predictions(steps.astype(np.int64), values, bands, noise, starts, loss)
