@@ -16,7 +16,8 @@ The public API, layer by layer (data flows one way):
   :func:`drift_interpolant`, :func:`drift_fixed_points`, :func:`glm_drift`, :func:`lemma6_frequency`,
   :func:`network_loss`, :func:`monte_carlo_gradient`
 * dynamics — :func:`solve`, :class:`DriftODE`, :func:`simulate`, :func:`predict`, :func:`noise_estimate`
-* comparison — :func:`compare`, :class:`Comparison`
+* comparison — :func:`compare`, :class:`Comparison`, :func:`load_comparison`; figures — :func:`plot_population`
+  (h and Phi), :meth:`Comparison.plot`
 
 Names are imported on first use, so ``import popgrad`` and the command line start quickly.
 
@@ -55,6 +56,7 @@ PUBLIC_MODULES = (
     "dynamics.solvers.base",
     "analysis.comparison",
     "report.tables",
+    "report.plots",
 )
 _where: dict = {}
 

@@ -136,6 +136,9 @@ from .report.tables import (
     write_derivations as write_derivations,
     stale_derivations as stale_derivations,
 )
+from .report.plots import (
+    plot_population as plot_population,
+)
 
 __version__: str
 PUBLIC_MODULES: tuple[str, ...]

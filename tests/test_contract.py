@@ -72,3 +72,19 @@ def test_the_predicted_population_loss_is_phi_along_each_predicted_path():
     starts = spread.initial_points
     assert spread.loss["gradient_flow"][0] == pytest.approx(np.mean(popgrad.population_loss(PROBLEM, starts)), rel=1e-12)
     assert spread.loss["gradient_flow"][0] != pytest.approx(float(popgrad.population_loss(PROBLEM, np.mean(starts))), rel=1e-9)
+
+
+DOCUMENTED = ["simulate", "compare", "predict", "load_comparison", "noise_estimate", "orthonormal_problem", "random_features_problem", "glm_problem", "claim2_problem", "load_problem", "population_drift", "population_loss", "drift_interpolant", "drift_fixed_points", "verify_hermite", "hermite_coefficients", "exact_hermite_coefficients", "information_exponent", "plot_population"]
+
+
+@pytest.mark.parametrize("name", DOCUMENTED)
+def test_the_main_entry_points_document_every_parameter(name):
+    # numpy docstrings: a Parameters section naming each argument, and a Returns section
+    import inspect
+
+    function = getattr(popgrad, name)
+    doc = inspect.getdoc(function)
+    assert "Parameters\n----------" in doc and "Returns\n-------" in doc
+    section = doc.split("Parameters\n----------")[1].split("Returns\n-------")[0]
+    for parameter in inspect.signature(function).parameters:
+        assert parameter in section, f"{name}: {parameter} undocumented"

@@ -339,6 +339,41 @@ def load_comparison(folder: str | Path) -> Comparison:
 def compare(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajectories: int = 256, method: str = "chain", m0: float | None = None, seed: int = 0, which=PREDICTIONS, noise_samples: int = 200_000, threshold: float = 4.0, progress: bool | None = False, hit: float | None = None, noise_seed: int | None = None) -> Comparison:
     """Simulate online SGD and compute the predictions on the same checkpoints.
 
+    Parameters
+    ----------
+    problem : FineTuningProblem
+    d : int
+        Input dimension (a problem with W has its own: d must match it for method 'full').
+    eta : float
+        Step size, > 0 (the paper's scaling is eta = delta / d).
+    checkpoints : sequence of int
+        Increasing step counts at which m_t is recorded, at most 1e12.
+    trajectories : int, default 256
+        Independent SGD runs (trajectory j uses stream (seed, TRAJECTORIES, j)).
+    method : {'chain', 'fast', 'full'}, default 'chain'
+        The exact d-independent chain, full-d SGD with span(W) rotated onto the first coordinates, or
+        full-d SGD with a random embedding of W.
+    m0 : float in [-1, 1], optional
+        Starting overlap (default: random, u_hat_0 uniform on the sphere of span(W)^perp).
+    seed : int, default 0
+        Seed of the simulation (and of the noise Monte Carlo unless ``noise_seed`` is given).
+    which : sequence of str, default all four predictions
+    noise_samples : int, default 200 000
+        Monte Carlo samples of the noise terms of the finite-step predictions.
+    threshold : float, default 4
+        Verdict threshold in standard errors of the SGD mean.
+    progress : bool or None, default False
+        Progress bars (None: only on a terminal).
+    hit : float in (0, 1], optional
+        Record each trajectory's first step with m^2 >= 1 - hit.
+    noise_seed : int, optional
+        Seed of the noise Monte Carlo, apart from the simulation's.
+
+    Returns
+    -------
+    Comparison
+        Its ``verdict``, ``conclusions``, statistics, ``save(folder)``, ``plot()`` and ``to_dataset()``.
+
     Examples
     --------
     >>> from popgrad.models.finetuning.spec import orthonormal_problem
@@ -349,5 +384,5 @@ def compare(problem: FineTuningProblem, d: int, eta: float, checkpoints, traject
     """
     threshold = check_real(threshold, "threshold", 0.0, None, low_open=True)
     simulation = simulate(problem, d, eta, checkpoints, trajectories=trajectories, method=method, m0=m0, seed=seed, progress=progress, hit=hit)
-    predictions = predict(problem, simulation.d, eta, simulation.steps, m0=m0, which=which, samples=noise_samples, seed=seed if noise_seed is None else noise_seed)
+    predictions = predict(problem, simulation.d, eta, simulation.steps, m0=m0, which=which, noise_samples=noise_samples, seed=seed if noise_seed is None else noise_seed)
     return Comparison(problem, simulation, predictions, threshold)

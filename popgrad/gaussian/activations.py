@@ -340,7 +340,15 @@ def _not_square_integrable(expression: sympy.Expr) -> str | None:
     base of a negative power (1/z, abs(z)**-0.5, 1/log(abs(z)), ...), the zeros searched on [-40, 40].
 
     Numerical, at fixed cost (a few ms): rates and exponents are measured from values at two points each."""
-    function = mpmath_function(compile_program(expression))
+    program = compile_program(expression)
+    with np.errstate(all="ignore"):
+        outside = evaluate_numpy(program, np.array([-40.0, -20.0, 20.0, 40.0]))
+    if np.any(np.isinf(outside)):
+        # beyond float64 (> e^709) at |z| <= 40: growth far past exp(z^2 / 4); a gate before mpmath,
+        # whose integers would overflow inside GMP (an abort) on towers such as exp(exp(exp(z)))
+        side = "+" if np.isinf(outside[2:]).any() else "-"
+        return f"it exceeds the float64 range (e^709) by |z| = 40 as z -> {side}inf (growth far beyond exp(z^2 / 4))"
+    function = mpmath_function(program)
     with mpmath.workdps(30):
         def log_size(z) -> float:
             try:

@@ -61,6 +61,11 @@ def exact_hermite_coefficients(sigma, order: int, scale=1) -> list:
     scale : float or sympy number
         r > 0; floats are read exactly by their decimal repr (1.7 is 17/10).
 
+    Returns
+    -------
+    list of sympy expressions
+        mu_0 .. mu_order.
+
     Raises
     ------
     NoClosedForm
@@ -141,6 +146,19 @@ def hermite_coefficients(sigma, order: int, scale: float = 1.0) -> np.ndarray:
     Composite 32-point Gauss–Legendre on panels of width 1/2 over [-38, 38], split at kinks. Agrees with
     the mpmath reference to ~1e-14 absolute for the catalogue (see tests).
 
+    Parameters
+    ----------
+    sigma : str or Activation
+    order : int
+        Highest order p (0 to 2000).
+    scale : float, default 1
+        The scale r > 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        mu_0 .. mu_order in float64.
+
     Examples
     --------
     >>> mu = hermite_coefficients("relu", 3)
@@ -172,6 +190,18 @@ def information_exponent(sigma, scale=1, max_order: int = 30) -> int | None:
     Exact where a closed form exists. Otherwise mu_p counts as zero when the quadrature of
     ``sigma(r g) h_p(g)`` cancels to 1e-10 of the integral of its absolute value: cancellation, not size,
     decides (for exp(10 z) every mu_p is nonzero, though mu_1 is 1e-40 of the norm of sigma).
+
+    Parameters
+    ----------
+    sigma : str or Activation
+    scale : number, default 1
+    max_order : int, default 30
+        Highest order examined (polynomials: their degree when larger).
+
+    Returns
+    -------
+    int or None
+        The information exponent, or None when every mu_p vanishes up to the order examined.
 
     Examples
     --------

@@ -188,6 +188,22 @@ def verify_hermite(sigma, order: int, scale=1, digits: int | None = None) -> Her
     With a closed form: symbolic value vs mpmath tanh–sinh quadrature. Without: mpmath tanh–sinh vs
     mpmath Gauss–Legendre quadrature. Precision is ``digits`` or the current ``mpmath.mp.dps``.
 
+    Parameters
+    ----------
+    sigma : str or Activation
+    order : int
+        Highest order p (0 to 200).
+    scale : number or str, default 1
+        The scale r of mu_p(sigma; r) (exact rationals and square roots are kept exact).
+    digits : int, optional
+        Working precision in decimal digits (5 to 1000; default: mpmath's current precision). Cost grows
+        about as digits^1.8 x order: order 30 at 200 digits takes ~25 s and 0.25 GB here.
+
+    Returns
+    -------
+    HermiteVerification
+        Both routes' values and their agreeing digits per order.
+
     Examples
     --------
     >>> check = verify_hermite("relu", 6, digits=30)

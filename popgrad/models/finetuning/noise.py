@@ -111,6 +111,21 @@ def noise_estimate(problem: FineTuningProblem, d: int, samples: int = 200_000, s
     """Estimate V(m), N(m) and (for ``eta``) E(m) at 33 Chebyshev nodes with ``samples`` Gaussian draws
     shared by all nodes.
 
+    Parameters
+    ----------
+    problem : FineTuningProblem
+    d : int
+        Input dimension (at least rank W + 3).
+    samples : int, default 200 000
+        Gaussian draws shared by all nodes (64 to 1e10), in 64 streams (seed, NOISE, s).
+    seed : int, default 0
+    eta : float, default 0
+        Step size for the exact normalisation term E(m) (0: the second-order terms only).
+
+    Returns
+    -------
+    NoiseEstimate
+
     Examples
     --------
     >>> from popgrad.models.finetuning.spec import orthonormal_problem

@@ -136,6 +136,18 @@ def _check_m(m) -> np.ndarray:
 def population_drift(problem: FineTuningProblem, m) -> np.ndarray:
     """``h(m)``: the population gradient is ``-h(m) (u - m u_hat)`` (direct evaluation, O(k^2) kernels).
 
+    Parameters
+    ----------
+    problem : FineTuningProblem
+    m : float or array of floats in [-1, 1]
+        Overlaps <u, u_hat>.
+
+    Returns
+    -------
+    numpy.ndarray
+        h(m), of the shape of ``m``: the spherical population gradient is -h(m) (u - m u_hat), so
+        h = -dPhi/dm and gradient flow is dm/dt = eta h(m) (1 - m^2).
+
     Examples
     --------
     >>> from popgrad import orthonormal_problem
@@ -150,6 +162,17 @@ def population_drift(problem: FineTuningProblem, m) -> np.ndarray:
 
 def population_loss(problem: FineTuningProblem, m) -> np.ndarray:
     """``Phi(m) = E[(f*(x) - f_hat(x))^2]`` including the m-independent terms.
+
+    Parameters
+    ----------
+    problem : FineTuningProblem
+    m : float or array of floats in [-1, 1]
+        Overlaps <u, u_hat>.
+
+    Returns
+    -------
+    numpy.ndarray
+        Phi(m) = E[(f*(x) - f_hat(x))^2], of the shape of ``m``.
 
     Examples
     --------
@@ -209,6 +232,18 @@ class DriftInterpolant:
 def drift_interpolant(problem: FineTuningProblem, tolerance: float = 1e-13) -> DriftInterpolant:
     """A verified fast evaluator for h(m) (built once per problem and cached).
 
+    Parameters
+    ----------
+    problem : FineTuningProblem
+    tolerance : float, default 1e-13
+        Target absolute error of the piecewise Chebyshev interpolant of h on [-1, 1].
+
+    Returns
+    -------
+    DriftInterpolant
+        ``interpolant`` (a numba-evaluable PiecewiseChebyshev) and ``measured_error`` (its largest error
+        against h on a fine check grid).
+
     Examples
     --------
     >>> from popgrad import orthonormal_problem
@@ -252,7 +287,19 @@ class FixedPoints:
 
 
 def drift_fixed_points(problem: FineTuningProblem, grid: int = 4001) -> FixedPoints:
-    """Sign changes of h on a grid refined by Brent's method on the direct evaluation."""
+    """Sign changes of h on a grid refined by Brent's method on the direct evaluation.
+
+    Parameters
+    ----------
+    problem : FineTuningProblem
+    grid : int, default 4001
+        Points of [-1, 1] scanned for sign changes of h before each zero is refined (brentq).
+
+    Returns
+    -------
+    FixedPoints
+        ``h0`` = h(0) and ``zeros``, the zeros of h in [-1, 1].
+    """
     grid = check_integer(grid, "grid", 11, 10**7)
     m = np.linspace(-1, 1, grid)
     h = population_drift(problem, m)

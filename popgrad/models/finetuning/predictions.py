@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit
 from scipy import special
 
-from ..._validation import check_choices, check_integer, check_real
+from ..._validation import InvalidArgument, check_choices, check_integer, check_real
 from ...dynamics.solve import solve
 from ...dynamics.trajectories import check_checkpoints
 from ...numerics.chebyshev import chebyshev_evaluate_scalar
@@ -78,8 +78,37 @@ def initial_points(n: int, m0: float | None, count: int = 33) -> np.ndarray:
     return 2.0 * special.betaincinv((n - 1) / 2, (n - 1) / 2, levels) - 1.0  # the Beta quantiles (scipy.stats: +0.3 s import)
 
 
-def predict(problem: FineTuningProblem, d: int, eta: float, checkpoints, m0: float | None = None, which=PREDICTIONS, samples: int = 200_000, seed: int = 0, rtol: float = 1e-10) -> Predictions:
+def predict(problem: FineTuningProblem, d: int, eta: float, checkpoints, m0: float | None = None, which=PREDICTIONS, samples: int = 200_000, seed: int = 0, rtol: float = 1e-10, noise_samples: int | None = None) -> Predictions:
     """The predictions of m_t at the checkpoints (steps), averaged over the law of m_0 when it is random.
+
+    ``noise_samples`` (the name :func:`popgrad.compare` and ``--noise-samples`` use) and ``samples`` are
+    the same parameter, the Monte Carlo samples of the noise terms; ``seed`` seeds that Monte Carlo.
+
+    Parameters
+    ----------
+    problem : FineTuningProblem
+    d : int
+        Input dimension.
+    eta : float
+        Step size, > 0.
+    checkpoints : sequence of int
+        Increasing step counts, at most 1e12.
+    m0 : float in [-1, 1], optional
+        Starting overlap; by default m_0 is random (u_hat_0 uniform on the sphere of span(W)^perp) and each
+        prediction is averaged over 33 equal-probability quantiles of its law.
+    which : sequence of str, default all four
+        'gradient_flow', 'population_map', 'finite_step_ode', 'exact_normalization_ode'.
+    samples, noise_samples : int, default 200 000
+        One parameter under two names: Monte Carlo samples of the noise terms.
+    seed : int, default 0
+        Seed of that Monte Carlo.
+    rtol : float, default 1e-10
+        Relative tolerance of the ODE integration.
+
+    Returns
+    -------
+    Predictions
+        ``values`` (mean m), ``bands`` (2 SE of the noise terms) and ``loss`` (mean Phi) per prediction.
 
     Examples
     --------
@@ -89,6 +118,10 @@ def predict(problem: FineTuningProblem, d: int, eta: float, checkpoints, m0: flo
     >>> round(float(p.values["gradient_flow"][1]), 6)
     -0.999982
     """
+    if noise_samples is not None:
+        if samples not in (200_000, noise_samples):
+            raise InvalidArgument(f"noise_samples and samples are one parameter: give one of them (got {noise_samples} and {samples})", "noise_samples")
+        samples = noise_samples
     eta = check_real(eta, "eta", 0.0, None, low_open=True)
     steps = check_checkpoints(checkpoints).astype(np.float64)
     which = check_choices(which, "which", PREDICTIONS)

@@ -97,6 +97,9 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
     m0 : float or None
         Initial overlap; None draws u_hat_0 uniformly on the sphere of span(W)^perp (m_0 ~ 1/sqrt(d)).
     seed : int
+        Seed of the trajectories' streams (seed, TRAJECTORIES, j) and, for ``full``, of the embedding of W.
+    first_trajectory : int
+        Index of the first trajectory's stream: runs split into batches give the numbers of one run.
     progress : bool or None
         Show a progress bar (tqdm) over the steps; None: only on a terminal.
     hit : float in (0, 1], optional
@@ -104,6 +107,11 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
     stop_when_hit : bool
         Stop each trajectory at its hitting step (its later m stay at the hitting value), and the whole
         run once every trajectory has hit.
+
+    Returns
+    -------
+    SimulationResult
+        ``m[trajectory, checkpoint]``, the parameters, and ``hitting_steps`` when ``hit`` is given.
 
     Raises
     ------

@@ -224,7 +224,23 @@ class FineTuningProblem:
 
 
 def load_problem(path: str | Path) -> FineTuningProblem:
-    """Read a problem from a JSON file (keys: activation, lam, gram or W, c, c_hat, xi, convention)."""
+    """Read a problem from a JSON file (keys: activation, lam, gram or W, c, c_hat, xi, convention).
+
+    Parameters
+    ----------
+    path : str or Path
+        A JSON file written by :meth:`FineTuningProblem.save` (or by hand: keys activation, lam, gram or
+        W, c, c_hat, xi, convention).
+
+    Returns
+    -------
+    FineTuningProblem
+
+    Raises
+    ------
+    InvalidArgument
+        A missing file, invalid JSON, unknown or missing keys, or values out of range (named).
+    """
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -261,6 +277,28 @@ def _common(k, xi, seed, lam, c_distribution):
 def orthonormal_problem(sigma, k: int, xi: float, seed: int = 0, lam=None, convention: str = "normalized", c_distribution: str = "quantized") -> FineTuningProblem:
     """Orthonormal features ``G = I``; c, c_hat drawn independently with ``seed``.
 
+    Parameters
+    ----------
+    sigma : str or Activation
+        The activation: a catalogue name or an expression in ``z`` (see :func:`popgrad.activation`).
+    k : int
+        Number of neurons, 1 to 4096.
+    xi : float
+        Adapter scale, in (0, 1e50].
+    seed : int, default 0
+        Seed of the draw of c and c_hat (numpy's default generator).
+    lam : array of k floats, optional
+        Output weights (default all ones), entries of magnitude at most 1e50.
+    convention : {'normalized', 'raw'}, default 'normalized'
+        Neurons divided by their norms (the paper's proofs) or as they are.
+    c_distribution : {'quantized', 'sphere'}, default 'quantized'
+        c, c_hat with entries ±1/sqrt(k) (Assumption 3), or uniform on the unit sphere of R^k.
+
+    Returns
+    -------
+    FineTuningProblem
+        Frozen and validated; ``problem.save(path)`` writes it as JSON.
+
     Examples
     --------
     >>> orthonormal_problem("tanh", 3, 1.0, seed=1).gram.tolist()
@@ -271,7 +309,32 @@ def orthonormal_problem(sigma, k: int, xi: float, seed: int = 0, lam=None, conve
 
 
 def random_features_problem(sigma, k: int, d: int, xi: float, seed: int = 0, lam=None, convention: str = "normalized", c_distribution: str = "quantized") -> FineTuningProblem:
-    """Rows of W uniform on the unit sphere of R^d (nearly orthogonal, as in the paper's simulations)."""
+    """Rows of W uniform on the unit sphere of R^d (nearly orthogonal, as in the paper's simulations).
+
+    Parameters
+    ----------
+    sigma : str or Activation
+        The activation: a catalogue name or an expression in ``z`` (see :func:`popgrad.activation`).
+    k : int
+        Number of neurons, 1 to 4096.
+    d : int
+        Input dimension of the random rows of W, at least k + 2.
+    xi : float
+        Adapter scale, in (0, 1e50].
+    seed : int, default 0
+        Seed of the draw of c and c_hat and of W (numpy's default generator).
+    lam : array of k floats, optional
+        Output weights (default all ones), entries of magnitude at most 1e50.
+    convention : {'normalized', 'raw'}, default 'normalized'
+        Neurons divided by their norms (the paper's proofs) or as they are.
+    c_distribution : {'quantized', 'sphere'}, default 'quantized'
+        c, c_hat with entries ±1/sqrt(k) (Assumption 3), or uniform on the unit sphere of R^k.
+
+    Returns
+    -------
+    FineTuningProblem
+        Frozen and validated; ``problem.save(path)`` writes it as JSON.
+    """
     k, generator, lam, c, c_hat = _common(k, xi, seed, lam, c_distribution)
     d = check_integer(d, "d", k + 2)
     W = generator.standard_normal((k, d))
@@ -284,6 +347,28 @@ def glm_problem(sigma, k: int, xi: float, seed: int = 0, lam=None, convention: s
 
     The student's neurons are the teacher's own (``c_hat = c``, MATH.md §3), so the student can reach the
     teacher exactly and the drift is ``h(m) ∝ sum_p p mu_p^2 m^(p-1)`` (k = 1: ``f* = sigma(<u, x>)``).
+
+    Parameters
+    ----------
+    sigma : str or Activation
+        The activation: a catalogue name or an expression in ``z`` (see :func:`popgrad.activation`).
+    k : int
+        Number of neurons, 1 to 4096.
+    xi : float
+        Adapter scale, in (0, 1e50].
+    seed : int, default 0
+        Seed of the draw of c and c_hat (c_hat = c here) (numpy's default generator).
+    lam : array of k floats, optional
+        Output weights (default all ones), entries of magnitude at most 1e50.
+    convention : {'normalized', 'raw'}, default 'normalized'
+        Neurons divided by their norms (the paper's proofs) or as they are.
+    c_distribution : {'quantized', 'sphere'}, default 'quantized'
+        c, c_hat with entries ±1/sqrt(k) (Assumption 3), or uniform on the unit sphere of R^k.
+
+    Returns
+    -------
+    FineTuningProblem
+        Frozen and validated; ``problem.save(path)`` writes it as JSON.
 
     Examples
     --------
@@ -299,6 +384,26 @@ def claim2_problem(sigma, k: int, xi: float = 1.0, seed: int = 0, lam=None, conv
     """Claim 2: teacher neurons orthonormal, ``<w_i, w_j> = -xi^2 c_i c_j`` (i != j), unit rows.
 
     ``G = (1 + xi^2/k) I - xi^2 c c^T`` is positive semi-definite only for ``xi^2 (1 - 1/k) <= 1``.
+
+    Parameters
+    ----------
+    sigma : str or Activation
+        The activation: a catalogue name or an expression in ``z`` (see :func:`popgrad.activation`).
+    k : int
+        Number of neurons, 1 to 4096.
+    xi : float
+        Adapter scale, in (0, 1e50].
+    seed : int, default 0
+        Seed of the draw of c and c_hat (numpy's default generator).
+    lam : array of k floats, optional
+        Output weights (default all ones), entries of magnitude at most 1e50.
+    convention : {'normalized', 'raw'}, default 'normalized'
+        Neurons divided by their norms (the paper's proofs) or as they are.
+
+    Returns
+    -------
+    FineTuningProblem
+        Frozen and validated; ``problem.save(path)`` writes it as JSON.
     """
     k, _, lam, c, c_hat = _common(k, xi, seed, lam, "quantized")
     gram = -(xi**2) * np.outer(c, c)
