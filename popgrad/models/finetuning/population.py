@@ -165,9 +165,8 @@ def population_loss(problem: FineTuningProblem, m) -> np.ndarray:
 
     Parameters
     ----------
-    problem : FineTuningProblem
-    m : float or array of floats in [-1, 1]
-        Overlaps <u, u_hat>.
+    problem, m
+        As in :func:`population_drift`.
 
     Returns
     -------

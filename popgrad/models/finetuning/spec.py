@@ -313,27 +313,14 @@ def random_features_problem(sigma, k: int, d: int, xi: float, seed: int = 0, lam
 
     Parameters
     ----------
-    sigma : str or Activation
-        The activation: a catalogue name or an expression in ``z`` (see :func:`popgrad.activation`).
-    k : int
-        Number of neurons, 1 to 4096.
+    sigma, k, xi, seed, lam, convention, c_distribution
+        As in :func:`orthonormal_problem`; ``seed`` also draws W.
     d : int
         Input dimension of the random rows of W, at least k + 2.
-    xi : float
-        Adapter scale, in (0, 1e50].
-    seed : int, default 0
-        Seed of the draw of c and c_hat and of W (numpy's default generator).
-    lam : array of k floats, optional
-        Output weights (default all ones), entries of magnitude at most 1e50.
-    convention : {'normalized', 'raw'}, default 'normalized'
-        Neurons divided by their norms (the paper's proofs) or as they are.
-    c_distribution : {'quantized', 'sphere'}, default 'quantized'
-        c, c_hat with entries ±1/sqrt(k) (Assumption 3), or uniform on the unit sphere of R^k.
 
     Returns
     -------
     FineTuningProblem
-        Frozen and validated; ``problem.save(path)`` writes it as JSON.
     """
     k, generator, lam, c, c_hat = _common(k, xi, seed, lam, c_distribution)
     d = check_integer(d, "d", k + 2)
@@ -350,25 +337,12 @@ def glm_problem(sigma, k: int, xi: float, seed: int = 0, lam=None, convention: s
 
     Parameters
     ----------
-    sigma : str or Activation
-        The activation: a catalogue name or an expression in ``z`` (see :func:`popgrad.activation`).
-    k : int
-        Number of neurons, 1 to 4096.
-    xi : float
-        Adapter scale, in (0, 1e50].
-    seed : int, default 0
-        Seed of the draw of c and c_hat (c_hat = c here) (numpy's default generator).
-    lam : array of k floats, optional
-        Output weights (default all ones), entries of magnitude at most 1e50.
-    convention : {'normalized', 'raw'}, default 'normalized'
-        Neurons divided by their norms (the paper's proofs) or as they are.
-    c_distribution : {'quantized', 'sphere'}, default 'quantized'
-        c, c_hat with entries ±1/sqrt(k) (Assumption 3), or uniform on the unit sphere of R^k.
+    sigma, k, xi, seed, lam, convention, c_distribution
+        As in :func:`orthonormal_problem` (c_hat is c here).
 
     Returns
     -------
     FineTuningProblem
-        Frozen and validated; ``problem.save(path)`` writes it as JSON.
 
     Examples
     --------
@@ -387,23 +361,12 @@ def claim2_problem(sigma, k: int, xi: float = 1.0, seed: int = 0, lam=None, conv
 
     Parameters
     ----------
-    sigma : str or Activation
-        The activation: a catalogue name or an expression in ``z`` (see :func:`popgrad.activation`).
-    k : int
-        Number of neurons, 1 to 4096.
-    xi : float
-        Adapter scale, in (0, 1e50].
-    seed : int, default 0
-        Seed of the draw of c and c_hat (numpy's default generator).
-    lam : array of k floats, optional
-        Output weights (default all ones), entries of magnitude at most 1e50.
-    convention : {'normalized', 'raw'}, default 'normalized'
-        Neurons divided by their norms (the paper's proofs) or as they are.
+    sigma, k, xi, seed, lam, convention
+        As in :func:`orthonormal_problem`; xi^2 (1 - 1/k) <= 1 keeps G positive semi-definite.
 
     Returns
     -------
     FineTuningProblem
-        Frozen and validated; ``problem.save(path)`` writes it as JSON.
     """
     k, _, lam, c, c_hat = _common(k, xi, seed, lam, "quantized")
     gram = -(xi**2) * np.outer(c, c)
