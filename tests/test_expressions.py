@@ -4,7 +4,7 @@ import mpmath
 import numpy as np
 import pytest
 import sympy
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from popgrad.gaussian.expressions import UNARY_FUNCTIONS, Z, ExpressionError, parse_expression
@@ -68,6 +68,7 @@ def test_admitted_language():
 
 
 @given(st.text(max_size=60))
+@example("20000000000000000000")  # an int beyond int64 once reached np.isfinite (TypeError)
 def test_arbitrary_text_only_ever_raises_expression_error(text):
     try:
         expr = parse_expression(text)

@@ -143,7 +143,7 @@ def _build(node: ast.AST, depth: int):
         value = node.value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ExpressionError(f"expression: constant {value!r} is not a real number")
-        if not np.isfinite(value) or abs(value) > MAX_CONSTANT:
+        if not abs(value) <= MAX_CONSTANT:  # also nan, and ints beyond float64 or int64 (no np.isfinite)
             raise ExpressionError(f"expression: constant {value!r} is outside [-{MAX_CONSTANT:g}, {MAX_CONSTANT:g}]")
         return sympy.Integer(value) if isinstance(value, int) else sympy.nsimplify(value, rational=True)
     if isinstance(node, ast.Name):
