@@ -142,6 +142,7 @@ def test_a_closed_pipe_ends_quietly():
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
 
 
+@pytest.mark.slow  # derive --check regenerates every table (~20 s)
 def test_scientific_negatives_have_their_own_status(tmp_path, capsys):
     (tmp_path / "stale").mkdir()
     assert main(["derive", "--check", "--out", str(tmp_path / "stale")]) == 3

@@ -67,6 +67,7 @@ def test_information_exponent(name, expected):
     assert information_exponent(name) == expected
 
 
+@pytest.mark.slow  # 25-digit quadrature, 2-3 s each
 @pytest.mark.parametrize("name", ["relu", "tanh", "He_3", "erf"])
 def test_parseval(name):
     with precision(25):
