@@ -127,3 +127,20 @@ def test_failures_and_bad_arguments():
         solve(DriftODE(ONE, a=1.0), 0.0, [1.0], method="euler")
     with pytest.raises(SolverFailed, match="more than 5 steps"):
         solve(LINEAR, [1.0, 0.0, 0.0], [50.0], max_steps=5)
+
+
+def test_radau_solves_a_stiff_linear_problem_that_dopri5_cannot():
+    # y' = -lam (y - cos t), lam = 1e6: exact y = (lam^2 cos t + lam sin t - lam^2 e^(-lam t)) / (lam^2 + 1)
+    from popgrad.dynamics.solve import ODE, SolverFailed, solve
+    from popgrad.dynamics.solvers.base import right_hand_side
+
+    @right_hand_side
+    def stiff(t, y, parameters, out):
+        out[0] = -parameters[0] * (y[0] - np.cos(t))
+
+    lam, times = 1e6, np.array([0.0, 1.0, 10.0])
+    exact = (lam**2 * np.cos(times) + lam * np.sin(times) - lam**2 * np.exp(-lam * times)) / (lam**2 + 1)
+    solution = solve(ODE(stiff, np.array([lam])), 0.0, times, method="radau", rtol=1e-10, atol=1e-12)
+    assert np.max(np.abs(solution.values - exact)) < 1e-10 and solution.steps < 5000
+    with pytest.raises(SolverFailed, match="dopri5 took more than 100000 steps"):
+        solve(ODE(stiff, np.array([lam])), 0.0, times, rtol=1e-10, atol=1e-12, max_steps=100_000)

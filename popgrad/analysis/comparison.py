@@ -120,11 +120,13 @@ class Comparison:
     @property
     def conclusions(self) -> dict:
         """Per prediction: ``consistent``, ``inconsistent``, ``inconclusive`` (a band wider than the
-        threshold in standard errors, and no discrepancy beyond it) or ``undefined`` (one trajectory: no
-        standard error)."""
+        threshold in standard errors, and no discrepancy beyond it), ``undefined`` (one trajectory: no
+        standard error) or ``failed`` (the prediction could not be computed: ``predictions.failures``)."""
         out = {}
         for name in self.predictions.values:
-            if self.simulation.trajectories < 2:
+            if name in self.predictions.failures:
+                out[name] = "failed"
+            elif self.simulation.trajectories < 2:
                 out[name] = "undefined"
             elif self.statistic(name) > self.threshold:
                 out[name] = "inconsistent"
@@ -145,6 +147,9 @@ class Comparison:
             return "undefined: one trajectory has no standard error"
         parts = []
         for name, conclusion in self.conclusions.items():
+            if conclusion == "failed":
+                parts.append(f"{name}: failed ({self.predictions.failures[name]})")
+                continue
             band = f", band {self.band_ratio(name):.1f} SE" if name in self.predictions.bands else ""
             parts.append(f"{name}: max z = {self.statistic(name):.2f}{band} ({conclusion})")
         return f"threshold {self.threshold:g} SE; " + "; ".join(parts)
@@ -196,6 +201,7 @@ class Comparison:
             "conclusions": self.conclusions,
             "band_ratios": {name: self.band_ratio(name) for name in self.predictions.bands},
             "verdict": self.verdict,
+            "failures": dict(self.predictions.failures),
             "hitting_time": None if self.simulation.hitting_steps is None else self.simulation.hitting_times() | {"eps": self.simulation.hit},
         }
 
@@ -326,7 +332,7 @@ def load_comparison(folder: str | Path) -> Comparison:
     values = {name: dataset[f"prediction_{name}"].values for name in names}
     bands = {name: (dataset[f"{name}_lower"].values, dataset[f"{name}_upper"].values) for name in names if f"{name}_lower" in dataset}
     loss = {name: dataset[f"predicted_loss_{name}"].values for name in names if f"predicted_loss_{name}" in dataset}
-    predictions = Predictions(steps, values, bands, None, initial_points(info["d"] - problem.rank, info["m0"]), loss)
+    predictions = Predictions(steps, values, bands, None, initial_points(info["d"] - problem.rank, info["m0"]), loss, saved.get("failures", {}))
     hitting = saved.get("hitting_time")
     hits = dataset["hitting_step"].values.astype(np.int64) if "hitting_step" in dataset else None
     simulation = SimulationResult(steps, dataset["m"].values, info["method"], info["eta"], info["d"], info["seed"], info["m0"], info["first_trajectory"], info.get("simulation_seconds", math.nan), {}, hits, None if hitting is None else hitting["eps"])

@@ -2,8 +2,8 @@
 
 An ODE is a right-hand side compiled by :func:`~popgrad.dynamics.solvers.base.right_hand_side` plus its
 packed float64 parameters (:class:`ODE`); model objects that describe an ODE (such as the fine-tuning
-model's ``DriftODE``) provide ``as_ode()``. Solvers: ``rk4`` (fixed step) and ``dopri5`` (adaptive, dense
-output, events); see :mod:`popgrad.dynamics.solvers`.
+model's ``DriftODE``) provide ``as_ode()``. Solvers: ``rk4`` (fixed step), ``dopri5`` (adaptive, dense
+output, events) and ``radau`` (implicit, for stiff problems, through scipy); see :mod:`popgrad.dynamics.solvers`.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def solve(ode, y0, times, method: str = "dopri5", rtol: float = 1e-10, atol: flo
         Initial state; a float gives scalar values in the solution.
     times : sequence of float
         Sorted output times ≥ t0.
-    method : 'dopri5' or 'rk4'
+    method : 'dopri5', 'radau' or 'rk4'
     rtol, atol : float
         dopri5 tolerances (max norm over components).
     step : float
@@ -104,6 +104,15 @@ def solve(ode, y0, times, method: str = "dopri5", rtol: float = 1e-10, atol: flo
             raise InvalidArgument("rk4 needs a step > 0")
         values = SOLVERS["rk4"].rk4(system.rhs, parameters, state, t0, times, float(step))
         result = Solution(times, values, math.nan, int(math.ceil((times[-1] - t0) / step)), 0, method)
+    elif method == "radau":
+        if target is not None:
+            raise InvalidArgument("events (target) need method 'dopri5'", "target")
+        check_real(rtol, "rtol", 1e-15, 1.0)
+        check_real(atol, "atol", 0.0, 1.0)
+        values, steps, message = SOLVERS["radau"].radau(system.rhs, parameters, state, t0, times, float(rtol), float(atol), check_integer(max_steps, "max_steps", 1))
+        if message is not None:
+            raise SolverFailed(f"radau: {message}")
+        result = Solution(times, values, math.nan, steps, 0, method)
     else:
         check_real(rtol, "rtol", 1e-15, 1.0)
         check_real(atol, "atol", 0.0, 1.0)

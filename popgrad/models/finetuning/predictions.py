@@ -27,7 +27,7 @@ from numba import njit
 from scipy import special
 
 from ..._validation import InvalidArgument, check_choices, check_integer, check_real
-from ...dynamics.solve import solve
+from ...dynamics.solve import SolverFailed, solve
 from ...dynamics.trajectories import check_checkpoints
 from ...numerics.chebyshev import chebyshev_evaluate_scalar
 from .noise import NoiseEstimate, noise_estimate
@@ -68,6 +68,12 @@ class Predictions:
     noise: NoiseEstimate | None
     initial_points: np.ndarray
     loss: dict = field(default_factory=dict)
+    failures: dict = field(default_factory=dict)
+    """name -> why that prediction could not be computed (its values are nan)"""
+
+
+#: dopri5 steps before a prediction switches to the implicit solver (a non-stiff prediction takes hundreds)
+DOPRI5_STEPS = 200_000
 
 
 def initial_points(n: int, m0: float | None, count: int = 33) -> np.ndarray:
@@ -130,15 +136,27 @@ def predict(problem: FineTuningProblem, d: int, eta: float, checkpoints, m0: flo
     n = check_integer(d, "d", problem.rank + 3) - problem.rank
     starts = initial_points(n, m0)
     h = drift_interpolant(problem).interpolant
-    values, bands, loss, noise = {}, {}, {}, None
+    values, bands, loss, failures, noise = {}, {}, {}, {}, None
 
     def record(name, paths):  # paths[checkpoint, start]
         values[name] = paths.mean(axis=1)
         loss[name] = population_loss(problem, np.clip(paths, -1.0, 1.0)).mean(axis=1)
 
+    def integrate(ode):
+        """dopri5, and where it gives up (a stiff ODE: large step sizes) the implicit Radau method."""
+        try:
+            return solve(ode, starts, steps, rtol=rtol, atol=1e-14, max_steps=DOPRI5_STEPS).values
+        except SolverFailed as first:
+            try:
+                return solve(ode, starts, steps, method="radau", rtol=rtol, atol=1e-14, max_steps=DOPRI5_STEPS).values
+            except SolverFailed as second:
+                raise SolverFailed(f"{first}; then {second}") from None
+
     if "gradient_flow" in which:
-        ode = DriftODE(h, eta)
-        record("gradient_flow", solve(ode, starts, steps, rtol=rtol, atol=1e-14).values)
+        try:
+            record("gradient_flow", integrate(DriftODE(h, eta)))
+        except SolverFailed as exc:
+            failures["gradient_flow"] = str(exc)
     if "population_map" in which:
         integer_steps = steps.astype(np.int64)
         record("population_map", np.array([_population_map(h.breaks, h.coefficients, eta, float(s), integer_steps) for s in starts]).T)
@@ -148,10 +166,14 @@ def predict(problem: FineTuningProblem, d: int, eta: float, checkpoints, m0: flo
     for name, (term, error, weight, times_m) in noisy.items():
         if name not in which:
             continue
-        runs = {}
-        for side in (-1.0, 0.0, 1.0):
-            ode = DriftODE(h, eta, term, weight, error, side, times_m)
-            runs[side] = solve(ode, starts, steps, rtol=rtol, atol=1e-14).values
+        try:
+            runs = {side: integrate(DriftODE(h, eta, term, weight, error, side, times_m)) for side in (-1.0, 0.0, 1.0)}
+        except SolverFailed as exc:
+            failures[name] = str(exc)
+            continue
         record(name, runs[0.0])
         bands[name] = (runs[-1.0].mean(axis=1), runs[1.0].mean(axis=1))
-    return Predictions(steps.astype(np.int64), values, bands, noise, starts, loss)
+    for name in failures:  # reported, with nan values, so that the simulation beside them is kept
+        values[name] = np.full(steps.shape, np.nan)
+        loss[name] = np.full(steps.shape, np.nan)
+    return Predictions(steps.astype(np.int64), values, bands, noise, starts, loss, failures)
