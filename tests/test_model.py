@@ -74,6 +74,9 @@ BASE = {"activation": "relu", "lam": [1.0, 1.0], "gram": [[1.0, 0.0], [0.0, 1.0]
         ({"xi": 1e308}, ValueError, r"xi must lie in \(0, 1e\+50\], got 1e\+308"),
         ({"lam": [1e300, 1.0]}, ValueError, "lam must have entries of magnitude at most 1e\\+50"),
         ({"c": [1e60, 1.0]}, ValueError, "c must have entries of magnitude at most 1e\\+50"),
+        # raw neurons see pre-activations of standard deviation r = sqrt(1 + xi^2 c^2) = sqrt(1.25) here:
+        # exp(z^2/5) is square-integrable at scale 1 but not at r (rate r^2/5 = 1/4: E[sigma(r g)^2] diverges)
+        ({"activation": "exp(z**2/5)", "convention": "raw"}, ValueError, r"xi = 1 is too large for 'exp\(z\*\*2/5\)' with raw neurons"),
     ],
 )
 def test_validation_names_the_parameter(change, error, message):

@@ -328,21 +328,21 @@ def _custom(key: str) -> Activation:
         if poly.degree() > MAX_POLYNOMIAL_DEGREE:
             raise InvalidArgument(f"activation: polynomial degree {poly.degree()} exceeds {MAX_POLYNOMIAL_DEGREE}")
         return Activation(name=key, expression=sympy.expand(expression), family="polynomial", description="custom")
-    obstruction = _not_square_integrable(expression)
+    obstruction = not_square_integrable(expression)
     if obstruction:
         raise InvalidArgument(f"activation: {key!r} is not square-integrable under the Gaussian: {obstruction}, so E[sigma(g)^2], the kernels and h(m) are infinite")
     return Activation(name=key, expression=expression, breakpoints=_kinks(expression), description="custom")
 
 
-def _not_square_integrable(expression: sympy.Expr) -> str | None:
-    """Why ``E[sigma(g)^2]`` (g ~ N(0, 1)) is infinite, or None: growth like exp(a z^2) with a >= 1/4 on
-    either side, or a singularity where sigma^2 ~ |z - z0|^-alpha with alpha >= 1 at a real zero of the
+def not_square_integrable(expression: sympy.Expr, scale: float = 1.0) -> str | None:
+    """Why ``E[sigma(r g)^2]`` (g ~ N(0, 1), r = ``scale``) is infinite, or None: growth like exp(a z^2)
+    with a >= 1/4 on either side, or a singularity where sigma^2 ~ |z - z0|^-alpha with alpha >= 1 at a real zero of the
     base of a negative power (1/z, abs(z)**-0.5, 1/log(abs(z)), ...), the zeros searched on [-40, 40].
 
     Numerical, at fixed cost (a few ms): rates and exponents are measured from values at two points each."""
     program = compile_program(expression)
     with np.errstate(all="ignore"):
-        outside = evaluate_numpy(program, np.array([-40.0, -20.0, 20.0, 40.0]))
+        outside = evaluate_numpy(program, scale * np.array([-40.0, -20.0, 20.0, 40.0]))
     if np.any(np.isinf(outside)):
         # beyond float64 (> e^709) at |z| <= 40: growth far past exp(z^2 / 4); a gate before mpmath,
         # whose integers would overflow inside GMP (an abort) on towers such as exp(exp(exp(z)))
@@ -358,9 +358,9 @@ def _not_square_integrable(expression: sympy.Expr) -> str | None:
             return float(mpmath.log(value)) if value > 0 and mpmath.isfinite(value) else (math.inf if value else -math.inf)
 
         for side in (1, -1):
-            near, far = log_size(40 * side), log_size(80 * side)
+            near, far = log_size(40 * side * scale), log_size(80 * side * scale)
             if math.isfinite(near) and math.isfinite(far) and (far - near) / (80**2 - 40**2) >= 0.25 - 1e-9:
-                return f"it grows like exp({(far - near) / 4800:.3g} z^2) as z -> {'+' if side > 0 else '-'}inf (rate 1/4 or more)"
+                return f"sigma(r z) grows like exp({(far - near) / 4800:.3g} z^2) at r = {scale:.6g} as z -> {'+' if side > 0 else '-'}inf (rate 1/4 or more)"
         grid = np.linspace(-40.0, 40.0, 160001)
         for node in expression.atoms(sympy.Pow):
             base, exponent = node.args

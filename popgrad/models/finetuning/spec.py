@@ -26,7 +26,7 @@ import numpy as np
 
 from ..._io import check_output_file, write_text
 from ..._validation import MAX_MAGNITUDE, InvalidArgument, InvalidArgumentType, check_array, check_choice, check_integer, check_real
-from ...gaussian.activations import Activation
+from ...gaussian.activations import Activation, not_square_integrable
 from ...gaussian.activations import activation as _activation
 from ...numerics.linalg import numerical_rank
 
@@ -112,6 +112,13 @@ class FineTuningProblem:
             raise InvalidArgument("c and c_hat must have nonzero entries")
         xi = check_real(xi, "xi", 0.0, MAX_MAGNITUDE, low_open=True)
         check_choice(convention, "convention", CONVENTIONS)
+        if convention == "raw" and sigma.family == "numeric":
+            # raw neurons see pre-activations of standard deviation r_i = sqrt(G_ii + xi^2 c_i^2): an
+            # expression square-integrable at scale 1 (exp(z^2/8)) need not be at r_i (sqrt 2)
+            scale = float(np.sqrt(np.max(np.diag(gram)) + xi**2 * max(np.max(c**2), np.max(c_hat**2))))
+            reason = not_square_integrable(sigma.expression, scale)
+            if reason:
+                raise InvalidArgument(f"xi = {xi:g} is too large for {sigma.name!r} with raw neurons: {reason}, so h(m) is infinite (use a smaller xi or convention 'normalized')", "xi")
         for name, value in [("activation", sigma), ("lam", lam), ("gram", gram), ("c", c), ("c_hat", c_hat), ("xi", xi), ("convention", convention), ("W", W)]:
             if isinstance(value, np.ndarray):
                 value.setflags(write=False)
