@@ -110,3 +110,17 @@ def test_a_stiff_prediction_is_solved_and_one_that_fails_keeps_the_simulation(tm
     result.save(tmp_path / "report")
     again = popgrad.load_comparison(tmp_path / "report")
     assert again.conclusions == result.conclusions and again.predictions.failures == result.predictions.failures
+
+
+def test_the_netcdf_file_holds_the_dataset_with_names_and_units(tmp_path):
+    # written with scipy (saving needs no xarray), read back by xarray as the Dataset to_dataset() builds
+    import xarray as xr
+
+    result = popgrad.compare(PROBLEM, d=200, eta=0.05 / 200, checkpoints=[0, 2000], trajectories=8, seed=1, noise_samples=640, hit=0.5)
+    result.save(tmp_path)
+    saved, built = xr.open_dataset(tmp_path / "comparison.nc", engine="scipy").load(), result.to_dataset()
+    assert sorted(saved.data_vars) == sorted(built.data_vars) and sorted(saved.coords) == sorted(built.coords)
+    for name in list(built.data_vars) + list(built.coords):
+        assert np.array_equal(saved[name].values, built[name].values, equal_nan=True), name
+        assert saved[name].attrs["long_name"] and saved[name].attrs["units"], name
+    assert saved.attrs["verdict"] == result.verdict

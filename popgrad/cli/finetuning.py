@@ -214,7 +214,7 @@ def _print_comparison(comparisons: dict) -> None:
 def _simulate_or_compare(args) -> int:
     """``simulate`` prints (table or JSON) and optionally saves the NetCDF; ``compare`` also writes the
     report folder and, with --strict, exits 3 unless every prediction is conclusively consistent."""
-    from ..analysis.comparison import compare, write_netcdf
+    from ..analysis.comparison import compare
 
     if args.out:
         (check_output_folder if args.report else check_output_file)(args.out, "out")
@@ -236,7 +236,7 @@ def _simulate_or_compare(args) -> int:
             return EXIT_NEGATIVE
     elif args.out:
         with atomic_path(args.out) as temporary:
-            write_netcdf(result.to_dataset(), temporary)
+            result.write_netcdf(temporary)
         if getattr(args, "format", "table") != "json":
             print(f"wrote {args.out}")
     return 0
