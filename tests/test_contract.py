@@ -23,6 +23,7 @@ PROBLEM = popgrad.orthonormal_problem("relu", k=4, xi=1.0, seed=0)
         (lambda: popgrad.orthonormal_problem("relu", 4, xi=1e300), "xi", "xi must lie in (0, 1e+50]"),
         (lambda: popgrad.orthonormal_problem("relu", 4, xi=1.0, lam=[1e200] * 4), "lam", "magnitude at most 1e+50"),
         (lambda: popgrad.load_comparison("/nonexistent/folder"), "folder", "is not a folder"),
+        (lambda: popgrad.predict(PROBLEM, 100, 1e-3, [0, 10], samples=200_000, noise_samples=640), "noise_samples", "one parameter"),
     ],
 )
 def test_bad_input_names_the_parameter_at_once(call, parameter, message):

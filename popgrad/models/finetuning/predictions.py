@@ -84,7 +84,7 @@ def initial_points(n: int, m0: float | None, count: int = 33) -> np.ndarray:
     return 2.0 * special.betaincinv((n - 1) / 2, (n - 1) / 2, levels) - 1.0  # the Beta quantiles (scipy.stats: +0.3 s import)
 
 
-def predict(problem: FineTuningProblem, d: int, eta: float, checkpoints, m0: float | None = None, which=PREDICTIONS, samples: int = 200_000, seed: int = 0, rtol: float = 1e-10, noise_samples: int | None = None) -> Predictions:
+def predict(problem: FineTuningProblem, d: int, eta: float, checkpoints, m0: float | None = None, which=PREDICTIONS, samples: int | None = None, seed: int = 0, rtol: float = 1e-10, noise_samples: int | None = None) -> Predictions:
     """The predictions of m_t at the checkpoints (steps), averaged over the law of m_0 when it is random.
 
     ``noise_samples`` (the name :func:`popgrad.compare` and ``--noise-samples`` use) and ``samples`` are
@@ -124,10 +124,9 @@ def predict(problem: FineTuningProblem, d: int, eta: float, checkpoints, m0: flo
     >>> round(float(p.values["gradient_flow"][1]), 6)
     -0.999982
     """
-    if noise_samples is not None:
-        if samples not in (200_000, noise_samples):
-            raise InvalidArgument(f"noise_samples and samples are one parameter: give one of them (got {noise_samples} and {samples})", "noise_samples")
-        samples = noise_samples
+    if samples is not None and noise_samples is not None and samples != noise_samples:
+        raise InvalidArgument(f"noise_samples and samples are one parameter: give one of them (got {noise_samples} and {samples})", "noise_samples")
+    samples = next((value for value in (noise_samples, samples) if value is not None), 200_000)
     eta = check_real(eta, "eta", 0.0, None, low_open=True)
     steps = check_checkpoints(checkpoints).astype(np.float64)
     which = check_choices(which, "which", PREDICTIONS)
