@@ -16,19 +16,21 @@ __all__ = ["radau", "ORDER"]
 ORDER = 5
 
 
+class _Budget(Exception):
+    """Raised from the right-hand side once the evaluation budget is spent (scipy takes no step limit)."""
+
+
 def radau(rhs, parameters, y0, t0, times, rtol, atol, max_steps):
     """Values at ``times`` (rows) from ``y(t0) = y0``; returns ``(values, steps, message)`` with
-    ``message`` None on success, else why the solver stopped (values after that point are nan)."""
+    ``message`` None on success, else why the solver stopped (values after that point are nan).
+    ``max_steps`` bounds the right-hand side evaluations (Jacobian columns included)."""
     out = np.empty(y0.shape[0])
     evaluations = [0]
-
-    class Budget(Exception):
-        pass
 
     def f(t, y):
         evaluations[0] += 1
         if evaluations[0] > max_steps:  # scipy takes no step budget: bound the right-hand side calls
-            raise Budget
+            raise _Budget
         rhs(t, np.ascontiguousarray(y), parameters, out)
         return out.copy()
 
@@ -40,7 +42,7 @@ def radau(rhs, parameters, y0, t0, times, rtol, atol, max_steps):
             # stiff linear problem), restarting there
             try:
                 result = integrate.solve_ivp(f, (t, times[index]), y, method="Radau", rtol=max(rtol, 1e-13), atol=max(atol, 1e-15))
-            except Budget:
+            except _Budget:
                 return values, steps, f"more than {max_steps} right-hand side evaluations before t = {times[index]:g}"
             steps += int(result.t.shape[0] - 1)
             if not result.success:
