@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from .._progress import progress_bar
 from .._validation import InvalidArgument, check_integer
 
 __all__ = ["record_hit", "Diverged", "checkpoint_grid", "check_checkpoints", "run_to_checkpoints", "Recording", "hitting_summary"]
@@ -80,14 +81,12 @@ def run_to_checkpoints(advance, initial: np.ndarray, checkpoints, chunk: int, pr
     ``chunk`` steps (so a progress bar moves and an interrupt is seen between chunks).
 
     Raises :class:`Diverged` (with ``divergence`` in the message) when a value becomes non-finite."""
-    from tqdm.auto import tqdm
-
     steps = check_checkpoints(checkpoints)
     record = np.empty((initial.shape[0], steps.size))
     begin = time.perf_counter()
     done = 0
     values = initial
-    with tqdm(total=int(steps[-1]), disable=None if progress is None else not progress, unit="step", desc=label, leave=False) as bar:
+    with progress_bar(total=int(steps[-1]), progress=progress, unit="step", desc=label) as bar:
         for index, target in enumerate(steps):
             while done < target:
                 count = int(min(target - done, max(1, chunk)))

@@ -17,6 +17,7 @@ import numpy as np
 import sympy
 
 from .._io import check_output_folder, write_text
+from .._progress import progress_bar
 from ..gaussian.activations import catalogue
 from ..gaussian.hermite import information_exponent
 from ..models.finetuning.checks import lemma6_frequency
@@ -96,10 +97,8 @@ def hermite_table(check: HermiteVerification, exponent: int | None, digits: int 
 
 
 def _hermite_tables(order: int = HERMITE_ORDER, digits: int = HERMITE_DIGITS, progress: bool | None = False) -> list:
-    from tqdm.auto import tqdm
-
     tables = []
-    for sigma in tqdm(catalogue(), desc="Hermite tables", disable=None if progress is None else not progress, leave=False):
+    for sigma in progress_bar(catalogue(), progress=progress, desc="Hermite tables"):
         check = verify_hermite(sigma, order, 1, digits=digits)
         tables.append((sigma, check, hermite_table(check, information_exponent(sigma))))
     return tables
@@ -144,10 +143,8 @@ def symbolic_drift_table() -> Table:
 
 def lemma6_table(progress: bool | None = False) -> Table:
     """How often Lemma 6's conclusion holds over random c, c_hat (reported, not asserted)."""
-    from tqdm.auto import tqdm
-
     rows = []
-    for k, xi in tqdm(LEMMA6["settings"], desc="Lemma 6 draws", disable=None if progress is None else not progress, leave=False):
+    for k, xi in progress_bar(LEMMA6["settings"], progress=progress, desc="Lemma 6 draws"):
         report = lemma6_frequency(LEMMA6["activation"], k, xi, draws=LEMMA6["draws"], seed=LEMMA6["seed"])
         quantiles = report["ratio_quantiles"]
         rows.append((str(k), f"{xi:.6g}", f"{report['fraction']:.3f} ± {report['standard_error']:.3f}", str(report["degenerate"]), f"{quantiles[0.0]:.4f}", f"{quantiles[0.05]:.4f}", f"{quantiles[0.5]:.4f}"))

@@ -9,7 +9,6 @@ the solution's own variation. The right-hand side is the same compiled function,
 from __future__ import annotations
 
 import numpy as np
-from scipy import integrate
 
 __all__ = ["radau", "ORDER"]
 
@@ -24,6 +23,8 @@ def radau(rhs, parameters, y0, t0, times, rtol, atol, max_steps):
     """Values at ``times`` (rows) from ``y(t0) = y0``; returns ``(values, steps, message)`` with
     ``message`` None on success, else why the solver stopped (values after that point are nan).
     ``max_steps`` bounds the right-hand side evaluations (Jacobian columns included)."""
+    from scipy import integrate  # 0.2 s of import, paid only when a problem is stiff
+
     out = np.empty(y0.shape[0])
     evaluations = [0]
 

@@ -19,7 +19,6 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 from numba import njit
-from scipy import optimize
 
 from ..._validation import check_integer, check_real, check_unit_interval
 from ...gaussian.activations import activation
@@ -299,6 +298,8 @@ def drift_fixed_points(problem: FineTuningProblem, grid: int = 4001) -> FixedPoi
     FixedPoints
         ``h0`` = h(0) and ``zeros``, the zeros of h in [-1, 1].
     """
+    from scipy import optimize  # 0.15 s of import, only here
+
     grid = check_integer(grid, "grid", 11, 10**7)
     m = np.linspace(-1, 1, grid)
     h = population_drift(problem, m)
