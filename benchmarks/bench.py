@@ -103,7 +103,7 @@ def bench_population() -> None:
     report("h(m), k = 50 relu: direct, one m per call", f"{1 / scalar / 1e3:.1f} k/s", f"numpy per m: {1 / reference / 1e3:.1f} k/s", f"{reference / scalar:.1f}x")
     report("h(m), k = 50 relu: Chebyshev fast evaluator", f"{1 / interpolated / 1e6:.1f} M/s", f"numpy per m: {1 / reference / 1e3:.1f} k/s", f"{reference / interpolated:.0f}x")
     report("  fast evaluator: panels / measured max error", f"{fast.interpolant.panels} / {fast.measured_error:.1e}", f"relative {fast.measured_error / fast.scale:.1e}", "", f"build {build:.2f} s")
-    generic = random_features_problem("relu", 50, 2000, 1.0, seed=0, c_distribution="sphere")
+    generic = random_features_problem("relu", 50, 1.0, d=2000, seed=0, c_distribution="sphere")
     population_drift(generic, grid[:10])
     generic_direct = timed(lambda: population_drift(generic, grid[:2000]), repeat=3) / 2000
     report("h(m), k = 50 relu, random W, sphere c (no merging)", f"{1 / generic_direct / 1e3:.1f} k/s", "", "", "")
@@ -173,7 +173,7 @@ def bench_simulation() -> None:
         report(f"full-d SGD d = 1000, k = 20, one core, {label}", f"{rate / 1e3:.0f} k steps/s", reference_text, f"{rate / references[best]:.1f}x", ">= 60 k/s")
         report("  its set-up (geometry, initial directions; excluded above)", f"{set_up * 1e3:.1f} ms")
     floor = _random_floor(k, d)
-    for name, chain_problem in (("orthonormal", problem), ("random features", random_features_problem("relu", k, d, 1.0, seed=0)), ("orthonormal, k = 50", orthonormal_problem("relu", 50, 1.0, seed=0))):
+    for name, chain_problem in (("orthonormal", problem), ("random features", random_features_problem("relu", k, 1.0, d=d, seed=0)), ("orthonormal, k = 50", orthonormal_problem("relu", 50, 1.0, seed=0))):
         simulate(chain_problem, d, eta, [0, 10], trajectories=2, method="chain")
         steps, trajectories = 200000, 20
         seconds = timed(lambda: simulate(chain_problem, d, eta, [0, steps], trajectories=trajectories, method="chain"))

@@ -75,20 +75,43 @@ def test_the_predicted_population_loss_is_phi_along_each_predicted_path():
     assert spread.loss["gradient_flow"][0] != pytest.approx(float(popgrad.population_loss(PROBLEM, np.mean(starts))), rel=1e-9)
 
 
-DOCUMENTED = ["simulate", "compare", "predict", "load_comparison", "noise_estimate", "orthonormal_problem", "random_features_problem", "glm_problem", "claim2_problem", "load_problem", "population_drift", "population_loss", "drift_interpolant", "drift_fixed_points", "verify_hermite", "hermite_coefficients", "exact_hermite_coefficients", "information_exponent", "plot_population"]
-
-
-@pytest.mark.parametrize("name", DOCUMENTED)
-def test_the_main_entry_points_document_every_parameter(name):
-    # numpy docstrings: a Parameters section naming each argument, and a Returns section
+def _public_callables():
     import inspect
 
-    function = getattr(popgrad, name)
-    doc = inspect.getdoc(function)
-    assert "Parameters\n----------" in doc and "Returns\n-------" in doc
-    section = doc.split("Parameters\n----------")[1].split("Returns\n-------")[0]
-    for parameter in inspect.signature(function).parameters:
-        assert parameter in section, f"{name}: {parameter} undocumented"
+    for name in popgrad.__all__:
+        value = getattr(popgrad, name)
+        if inspect.isfunction(value) or (inspect.isclass(value) and not issubclass(value, Exception)):
+            yield name
+        elif name == "precision":  # a contextmanager-wrapped function
+            yield name
+
+
+def _section(doc: str, title: str) -> str:
+    underline = "\n" + "-" * len(title) + "\n"
+    if title + underline not in doc:
+        return ""
+    rest = doc.split(title + underline, 1)[1]
+    ends = [rest.find("\n\n" + other + "\n") for other in ("Parameters", "Attributes", "Returns", "Raises", "Examples", "Notes")]
+    return rest[: min([e for e in ends if e >= 0], default=len(rest))]
+
+
+@pytest.mark.parametrize("name", sorted(_public_callables()))
+def test_every_public_callable_documents_its_parameters_and_result(name):
+    # numpy docstrings: a function names each argument under Parameters and has Returns; a class names
+    # each constructor argument under Parameters or Attributes
+    import inspect
+
+    value = getattr(popgrad, name)
+    doc = inspect.getdoc(value)
+    parameters = [p for p in inspect.signature(value).parameters if p not in ("args", "kwargs")]
+    if inspect.isclass(value):
+        section = _section(doc, "Parameters") + _section(doc, "Attributes")
+    else:
+        assert "Returns\n-------\n" in doc, f"{name}: no Returns section"
+        section = _section(doc, "Parameters")
+    for parameter in parameters:
+        names = [line.split(" : ")[0].replace(",", " ").split() for line in section.splitlines() if line and not line[0].isspace()]
+        assert any(parameter in entry for entry in names), f"{name}: {parameter} undocumented"
 
 
 @pytest.mark.slow
@@ -125,3 +148,30 @@ def test_the_netcdf_file_holds_the_dataset_with_names_and_units(tmp_path):
         assert np.array_equal(saved[name].values, built[name].values, equal_nan=True), name
         assert saved[name].attrs["long_name"] and saved[name].attrs["units"], name
     assert saved.attrs["verdict"] == result.verdict
+
+
+def test_step_size_and_record_by_the_command_lines_names():
+    # delta = eta d and steps (21 checkpoints) are the CLI's --delta and --steps; the run is the same
+    problem = popgrad.orthonormal_problem("relu", 4, 1.0, seed=0)
+    by_delta = popgrad.simulate(problem, 100, delta=0.1, steps=1000, trajectories=4, seed=1)
+    by_eta = popgrad.simulate(problem, 100, 0.001, popgrad.checkpoint_grid(1000), trajectories=4, seed=1)
+    assert by_delta.eta == 0.001 and np.array_equal(by_delta.steps, by_eta.steps) and np.array_equal(by_delta.m, by_eta.m)
+    p = popgrad.predict(problem, 100, delta=0.1, steps=1000, m0=0.0, which=("gradient_flow",))
+    q = popgrad.predict(problem, 100, 0.001, popgrad.checkpoint_grid(1000), m0=0.0, which=("gradient_flow",))
+    assert np.array_equal(p.values["gradient_flow"], q.values["gradient_flow"])
+    for arguments, parameter in [(dict(eta=0.1, delta=1.0, steps=10), "delta"), (dict(steps=10), "eta"), (dict(eta=0.1), "checkpoints"), (dict(eta=0.1, steps=10, checkpoints=[0, 1]), "steps")]:
+        with pytest.raises(ValueError) as caught:
+            popgrad.simulate(problem, 100, **arguments)
+        assert caught.value.parameter == parameter and "one of the two" in str(caught.value)
+
+
+def test_problem_constructors_share_one_order_and_take_the_rest_by_keyword():
+    import inspect
+
+    for name in ("orthonormal_problem", "random_features_problem", "glm_problem", "claim2_problem"):
+        parameters = inspect.signature(getattr(popgrad, name)).parameters
+        assert list(parameters)[:3] == ["activation", "k", "xi"], name
+        assert all(p.kind is p.KEYWORD_ONLY for p in list(parameters.values())[3:]), name
+    # the former order random_features_problem(sigma, k, d, xi) fails loudly instead of swapping d and xi
+    with pytest.raises(TypeError):
+        popgrad.random_features_problem("relu", 4, 40, 1.0)

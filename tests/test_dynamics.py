@@ -23,7 +23,7 @@ def _ks_pvalues(a, b):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("problem", [orthonormal_problem("relu", 4, 1.0, seed=0), random_features_problem("tanh", 4, 200, 1.0, seed=1)])
+@pytest.mark.parametrize("problem", [orthonormal_problem("relu", 4, 1.0, seed=0), random_features_problem("tanh", 4, 1.0, d=200, seed=1)])
 def test_chain_and_full_sgd_agree_in_law(problem):
     d, eta = 200, 0.5 / 200
     chain = simulate(problem, d, eta, CHECKPOINTS, trajectories=400, method="chain", seed=11)
@@ -89,7 +89,7 @@ def test_exact_normalization_term_reduces_to_the_second_order_term():
 
 @pytest.mark.parametrize("method", ["chain", "fast", "full"])
 def test_same_seed_same_numbers_for_any_thread_count_batch_or_split(method):
-    problem = random_features_problem("relu", 3, 40, 1.0, seed=2) if method == "full" else orthonormal_problem("relu", 3, 1.0, seed=2)
+    problem = random_features_problem("relu", 3, 1.0, d=40, seed=2) if method == "full" else orthonormal_problem("relu", 3, 1.0, seed=2)
     arguments = dict(d=40, eta=0.3 / 40, trajectories=6, method=method, seed=9)
     previous = numba.get_num_threads()
     try:
@@ -133,7 +133,7 @@ def _numpy_noise(problem, m, samples, seed):
 
 @pytest.mark.parametrize("name", ["relu", "tanh"])
 def test_noise_estimate_against_an_independent_sampler(name):
-    problem = random_features_problem(name, 3, 30, 1.0, seed=4)
+    problem = random_features_problem(name, 3, 1.0, d=30, seed=4)
     estimate = noise_estimate(problem, 30, samples=200_000, seed=1)
     for m in (-0.6, 0.0, 0.45):
         mean, error = _numpy_noise(problem, m, 200_000, 7)

@@ -107,7 +107,7 @@ def test_rk4_converges_at_order_four():
     assert all(3.7 < order < 4.3 for order in orders), orders
 
 
-@pytest.mark.parametrize("problem", [orthonormal_problem("relu", 8, 1.0, seed=0), random_features_problem("tanh", 5, 40, 2.0, seed=1, c_distribution="sphere")])
+@pytest.mark.parametrize("problem", [orthonormal_problem("relu", 8, 1.0, seed=0), random_features_problem("tanh", 5, 2.0, d=40, seed=1, c_distribution="sphere")])
 def test_gradient_flow_matches_solve_ivp_on_the_direct_drift(problem):
     eta = 1.0
     times = np.linspace(0, 8, 17)

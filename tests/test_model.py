@@ -15,7 +15,7 @@ from popgrad.models.finetuning.spec import (
 
 
 def test_json_round_trip_is_exact(tmp_path):
-    problem = random_features_problem("tanh", 5, 40, 1.3, seed=4, c_distribution="sphere", convention="raw")
+    problem = random_features_problem("tanh", 5, 1.3, d=40, seed=4, c_distribution="sphere", convention="raw")
     path = tmp_path / "problem.json"
     problem.save(path)
     loaded = load_problem(path)
@@ -45,7 +45,7 @@ def test_glm_problem_has_zero_rows():
 
 
 def test_embedding_realises_the_geometry():
-    problem = random_features_problem("relu", 4, 12, 1.0, seed=1)
+    problem = random_features_problem("relu", 4, 1.0, d=12, seed=1)
     e = embedding(problem, m=-0.4, seed=3)
     np.testing.assert_allclose(e.W @ e.W.T, problem.gram, atol=1e-12)
     np.testing.assert_allclose([e.u @ e.u, e.u_hat @ e.u_hat, e.u @ e.u_hat], [1, 1, -0.4], atol=1e-12)

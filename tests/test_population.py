@@ -17,7 +17,7 @@ ACTIVATIONS = ["relu", "tanh", "erf", "sigmoid", "He_3", "quadratic"]
 
 
 def problems(name):
-    return [orthonormal_problem(name, 3, 1.0, seed=5), random_features_problem(name, 3, 20, 1.0, seed=6)]
+    return [orthonormal_problem(name, 3, 1.0, seed=5), random_features_problem(name, 3, 1.0, d=20, seed=6)]
 
 
 def drift_by_quadrature(problem, m):
@@ -57,7 +57,7 @@ def _explicit_loss(problem, e, u_hat):
 @pytest.mark.parametrize("name, tolerance", [("tanh", 1e-6), ("erf", 1e-6), ("sigmoid", 1e-6), ("He_3", 1e-6), ("relu", 1e-6)])
 @pytest.mark.parametrize("convention", ["normalized", "raw"])
 def test_proposition_4_by_finite_differences_in_dimension_d(name, tolerance, convention):
-    problem = random_features_problem(name, 3, 9, 1.2, seed=8, convention=convention)
+    problem = random_features_problem(name, 3, 1.2, d=9, seed=8, convention=convention)
     m = 0.35
     e = embedding(problem, m=m, seed=2)
     # orthonormal basis of the tangent space: span(W)^perp intersected with u_hat^perp
@@ -79,7 +79,7 @@ def test_proposition_4_by_finite_differences_in_dimension_d(name, tolerance, con
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["relu", "tanh", "He_3", "sigmoid"])
 def test_monte_carlo_gradient_matches_population_gradient(name):
-    problem = random_features_problem(name, 3, 10, 1.0, seed=2)
+    problem = random_features_problem(name, 3, 1.0, d=10, seed=2)
     m = 0.3
     e = embedding(problem, m=m, seed=5)
     mean, standard_error = monte_carlo_gradient(problem, e.W, e.u, e.u_hat, e.basis, samples=1_000_000, seed=7)
@@ -96,7 +96,7 @@ def test_raw_convention_for_relu():
 
 
 def test_loss_derivative_is_minus_drift():
-    for problem in [orthonormal_problem("tanh", 4, 1.0, seed=2), random_features_problem("gelu", 3, 10, 2.0, seed=3, c_distribution="sphere", convention="raw")]:
+    for problem in [orthonormal_problem("tanh", 4, 1.0, seed=2), random_features_problem("gelu", 3, 2.0, d=10, seed=3, c_distribution="sphere", convention="raw")]:
         m = np.linspace(-0.9, 0.9, 7)
         step = 1e-5
         derivative = (population_loss(problem, m + step) - population_loss(problem, m - step)) / (2 * step)
@@ -124,7 +124,7 @@ def test_symbolic_drift_matches_numeric(name):
         assert sympy.Poly(sympy.expand(expr), m).degree() <= len(problem.activation.polynomial_coefficients) - 2
 
 
-@pytest.mark.parametrize("problem", [orthonormal_problem("relu", 8, 1.0, seed=0), orthonormal_problem("tanh", 8, 2.0, seed=1), random_features_problem("relu", 6, 30, 1.0, seed=2, c_distribution="sphere")])
+@pytest.mark.parametrize("problem", [orthonormal_problem("relu", 8, 1.0, seed=0), orthonormal_problem("tanh", 8, 2.0, seed=1), random_features_problem("relu", 6, 1.0, d=30, seed=2, c_distribution="sphere")])
 def test_interpolant_error_is_verified(problem):
     fast = drift_interpolant(problem)
     m = np.random.default_rng(0).uniform(-1, 1, 500)

@@ -44,12 +44,28 @@ _DESCRIPTIONS = {
 
 def write_netcdf(dataset, path) -> None:
     """NetCDF3 (scipy) with the step counts stored as float64: exact below 2^53, where NetCDF3's int32 would
-    refuse counts beyond 2^31 after the simulation had run."""
+    refuse counts beyond 2^31 after the simulation had run.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        With a ``step`` coordinate.
+    path : str or Path
+
+    Returns
+    -------
+    None
+    """
     dataset.to_netcdf(path, engine="scipy", encoding={"step": {"dtype": "float64"}})
 
 
 def versions() -> dict:
-    """Versions of popgrad and the numerical stack, recorded with every saved result."""
+    """Versions of popgrad and the numerical stack, recorded with every saved result.
+
+    Returns
+    -------
+    dict of str to str
+    """
     import mpmath
     import numba
     import scipy
@@ -60,7 +76,20 @@ def versions() -> dict:
 
 @dataclass(frozen=True)
 class Comparison:
-    """A simulation and its predictions on the same checkpoints."""
+    """A simulation and its predictions on the same checkpoints.
+
+    Attributes
+    ----------
+    problem : FineTuningProblem
+    simulation : SimulationResult
+        The Monte Carlo side: ``m[trajectory, checkpoint]``.
+    predictions : Predictions
+        The population side, on the simulation's checkpoints.
+    threshold : float, default 4
+        Verdict threshold, in standard errors of the SGD mean.
+    extra : dict
+        Further records saved with the report (e.g. the command line's settings).
+    """
 
     problem: FineTuningProblem
     simulation: SimulationResult
@@ -371,7 +400,7 @@ def load_comparison(folder: str | Path) -> Comparison:
     return Comparison(problem, simulation, predictions, info["threshold"], extra={key: value for key, value in info.items() if key not in known})
 
 
-def compare(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajectories: int = 256, method: str = "chain", m0: float | None = None, seed: int = 0, which=PREDICTIONS, noise_samples: int = 200_000, threshold: float = 4.0, progress: bool | None = False, hit: float | None = None, noise_seed: int | None = None) -> Comparison:
+def compare(problem: FineTuningProblem, d: int, eta: float | None = None, checkpoints=None, trajectories: int = 256, method: str = "chain", m0: float | None = None, seed: int = 0, which=PREDICTIONS, noise_samples: int = 200_000, threshold: float = 4.0, progress: bool | None = False, hit: float | None = None, noise_seed: int | None = None, *, delta: float | None = None, steps: int | None = None) -> Comparison:
     """Simulate online SGD and compute the predictions on the same checkpoints.
 
     Parameters
@@ -379,10 +408,10 @@ def compare(problem: FineTuningProblem, d: int, eta: float, checkpoints, traject
     problem : FineTuningProblem
     d : int
         Input dimension (a problem with W has its own: d must match it for method 'full').
-    eta : float
-        Step size, > 0 (the paper's scaling is eta = delta / d).
-    checkpoints : sequence of int
-        Increasing step counts at which m_t is recorded, at most 1e12.
+    eta : float, optional
+        Step size, > 0 (the paper's scaling is eta = delta / d); or give ``delta``.
+    checkpoints : sequence of int, optional
+        Increasing step counts at which m_t is recorded, at most 1e12; or give ``steps``.
     trajectories : int, default 256
         Independent SGD runs (trajectory j uses stream (seed, TRAJECTORIES, j)).
     method : {'chain', 'fast', 'full'}, default 'chain'
@@ -403,6 +432,10 @@ def compare(problem: FineTuningProblem, d: int, eta: float, checkpoints, traject
         Record each trajectory's first step with m^2 >= 1 - hit.
     noise_seed : int, optional
         Seed of the noise Monte Carlo, apart from the simulation's.
+    delta : float, optional
+        The step size as ``delta = eta d`` (``--delta``), instead of ``eta``.
+    steps : int, optional
+        The run's length, at 21 evenly spaced checkpoints (``--steps``), instead of ``checkpoints``.
 
     Returns
     -------
@@ -418,6 +451,6 @@ def compare(problem: FineTuningProblem, d: int, eta: float, checkpoints, traject
     ['exact_normalization_ode', 'finite_step_ode', 'gradient_flow', 'population_map']
     """
     threshold = check_real(threshold, "threshold", 0.0, None, low_open=True)
-    simulation = simulate(problem, d, eta, checkpoints, trajectories=trajectories, method=method, m0=m0, seed=seed, progress=progress, hit=hit)
-    predictions = predict(problem, simulation.d, eta, simulation.steps, m0=m0, which=which, noise_samples=noise_samples, seed=seed if noise_seed is None else noise_seed)
+    simulation = simulate(problem, d, eta, checkpoints, trajectories=trajectories, method=method, m0=m0, seed=seed, progress=progress, hit=hit, delta=delta, steps=steps)
+    predictions = predict(problem, simulation.d, simulation.eta, simulation.steps, m0=m0, which=which, noise_samples=noise_samples, seed=seed if noise_seed is None else noise_seed)
     return Comparison(problem, simulation, predictions, threshold)

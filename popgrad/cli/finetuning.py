@@ -97,7 +97,7 @@ def _problem_from_args(args):
     if args.features == "random":
         if args.dimension is None:
             raise UsageError("--features random needs --d (the input dimension)")
-        return spec.random_features_problem(args.activation, args.k, args.dimension, args.xi, c_distribution=args.c_distribution, **common)
+        return spec.random_features_problem(args.activation, args.k, args.xi, d=args.dimension, c_distribution=args.c_distribution, **common)
     if args.features == "claim2":
         return spec.claim2_problem(args.activation, args.k, args.xi, **common)
     constructor = spec.orthonormal_problem if args.features == "orthonormal" else spec.glm_problem
@@ -173,8 +173,8 @@ def _dynamics_options(parser: argparse.ArgumentParser, defaults: dict) -> None:
 
 def _dynamics_settings(args, problem) -> tuple:
     """``(d, eta, checkpoints)`` from the flags; the ranges are the library's."""
-    from .._validation import check_integer, check_real
-    from ..dynamics.trajectories import checkpoint_grid
+    from .._validation import check_integer
+    from ..dynamics.trajectories import step_schedule
 
     d = args.dimension
     if problem.W is not None:  # the problem's own input dimension (a file's W, or --features random --d)
@@ -184,12 +184,10 @@ def _dynamics_settings(args, problem) -> tuple:
     d = check_integer(d, "d", problem.rank + 3) if d is not None else None
     if d is None:
         raise UsageError("--d is required")
-    if args.eta is not None:
-        eta = args.eta
-    else:
-        eta = check_real(args.default_delta if args.delta is None else args.delta, "delta", 0.0, None, low_open=True) / d
     refuse_together(args, "checkpoints", ("steps",), "the last checkpoint is the number of steps")
-    checkpoints = args.checkpoints if args.checkpoints is not None else checkpoint_grid(check_integer(args.steps, "steps", 1, 10**12), 21).tolist()
+    delta = (args.default_delta if args.delta is None else args.delta) if args.eta is None else None
+    eta, checkpoints = step_schedule(d, args.eta, delta, args.checkpoints, None if args.checkpoints is not None else args.steps)
+    checkpoints = checkpoints.tolist()
     return d, eta, checkpoints
 
 

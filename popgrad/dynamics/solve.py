@@ -26,7 +26,15 @@ class SolverFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class ODE:
-    """``dy/dt = rhs(t, y, parameters)``."""
+    """``dy/dt = rhs(t, y, parameters)``.
+
+    Attributes
+    ----------
+    rhs : numba function
+        ``rhs(t, y, parameters, out)`` writing dy/dt into ``out`` (see :func:`right_hand_side`).
+    parameters : ndarray
+        Passed to ``rhs`` unchanged.
+    """
 
     rhs: object
     parameters: np.ndarray
@@ -39,7 +47,18 @@ class ODE:
 class Solution:
     """Values at the requested times (``values[i]`` at ``times[i]``: a number for a scalar problem, a row
     for a vector one); ``event_time`` is the first time the event component reached its target (nan if
-    not); ``steps`` and ``rejected`` count the solver's steps."""
+    not); ``steps`` and ``rejected`` count the solver's steps.
+
+    Attributes
+    ----------
+    times : ndarray
+    values : ndarray
+    event_time : float
+    steps : int
+    rejected : int
+    method : str
+        The solver that produced the values.
+    """
 
     times: np.ndarray
     values: np.ndarray
@@ -68,6 +87,12 @@ def solve(ode, y0, times, method: str = "dopri5", rtol: float = 1e-10, atol: flo
         Event: the first time component ``event_component`` crosses ``target`` (dopri5).
     stop_at_event : bool
         End the integration at the event (later values are nan).
+    max_steps : int
+        Step budget (radau: right-hand side evaluations); beyond it :class:`SolverFailed` is raised.
+    event_component : int
+        Component of the state watched by the event.
+    t0 : float
+        Initial time.
 
     Returns
     -------

@@ -16,9 +16,9 @@ import numpy as np
 from numba import njit
 
 from .._progress import progress_bar
-from .._validation import InvalidArgument, check_integer
+from .._validation import InvalidArgument, check_integer, check_real
 
-__all__ = ["record_hit", "Diverged", "checkpoint_grid", "check_checkpoints", "run_to_checkpoints", "Recording", "hitting_summary"]
+__all__ = ["record_hit", "Diverged", "checkpoint_grid", "check_checkpoints", "step_schedule", "run_to_checkpoints", "Recording", "hitting_summary"]
 
 
 @njit(cache=True, inline="always")
@@ -47,6 +47,18 @@ class Recording:
 def checkpoint_grid(steps: int, count: int = 21, spacing: str = "linear") -> np.ndarray:
     """``count`` checkpoints from 0 to ``steps`` (linear, or logarithmic after 0).
 
+    Parameters
+    ----------
+    steps : int
+        The last checkpoint, at least 1.
+    count : int, default 21
+        Number of checkpoints (fewer when rounding makes some coincide).
+    spacing : {'linear', 'log'}, default 'linear'
+
+    Returns
+    -------
+    ndarray of int64
+
     Examples
     --------
     >>> checkpoint_grid(100, 5).tolist()
@@ -74,6 +86,31 @@ def check_checkpoints(checkpoints) -> np.ndarray:
     if np.any(steps < 0) or np.any(np.diff(steps) <= 0):
         raise InvalidArgument("checkpoints must be non-negative and strictly increasing", "checkpoints")
     return steps
+
+
+def step_schedule(d: int, eta=None, delta=None, checkpoints=None, steps=None) -> tuple:
+    """The step size and the checkpoints of a run, as the API and the command line take them: the step size
+    as ``eta`` or as ``delta = eta d`` (one of the two), the record as ``checkpoints`` or as ``steps`` (21
+    evenly spaced checkpoints from 0 to ``steps``; one of the two).
+
+    Returns ``(eta, checkpoints)`` with the checkpoints checked (:func:`check_checkpoints`).
+
+    Examples
+    --------
+    >>> eta, checkpoints = step_schedule(1000, delta=0.05, steps=100)
+    >>> eta, checkpoints[:3].tolist()
+    (5e-05, [0, 5, 10])
+    """
+    if (eta is None) == (delta is None):
+        raise InvalidArgument("give the step size as eta or as delta = eta * d (one of the two)", "eta" if eta is None else "delta")
+    if (checkpoints is None) == (steps is None):
+        raise InvalidArgument("give checkpoints (a list of steps) or steps (the run's length; one of the two)", "checkpoints" if checkpoints is None else "steps")
+    if eta is None:
+        eta = check_real(delta, "delta", 0.0, None, low_open=True) / check_integer(d, "d", 1)
+    eta = check_real(eta, "eta", 0.0, None, low_open=True)
+    if checkpoints is None:
+        checkpoints = checkpoint_grid(check_integer(steps, "steps", 1, MAX_STEPS), 21)
+    return eta, check_checkpoints(checkpoints)
 
 
 def run_to_checkpoints(advance, initial: np.ndarray, checkpoints, chunk: int, progress: bool | None = False, label: str = "", divergence: str = "") -> Recording:

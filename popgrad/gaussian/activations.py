@@ -66,6 +66,8 @@ class Activation:
         Points where ``sigma`` or a low derivative is not smooth; quadrature splits there.
     stein : SteinForm or None
         The Stein data for the ``stein`` family.
+    description : str
+        A one-line description in words (e.g. "max(z, 0)"; "custom" for parsed expressions).
     """
 
     name: str
@@ -253,6 +255,11 @@ def activation(spec: str | Activation) -> Activation:
         ``poly(a0, a1, ...)`` (monomial coefficients, lowest first), or an expression in ``z`` parsed
         through the whitelist of :func:`popgrad.expressions.parse_expression`.
 
+    Returns
+    -------
+    Activation
+        Frozen: name, sympy expression, family and the family's parameters.
+
     Raises
     ------
     InvalidArgument
@@ -411,6 +418,10 @@ def _kinks(expression: sympy.Expr) -> tuple:
 
 def catalogue() -> list[Activation]:
     """The catalogue's standard members (with ``leaky_relu(0.1)``, ``He_3`` and ``h_4`` as examples).
+
+    Returns
+    -------
+    list of Activation
 
     Examples
     --------

@@ -39,7 +39,19 @@ class ExpressionError(InvalidArgument):
 @dataclass(frozen=True)
 class UnaryFunction:
     """One elementary function: its sympy class and its numpy and mpmath evaluators. ``parseable`` is
-    False for functions that only arise from differentiation (``DiracDelta``)."""
+    False for functions that only arise from differentiation (``DiracDelta``).
+
+    Attributes
+    ----------
+    sympy : type
+        The sympy function class.
+    numpy : callable
+        Vectorised float64 evaluator.
+    mpmath : callable
+        Arbitrary-precision evaluator.
+    parseable : bool, default True
+        Admitted by the expression parser.
+    """
 
     sympy: type
     numpy: object

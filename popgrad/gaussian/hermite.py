@@ -33,7 +33,17 @@ __all__ = [
 
 
 def exact_scale(scale) -> sympy.Expr:
-    """The scale r as an exact sympy number: floats are read by their shortest repr (1.7 -> 17/10)."""
+    """The scale r as an exact sympy number: floats are read by their shortest repr (1.7 -> 17/10).
+
+    Parameters
+    ----------
+    scale : int, float, str or sympy number
+        Positive.
+
+    Returns
+    -------
+    sympy.Expr
+    """
     if isinstance(scale, sympy.Basic):
         value = scale
     elif isinstance(scale, (int, np.integer)):
@@ -120,6 +130,17 @@ def hermite_recurrence(g: np.ndarray, order: int) -> np.ndarray:
     """``h_p(g)`` for p = 0..order, shape ``(order + 1, len(g))``, by the normalised recurrence
     ``h_{p+1} = (g h_p - sqrt(p) h_{p-1}) / sqrt(p + 1)`` (stable; no factorials).
 
+    Parameters
+    ----------
+    g : ndarray
+        Points.
+    order : int
+        Highest order.
+
+    Returns
+    -------
+    ndarray, shape (order + 1, len(g))
+
     Examples
     --------
     >>> hermite_recurrence(np.array([2.0]), 3)[:, 0]  # He_3(2)/sqrt(6) = 2/sqrt(6)
@@ -176,7 +197,18 @@ def hermite_coefficients(sigma, order: int, scale: float = 1.0) -> np.ndarray:
 
 
 def second_moment(sigma, scale: float = 1.0, derivative: bool = False) -> float:
-    """``E[sigma(r g)^2]`` (or ``E[sigma'(r g)^2]``) in float64 by the same quadrature."""
+    """``E[sigma(r g)^2]`` (or ``E[sigma'(r g)^2]``) in float64 by the same quadrature.
+
+    Parameters
+    ----------
+    sigma : str or Activation
+    scale : float, default 1
+    derivative : bool, default False
+
+    Returns
+    -------
+    float
+    """
     sigma = activation(sigma)
     nodes, weights = _quadrature_nodes(sigma, check_scale(scale))
     values = sigma.prime(scale * nodes) if derivative else sigma(scale * nodes)

@@ -38,6 +38,19 @@ class KernelSpec:
 
     ``coefficients[i]`` are the Hermite coefficients (of sigma, or sigma' when ``derivative``) at
     ``scales[i]``, used only when ``code`` is the series code.
+
+    Attributes
+    ----------
+    code : int
+        The activation family's kernel code (or the series code).
+    parameter : float
+        The family's parameter (e.g. leaky_relu's slope).
+    derivative : bool
+        K' (kernel of sigma') instead of K.
+    scales : ndarray
+        The scales r at which the kernel is needed.
+    coefficients : ndarray, shape (len(scales), order + 1)
+        Hermite coefficients per scale (series code only).
     """
 
     code: int
@@ -54,6 +67,19 @@ def hermite_series(sigma, scales, derivative: bool = False, order: int = DEFAULT
     ``E[sigma(s g)^2]`` (or of sigma'; infinite when sigma' has a Dirac part); ``tails[i]`` its part not
     captured by the coefficients (Parseval; 0 for polynomials whose degree the order reaches). sigma'
     uses ``mu_p(sigma'; s) = sqrt(p+1) mu_{p+1}(sigma; s) / s`` (Stein). Each distinct scale is computed once.
+
+    Parameters
+    ----------
+    sigma : str or Activation
+    scales : array_like of float
+        Positive scales r.
+    derivative : bool, default False
+    order : int, default 400
+
+    Returns
+    -------
+    tuple of ndarray
+        ``(coefficients, tails, moments)`` as above.
     """
     sigma = activation(sigma)
     scales = np.atleast_1d(np.asarray(scales, dtype=np.float64))
@@ -79,6 +105,17 @@ def kernel_spec(sigma, scales, derivative: bool = False, order: int | None = Non
 
     Closed forms need no coefficients. Polynomials use their exact (finite) Hermite coefficients. Other
     activations use ``order`` (default 400) float64 coefficients (:func:`hermite_series`).
+
+    Parameters
+    ----------
+    sigma : str or Activation
+    scales : array_like of float
+    derivative : bool, default False
+    order : int, optional
+
+    Returns
+    -------
+    KernelSpec
     """
     sigma = activation(sigma)
     scales = np.atleast_1d(np.asarray(scales, dtype=np.float64))
@@ -113,6 +150,24 @@ def dual_kernel(sigma, rho, s1: float = 1.0, s2: float = 1.0, derivative: bool =
     Closed form where the catalogue has one, else the Hermite series (see :func:`kernel_series` for its
     error bound).
 
+    Parameters
+    ----------
+    sigma : str or Activation
+        The activation.
+    rho : float or array_like, in [-1, 1]
+        Correlation of X and Y.
+    s1, s2 : float, default 1
+        Scales of the two arguments.
+    derivative : bool, default False
+        Use sigma' (the kernel K' of the drift).
+    order : int, optional
+        Truncation order of the Hermite series when there is no closed form (default 400).
+
+    Returns
+    -------
+    ndarray
+        Same shape as ``rho``.
+
     Examples
     --------
     >>> float(dual_kernel("relu", 0.0))  # E[relu(X)] E[relu(Y)] = 1/(2 pi)
@@ -130,7 +185,15 @@ def dual_kernel(sigma, rho, s1: float = 1.0, s2: float = 1.0, derivative: bool =
 
 @dataclass(frozen=True)
 class SeriesValue:
-    """A truncated series value with a rigorous bound on the truncation error."""
+    """A truncated series value with a rigorous bound on the truncation error.
+
+    Attributes
+    ----------
+    value : ndarray
+        The truncated series.
+    error_bound : ndarray
+        A bound on the truncation (and coefficient rounding) error.
+    """
 
     value: np.ndarray
     error_bound: np.ndarray
@@ -142,6 +205,18 @@ def kernel_series(sigma, rho, s1: float = 1.0, s2: float = 1.0, derivative: bool
     The bound ``|rho|^(P+1) sqrt(T1 T2)`` follows from Cauchy–Schwarz on the tail and Parseval
     (``T`` is the uncaptured second moment at each scale; 0 for polynomials of degree ≤ P), plus a
     float64 floor of ``1e-13 sqrt(E1 E2)`` for the rounding of the coefficients.
+
+    Parameters
+    ----------
+    sigma : str or Activation
+    rho : float or array_like, in [-1, 1]
+    s1, s2 : float, default 1
+    derivative : bool, default False
+    order : int, default 60
+
+    Returns
+    -------
+    SeriesValue
 
     Examples
     --------

@@ -31,6 +31,15 @@ MAX_VERIFIED_ORDER, MAX_DIGITS = 200, 1000
 def precision(digits: int):
     """Context manager setting mpmath's working precision (an alias of ``mpmath.workdps``).
 
+    Parameters
+    ----------
+    digits : int
+        Decimal digits.
+
+    Returns
+    -------
+    context manager
+
     Examples
     --------
     >>> with precision(30):
@@ -52,6 +61,16 @@ def mpmath_hermite_coefficients(sigma, order: int, scale=1) -> list:
     Tanh–sinh quadrature of ``sigma(r g) h_p(g) phi(g)`` on panels of width 2 covering the region where
     the integrand exceeds 10^-(dps+10) (Cramér's bound |h_p(g)| phi(g)^(1/2) <= 1), split at kinks,
     with 20 guard digits. All orders share the integrand evaluations. Independent of the closed forms.
+
+    Parameters
+    ----------
+    sigma : str or Activation
+    order : int
+    scale : number, default 1
+
+    Returns
+    -------
+    list of mpmath.mpf
 
     Examples
     --------
@@ -132,7 +151,18 @@ def _mp_second_moment(sigma: Activation, r) -> mpmath.mpf:
 
 
 def agreeing_digits(value, reference, cap: int) -> float:
-    """Significant digits on which two numbers agree, capped at ``cap``; absolute for a zero reference."""
+    """Significant digits on which two numbers agree, capped at ``cap``; absolute for a zero reference.
+
+    Parameters
+    ----------
+    value, reference : mpmath number or float
+    cap : int
+        The most digits reported (the working precision).
+
+    Returns
+    -------
+    float
+    """
     difference = abs(mpmath.mpf(value) - mpmath.mpf(reference))
     if difference == 0:
         return float(cap)
@@ -157,6 +187,24 @@ class HermiteVerification:
     orders whose value is 0: exactly (closed form) or, without a closed form, below 10^(5-dps) by both
     routes; there ``digits`` is the count of zero digits of ``abs(reference)`` and ``max_abs_at_zeros``
     reports the largest such reference value.
+
+    Attributes
+    ----------
+    activation : str
+    scale : str
+        The scale r, as given (exact).
+    dps : int
+        mpmath's working precision in decimal digits.
+    method : str
+        The two routes compared.
+    exact : tuple
+        Per order, a sympy expression or None.
+    value, reference : tuple
+        Per order, the two routes' mpmath values.
+    digits : tuple of float
+        Agreeing significant digits per order.
+    zero : tuple of bool
+        Orders whose coefficient is 0.
     """
 
     activation: str
@@ -240,6 +288,17 @@ def parseval_check(sigma, order: int, scale=1) -> dict:
 
     Returns the partial sum, the second moment and the tail ``E[sigma^2] - sum`` (≥ 0 up to rounding; 0
     for polynomials once P reaches the degree).
+
+    Parameters
+    ----------
+    sigma : str or Activation
+    order : int
+    scale : number, default 1
+
+    Returns
+    -------
+    dict
+        ``sum``, ``second_moment`` and ``tail`` (mpmath numbers).
 
     Examples
     --------

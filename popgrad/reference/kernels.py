@@ -25,6 +25,17 @@ def kernel_quadrature(sigma, rho: float, s1: float = 1.0, s2: float = 1.0, deriv
     X = g1, Y = rho g1 + sqrt(1 - rho^2) g2; the inner integral over g2 is split at the kinks of
     sigma(s2 Y), the outer over g1 at the kinks of sigma(s1 X). Not defined for the Dirac kernel of a
     jump (step').
+
+    Parameters
+    ----------
+    sigma : str or Activation
+    rho : float in [-1, 1]
+    s1, s2 : float, default 1
+    derivative : bool, default False
+
+    Returns
+    -------
+    Estimate
     """
     sigma = activation(sigma)
     rho = check_real(rho, "rho", -1.0, 1.0)
@@ -51,7 +62,19 @@ def kernel_quadrature(sigma, rho: float, s1: float = 1.0, s2: float = 1.0, deriv
 
 def kernel_mpmath(sigma, rho, s1=1, s2=1, derivative: bool = False) -> Estimate:
     """The kernel by nested mpmath quadrature at the working precision (slow; for spot checks); the error
-    is mpmath's estimate for the outer integral."""
+    is mpmath's estimate for the outer integral.
+
+    Parameters
+    ----------
+    sigma : str or Activation
+    rho : number in [-1, 1]
+    s1, s2 : number, default 1
+    derivative : bool, default False
+
+    Returns
+    -------
+    Estimate
+    """
     sigma = activation(sigma)
     check_real(float(rho), "rho", -1.0, 1.0)
     check_scale(float(s1), "s1")
@@ -76,7 +99,21 @@ def kernel_mpmath(sigma, rho, s1=1, s2=1, derivative: bool = False) -> Estimate:
 
 
 def kernel_monte_carlo(sigma, rho: float, s1: float = 1.0, s2: float = 1.0, derivative: bool = False, samples: int = 1_000_000, seed: int = 0) -> Estimate:
-    """Monte Carlo estimate of the kernel; the error is the standard error (numpy Generator with ``seed``)."""
+    """Monte Carlo estimate of the kernel; the error is the standard error (numpy Generator with ``seed``).
+
+    Parameters
+    ----------
+    sigma : str or Activation
+    rho : float in [-1, 1]
+    s1, s2 : float, default 1
+    derivative : bool, default False
+    samples : int, default 1 000 000
+    seed : int, default 0
+
+    Returns
+    -------
+    Estimate
+    """
     sigma = activation(sigma)
     rho = check_real(rho, "rho", -1.0, 1.0)
     s1, s2 = check_scale(s1, "s1"), check_scale(s2, "s2")

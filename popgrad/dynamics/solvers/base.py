@@ -46,6 +46,16 @@ def right_hand_side(function):
     """Compile ``function(t, y, parameters, out)`` as a right-hand side (cached on disk when it is defined
     in a file; functions typed at a prompt cannot be).
 
+    Parameters
+    ----------
+    function : callable
+        ``function(t, y, parameters, out)``, numba-compilable.
+
+    Returns
+    -------
+    numba dispatcher
+        Usable in :class:`ODE`.
+
     Examples
     --------
     >>> @right_hand_side

@@ -22,6 +22,20 @@ def lemma6_frequency(sigma, k: int, xi: float, draws: int = 1000, seed: int = 0,
     quantized c allows) are *degenerate*: Lemma 6's lower bound on |h(0)| fails there, so they count as
     not holding and are reported separately. Returns the fraction, its binomial standard error, the
     degenerate count and quantiles of ``min h(m) sign(h(0)) / |h(0)|`` over the other draws.
+
+    Parameters
+    ----------
+    sigma : str or Activation
+    k : int
+    xi : float
+    draws : int, default 1000
+    seed : int, default 0
+    grid : int, default 201
+
+    Returns
+    -------
+    dict
+        ``fraction``, ``standard_error``, ``degenerate``, ``ratio_quantiles`` and the settings.
     """
     k = check_integer(k, "k", 1, 1024)
     draws = check_integer(draws, "draws", 1, 10**6)

@@ -18,7 +18,18 @@ __all__ = ["Embedding", "embedding"]
 @dataclass(frozen=True)
 class Embedding:
     """Explicit vectors in R^d realising a problem: W (k x d) with W W^T = G, u and u_hat unit,
-    orthogonal to span(W), with <u, u_hat> = m; ``basis`` is an orthonormal basis of span(W) (d x rank)."""
+    orthogonal to span(W), with <u, u_hat> = m; ``basis`` is an orthonormal basis of span(W) (d x rank).
+
+    Attributes
+    ----------
+    W : ndarray, shape (k, d)
+    u : ndarray, shape (d,)
+        The teacher's direction.
+    u_hat : ndarray, shape (d,)
+        The student's direction.
+    basis : ndarray, shape (d, rank)
+        Orthonormal basis of span(W).
+    """
 
     W: np.ndarray
     u: np.ndarray
@@ -36,6 +47,21 @@ def embedding(problem: FineTuningProblem, d: int | None = None, m: float = 0.0, 
     frame of rank + 2 rows whose last two give u and u_hat (``rotate``), or the first coordinates. u and
     u_hat lie in the complement of span(W). Memory is O(d (k + 2)); the Gaussian draws come from the
     streams ``(seed, GEOMETRY, row)``. ``basis`` (d x rank) is a view of the frame's rows.
+
+    Parameters
+    ----------
+    problem : FineTuningProblem
+    d : int, optional
+        Input dimension (default: the problem's W's); at least rank + 2.
+    m : float in [-1, 1], default 0
+        The overlap <u, u_hat>.
+    seed : int, default 0
+    rotate : bool, default True
+        A random frame (False: span(W) on the first coordinates).
+
+    Returns
+    -------
+    Embedding
 
     Examples
     --------

@@ -69,6 +69,25 @@ class NoiseEstimate:
 
     ``N``, ``E`` and ``N_error``, ``E_error`` (two standard errors) are interpolants in the endpoint
     variable, ready for :class:`popgrad.dynamics.solve.DriftODE`; the ``*_values`` are the raw estimates.
+
+    Attributes
+    ----------
+    nodes : ndarray
+        The 33 Chebyshev nodes in m.
+    V_values, N_values, E_values : ndarray
+        Raw estimates of V, N and E at the nodes.
+    N_standard_errors : ndarray
+        Standard errors of ``N_values``.
+    N, N_error, E, E_error : PiecewiseChebyshev
+        Interpolants of N and E and of two standard errors of each.
+    samples : int
+        Gaussian draws used (shared by all nodes).
+    seed : int
+        Seed of the streams (seed, NOISE, s).
+    n : int
+        Dimension of span(W)^perp, d - rank W.
+    eta : float
+        Step size of the exact normalisation term (0: not computed).
     """
 
     nodes: np.ndarray

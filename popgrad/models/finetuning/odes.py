@@ -49,6 +49,23 @@ class DriftODE:
     ``V`` and ``W`` may be None when ``b == 0``. All interpolants are fitted on [-1, 1] with
     ``endpoint=True``. Solve it with :func:`popgrad.solve`.
 
+    Parameters
+    ----------
+    h : PiecewiseChebyshev
+        The drift h(m) (endpoint variable).
+    a : float
+        Factor of the drift term (the step size eta for steps as time).
+    V : PiecewiseChebyshev or None
+        The noise term (needed when ``b`` is not 0).
+    b : float, default 0
+        Its weight (eta^2/2 for the second-order term, 1 for the exact normalisation term).
+    W : PiecewiseChebyshev or None
+        Two standard errors of the noise term, for the band.
+    band : float in [-1, 1], default 0
+        Side of the band: the noise term is moved by ``band`` times W.
+    times_m : bool, default True
+        Multiply the noise term by m.
+
     Examples
     --------
     >>> from popgrad.numerics.chebyshev import chebyshev_interpolant

@@ -185,7 +185,17 @@ def population_loss(problem: FineTuningProblem, m) -> np.ndarray:
 
 
 def population_loss_derivative(problem: FineTuningProblem, m) -> np.ndarray:
-    """``Phi'(m) = -h(m)``."""
+    """``Phi'(m) = -h(m)``.
+
+    Parameters
+    ----------
+    problem : FineTuningProblem
+    m : float or array_like, in [-1, 1]
+
+    Returns
+    -------
+    ndarray
+    """
     return -population_drift(problem, m)
 
 
@@ -202,6 +212,13 @@ class DriftInterpolant:
     compared with the direct evaluation; ``scale`` is max |h| on a grid (for relative statements).
     Call it like a function, or pass ``breaks``/``coefficients`` to numba code
     (``popgrad.numerics.chebyshev.chebyshev_evaluate_scalar(breaks, coefficients, True, m)``).
+
+    Attributes
+    ----------
+    interpolant : PiecewiseChebyshev
+        h on [-1, 1] in the endpoint variable t.
+    scale : float
+        max |h| on a grid.
     """
 
     interpolant: PiecewiseChebyshev
@@ -268,7 +285,19 @@ def _drift_interpolant(problem: FineTuningProblem, tolerance: float) -> DriftInt
 
 @dataclass(frozen=True)
 class FixedPoints:
-    """Zeros of h on [-1, 1] (besides the ODE's fixed points m = ±1), h(0) and its sign, h(±1)."""
+    """Zeros of h on [-1, 1] (besides the ODE's fixed points m = ±1), h(0) and its sign, h(±1).
+
+    Attributes
+    ----------
+    zeros : tuple of float
+        Zeros of h in [-1, 1], increasing.
+    h0 : float
+        h(0).
+    sign_h0 : int
+        sign(h(0)): the direction m moves from 0 (the sign of the limit of m).
+    h_at_minus_one, h_at_one : float
+        h(-1), h(1).
+    """
 
     zeros: tuple
     h0: float
@@ -313,6 +342,17 @@ def drift_fixed_points(problem: FineTuningProblem, grid: int = 4001) -> FixedPoi
 
 def glm_drift(sigma, m, order: int = 200) -> np.ndarray:
     """The GLM drift ``sum_{p>=1} p mu_p^2 m^(p-1)`` (learning a single index from scratch).
+
+    Parameters
+    ----------
+    sigma : str or Activation
+    m : float or array_like
+    order : int, default 200
+        Terms of the series (exact for polynomials of lower degree).
+
+    Returns
+    -------
+    ndarray
 
     Examples
     --------

@@ -28,7 +28,7 @@ from scipy import special
 
 from ..._validation import InvalidArgument, check_choices, check_integer, check_real
 from ...dynamics.solve import SolverFailed, solve
-from ...dynamics.trajectories import check_checkpoints
+from ...dynamics.trajectories import step_schedule
 from ...numerics.chebyshev import chebyshev_evaluate_scalar
 from .noise import NoiseEstimate, noise_estimate
 from .odes import DriftODE
@@ -60,7 +60,25 @@ class Predictions:
     """Predicted mean m at the checkpoints: ``values[name]``; ``bands[name]`` holds (lower, upper) of the
     ODEs with a Monte Carlo noise term, under 2 standard errors of that term (comparison principle);
     ``loss[name]`` the predicted mean population loss, the average of Phi(m_t) over the starting points
-    (to set beside the mean of Phi(m_t) over trajectories: Phi of the mean m is not the mean of Phi)."""
+    (to set beside the mean of Phi(m_t) over trajectories: Phi of the mean m is not the mean of Phi).
+
+    Attributes
+    ----------
+    steps : ndarray
+        The checkpoints.
+    values : dict of str to ndarray
+        Predicted mean m per prediction.
+    bands : dict of str to (ndarray, ndarray)
+        Lower and upper band of the predictions with a Monte Carlo noise term.
+    noise : NoiseEstimate or None
+        The noise terms used (None when no finite-step prediction was asked for).
+    initial_points : ndarray
+        The starting overlaps averaged over (33 quantiles of m_0, or [m0]).
+    loss : dict of str to ndarray
+        Predicted mean population loss per prediction.
+    failures : dict of str to str
+        Predictions that could not be computed, with the reason (their values are nan).
+    """
 
     steps: np.ndarray
     values: dict
@@ -77,14 +95,27 @@ DOPRI5_STEPS = 200_000
 
 
 def initial_points(n: int, m0: float | None, count: int = 33) -> np.ndarray:
-    """Equal-probability quantiles of m_0 (uniform u_hat_0 on S^(n-1)), or [m0]."""
+    """Equal-probability quantiles of m_0 (uniform u_hat_0 on S^(n-1)), or [m0].
+
+    Parameters
+    ----------
+    n : int
+        Dimension of span(W)^perp (at least 3).
+    m0 : float or None
+        A fixed start, or None for the random one.
+    count : int, default 33
+
+    Returns
+    -------
+    ndarray
+    """
     if m0 is not None:
         return np.array([float(m0)])
     levels = (np.arange(count) + 0.5) / count
     return 2.0 * special.betaincinv((n - 1) / 2, (n - 1) / 2, levels) - 1.0  # the Beta quantiles (scipy.stats: +0.3 s import)
 
 
-def predict(problem: FineTuningProblem, d: int, eta: float, checkpoints, m0: float | None = None, which=PREDICTIONS, samples: int | None = None, seed: int = 0, rtol: float = 1e-10, noise_samples: int | None = None) -> Predictions:
+def predict(problem: FineTuningProblem, d: int, eta: float | None = None, checkpoints=None, m0: float | None = None, which=PREDICTIONS, samples: int | None = None, seed: int = 0, rtol: float = 1e-10, noise_samples: int | None = None, *, delta: float | None = None, steps: int | None = None) -> Predictions:
     """The predictions of m_t at the checkpoints (steps), averaged over the law of m_0 when it is random.
 
     ``noise_samples`` (the name :func:`popgrad.compare` and ``--noise-samples`` use) and ``samples`` are
@@ -95,10 +126,10 @@ def predict(problem: FineTuningProblem, d: int, eta: float, checkpoints, m0: flo
     problem : FineTuningProblem
     d : int
         Input dimension.
-    eta : float
-        Step size, > 0.
-    checkpoints : sequence of int
-        Increasing step counts, at most 1e12.
+    eta : float, optional
+        Step size, > 0; or give ``delta``.
+    checkpoints : sequence of int, optional
+        Increasing step counts, at most 1e12; or give ``steps``.
     m0 : float in [-1, 1], optional
         Starting overlap; by default m_0 is random (u_hat_0 uniform on the sphere of span(W)^perp) and each
         prediction is averaged over 33 equal-probability quantiles of its law.
@@ -110,6 +141,10 @@ def predict(problem: FineTuningProblem, d: int, eta: float, checkpoints, m0: flo
         Seed of that Monte Carlo.
     rtol : float, default 1e-10
         Relative tolerance of the ODE integration.
+    delta : float, optional
+        The step size as ``delta = eta d``, instead of ``eta``.
+    steps : int, optional
+        The run's length, at 21 evenly spaced checkpoints, instead of ``checkpoints``.
 
     Returns
     -------
@@ -127,12 +162,13 @@ def predict(problem: FineTuningProblem, d: int, eta: float, checkpoints, m0: flo
     if samples is not None and noise_samples is not None and samples != noise_samples:
         raise InvalidArgument(f"noise_samples and samples are one parameter: give one of them (got {noise_samples} and {samples})", "noise_samples")
     samples = next((value for value in (noise_samples, samples) if value is not None), 200_000)
-    eta = check_real(eta, "eta", 0.0, None, low_open=True)
-    steps = check_checkpoints(checkpoints).astype(np.float64)
+    d = check_integer(d, "d", problem.rank + 3)
+    eta, steps = step_schedule(d, eta, delta, checkpoints, steps)
+    steps = steps.astype(np.float64)
     which = check_choices(which, "which", PREDICTIONS)
     if m0 is not None:
         m0 = check_real(m0, "m0", -1.0, 1.0)
-    n = check_integer(d, "d", problem.rank + 3) - problem.rank
+    n = d - problem.rank
     starts = initial_points(n, m0)
     h = drift_interpolant(problem).interpolant
     values, bands, loss, failures, noise = {}, {}, {}, {}, None

@@ -25,6 +25,17 @@ def network_loss(sigma, lam, teacher_weights: np.ndarray, student_weights: np.nd
     Each pair is a two-scale kernel at the vectors' norms and the cosine of their angle: nothing here
     knows about m, u, c or conventions.
 
+    Parameters
+    ----------
+    sigma : str or Activation
+    lam : array_like
+        Output weights, one per row.
+    teacher_weights, student_weights : ndarray, shape (k, d)
+
+    Returns
+    -------
+    float
+
     Examples
     --------
     >>> w = np.eye(3)[:2]
@@ -80,6 +91,22 @@ def monte_carlo_gradient(problem: FineTuningProblem, W, u, u_hat, basis, samples
     (``basis``: d x rank, orthonormal columns spanning span(W)).
 
     Its expectation is the population gradient ``-h(m) (u - m u_hat)`` (Proposition 4).
+
+    Parameters
+    ----------
+    problem : FineTuningProblem
+    W : ndarray, shape (k, d)
+    u, u_hat : ndarray, shape (d,)
+    basis : ndarray, shape (d, rank)
+    samples : int
+    seed : int, default 0
+    streams_count : int, default 64
+        Independent streams (the result does not depend on the threads).
+
+    Returns
+    -------
+    tuple of ndarray
+        ``(mean, standard_error)``, each of shape (d,).
     """
     W = np.ascontiguousarray(W, dtype=np.float64)
     if W.ndim != 2 or W.shape[0] != problem.k:

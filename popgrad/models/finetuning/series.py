@@ -29,6 +29,18 @@ def drift_series(problem: FineTuningProblem, terms: int, order: int = 120) -> np
 
     ``(G + xi^2 c c_hat m)^q`` is expanded binomially: ``a_l = sum_ij w_ij sum_{q>=l} kappa_q binom(q, l)
     offset^(q-l) slope^l``, with K' truncated at ``order``. General c, rows and conventions.
+
+    Parameters
+    ----------
+    problem : FineTuningProblem
+    terms : int
+        Number of coefficients returned.
+    order : int, default 120
+        Truncation order of the Hermite series of K'.
+
+    Returns
+    -------
+    ndarray, shape (terms,)
     """
     terms = check_integer(terms, "terms", 1, 200)
     order = check_integer(order, "order", terms, 4000)
@@ -48,7 +60,20 @@ def drift_series(problem: FineTuningProblem, terms: int, order: int = 120) -> np
 
 def moment_tensor(problem: FineTuningProblem, l: int, s: int) -> float:
     """Proposition 4's ``T(l, s)``: ``||sum_i lam_i w_i^{⊗s}||^2 = sum_ij lam_i lam_j G_ij^s`` for odd l,
-    ``k <sum lam_i c_i w_i^{⊗s}, sum lam_i c_hat_i w_i^{⊗s}> = k sum_ij lam_i lam_j c_i c_hat_j G_ij^s`` for even l."""
+    ``k <sum lam_i c_i w_i^{⊗s}, sum lam_i c_hat_i w_i^{⊗s}> = k sum_ij lam_i lam_j c_i c_hat_j G_ij^s`` for even l.
+
+    Parameters
+    ----------
+    problem : FineTuningProblem
+    l : int
+        Power of m (its parity picks the form).
+    s : int
+        Tensor order.
+
+    Returns
+    -------
+    float
+    """
     lam, gram = problem.lam, problem.gram
     power = gram**s
     if l % 2:
@@ -59,7 +84,18 @@ def moment_tensor(problem: FineTuningProblem, l: int, s: int) -> float:
 def paper_drift_series(problem: FineTuningProblem, terms: int, order: int = 120) -> np.ndarray:
     """Proposition 4's expansion ``h(m) = 2 sum_l (xi^2/k)^(l+1) (sum_s binom(l+s, l) (l+s+1)
     mu_{l+s+1}^2 r^(-2(l+s+1)) T(l, s)) m^l``. Needs Assumptions 1 and 3 (unit rows, quantized c) and the
-    normalized convention; independent of :func:`drift_series` (moment tensors instead of pairs)."""
+    normalized convention; independent of :func:`drift_series` (moment tensors instead of pairs).
+
+    Parameters
+    ----------
+    problem : FineTuningProblem
+    terms : int
+    order : int, default 120
+
+    Returns
+    -------
+    ndarray, shape (terms,)
+    """
     if not (problem.quantized and problem.unit_rows and problem.convention == "normalized"):
         raise InvalidArgument("paper_drift_series needs quantized c, c_hat, unit rows and the normalized convention")
     k, xi = problem.k, problem.xi
@@ -114,6 +150,16 @@ def symbolic_drift(problem: FineTuningProblem, terms: int = 8) -> tuple:
     Exact for polynomial activations (finite Hermite series) and for relu, leaky_relu, abs and erf (closed
     kernels); otherwise the Hermite series of K' truncated after ``terms`` orders with float coefficients
     (then ``exact`` is False). Numbers of the problem are made exact when they are simple (1, ±1/sqrt(k)).
+
+    Parameters
+    ----------
+    problem : FineTuningProblem
+    terms : int, default 8
+
+    Returns
+    -------
+    tuple
+        ``(expression, exact)``.
 
     Examples
     --------

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..._validation import InvalidArgument, check_choice, check_integer, check_memory, check_real
-from ...dynamics.trajectories import Diverged, check_checkpoints, checkpoint_grid, hitting_summary, run_to_checkpoints
+from ...dynamics.trajectories import Diverged, checkpoint_grid, hitting_summary, run_to_checkpoints, step_schedule
 from ...numerics.linalg import gram_factor
 from ...numerics.random_streams import run_blocks
 from .chain import chain_kernel, initial_overlaps
@@ -51,7 +51,31 @@ class SimulationDiverged(Diverged):
 
 @dataclass(frozen=True)
 class SimulationResult:
-    """m_t of every trajectory at the checkpoints: ``m[trajectory, checkpoint]``."""
+    """m_t of every trajectory at the checkpoints: ``m[trajectory, checkpoint]``.
+
+    Attributes
+    ----------
+    steps : ndarray of int64
+        The checkpoints.
+    m : ndarray, shape (trajectories, checkpoints)
+    method : str
+        'chain', 'fast' or 'full'.
+    eta : float
+    d : int
+    seed : int
+    m0 : float or None
+        The starting overlap (None: random).
+    first_trajectory : int
+        Stream index of trajectory 0.
+    seconds : float
+        Wall time of the simulation.
+    parameters : dict
+        Everything needed to repeat the run (with the problem and the versions).
+    hitting_steps : ndarray of int64 or None
+        Per trajectory, the first step with m^2 >= 1 - hit (-1: censored at the last checkpoint).
+    hit : float or None
+        The eps of ``hitting_steps``.
+    """
 
     steps: np.ndarray
     m: np.ndarray
@@ -78,7 +102,7 @@ class SimulationResult:
         return hitting_summary(self.hitting_steps, int(self.steps[-1]))
 
 
-def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajectories: int = 100, method: str = "chain", m0: float | None = None, seed: int = 0, first_trajectory: int = 0, progress: bool | None = False, hit: float | None = None, stop_when_hit: bool = False) -> SimulationResult:
+def simulate(problem: FineTuningProblem, d: int, eta: float | None = None, checkpoints=None, trajectories: int = 100, method: str = "chain", m0: float | None = None, seed: int = 0, first_trajectory: int = 0, progress: bool | None = False, hit: float | None = None, stop_when_hit: bool = False, *, delta: float | None = None, steps: int | None = None) -> SimulationResult:
     """Run online SGD and record m_t at the checkpoints.
 
     Parameters
@@ -87,10 +111,10 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
     d : int
         Input dimension (must equal ``problem.W.shape[1]`` when the problem has an explicit W and the method
         is ``full``).
-    eta : float
-        Constant step size (the paper's Theorem 16 uses eta = delta / (d V_k)).
-    checkpoints : list of int
-        Steps at which m is recorded (0 records the initial overlap).
+    eta : float, optional
+        Constant step size (the paper's Theorem 16 uses eta = delta / (d V_k)); or give ``delta``.
+    checkpoints : list of int, optional
+        Steps at which m is recorded (0 records the initial overlap); or give ``steps``.
     trajectories : int
         Independent trajectories, trajectory j on random stream ``first_trajectory + j``.
     method : 'chain', 'fast' or 'full'
@@ -107,6 +131,10 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
     stop_when_hit : bool
         Stop each trajectory at its hitting step (its later m stay at the hitting value), and the whole
         run once every trajectory has hit.
+    delta : float, optional
+        The step size as ``delta = eta d`` (``--delta`` of the command line), instead of ``eta``.
+    steps : int, optional
+        The run's length, recorded at 21 evenly spaced checkpoints (``--steps``), instead of ``checkpoints``.
 
     Returns
     -------
@@ -127,11 +155,9 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
     (8, 2)
     """
     check_choice(method, "method", METHODS)
-    eta = check_real(eta, "eta", 0.0, None, low_open=True)
     trajectories = check_integer(trajectories, "trajectories", 1, 10**8)
     seed = check_integer(seed, "seed", 0, 2**63 - 1)
     first_trajectory = check_integer(first_trajectory, "first_trajectory", 0, 2**62)
-    steps = check_checkpoints(checkpoints)
     if m0 is not None:
         m0 = check_real(m0, "m0", -1.0, 1.0)
     rank = problem.rank
@@ -140,6 +166,7 @@ def simulate(problem: FineTuningProblem, d: int, eta: float, checkpoints, trajec
         if d != problem.W.shape[1]:
             raise InvalidArgument(f"d must equal the problem's W dimension {problem.W.shape[1]} for method 'full', got {d}")
     d = check_integer(d, "d", rank + 3)
+    eta, steps = step_schedule(d, eta, delta, checkpoints, steps)
     level = math.inf if hit is None else 1.0 - check_real(hit, "hit", 0.0, 1.0, low_open=True)
     if stop_when_hit and hit is None:
         raise InvalidArgument("stop_when_hit needs hit (the level 1 - hit that m^2 must reach)", "stop_when_hit")

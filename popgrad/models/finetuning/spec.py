@@ -263,7 +263,19 @@ def load_problem(path: str | Path) -> FineTuningProblem:
 
 
 def draw_signs(k: int, generator: np.random.Generator, distribution: str = "quantized") -> np.ndarray:
-    """Adapter coefficients: ``quantized`` ±1/sqrt(k) uniform (Assumption 3) or ``sphere`` (uniform on S^(k-1))."""
+    """Adapter coefficients: ``quantized`` ±1/sqrt(k) uniform (Assumption 3) or ``sphere`` (uniform on S^(k-1)).
+
+    Parameters
+    ----------
+    k : int
+    generator : numpy.random.Generator
+    distribution : {'quantized', 'sphere'}, default 'quantized'
+
+    Returns
+    -------
+    ndarray, shape (k,)
+        A unit vector.
+    """
     check_choice(distribution, "c distribution", ("quantized", "sphere"))
     if distribution == "quantized":
         return generator.choice([-1.0, 1.0], size=k) / math.sqrt(k)
@@ -281,13 +293,15 @@ def _common(k, xi, seed, lam, c_distribution):
     return k, generator, lam, c, c_hat
 
 
-def orthonormal_problem(sigma, k: int, xi: float, seed: int = 0, lam=None, convention: str = "normalized", c_distribution: str = "quantized") -> FineTuningProblem:
+def orthonormal_problem(activation, k: int, xi: float, *, seed: int = 0, lam=None, convention: str = "normalized", c_distribution: str = "quantized") -> FineTuningProblem:
     """Orthonormal features ``G = I``; c, c_hat drawn independently with ``seed``.
+
+    Every problem constructor takes ``activation, k, xi`` in this order, and the rest as keywords.
 
     Parameters
     ----------
-    sigma : str or Activation
-        The activation: a catalogue name or an expression in ``z`` (see :func:`popgrad.activation`).
+    activation : str or Activation
+        A catalogue name or an expression in ``z`` (see :func:`popgrad.activation`); ``--activation``.
     k : int
         Number of neurons, 1 to 4096.
     xi : float
@@ -312,17 +326,17 @@ def orthonormal_problem(sigma, k: int, xi: float, seed: int = 0, lam=None, conve
     [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
     """
     k, _, lam, c, c_hat = _common(k, xi, seed, lam, c_distribution)
-    return FineTuningProblem(sigma, lam, np.eye(k), c, c_hat, xi, convention)
+    return FineTuningProblem(activation, lam, np.eye(k), c, c_hat, xi, convention)
 
 
-def random_features_problem(sigma, k: int, d: int, xi: float, seed: int = 0, lam=None, convention: str = "normalized", c_distribution: str = "quantized") -> FineTuningProblem:
+def random_features_problem(activation, k: int, xi: float, *, d: int, seed: int = 0, lam=None, convention: str = "normalized", c_distribution: str = "quantized") -> FineTuningProblem:
     """Rows of W uniform on the unit sphere of R^d (nearly orthogonal, as in the paper's simulations).
 
     Parameters
     ----------
-    sigma, k, xi, seed, lam, convention, c_distribution
+    activation, k, xi, seed, lam, convention, c_distribution
         As in :func:`orthonormal_problem`; ``seed`` also draws W.
-    d : int
+    d : int (keyword)
         Input dimension of the random rows of W, at least k + 2.
 
     Returns
@@ -333,10 +347,10 @@ def random_features_problem(sigma, k: int, d: int, xi: float, seed: int = 0, lam
     d = check_integer(d, "d", k + 2)
     W = generator.standard_normal((k, d))
     W /= np.linalg.norm(W, axis=1, keepdims=True)
-    return FineTuningProblem(sigma, lam, None, c, c_hat, xi, convention, W=W)
+    return FineTuningProblem(activation, lam, None, c, c_hat, xi, convention, W=W)
 
 
-def glm_problem(sigma, k: int, xi: float, seed: int = 0, lam=None, convention: str = "normalized", c_distribution: str = "quantized") -> FineTuningProblem:
+def glm_problem(activation, k: int, xi: float, *, seed: int = 0, lam=None, convention: str = "normalized", c_distribution: str = "quantized") -> FineTuningProblem:
     """The GLM case W = 0: learning from scratch, where h(0) vanishes to order m^(l*-1).
 
     The student's neurons are the teacher's own (``c_hat = c``, MATH.md §3), so the student can reach the
@@ -344,7 +358,7 @@ def glm_problem(sigma, k: int, xi: float, seed: int = 0, lam=None, convention: s
 
     Parameters
     ----------
-    sigma, k, xi, seed, lam, convention, c_distribution
+    activation, k, xi, seed, lam, convention, c_distribution
         As in :func:`orthonormal_problem` (c_hat is c here).
 
     Returns
@@ -358,17 +372,17 @@ def glm_problem(sigma, k: int, xi: float, seed: int = 0, lam=None, convention: s
     (True, 0)
     """
     k, _, lam, c, _ = _common(k, xi, seed, lam, c_distribution)
-    return FineTuningProblem(sigma, lam, np.zeros((k, k)), c, c, xi, convention)
+    return FineTuningProblem(activation, lam, np.zeros((k, k)), c, c, xi, convention)
 
 
-def claim2_problem(sigma, k: int, xi: float = 1.0, seed: int = 0, lam=None, convention: str = "normalized") -> FineTuningProblem:
+def claim2_problem(activation, k: int, xi: float = 1.0, *, seed: int = 0, lam=None, convention: str = "normalized") -> FineTuningProblem:
     """Claim 2: teacher neurons orthonormal, ``<w_i, w_j> = -xi^2 c_i c_j`` (i != j), unit rows.
 
     ``G = (1 + xi^2/k) I - xi^2 c c^T`` is positive semi-definite only for ``xi^2 (1 - 1/k) <= 1``.
 
     Parameters
     ----------
-    sigma, k, xi, seed, lam, convention
+    activation, k, xi, seed, lam, convention
         As in :func:`orthonormal_problem`; xi^2 (1 - 1/k) <= 1 keeps G positive semi-definite.
 
     Returns
@@ -380,4 +394,4 @@ def claim2_problem(sigma, k: int, xi: float = 1.0, seed: int = 0, lam=None, conv
     np.fill_diagonal(gram, 1.0)
     if xi**2 * (1 - 1 / k) > 1 + 1e-12:
         raise InvalidArgument(f"xi must satisfy xi^2 (1 - 1/k) <= 1 for the Claim 2 construction (xi <= {1 / math.sqrt(1 - 1 / k):.4g} at k = {k})")
-    return FineTuningProblem(sigma, lam, gram, c, c_hat, xi, convention)
+    return FineTuningProblem(activation, lam, gram, c, c_hat, xi, convention)
