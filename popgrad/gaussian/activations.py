@@ -344,7 +344,8 @@ def _custom(key: str) -> Activation:
 def not_square_integrable(expression: sympy.Expr, scale: float = 1.0) -> str | None:
     """Why ``E[sigma(r g)^2]`` (g ~ N(0, 1), r = ``scale``) is infinite, or None: growth like exp(a z^2)
     with a >= 1/4 on either side, or a singularity where sigma^2 ~ |z - z0|^-alpha with alpha >= 1 at a real zero of the
-    base of a negative power (1/z, abs(z)**-0.5, 1/log(abs(z)), ...), the zeros searched on [-40, 40].
+    base of a negative power (1/z, abs(z)**-0.5, 1/log(abs(z)), 1/(z - 0.123)**2, ...), the zeros searched on
+    [-40, 40]: sign changes, and zeros where the base touches 0 without crossing (local minima of its size).
 
     Numerical, at fixed cost (a few ms): rates and exponents are measured from values at two points each."""
     program = compile_program(expression)
@@ -383,13 +384,40 @@ def not_square_integrable(expression: sympy.Expr, scale: float = 1.0) -> str | N
                     middle = (low + high) / 2
                     low, high = (middle, high) if np.sign(float(base_function(middle))) == sign else (low, middle)
                 roots.append((low + high) / 2)
-            for root in roots[:50]:
+            roots += _touching_zeros(mpmath_function(base_program), grid, values)
+            for root in roots[:100]:
                 for step in (1, -1):
                     inner, outer = log_size(mpmath.mpf(root) + step * mpmath.mpf(10) ** -12), log_size(mpmath.mpf(root) + step * mpmath.mpf(10) ** -6)
                     alpha = math.inf if inner == math.inf else 2 * (inner - outer) / (6 * math.log(10))
                     if alpha >= 0.95:
                         return f"sigma^2 grows like |z - z0|^-{alpha:.3g} at z0 = {float(root):.6g}"
     return None
+
+
+def _touching_zeros(function, grid: np.ndarray, values: np.ndarray, count: int = 50) -> list:
+    """Zeros of ``function`` between grid points where it does not change sign (a double zero such as
+    (z - 0.123)^2): each of the ``count`` smallest local minima of |values| is refined by golden-section
+    search at 30 digits and kept when the minimum is below 1e-20 of its neighbours' size."""
+    size = np.abs(values)
+    inner = np.nonzero((size[1:-1] < size[:-2]) & (size[1:-1] <= size[2:]) & (size[1:-1] > 0) & np.isfinite(size[1:-1]))[0] + 1
+    zeros = []
+    for i in inner[np.argsort(size[inner])][:count]:
+        low, high = mpmath.mpf(grid[i - 1]), mpmath.mpf(grid[i + 1])
+        ratio = (mpmath.sqrt(5) - 1) / 2
+        a, b = high - ratio * (high - low), low + ratio * (high - low)
+        fa, fb = abs(function(a)), abs(function(b))
+        for _ in range(110):
+            if fa < fb:
+                high, b, fb = b, a, fa
+                a = high - ratio * (high - low)
+                fa = abs(function(a))
+            else:
+                low, a, fa = a, b, fb
+                b = low + ratio * (high - low)
+                fb = abs(function(b))
+        if min(fa, fb) < 1e-20 * max(size[i - 1], size[i + 1]):
+            zeros.append(a if fa < fb else b)
+    return zeros
 
 
 def _catalogue_member(expression: sympy.Expr) -> Activation | None:
