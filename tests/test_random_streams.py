@@ -6,7 +6,7 @@ from scipy import stats
 
 from popgrad.numerics import random_streams as streams
 
-PURPOSES = (streams.TRAJECTORIES, streams.NOISE, streams.GRADIENTS, streams.DIAGNOSTICS)
+PURPOSES = (streams.TRAJECTORIES, streams.NOISE, streams.GRADIENTS, streams.DIAGNOSTICS, streams.GEOMETRY, streams.INITIAL)
 
 
 @pytest.mark.parametrize("law, parameter, reference", [("normal", 0.0, stats.norm()), ("gamma", 0.4, stats.gamma(0.4)), ("gamma", 7.5, stats.gamma(7.5)), ("chi_square", 998.0, stats.chi2(998.0)), ("chi_square", 1.0, stats.chi2(1.0))])

@@ -28,6 +28,7 @@ __all__ = [
     "GRADIENTS",
     "DIAGNOSTICS",
     "GEOMETRY",
+    "INITIAL",
     "gaussian_matrix",
     "seed_stream",
     "next_u64",
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 #: purposes of random streams (each a disjoint family of streams under one seed)
-TRAJECTORIES, NOISE, GRADIENTS, DIAGNOSTICS, GEOMETRY = 1, 2, 3, 4, 5
+TRAJECTORIES, NOISE, GRADIENTS, DIAGNOSTICS, GEOMETRY, INITIAL = 1, 2, 3, 4, 5, 6
 
 
 @njit(cache=True, inline="always")

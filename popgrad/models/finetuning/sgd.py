@@ -15,13 +15,15 @@ import numpy as np
 from numba import njit
 
 from ...dynamics.trajectories import record_hit
+from ...gaussian.families.fast import activation_derivative, activation_value
 from ...gaussian.programs import STACK_SIZE
 from ...numerics import random_streams as streams
 from ...numerics.compiled import SOURCE_VERSION, specialised
 from ...numerics.linalg import copy_into, matvec, normalise, subtract_rows
 from .gradients import gradient_coefficient
+from .overlaps import inverse_square_root, smallest_squared_singular_value
 
-__all__ = ["initial_directions", "sgd_kernel"]
+__all__ = ["initial_directions", "sgd_kernel", "general_sgd_kernel"]
 
 #: steps between re-projections of u_hat onto span(W)^perp (general geometry)
 REPROJECT = 16
@@ -127,6 +129,197 @@ def sgd_kernel(code: int, structured: bool):
                     break
             copy_into(state, states[j])
             m_out[j] = overlap
+        return len(version)
+
+    return advance
+
+
+@specialised
+def general_sgd_kernel(code: int, normalized: bool, constrained: bool, joint: bool):
+    """``advance`` of full-d online SGD for the general model (MATH.md §4b), the independent check of
+    :func:`.overlaps.general_chain_kernel`: explicit vectors in R^d, the student's columns stored as the
+    rows of ``V`` (r x d), every inner product computed from them, the gradient of ``(f* - f_hat)^2``
+    formed in R^d, projected onto span(W)^perp (``constrained``, with ``QW`` orthonormal rows spanning
+    span(W)) and onto the tangent space, then the polar retraction ``X (X^T X)^(-1/2)``.
+
+    ``reals`` = (eta, eta_c, xi, s_out)."""
+    version = SOURCE_VERSION
+
+    @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
+    def advance(start, stop, V_all, Ch, states, hits, level, stop_at_hit, offset, steps, W, QW, U, C, lam, inverse_teacher, reals, parameters, ops, args, d_ops, d_args):
+        eta, eta_c, xi, s_out = reals[0], reals[1], reals[2], reals[3]
+        k, d = W.shape
+        rank_w = QW.shape[0]
+        rs = U.shape[0]
+        r = V_all.shape[1]
+        x = np.empty(d)
+        a = np.empty(k)
+        g = np.empty(rs)
+        gh = np.empty(r)
+        coords = np.empty(rank_w)
+        P = np.zeros((k, r))
+        S = np.empty((r, r))
+        beta = np.empty(k)
+        kappa = np.zeros(k)
+        av = np.empty(r)
+        Gd = np.empty((r, d))
+        H = np.empty((r, r))
+        work = np.empty((r, r))
+        T = np.empty((r, r))
+        O = np.empty((rs, r))
+        grad_c = np.empty((k, r))
+        stack = np.empty(STACK_SIZE)
+        for j in range(start, stop):
+            if stop_at_hit and hits[j] >= 0:
+                continue
+            V = V_all[j]
+            ch = Ch[j]
+            state = states[j].copy()
+            for step in range(steps):
+                streams.fill_normal(state, x)
+                matvec(W, x, a, False)
+                matvec(U, x, g, False)
+                matvec(V, x, gh, False)
+                for l in range(r):
+                    for m in range(r):
+                        total = 0.0
+                        for q in range(d):
+                            total += V[l, q] * V[m, q]
+                        S[l, m] = total
+                if normalized:
+                    for i in range(k):
+                        for l in range(r):
+                            total = 0.0
+                            for q in range(d):
+                                total += W[i, q] * V[l, q]
+                            P[i, l] = total
+                residual = 0.0
+                for i in range(k):
+                    teacher = a[i]
+                    student = a[i]
+                    for l in range(rs):
+                        teacher += xi * C[i, l] * g[l]
+                    for l in range(r):
+                        student += xi * ch[i, l] * gh[l]
+                    inverse = 1.0
+                    if normalized:
+                        squared = 0.0
+                        for q in range(d):
+                            squared += W[i, q] * W[i, q]
+                        for l in range(r):
+                            squared += 2.0 * xi * P[i, l] * ch[i, l]
+                            for m in range(r):
+                                squared += xi * xi * ch[i, l] * S[l, m] * ch[i, m]
+                        inverse = 1.0 / math.sqrt(squared)
+                        teacher *= inverse_teacher[i]
+                    z_hat = student * inverse
+                    residual += lam[i] * (activation_value(code, parameters, ops, args, stack, teacher) - activation_value(code, parameters, ops, args, stack, z_hat))
+                    beta[i] = lam[i] * activation_derivative(code, parameters, d_ops, d_args, stack, z_hat) * xi * inverse
+                    if normalized:
+                        kappa[i] = z_hat * inverse
+                factor = -2.0 * s_out * s_out * residual
+                for i in range(k):
+                    beta[i] *= factor
+                    kappa[i] *= beta[i]
+                for l in range(r):
+                    total = 0.0
+                    for i in range(k):
+                        total += beta[i] * ch[i, l]
+                    av[l] = total
+                # the Euclidean gradient in R^d: G_l = av_l x - sum_i kappa_i ch_il (w_i + xi sum_m ch_im V_m)
+                for l in range(r):
+                    for q in range(d):
+                        Gd[l, q] = av[l] * x[q]
+                    if normalized:
+                        for i in range(k):
+                            weight = kappa[i] * ch[i, l]
+                            for q in range(d):
+                                Gd[l, q] -= weight * W[i, q]
+                            for m in range(r):
+                                along = weight * xi * ch[i, m]
+                                for q in range(d):
+                                    Gd[l, q] -= along * V[m, q]
+                    if constrained:
+                        matvec(QW, Gd[l], coords, False)
+                        subtract_rows(QW, coords, Gd[l])
+                if joint:
+                    for i in range(k):
+                        for l in range(r):
+                            total = 0.0
+                            if normalized:
+                                total = P[i, l]
+                                for m in range(r):
+                                    total += xi * S[l, m] * ch[i, m]
+                            grad_c[i, l] = beta[i] * gh[l] - kappa[i] * total
+                # tangent projection G - U_hat sym(U_hat^T G), then X = U_hat - eta G_tan
+                for l in range(r):
+                    for m in range(r):
+                        total = 0.0
+                        for q in range(d):
+                            total += V[l, q] * Gd[m, q]
+                        H[l, m] = total
+                for l in range(r):
+                    for m in range(r):
+                        symmetric = 0.5 * (H[m, l] + H[l, m])
+                        for q in range(d):
+                            Gd[l, q] -= symmetric * V[m, q]
+                for l in range(r):
+                    for q in range(d):
+                        V[l, q] -= eta * Gd[l, q]
+                for l in range(r):
+                    for m in range(r):
+                        total = 0.0
+                        for q in range(d):
+                            total += V[l, q] * V[m, q]
+                        work[l, m] = total
+                if not (work[0, 0] < math.inf):
+                    for l in range(r):
+                        for q in range(d):
+                            V[l, q] = math.nan
+                    break
+                inverse_square_root(work, T)
+                for q in range(d):
+                    for l in range(r):
+                        H[0, l] = 0.0
+                        for m in range(r):
+                            H[0, l] += T[l, m] * V[m, q]
+                    for l in range(r):
+                        V[l, q] = H[0, l]
+                if constrained and (offset + step) % REPROJECT == REPROJECT - 1:
+                    # as in sgd_kernel: rounding in span(W) would grow; project it out and re-orthonormalise
+                    for l in range(r):
+                        matvec(QW, V[l], coords, False)
+                        subtract_rows(QW, coords, V[l])
+                    for l in range(r):
+                        for m in range(r):
+                            total = 0.0
+                            for q in range(d):
+                                total += V[l, q] * V[m, q]
+                            work[l, m] = total
+                    inverse_square_root(work, T)
+                    for q in range(d):
+                        for l in range(r):
+                            H[0, l] = 0.0
+                            for m in range(r):
+                                H[0, l] += T[l, m] * V[m, q]
+                        for l in range(r):
+                            V[l, q] = H[0, l]
+                if joint:
+                    for i in range(k):
+                        for l in range(r):
+                            ch[i, l] -= eta_c * grad_c[i, l]
+                if level < math.inf and hits[j] < 0:
+                    for l in range(rs):
+                        for m in range(r):
+                            total = 0.0
+                            for q in range(d):
+                                total += U[l, q] * V[m, q]
+                            O[l, m] = total
+                    if smallest_squared_singular_value(O) >= level:
+                        hits[j] = offset + step + 1
+                        if stop_at_hit:
+                            break
+            copy_into(state, states[j])
         return len(version)
 
     return advance

@@ -1,0 +1,347 @@
+"""The general fine-tuning model (MATH.md §4b) on top of a :class:`.spec.FineTuningProblem`: the teacher
+``W + xi C U^T`` with a component ``alpha`` of U in span(W), the student ``W + xi C_hat U_hat^T`` of rank r
+with C_hat frozen or trained jointly, u_hat constrained to span(W)^perp or free, the output scale 1 or 1/xi;
+simulated by the exact state chain (:mod:`.overlaps`) and by full-d SGD (:mod:`.sgd`).
+
+Work in progress toward issue 8: the exact student only (the linearised student, closed-form population
+quantities and predictions are not here yet), so nothing of this module is exported from ``popgrad``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..._validation import InvalidArgument, check_array, check_choice, check_integer, check_real
+from ...dynamics.trajectories import Diverged, run_to_checkpoints, step_schedule
+from ...numerics import random_streams as streams
+from ...numerics.linalg import gram_factor
+from .gradients import neuron_divisors
+from .overlaps import general_chain_kernel
+from .sgd import general_sgd_kernel
+from .spec import FineTuningProblem
+
+__all__ = ["GeneralModel", "general_model", "GeneralSimulation", "simulate_general", "OUTPUT_SCALES"]
+
+OUTPUT_SCALES = ("one", "inverse_xi")
+
+
+@dataclass(frozen=True)
+class GeneralModel:
+    """A problem with the general model's switches, and its coordinates in F = span(W) + span(U).
+
+    Attributes
+    ----------
+    problem : FineTuningProblem
+        Activation, lam, the features (G or W), xi and the convention.
+    C : ndarray, shape (k, r*)
+        The teacher's adapter coefficients.
+    C_hat : ndarray, shape (k, r)
+        The student's initial adapter coefficients.
+    alpha : float
+        |Π_W u| for each column of U (0: U ⟂ span(W)).
+    output_scale : {'one', 'inverse_xi'}
+        The output multiplier s_out: 1, or 1/xi (the paper's App. B).
+    train_c_hat : bool
+        C_hat trained jointly with U_hat (same sample, gradients at the current state).
+    c_hat_lr : float
+        eta_c / eta.
+    unconstrained : bool
+        U_hat free in R^d (not projected onto span(W)^perp).
+    L : ndarray, shape (k, rank W)
+        ``L L^T = G``: W in an orthonormal basis of span(W).
+    UF : ndarray, shape (r*, p)
+        U^T in the basis of F (its first rank W coordinates span span(W)).
+    """
+
+    problem: FineTuningProblem
+    C: np.ndarray
+    C_hat: np.ndarray
+    alpha: float
+    output_scale: str
+    train_c_hat: bool
+    c_hat_lr: float
+    unconstrained: bool
+    L: np.ndarray
+    UF: np.ndarray
+
+    @property
+    def rank(self) -> int:
+        """The student's rank r."""
+        return self.C_hat.shape[1]
+
+    @property
+    def s_out(self) -> float:
+        return 1.0 if self.output_scale == "one" else 1.0 / self.problem.xi
+
+    @property
+    def p(self) -> int:
+        """dim F = rank W + r*."""
+        return self.UF.shape[1]
+
+    def teacher_norms(self) -> np.ndarray:
+        """|w_i + xi U c_i| (normalized convention; ones in raw)."""
+        if self.problem.convention == "raw":
+            return np.ones(self.problem.k)
+        WU = self.L @ self.UF[:, : self.L.shape[1]].T  # (k, r*) = W U
+        squared = np.diag(self.problem.gram) + 2 * self.problem.xi * np.sum(WU * self.C, axis=1) + self.problem.xi**2 * np.sum(self.C**2, axis=1)
+        return np.sqrt(squared)
+
+
+def general_model(problem: FineTuningProblem, *, rank: int = 1, alpha: float = 0.0, output_scale: str = "one", train_c_hat: bool = False, c_hat_lr: float = 1.0, unconstrained: bool = False, C=None, C_hat=None, seed: int = 0) -> GeneralModel:
+    """The general model for ``problem`` with the given switches.
+
+    Parameters
+    ----------
+    problem : FineTuningProblem
+        Its ``c`` is the teacher's rank-1 C and its ``c_hat`` the first column of C_hat unless ``C``,
+        ``C_hat`` are given.
+    rank : int, default 1
+        The student's rank r (C_hat's columns beyond the first are drawn ±1/sqrt(k) with ``seed``).
+    alpha : float in [0, 1], default 0
+        The teacher's component in span(W): u = alpha u_1 + sqrt(1 - alpha^2) u_2 (u_1 ∈ span W drawn with
+        ``seed``, u_2 ⟂ W).
+    output_scale : {'one', 'inverse_xi'}, default 'one'
+    train_c_hat : bool, default False
+    c_hat_lr : float > 0, default 1
+        eta_c / eta.
+    unconstrained : bool, default False
+    C : array (k, r*), optional
+    C_hat : array (k, r), optional
+    seed : int, default 0
+        Seed of u_1 and of C_hat's extra columns.
+
+    Returns
+    -------
+    GeneralModel
+    """
+    k = problem.k
+    rank = check_integer(rank, "rank", 1, 64)
+    alpha = check_real(alpha, "alpha", 0.0, 1.0)
+    check_choice(output_scale, "output_scale", OUTPUT_SCALES)
+    c_hat_lr = check_real(c_hat_lr, "c_hat_lr", 0.0, 1e6, low_open=True)
+    seed = check_integer(seed, "seed", 0, 2**63 - 1)
+    generator = np.random.default_rng(seed)
+    C = problem.c[:, None].copy() if C is None else check_array(C, "C", ndim=2)
+    if C.shape[0] != k:
+        raise InvalidArgument(f"C must have k = {k} rows, got shape {C.shape}", "C")
+    if C_hat is None:
+        C_hat = np.empty((k, rank))
+        C_hat[:, 0] = problem.c_hat
+        for column in range(1, rank):
+            C_hat[:, column] = generator.choice([-1.0, 1.0], size=k) / math.sqrt(k)
+    else:
+        C_hat = check_array(C_hat, "C_hat", ndim=2)
+        if C_hat.shape != (k, rank):
+            raise InvalidArgument(f"C_hat must have shape (k, r) = ({k}, {rank}), got {C_hat.shape}", "C_hat")
+    rank_w = int(np.linalg.matrix_rank(problem.gram, hermitian=True, tol=1e-10 * max(1.0, float(np.max(np.abs(problem.gram)))))) if np.any(problem.gram) else 0
+    L = np.ascontiguousarray(gram_factor(problem.gram, rank_w)) if rank_w else np.zeros((k, 0))
+    r_star = C.shape[1]
+    UF = np.zeros((r_star, rank_w + r_star))
+    if alpha > 0:
+        if rank_w < r_star:
+            raise InvalidArgument(f"alpha > 0 needs rank W >= r* = {r_star}, got rank W = {rank_w}", "alpha")
+        B1, _ = np.linalg.qr(generator.standard_normal((rank_w, r_star)))
+        UF[:, :rank_w] = alpha * B1.T
+    UF[:, rank_w:] = math.sqrt(1.0 - alpha**2) * np.eye(r_star)
+    return GeneralModel(problem, np.ascontiguousarray(C, dtype=float), np.ascontiguousarray(C_hat, dtype=float), float(alpha), output_scale, bool(train_c_hat), float(c_hat_lr), bool(unconstrained), L, UF)
+
+
+@dataclass(frozen=True)
+class GeneralSimulation:
+    """Observables of a simulation of the general model at the checkpoints.
+
+    Attributes
+    ----------
+    steps : ndarray of int64
+    overlap : ndarray, shape (trajectories, checkpoints, r*, r)
+        O = U^T U_hat.
+    c_hat : ndarray, shape (trajectories, checkpoints, k, r)
+    projection_w : ndarray, shape (trajectories, checkpoints)
+        |Π_W U_hat| (Frobenius).
+    method : str
+    eta, eta_c : float
+    d : int
+    seed : int
+    hitting_steps : ndarray of int64 or None
+    seconds : float
+    """
+
+    steps: np.ndarray
+    overlap: np.ndarray
+    c_hat: np.ndarray
+    projection_w: np.ndarray
+    method: str
+    eta: float
+    eta_c: float
+    d: int
+    seed: int
+    hitting_steps: np.ndarray | None
+    seconds: float
+
+    @property
+    def m(self) -> np.ndarray:
+        """<u, u_hat> (rank 1), shape (trajectories, checkpoints)."""
+        return self.overlap[:, :, 0, 0]
+
+    def c_hat_dot_c(self, C: np.ndarray) -> np.ndarray:
+        """<C_hat, C> (Frobenius) per trajectory and checkpoint."""
+        return np.einsum("tcir,ir->tc", self.c_hat, C) if self.c_hat.shape[-1] == C.shape[1] else np.einsum("tcir,i->tc", self.c_hat[..., :1], C[:, 0])
+
+
+def _initial_frames(model: GeneralModel, d: int, trajectories: int, seed: int, first: int) -> np.ndarray:
+    """U_hat_0 for full-d SGD, r x d rows per trajectory: Gaussian columns, projected onto span(W)^perp
+    unless unconstrained, orthonormalised (uniform on the Stiefel manifold); F is the first p axes."""
+    rank_w, r = model.L.shape[1], model.rank
+    frames = np.empty((trajectories, r, d))
+    state = np.empty(4, dtype=np.uint64)
+    for j in range(trajectories):
+        streams.seed_stream(np.uint64(seed), streams.INITIAL, first + j, state)
+        gaussian = np.empty(r * d)
+        streams.fill_normal(state, gaussian)
+        N = gaussian.reshape(r, d)
+        if not model.unconstrained:
+            N[:, :rank_w] = 0.0
+        values, vectors = np.linalg.eigh(N @ N.T)
+        frames[j] = (vectors / np.sqrt(values)) @ vectors.T @ N
+    return frames
+
+
+def _initial_states(model: GeneralModel, d: int, trajectories: int, seed: int, first: int) -> tuple:
+    """(Y, Gamma) of the same law at a cost independent of d: U_hat = N T with N's rows in F Gaussian
+    (zero in span(W) unless unconstrained), ``N_perp^T N_perp`` Wishart(d - p, I_r) by Bartlett's
+    decomposition and ``T = (N^T N)^(-1/2)``."""
+    p, rank_w, r = model.p, model.L.shape[1], model.rank
+    Y = np.empty((trajectories, p, r))
+    Gam = np.empty((trajectories, r, r))
+    state = np.empty(4, dtype=np.uint64)
+    for j in range(trajectories):
+        streams.seed_stream(np.uint64(seed), streams.INITIAL, first + j, state)
+        gaussian = np.empty(p * r + r * r)
+        streams.fill_normal(state, gaussian)
+        NF = gaussian[: p * r].reshape(p, r).copy()
+        if not model.unconstrained:
+            NF[:rank_w] = 0.0
+        A = np.tril(gaussian[p * r :].reshape(r, r), -1)
+        for i in range(r):
+            A[i, i] = math.sqrt(streams.chi_square(state, float(d - p - i)))
+        wishart = A @ A.T
+        values, vectors = np.linalg.eigh(NF.T @ NF + wishart)
+        T = (vectors / np.sqrt(values)) @ vectors.T
+        Y[j] = NF @ T
+        Gam[j] = T @ wishart @ T
+    return Y, Gam
+
+
+def simulate_general(model: GeneralModel, d: int, eta: float | None = None, checkpoints=None, trajectories: int = 100, method: str = "chain", seed: int = 0, first_trajectory: int = 0, hit: float | None = None, stop_when_hit: bool = False, *, delta: float | None = None, steps: int | None = None, progress: bool | None = False) -> GeneralSimulation:
+    """Online SGD of the general model by the exact state chain or in dimension d.
+
+    Both methods start from the same U_hat_0 (uniform on the Stiefel manifold of span(W)^perp, or of R^d
+    when unconstrained; streams (seed, INITIAL, j)) and then draw their own samples from the streams
+    (seed, TRAJECTORIES, j), so the two laws are compared, not the paths.
+
+    Parameters
+    ----------
+    model : GeneralModel
+    d : int
+        Input dimension, at least p + r + 2.
+    eta, delta : float
+        The step size (one of the two; delta = eta d).
+    checkpoints, steps
+        The record (one of the two; steps: 21 evenly spaced checkpoints).
+    trajectories : int, default 100
+    method : {'chain', 'full'}, default 'chain'
+    seed : int, default 0
+    first_trajectory : int, default 0
+    hit : float in (0, 1], optional
+        Record the first step where the smallest squared singular value of U^T U_hat reaches 1 - hit.
+    stop_when_hit : bool, default False
+    progress : bool or None, default False
+
+    Returns
+    -------
+    GeneralSimulation
+    """
+    check_choice(method, "method", ("chain", "full"))
+    problem = model.problem
+    k, r, p, rank_w = problem.k, model.rank, model.p, model.L.shape[1]
+    d = check_integer(d, "d", p + r + 2, 10**9)
+    eta, checkpoints = step_schedule(d, eta, delta, checkpoints, steps)
+    trajectories = check_integer(trajectories, "trajectories", 1, 10**8)
+    seed = check_integer(seed, "seed", 0, 2**63 - 1)
+    level = math.inf if hit is None else 1.0 - check_real(hit, "hit", 0.0, 1.0, low_open=True)
+    eta_c = eta * model.c_hat_lr
+    code, parameters, ops, args, d_ops, d_args = problem.activation.jit_spec
+    normalized = problem.convention == "normalized"
+    inverse_teacher = 1.0 / model.teacher_norms()
+    lam = np.asarray(problem.lam, dtype=float)
+    states = np.empty((trajectories, 4), dtype=np.uint64)
+    for j in range(trajectories):
+        streams.seed_stream(np.uint64(seed), streams.TRAJECTORIES, first_trajectory + j, states[j])
+    Ch = np.repeat(model.C_hat[None], trajectories, axis=0)
+    hits = np.full(trajectories, -1, dtype=np.int64)
+    if method == "chain":
+        Y, Gam = _initial_states(model, d, trajectories, seed, first_trajectory)
+        identity = bool(rank_w == k and np.array_equal(model.L, np.eye(k)))
+        kernel = general_chain_kernel(code, identity, normalized, not model.unconstrained, model.train_c_hat)
+        reals = np.array([eta, eta_c, problem.xi, model.s_out, float(d - p - r)])
+        w_squared = np.ascontiguousarray(np.diag(problem.gram), dtype=float)
+
+        def observe():
+            return np.einsum("sq,tqr->tsr", model.UF, Y), Ch.copy(), np.sqrt(np.sum(Y[:, :rank_w, :] ** 2, axis=(1, 2)))
+
+        def run(done, count):
+            streams.run_blocks(kernel, trajectories, Y, Gam, Ch, states, hits, level, bool(stop_when_hit), done, count, model.L, model.UF, model.C, lam, inverse_teacher, w_squared, reals, parameters, ops, args, d_ops, d_args)
+
+        work = k * (p + r) * r + p * r * r
+    else:
+        W = np.zeros((k, d))
+        W[:, :rank_w] = model.L
+        QW = np.eye(rank_w, d)
+        U = np.zeros((model.C.shape[1], d))
+        U[:, :p] = model.UF
+        V = _initial_frames(model, d, trajectories, seed, first_trajectory)
+        kernel = general_sgd_kernel(code, normalized, not model.unconstrained, model.train_c_hat)
+        reals = np.array([eta, eta_c, problem.xi, model.s_out])
+
+        def observe():
+            return np.einsum("sq,trq->tsr", U, V), Ch.copy(), np.sqrt(np.sum(V[:, :, :rank_w] ** 2, axis=(1, 2)))
+
+        def run(done, count):
+            streams.run_blocks(kernel, trajectories, V, Ch, states, hits, level, bool(stop_when_hit), done, count, W, QW, U, model.C, lam, inverse_teacher, reals, parameters, ops, args, d_ops, d_args)
+
+        work = d * (k + 4) * r
+    records = {}
+    wanted = set(int(s) for s in checkpoints)
+
+    def advance(done, count):
+        run(done, count)
+        observed = observe()
+        if done + count in wanted:
+            records[done + count] = observed
+        # what the driver checks for divergence: every observable of every trajectory
+        return np.sum(observed[0], axis=(1, 2)) + observed[2] + np.sum(observed[1], axis=(1, 2)) * 0.0
+
+    initial = observe()
+    records[0] = initial
+    chunk = max(1, 20_000_000 // max(1, trajectories * work))
+    try:
+        recording = run_to_checkpoints(advance, np.zeros(trajectories), checkpoints, chunk, progress, f"general SGD ({method}, {trajectories} traj.)", f"eta = {eta:g} is too large")
+    except Diverged as exc:
+        raise Diverged(str(exc), "eta") from None
+    at = [records[int(s)] for s in checkpoints]
+    return GeneralSimulation(
+        checkpoints,
+        np.stack([o for o, _, _ in at], axis=1),
+        np.stack([c for _, c, _ in at], axis=1),
+        np.stack([w for _, _, w in at], axis=1),
+        method,
+        float(eta),
+        float(eta_c),
+        d,
+        seed,
+        hits if hit is not None else None,
+        recording.seconds,
+    )
