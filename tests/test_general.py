@@ -1,0 +1,158 @@
+"""The general model's exact state chain against full-d SGD of the same model (two-sample KS tests), switch
+by switch and combined; and against today's scalar chain in the rank-1, frozen, perpendicular case."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import popgrad
+from popgrad.models.finetuning.general import general_model, simulate_general
+from popgrad.models.finetuning.overlaps import inverse_square_root, smallest_squared_singular_value
+
+#: KS p-values below this fail; each case makes 4 comparisons, about 60 in all (fixed seeds: deterministic)
+ALPHA = 1e-3
+D = 120
+TRAJECTORIES = 400
+
+
+def _problem(kind):
+    if kind == "random":
+        return popgrad.random_features_problem("tanh", 4, 1.5, d=D, seed=3, c_distribution="sphere")
+    if kind == "glm":
+        return popgrad.glm_problem("He_3", 1, 1.0, seed=0)
+    if kind == "raw":
+        return popgrad.orthonormal_problem("relu", 4, 1.5, seed=1, convention="raw")
+    return popgrad.orthonormal_problem("relu", 4, 1.0, seed=0)
+
+
+CASES = {
+    "joint c_hat": ("orthonormal", dict(train_c_hat=True, c_hat_lr=0.5)),
+    "unconstrained": ("orthonormal", dict(unconstrained=True)),
+    "alpha = 0.5": ("orthonormal", dict(alpha=0.5)),
+    "rank 2": ("orthonormal", dict(rank=2, C=np.linalg.qr(np.random.default_rng(0).standard_normal((4, 2)))[0])),
+    "W = 0 with He_3": ("glm", dict()),
+    "output scale 1/xi": ("raw", dict(output_scale="inverse_xi")),
+    "random unit rows, sphere c": ("random", dict(train_c_hat=True)),
+    "combined": ("random", dict(train_c_hat=True, unconstrained=True, alpha=0.5, rank=2, output_scale="inverse_xi")),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_the_state_chain_has_the_law_of_full_d_sgd(name):
+    kind, options = CASES[name]
+    model = general_model(_problem(kind), seed=2, **options)
+    delta = 0.3 if kind != "glm" else 0.05
+    runs = [simulate_general(model, D, delta=delta, checkpoints=[0, 300, 1500], trajectories=TRAJECTORIES, method=method, seed=seed) for method, seed in (("chain", 11), ("full", 12))]
+    for index in (1, 2):
+        for observable in ("m", "c_hat_dot_c", "projection_w"):
+            if observable == "m":
+                samples = [run.overlap[:, index].reshape(TRAJECTORIES, -1)[:, 0] for run in runs]
+            elif observable == "c_hat_dot_c":
+                samples = [run.c_hat_dot_c(model.C)[:, index] for run in runs]
+            else:
+                samples = [run.projection_w[:, index] for run in runs]
+            if max(np.ptp(samples[0]), np.ptp(samples[1])) < 1e-9:
+                # frozen (c_hat) or zero up to rounding (|Π_W u_hat| when constrained) in both
+                assert np.allclose(samples[0].mean(), samples[1].mean(), atol=1e-9), (name, observable)
+                continue
+            result = stats.ks_2samp(*samples)
+            assert result.pvalue > ALPHA, (name, observable, runs[0].steps[index], result)
+
+
+def test_the_rank_one_frozen_perpendicular_chain_is_todays_scalar_chain():
+    problem = popgrad.orthonormal_problem("relu", 8, 1.0, seed=0)
+    general = simulate_general(general_model(problem), 500, delta=0.5, checkpoints=[0, 1000, 4000], trajectories=TRAJECTORIES, seed=5)
+    scalar = popgrad.simulate(problem, 500, delta=0.5, checkpoints=[0, 1000, 4000], trajectories=TRAJECTORIES, seed=6)
+    for index in range(3):
+        assert stats.ks_2samp(general.m[:, index], scalar.m[:, index]).pvalue > ALPHA
+
+
+def test_the_initial_student_is_uniform_on_the_sphere_of_the_allowed_space():
+    # m_0 = <u, u_hat_0> has the law of a coordinate of a uniform point of S^(n-1), n = d - rank W (constrained)
+    # or d (free): E m_0^2 = 1/n; the chain's d-free draw and the full-d frames agree on it
+    problem = popgrad.orthonormal_problem("relu", 4, 1.0, seed=0)
+    for unconstrained, n in ((False, D - 4), (True, D)):
+        model = general_model(problem, unconstrained=unconstrained)
+        for method in ("chain", "full"):
+            m0 = simulate_general(model, D, delta=0.1, checkpoints=[0, 1], trajectories=4000, method=method, seed=3).m[:, 0]
+            # n m0^2 ~ Beta(1/2, (n-1)/2) n: mean 1, standard deviation about sqrt(2)
+            assert abs(np.mean(n * m0**2) - 1.0) < 4 * np.sqrt(2.0 / 4000), (unconstrained, method)
+
+
+def test_small_matrix_helpers_against_numpy():
+    rng = np.random.default_rng(0)
+    for r in (1, 2, 3, 5):
+        A = rng.standard_normal((r, r + 2))
+        S = A @ A.T
+        out = np.empty((r, r))
+        inverse_square_root(S, out)
+        assert np.allclose(out @ S @ out, np.eye(r), atol=1e-10) and np.allclose(out, out.T, atol=1e-12)
+        O = rng.standard_normal((2, r))
+        assert np.isclose(smallest_squared_singular_value(O), np.linalg.svd(O, compute_uv=False)[-1] ** 2)
+
+
+@pytest.mark.parametrize(
+    "options, parameter",
+    [(dict(rank=0), "rank"), (dict(alpha=1.5), "alpha"), (dict(output_scale="two"), "output_scale"), (dict(c_hat_lr=0.0), "c_hat_lr"), (dict(C_hat=np.ones((3, 1))), "C_hat"), (dict(C=np.ones((5, 1))), "C")],
+)
+def test_bad_switches_name_the_parameter(options, parameter):
+    with pytest.raises(ValueError) as caught:
+        general_model(popgrad.orthonormal_problem("relu", 4, 1.0, seed=0), **options)
+    assert getattr(caught.value, "parameter", None) == parameter
+
+
+@pytest.mark.parametrize("options", [dict(unconstrained=True, rank=2, alpha=0.5, output_scale="inverse_xi"), dict(rank=1)])
+def test_one_full_d_step_moves_along_the_finite_difference_gradient(options):
+    # an independent route to the gradient: central differences of the per-sample loss (f* - f_hat)^2, written
+    # here with explicit vectors, on the sample x that the kernel draws from stream (seed, TRAJECTORIES, 0).
+    # At eta = 1e-7 one step moves C_hat by -eta_c dL/dC_hat and U^T U_hat by -eta U^T (tangent, projected
+    # gradient), up to O(eta^2)
+    from popgrad.models.finetuning.general import _initial_frames
+    from popgrad.numerics import random_streams as streams
+
+    problem = popgrad.random_features_problem("tanh", 3, 1.5, d=12, seed=3, c_distribution="sphere")
+    model = general_model(problem, train_c_hat=True, c_hat_lr=2.0, seed=1, **options)
+    d, eta, seed = 12, 1e-7, 4
+    run = simulate_general(model, d, eta, [0, 1], trajectories=1, method="full", seed=seed)
+    V = _initial_frames(model, d, 1, seed, 0)[0]
+    state = np.empty(4, dtype=np.uint64)
+    streams.seed_stream(np.uint64(seed), streams.TRAJECTORIES, 0, state)
+    x = np.empty(d)
+    streams.fill_normal(state, x)
+    rank_w = model.L.shape[1]
+    W = np.zeros((problem.k, d))
+    W[:, :rank_w] = model.L
+    U = np.zeros((model.C.shape[1], d))
+    U[:, : model.p] = model.UF
+    sigma, xi, lam = problem.activation, problem.xi, np.asarray(problem.lam)
+
+    def output(C, V_rows, norms):
+        vectors = W + xi * C @ V_rows
+        scale = np.linalg.norm(vectors, axis=1) if norms else np.ones(problem.k)
+        return model.s_out * np.sum(lam * sigma(vectors @ x / scale))
+
+    normalized = problem.convention == "normalized"
+    target = output(model.C, U, normalized)
+
+    def loss(C_hat, V_rows):
+        return (target - output(C_hat, V_rows, normalized)) ** 2
+
+    def gradient(function, point, h=1e-6):
+        result = np.zeros_like(point)
+        for index in np.ndindex(point.shape):
+            step = np.zeros_like(point)
+            step[index] = h
+            result[index] = (function(point + step) - function(point - step)) / (2 * h)
+        return result
+
+    grad_c = gradient(lambda C_hat: loss(C_hat, V), model.C_hat)
+    expected_c = model.C_hat - eta * model.c_hat_lr * grad_c
+    assert np.allclose(run.c_hat[0, 1], expected_c, rtol=0, atol=1e-12 + 1e-6 * eta * np.abs(grad_c).max())
+    G = gradient(lambda rows: loss(model.C_hat, rows), V)  # rows: the columns of U_hat
+    if not model.unconstrained:
+        G[:, :rank_w] = 0.0
+    H = V @ G.T
+    tangent = G - 0.5 * (H + H.T) @ V
+    expected_overlap = U @ (V - eta * tangent).T
+    moved = run.overlap[0, 1] - run.overlap[0, 0]
+    assert np.allclose(moved, expected_overlap - U @ V.T, rtol=1e-4, atol=1e-6 * eta * np.abs(tangent).max() + 1e-15)
