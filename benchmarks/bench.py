@@ -192,6 +192,36 @@ def bench_simulation() -> None:
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
+def bench_general() -> None:
+    """The general model (issue 8, in progress: popgrad.models.finetuning.general, not yet exported)."""
+    from popgrad.models.finetuning.general import general_model, simulate_general
+
+    numba.set_num_threads(1)
+    d = 1000
+    joint_free = dict(train_c_hat=True, unconstrained=True)
+    rates = {}
+    for name, k, options, steps, target in (
+        ("rank 1, joint + free u_hat, k = 20", 20, joint_free, 100_000, ">= 1.5 M/s"),
+        ("rank 1, joint + free u_hat, k = 50", 50, joint_free, 50_000, ">= 0.4 M/s"),
+        ("rank 2, joint + free u_hat, k = 20", 20, dict(joint_free, rank=2), 50_000, ">= 0.5 M/s"),
+    ):
+        model = general_model(orthonormal_problem("relu", k, 1.0, seed=0), **options)
+        simulate_general(model, d, delta=0.05, checkpoints=[0, 10], trajectories=2)
+        trajectories = 10
+        seconds = timed(lambda: simulate_general(model, d, delta=0.05, checkpoints=[0, steps], trajectories=trajectories))
+        rates[name] = steps * trajectories / seconds
+        report(f"general chain, one core, {name}", f"{rates[name] / 1e6:.2f} M steps/s", "", "", target)
+    model = general_model(orthonormal_problem("relu", 20, 1.0, seed=0), **joint_free)
+    simulate_general(model, d, delta=0.05, checkpoints=[0, 10], trajectories=2, method="full")
+    steps, trajectories = 5000, 4
+    set_up = timed(lambda: simulate_general(model, d, delta=0.05, checkpoints=[0], trajectories=trajectories, method="full"), repeat=3)
+    seconds = timed(lambda: simulate_general(model, d, delta=0.05, checkpoints=[0, steps], trajectories=trajectories, method="full")) - set_up
+    rate = steps * trajectories / seconds
+    chain = rates["rank 1, joint + free u_hat, k = 20"]
+    report("general full-d SGD, d = 1000, k = 20, joint + free", f"{rate / 1e3:.0f} k steps/s", f"chain: {chain / 1e6:.2f} M/s", f"{chain / rate:.0f}x", ">= 60 k/s")
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
 def _random_floor(k: int, d: int) -> float:
     """Steps per second of the chain's random numbers alone (k + 2 normals and one chi-square)."""
     from numba import njit
@@ -253,6 +283,7 @@ def main() -> None:
     bench_population()
     bench_ode()
     bench_simulation()
+    bench_general()
     if not args.quick:
         bench_run()
 
