@@ -268,9 +268,9 @@ def bench_run() -> None:
     with tempfile.TemporaryDirectory() as folder:
         command = [sys.executable, "-m", "popgrad", "run", "--quiet", "--out", folder]
         cold = timed(lambda: subprocess.run(command, check=True, capture_output=True))
-        warm = timed(lambda: subprocess.run(command, check=True, capture_output=True))
+        warm = [timed(lambda: subprocess.run(command, check=True, capture_output=True)) for _ in range(3)]
     report("`popgrad run` wall time (defaults), cold numba cache", f"{cold:.1f} s", "", "", "<= 25 s")
-    report("`popgrad run` wall time (defaults), warm", f"{warm:.1f} s", "", "", "<= 8 s")
+    report("`popgrad run` wall time (defaults), warm: best of 3", f"{min(warm):.1f} s", f"all three: {', '.join(f'{w:.1f}' for w in warm)} s", "", "<= 8 s")
 
 
 def main() -> None:
