@@ -156,3 +156,46 @@ def test_one_full_d_step_moves_along_the_finite_difference_gradient(options):
     expected_overlap = U @ (V - eta * tangent).T
     moved = run.overlap[0, 1] - run.overlap[0, 0]
     assert np.allclose(moved, expected_overlap - U @ V.T, rtol=1e-4, atol=1e-6 * eta * np.abs(tangent).max() + 1e-15)
+
+
+def _state(model, seed):
+    """A random state: Y, Gamma from a random U_hat (free, or in span(W)^perp), C_hat perturbed."""
+    rng = np.random.default_rng(seed)
+    p, r, rank_w = model.p, model.rank, model.L.shape[1]
+    N = rng.standard_normal((p + r, r))
+    if not model.unconstrained:
+        N[:rank_w] = 0.0
+    Q, _ = np.linalg.qr(N)
+    return Q[:p], Q[p:].T @ Q[p:], model.C_hat + 0.3 * rng.standard_normal(model.C_hat.shape)
+
+
+LOSS_CASES = {
+    "rank 1 perpendicular": (popgrad.orthonormal_problem("relu", 4, 1.0, seed=0), dict()),
+    "free, alpha, joint": (popgrad.orthonormal_problem("tanh", 3, 1.5, seed=1), dict(unconstrained=True, alpha=0.6)),
+    "rank 2, 1/xi, random rows": (popgrad.random_features_problem("relu", 3, 2.0, d=20, seed=2, c_distribution="sphere"), dict(rank=2, output_scale="inverse_xi", unconstrained=True)),
+    "raw convention": (popgrad.orthonormal_problem("erf", 3, 1.3, seed=3, convention="raw"), dict(unconstrained=True)),
+}
+
+
+@pytest.mark.parametrize("name", LOSS_CASES)
+def test_the_closed_form_loss_on_the_state_matches_monte_carlo(name):
+    from popgrad.models.finetuning.general import state_loss_monte_carlo, state_population_loss
+
+    problem, options = LOSS_CASES[name]
+    model = general_model(problem, seed=4, **options)
+    Y, Gamma, C_hat = _state(model, 5)
+    exact = state_population_loss(model, Y, Gamma, C_hat)
+    mean, error = state_loss_monte_carlo(model, Y, Gamma, C_hat, samples=1_000_000, seed=6)
+    assert abs(exact - mean) < 4 * error, (exact, mean, error)
+
+
+def test_the_loss_on_the_state_is_todays_phi_of_m_in_the_rank_one_case():
+    from popgrad.models.finetuning.general import state_population_loss
+
+    problem = popgrad.orthonormal_problem("relu", 6, 1.2, seed=2)
+    model = general_model(problem)
+    for m in (-0.7, 0.0, 0.4):
+        Y = np.zeros((model.p, 1))
+        Y[-1, 0] = m
+        value = state_population_loss(model, Y, np.array([[1.0 - m * m]]), model.C_hat)
+        assert np.isclose(value, float(popgrad.population_loss(problem, m)), rtol=1e-12, atol=1e-14)

@@ -345,3 +345,79 @@ def simulate_general(model: GeneralModel, d: int, eta: float | None = None, chec
         hits if hit is not None else None,
         recording.seconds,
     )
+
+
+def neuron_vectors(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray, C_hat: np.ndarray) -> tuple:
+    """The teacher's and the student's neuron vectors ``(A, B)`` (k x (p + r) each) in coordinates of
+    F ⊕ range(R): ``U_hat = [Y; R]`` with ``R^T R = Gamma`` (R upper triangular), ``W = [L, 0; 0]``,
+    ``U = [UF^T; 0]``. Every inner product of the model's neurons, hence every Gaussian expectation of the
+    network, is the same as in R^d."""
+    p, r, rank_w = model.p, model.rank, model.L.shape[1]
+    values, vectors = np.linalg.eigh(0.5 * (Gamma + Gamma.T))
+    R = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T  # symmetric square root: R^T R = Gamma
+    U_hat = np.vstack([Y, R])
+    W = np.zeros((model.problem.k, p + r))
+    W[:, :rank_w] = model.L
+    U = np.zeros((p + r, model.C.shape[1]))
+    U[:p] = model.UF.T
+    xi = model.problem.xi
+    return W + xi * model.C @ U.T, W + xi * C_hat @ U_hat.T
+
+
+def state_population_loss(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray, C_hat: np.ndarray) -> float:
+    """``Phi = E[(f*(x) - f_hat(x))^2]`` at the state (Y, Gamma, C_hat), in closed form through the two-scale
+    kernels: ``s_out^2 sum_ij lam_i lam_j [K(a_i, a_j) - 2 K(a_i, b_j) + K(b_i, b_j)]`` with
+    ``K(a, b) = E[sigma(<a, x>/n_a) sigma(<b, x>/n_b)]`` (n the norms in the normalized convention, 1 in raw).
+
+    Parameters
+    ----------
+    model : GeneralModel
+    Y : ndarray (p, r)
+    Gamma : ndarray (r, r)
+    C_hat : ndarray (k, r)
+
+    Returns
+    -------
+    float
+    """
+    from ...gaussian.kernels import dual_kernel
+
+    problem = model.problem
+    teacher, student = neuron_vectors(model, Y, Gamma, C_hat)
+    vectors = np.vstack([teacher, student])
+    norms = np.linalg.norm(vectors, axis=1)
+    cosines = np.clip((vectors @ vectors.T) / np.outer(norms, norms), -1.0, 1.0)
+    lam = np.asarray(problem.lam, dtype=float)
+    weights = np.concatenate([lam, -lam])
+    if problem.convention == "normalized":
+        kernel = dual_kernel(problem.activation, cosines)
+    else:
+        kernel = np.empty_like(cosines)
+        for i in range(len(norms)):
+            for j in range(len(norms)):
+                kernel[i, j] = dual_kernel(problem.activation, cosines[i, j], norms[i], norms[j])
+    return float(model.s_out**2 * weights @ kernel @ weights)
+
+
+def state_loss_monte_carlo(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray, C_hat: np.ndarray, samples: int = 1_000_000, seed: int = 0) -> tuple:
+    """Monte Carlo ``(mean, standard error)`` of ``(f*(x) - f_hat(x))^2`` at the state, with explicit
+    networks evaluated on Gaussian inputs in the coordinates of :func:`neuron_vectors` (numpy generator
+    ``seed``); the independent check of :func:`state_population_loss`."""
+    problem = model.problem
+    teacher, student = neuron_vectors(model, Y, Gamma, C_hat)
+    if problem.convention == "normalized":
+        teacher = teacher / np.linalg.norm(teacher, axis=1, keepdims=True)
+        student = student / np.linalg.norm(student, axis=1, keepdims=True)
+    lam = np.asarray(problem.lam, dtype=float)
+    generator = np.random.default_rng(seed)
+    total = squares = 0.0
+    done = 0
+    while done < samples:
+        batch = min(100_000, samples - done)
+        x = generator.standard_normal((batch, teacher.shape[1]))
+        loss = (model.s_out * (problem.activation(x @ teacher.T) - problem.activation(x @ student.T)) @ lam) ** 2
+        total += loss.sum()
+        squares += (loss**2).sum()
+        done += batch
+    mean = total / samples
+    return float(mean), float(math.sqrt(max(squares / samples - mean**2, 0.0) / (samples - 1)))
