@@ -34,6 +34,9 @@ CASES = {
     "output scale 1/xi": ("raw", dict(output_scale="inverse_xi")),
     "random unit rows, sphere c": ("random", dict(train_c_hat=True)),
     "combined": ("random", dict(train_c_hat=True, unconstrained=True, alpha=0.5, rank=2, output_scale="inverse_xi")),
+    "linearized student, joint": ("orthonormal", dict(student="linearized", train_c_hat=True)),
+    "linearized, free, random rows": ("random", dict(student="linearized", train_c_hat=True, unconstrained=True, rank=2)),
+    "linearized, raw, free": ("raw", dict(student="linearized", unconstrained=True)),
 }
 
 
@@ -101,7 +104,7 @@ def test_bad_switches_name_the_parameter(options, parameter):
     assert getattr(caught.value, "parameter", None) == parameter
 
 
-@pytest.mark.parametrize("options", [dict(unconstrained=True, rank=2, alpha=0.5, output_scale="inverse_xi"), dict(rank=1)])
+@pytest.mark.parametrize("options", [dict(unconstrained=True, rank=2, alpha=0.5, output_scale="inverse_xi"), dict(rank=1), dict(student="linearized", unconstrained=True, rank=2), dict(student="linearized")])
 def test_one_full_d_step_moves_along_the_finite_difference_gradient(options):
     # an independent route to the gradient: central differences of the per-sample loss (f* - f_hat)^2, written
     # here with explicit vectors, on the sample x that the kernel draws from stream (seed, TRAJECTORIES, 0).
@@ -126,7 +129,13 @@ def test_one_full_d_step_moves_along_the_finite_difference_gradient(options):
     U[:, : model.p] = model.UF
     sigma, xi, lam = problem.activation, problem.xi, np.asarray(problem.lam)
 
-    def output(C, V_rows, norms):
+    def output(C, V_rows, norms, linear=False):
+        if linear:  # first order in the adapter: d/dt sigma(<w + t v, x> / |w + t v|) at t = 0
+            w_norms = np.linalg.norm(W, axis=1) if norms else np.ones(problem.k)
+            v = xi * C @ V_rows
+            tilted = (v - (np.sum(v * W, axis=1) / w_norms**2)[:, None] * W) / w_norms[:, None] if norms else v
+            pre = W @ x / w_norms
+            return model.s_out * np.sum(lam * (sigma(pre) + sigma.prime(pre) * (tilted @ x)))
         vectors = W + xi * C @ V_rows
         scale = np.linalg.norm(vectors, axis=1) if norms else np.ones(problem.k)
         return model.s_out * np.sum(lam * sigma(vectors @ x / scale))
@@ -135,7 +144,7 @@ def test_one_full_d_step_moves_along_the_finite_difference_gradient(options):
     target = output(model.C, U, normalized)
 
     def loss(C_hat, V_rows):
-        return (target - output(C_hat, V_rows, normalized)) ** 2
+        return (target - output(C_hat, V_rows, normalized, model.student == "linearized")) ** 2
 
     def gradient(function, point, h=1e-6):
         result = np.zeros_like(point)

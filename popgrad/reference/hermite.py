@@ -291,9 +291,8 @@ def parseval_check(sigma, order: int, scale=1) -> dict:
 
     Parameters
     ----------
-    sigma : str or Activation
-    order : int
-    scale : number, default 1
+    sigma, order, scale
+        As in :func:`mpmath_hermite_coefficients`.
 
     Returns
     -------

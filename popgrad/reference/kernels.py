@@ -66,10 +66,8 @@ def kernel_mpmath(sigma, rho, s1=1, s2=1, derivative: bool = False) -> Estimate:
 
     Parameters
     ----------
-    sigma : str or Activation
-    rho : number in [-1, 1]
-    s1, s2 : number, default 1
-    derivative : bool, default False
+    sigma, rho, s1, s2, derivative
+        As in :func:`kernel_quadrature` (numbers at the working precision).
 
     Returns
     -------
@@ -103,10 +101,8 @@ def kernel_monte_carlo(sigma, rho: float, s1: float = 1.0, s2: float = 1.0, deri
 
     Parameters
     ----------
-    sigma : str or Activation
-    rho : float in [-1, 1]
-    s1, s2 : float, default 1
-    derivative : bool, default False
+    sigma, rho, s1, s2, derivative
+        As in :func:`kernel_quadrature`.
     samples : int, default 1 000 000
     seed : int, default 0
 

@@ -26,6 +26,7 @@ from .spec import FineTuningProblem
 __all__ = ["GeneralModel", "general_model", "GeneralSimulation", "simulate_general", "OUTPUT_SCALES"]
 
 OUTPUT_SCALES = ("one", "inverse_xi")
+STUDENTS = ("exact", "linearized")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class GeneralModel:
         eta_c / eta.
     unconstrained : bool
         U_hat free in R^d (not projected onto span(W)^perp).
+    student : {'exact', 'linearized'}
+        The student network, or its first order in the adapter around the base model (Fig 3a):
+        ``sum_i lam_i [sigma(<w_i, x>/|w_i|) + xi sigma'(<w_i, x>/|w_i|) <v_i, x>]``, v_i = U_hat c_hat_i
+        projected off w_i and divided by |w_i| (raw convention: no division, no projection).
     L : ndarray, shape (k, rank W)
         ``L L^T = G``: W in an orthonormal basis of span(W).
     UF : ndarray, shape (r*, p)
@@ -64,6 +69,7 @@ class GeneralModel:
     train_c_hat: bool
     c_hat_lr: float
     unconstrained: bool
+    student: str
     L: np.ndarray
     UF: np.ndarray
 
@@ -90,7 +96,7 @@ class GeneralModel:
         return np.sqrt(squared)
 
 
-def general_model(problem: FineTuningProblem, *, rank: int = 1, alpha: float = 0.0, output_scale: str = "one", train_c_hat: bool = False, c_hat_lr: float = 1.0, unconstrained: bool = False, C=None, C_hat=None, seed: int = 0) -> GeneralModel:
+def general_model(problem: FineTuningProblem, *, rank: int = 1, alpha: float = 0.0, output_scale: str = "one", train_c_hat: bool = False, c_hat_lr: float = 1.0, unconstrained: bool = False, student: str = "exact", C=None, C_hat=None, seed: int = 0) -> GeneralModel:
     """The general model for ``problem`` with the given switches.
 
     Parameters
@@ -108,6 +114,7 @@ def general_model(problem: FineTuningProblem, *, rank: int = 1, alpha: float = 0
     c_hat_lr : float > 0, default 1
         eta_c / eta.
     unconstrained : bool, default False
+    student : {'exact', 'linearized'}, default 'exact'
     C : array (k, r*), optional
     C_hat : array (k, r), optional
     seed : int, default 0
@@ -121,6 +128,7 @@ def general_model(problem: FineTuningProblem, *, rank: int = 1, alpha: float = 0
     rank = check_integer(rank, "rank", 1, 64)
     alpha = check_real(alpha, "alpha", 0.0, 1.0)
     check_choice(output_scale, "output_scale", OUTPUT_SCALES)
+    check_choice(student, "student", STUDENTS)
     c_hat_lr = check_real(c_hat_lr, "c_hat_lr", 0.0, 1e6, low_open=True)
     seed = check_integer(seed, "seed", 0, 2**63 - 1)
     generator = np.random.default_rng(seed)
@@ -146,7 +154,7 @@ def general_model(problem: FineTuningProblem, *, rank: int = 1, alpha: float = 0
         B1, _ = np.linalg.qr(generator.standard_normal((rank_w, r_star)))
         UF[:, :rank_w] = alpha * B1.T
     UF[:, rank_w:] = math.sqrt(1.0 - alpha**2) * np.eye(r_star)
-    return GeneralModel(problem, np.ascontiguousarray(C, dtype=float), np.ascontiguousarray(C_hat, dtype=float), float(alpha), output_scale, bool(train_c_hat), float(c_hat_lr), bool(unconstrained), L, UF)
+    return GeneralModel(problem, np.ascontiguousarray(C, dtype=float), np.ascontiguousarray(C_hat, dtype=float), float(alpha), output_scale, bool(train_c_hat), float(c_hat_lr), bool(unconstrained), student, L, UF)
 
 
 @dataclass(frozen=True)
@@ -285,7 +293,7 @@ def simulate_general(model: GeneralModel, d: int, eta: float | None = None, chec
     if method == "chain":
         Y, Gam = _initial_states(model, d, trajectories, seed, first_trajectory)
         identity = bool(rank_w == k and np.array_equal(model.L, np.eye(k)))
-        kernel = general_chain_kernel(code, identity, normalized, not model.unconstrained, model.train_c_hat)
+        kernel = general_chain_kernel(code, identity, normalized, not model.unconstrained, model.train_c_hat, model.student == "linearized")
         reals = np.array([eta, eta_c, problem.xi, model.s_out, float(d - p - r)])
         w_squared = np.ascontiguousarray(np.diag(problem.gram), dtype=float)
 
@@ -303,14 +311,15 @@ def simulate_general(model: GeneralModel, d: int, eta: float | None = None, chec
         U = np.zeros((model.C.shape[1], d))
         U[:, :p] = model.UF
         V = _initial_frames(model, d, trajectories, seed, first_trajectory)
-        kernel = general_sgd_kernel(code, normalized, not model.unconstrained, model.train_c_hat)
+        kernel = general_sgd_kernel(code, normalized, not model.unconstrained, model.train_c_hat, model.student == "linearized")
         reals = np.array([eta, eta_c, problem.xi, model.s_out])
+        w_squared = np.sum(W**2, axis=1)  # from the explicit rows
 
         def observe():
             return np.einsum("sq,trq->tsr", U, V), Ch.copy(), np.sqrt(np.sum(V[:, :, :rank_w] ** 2, axis=(1, 2)))
 
         def run(done, count):
-            streams.run_blocks(kernel, trajectories, V, Ch, states, hits, level, bool(stop_when_hit), done, count, W, QW, U, model.C, lam, inverse_teacher, reals, parameters, ops, args, d_ops, d_args)
+            streams.run_blocks(kernel, trajectories, V, Ch, states, hits, level, bool(stop_when_hit), done, count, W, QW, U, model.C, lam, inverse_teacher, w_squared, reals, parameters, ops, args, d_ops, d_args)
 
         work = d * (k + 4) * r
     records = {}
@@ -383,6 +392,8 @@ def state_population_loss(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray,
     from ...gaussian.kernels import dual_kernel
 
     problem = model.problem
+    if model.student == "linearized":
+        raise InvalidArgument("the closed-form loss of the linearized student is not implemented yet (use state_loss_monte_carlo)", "student")
     teacher, student = neuron_vectors(model, Y, Gamma, C_hat)
     vectors = np.vstack([teacher, student])
     norms = np.linalg.norm(vectors, axis=1)
@@ -405,9 +416,16 @@ def state_loss_monte_carlo(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray
     ``seed``); the independent check of :func:`state_population_loss`."""
     problem = model.problem
     teacher, student = neuron_vectors(model, Y, Gamma, C_hat)
+    base = teacher - problem.xi * model.C @ np.vstack([model.UF.T, np.zeros((model.rank, model.C.shape[1]))]).T  # the rows w_i
+    adapters = student - base  # xi U_hat c_hat_i
     if problem.convention == "normalized":
         teacher = teacher / np.linalg.norm(teacher, axis=1, keepdims=True)
         student = student / np.linalg.norm(student, axis=1, keepdims=True)
+        norms = np.linalg.norm(base, axis=1, keepdims=True)
+        unit = base / norms
+        tilted = (adapters - np.sum(adapters * unit, axis=1, keepdims=True) * unit) / norms
+    else:
+        unit, tilted = base, adapters
     lam = np.asarray(problem.lam, dtype=float)
     generator = np.random.default_rng(seed)
     total = squares = 0.0
@@ -415,7 +433,12 @@ def state_loss_monte_carlo(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray
     while done < samples:
         batch = min(100_000, samples - done)
         x = generator.standard_normal((batch, teacher.shape[1]))
-        loss = (model.s_out * (problem.activation(x @ teacher.T) - problem.activation(x @ student.T)) @ lam) ** 2
+        if model.student == "linearized":
+            pre = x @ unit.T
+            output = problem.activation(pre) + problem.activation.prime(pre) * (x @ tilted.T)
+        else:
+            output = problem.activation(x @ student.T)
+        loss = (model.s_out * (problem.activation(x @ teacher.T) - output) @ lam) ** 2
         total += loss.sum()
         squares += (loss**2).sum()
         done += batch

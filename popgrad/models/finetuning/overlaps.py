@@ -28,7 +28,7 @@ from ...gaussian.programs import STACK_SIZE
 from ...numerics import random_streams as streams
 from ...numerics.compiled import SOURCE_VERSION, specialised
 
-__all__ = ["inverse_square_root", "smallest_squared_singular_value", "general_chain_kernel"]
+__all__ = ["inverse_square_root", "smallest_squared_singular_value", "neuron_terms", "c_hat_gradient", "weighted_columns", "overlap_reaches", "gram_plus", "row_products", "congruence", "sample_buffers", "general_chain_kernel"]
 
 
 @njit(cache=True)
@@ -97,8 +97,143 @@ def _cholesky_lower(A, out):
             out[i, j] = 0.0
 
 
+@njit(cache=True, inline="always")
+def neuron_terms(code, normalized, linear, a, g, gh, C, ch, P, S, w_squared, inverse_teacher, lam, xi, s_out, beta, kappa, parameters, ops, args, d_ops, d_args, stack):
+    """One sample's residual and gradient coefficients, shared by the chain and full-d SGD (full-d SGD's
+    own check of them is the finite-difference test). Pre-activations: ``a = W x``, ``g = U^T x``,
+    ``gh = U_hat^T x``; ``P = W U_hat``, ``S = U_hat^T U_hat``, ``w_squared`` the |w_i|^2.
+
+    The gradient of ``(f* - f_hat)^2`` in U_hat is ``sum_i beta_i x c_hat_i^T - kappa_i w_i c_hat_i^T``
+    (+ a term along U_hat), in c_hat_i ``beta_i g_hat - kappa_i (P_i + xi S c_hat_i)``. The exact student
+    has ``z_hat_i = <w_i + xi U_hat c_hat_i, x> / n_i``; the ``linear`` one (first order in the adapter,
+    Fig 3a) ``sigma(w_i.x / |w_i|) + xi sigma'(w_i.x / |w_i|) <v_i, x>`` with v_i = U_hat c_hat_i
+    projected off w_i and divided by |w_i| (raw convention: no division, no projection).
+    Returns the residual ``f* - f_hat`` (times 1/s_out)."""
+    k = lam.shape[0]
+    rs = g.shape[0]
+    r = gh.shape[0]
+    residual = 0.0
+    for i in range(k):
+        teacher = a[i]
+        for l in range(rs):
+            teacher += xi * C[i, l] * g[l]
+        along = 0.0
+        for l in range(r):
+            along += ch[i, l] * gh[l]
+        inverse = 1.0
+        if linear:
+            if normalized:
+                inverse = 1.0 / math.sqrt(w_squared[i])
+                teacher *= inverse_teacher[i]
+                tilted = 0.0
+                for l in range(r):
+                    tilted += P[i, l] * ch[i, l]
+                along = (along - tilted * a[i] * inverse * inverse) * inverse
+            z_hat = a[i] * inverse
+            slope = activation_derivative(code, parameters, d_ops, d_args, stack, z_hat)
+            student = activation_value(code, parameters, ops, args, stack, z_hat) + xi * slope * along
+        else:
+            if normalized:
+                squared = w_squared[i]
+                for l in range(r):
+                    squared += 2.0 * xi * P[i, l] * ch[i, l]
+                    for m in range(r):
+                        squared += xi * xi * ch[i, l] * S[l, m] * ch[i, m]
+                inverse = 1.0 / math.sqrt(squared)
+                teacher *= inverse_teacher[i]
+            z_hat = (a[i] + xi * along) * inverse
+            slope = activation_derivative(code, parameters, d_ops, d_args, stack, z_hat)
+            student = activation_value(code, parameters, ops, args, stack, z_hat)
+        residual += lam[i] * (activation_value(code, parameters, ops, args, stack, teacher) - student)
+        beta[i] = lam[i] * slope * xi * inverse
+        kappa[i] = z_hat * inverse if normalized else 0.0
+    factor = -2.0 * s_out * s_out * residual
+    for i in range(k):
+        beta[i] *= factor
+        kappa[i] *= beta[i]  # kappa_i = beta_i z_hat_i / n_i
+    return residual
+
+
+@njit(cache=True, inline="always")
+def c_hat_gradient(normalized, linear, beta, kappa, gh, P, S, ch, xi, out):
+    """``out_i = beta_i g_hat - kappa_i (P_i + xi S c_hat_i)`` (linear student: without the S term)."""
+    k, r = ch.shape
+    for i in range(k):
+        for l in range(r):
+            total = 0.0
+            if normalized:
+                total = P[i, l]
+                if not linear:
+                    for m in range(r):
+                        total += xi * S[l, m] * ch[i, m]
+            out[i, l] = beta[i] * gh[l] - kappa[i] * total
+
+
+@njit(cache=True, inline="always")
+def weighted_columns(beta, ch, out):
+    """``out_l = sum_i beta_i c_hat_il``."""
+    k, r = ch.shape
+    for l in range(r):
+        total = 0.0
+        for i in range(k):
+            total += beta[i] * ch[i, l]
+        out[l] = total
+
+
+@njit(cache=True, inline="always")
+def row_products(A, B, out):
+    """``out = A B^T`` (``out[i, l] = <A_i, B_l>``)."""
+    for i in range(A.shape[0]):
+        for l in range(B.shape[0]):
+            total = 0.0
+            for q in range(A.shape[1]):
+                total += A[i, q] * B[l, q]
+            out[i, l] = total
+
+
+@njit(cache=True, inline="always")
+def congruence(A, B, out):
+    """``out = A^T B A`` for small square matrices."""
+    r = out.shape[0]
+    for l in range(r):
+        for m in range(r):
+            total = 0.0
+            for n in range(r):
+                for o in range(r):
+                    total += A[n, l] * B[n, o] * A[o, m]
+            out[l, m] = total
+
+
+@njit(cache=True)
+def sample_buffers(k, rs, r):
+    """The per-sample arrays of both general kernels: ``(a, g, gh, P, S, beta, kappa, av, H, work, T, O,
+    grad_c, stack)`` (W x, U^T x, U_hat^T x, W U_hat, U_hat^T U_hat, the neuron coefficients, their weighted
+    sum, three r x r work matrices, U^T U_hat, the C_hat gradient and the activation programs' stack)."""
+    return (np.empty(k), np.empty(rs), np.empty(r), np.zeros((k, r)), np.empty((r, r)), np.empty(k), np.zeros(k), np.empty(r), np.empty((r, r)), np.empty((r, r)), np.empty((r, r)), np.empty((rs, r)), np.empty((k, r)), np.empty(STACK_SIZE))
+
+
+@njit(cache=True)
+def overlap_reaches(level, U, rows, O):
+    """``O = U rows^T`` (U^T U_hat: ``rows`` are U_hat's columns, or Y^T with U = UF), and whether its
+    smallest squared singular value reaches ``level``."""
+    row_products(U, rows, O)
+    return smallest_squared_singular_value(O) >= level
+
+
+@njit(cache=True, inline="always")
+def gram_plus(base, Y, out):
+    """``out = base + Y^T Y`` (Y stored with rows as samples: p x r)."""
+    r = out.shape[0]
+    for l in range(r):
+        for m in range(r):
+            total = base[l, m]
+            for q in range(Y.shape[0]):
+                total += Y[q, l] * Y[q, m]
+            out[l, m] = total
+
+
 @specialised
-def general_chain_kernel(code: int, identity: bool, normalized: bool, constrained: bool, joint: bool):
+def general_chain_kernel(code: int, identity: bool, normalized: bool, constrained: bool, joint: bool, linear: bool):
     """``advance`` of the state chain for the activation fast path ``code`` and the model's switches
     (compile-time constants): ``identity`` (G = I, L = I), the ``normalized`` convention, u_hat
     ``constrained`` to span(W)^perp, and ``joint`` training of C_hat.
@@ -115,27 +250,14 @@ def general_chain_kernel(code: int, identity: bool, normalized: bool, constraine
         rs, p = UF.shape
         r = Y.shape[2]
         draws = np.empty(p + r)
-        a = np.empty(k)
-        g = np.empty(rs)
-        gh = np.empty(r)
+        a, g, gh, P, S, beta, kappa, av, H, work, T, O, grad_c, stack = sample_buffers(k, rs, r)
         zeta = np.empty(r)
-        P = np.zeros((k, r))
-        S = np.empty((r, r))
-        beta = np.empty(k)
-        kappa = np.zeros(k)
-        av = np.empty(r)
         E = np.zeros((p, r))
         M = np.empty((r, r))
-        H = np.empty((r, r))
         Mp = np.empty((r, r))
         Bg = np.empty((r, r))
         Yn = np.empty((p, r))
         Gn = np.empty((r, r))
-        T = np.empty((r, r))
-        work = np.empty((r, r))
-        O = np.empty((rs, r))
-        grad_c = np.empty((k, r))
-        stack = np.empty(STACK_SIZE)
         for j in range(start, stop):
             if stop_at_hit and hits[j] >= 0:
                 continue
@@ -174,12 +296,7 @@ def general_chain_kernel(code: int, identity: bool, normalized: bool, constraine
                         total += y[q, l] * draws[q]
                     gh[l] = total
                 # S = U_hat^T U_hat and P = W U_hat = L Y_W (zero when u_hat stays in span(W)^perp)
-                for l in range(r):
-                    for m in range(r):
-                        total = gam[l, m]
-                        for q in range(p):
-                            total += y[q, l] * y[q, m]
-                        S[l, m] = total
+                gram_plus(gam, y, S)
                 if normalized and not constrained:
                     for i in range(k):
                         for l in range(r):
@@ -190,43 +307,13 @@ def general_chain_kernel(code: int, identity: bool, normalized: bool, constraine
                                 for q in range(rank_w):
                                     total += L[i, q] * y[q, l]
                             P[i, l] = total
-                # the residual and the per-neuron coefficients of the gradient
-                residual = 0.0
-                for i in range(k):
-                    teacher = a[i]
-                    student = a[i]
-                    for l in range(rs):
-                        teacher += xi * C[i, l] * g[l]
-                    for l in range(r):
-                        student += xi * ch[i, l] * gh[l]
-                    inverse = 1.0
-                    if normalized:
-                        squared = w_squared[i]
-                        for l in range(r):
-                            squared += 2.0 * xi * P[i, l] * ch[i, l]
-                            for m in range(r):
-                                squared += xi * xi * ch[i, l] * S[l, m] * ch[i, m]
-                        inverse = 1.0 / math.sqrt(squared)
-                        teacher *= inverse_teacher[i]
-                    z_hat = student * inverse
-                    residual += lam[i] * (activation_value(code, parameters, ops, args, stack, teacher) - activation_value(code, parameters, ops, args, stack, z_hat))
-                    beta[i] = lam[i] * activation_derivative(code, parameters, d_ops, d_args, stack, z_hat) * xi * inverse
-                    if normalized:
-                        kappa[i] = z_hat * inverse
-                factor = -2.0 * s_out * s_out * residual
-                for i in range(k):
-                    beta[i] *= factor
-                    kappa[i] *= beta[i]  # kappa_i = beta_i s_i / n_i^2
+                neuron_terms(code, normalized, linear, a, g, gh, C, ch, P, S, w_squared, inverse_teacher, lam, xi, s_out, beta, kappa, parameters, ops, args, d_ops, d_args, stack)
                 # gradient = x av^T + Q_F E + U_hat M
-                for l in range(r):
-                    total = 0.0
-                    for i in range(k):
-                        total += beta[i] * ch[i, l]
-                    av[l] = total
+                weighted_columns(beta, ch, av)
                 for l in range(r):
                     for m in range(r):
                         total = 0.0
-                        if normalized:
+                        if normalized and not linear:
                             for i in range(k):
                                 total += kappa[i] * ch[i, l] * ch[i, m]
                         M[l, m] = -xi * total
@@ -259,15 +346,8 @@ def general_chain_kernel(code: int, identity: bool, normalized: bool, constraine
                     for m in range(r):
                         Mp[l, m] = (1.0 if l == m else 0.0) - eta * (M[l, m] - 0.5 * (H[l, m] + H[m, l]))
                 if joint:
-                    # dL/dC_hat_i = beta_i g_hat - kappa_i (P_i + xi S C_hat_i), at the old state
-                    for i in range(k):
-                        for l in range(r):
-                            total = 0.0
-                            if normalized:
-                                total = P[i, l]
-                                for m in range(r):
-                                    total += xi * S[l, m] * ch[i, m]
-                            grad_c[i, l] = beta[i] * gh[l] - kappa[i] * total
+                    # dL/dC_hat_i at the old state
+                    c_hat_gradient(normalized, linear, beta, kappa, gh, P, S, ch, xi, grad_c)
                 for q in range(p):
                     for l in range(r):
                         total = -eta * draws[q] * av[l] - (eta * E[q, l] if q < rank_w else 0.0)
@@ -276,26 +356,17 @@ def general_chain_kernel(code: int, identity: bool, normalized: bool, constraine
                         Yn[q, l] = total
                 # Gamma' = M'^T Gamma M' + M'^T zeta b^T + b zeta^T M' + |x_perp|^2 b b^T (b = -eta av)
                 perp = omega_squared + chi
+                congruence(Mp, gam, Gn)
                 for l in range(r):
                     for m in range(r):
-                        total = 0.0
-                        for n in range(r):
-                            for o in range(r):
-                                total += Mp[n, l] * gam[n, o] * Mp[o, m]
                         left = 0.0
                         right = 0.0
                         for n in range(r):
                             left += Mp[n, l] * zeta[n]
                             right += Mp[n, m] * zeta[n]
-                        total += -eta * (left * av[m] + av[l] * right) + perp * eta * eta * av[l] * av[m]
-                        Gn[l, m] = total
+                        Gn[l, m] += -eta * (left * av[m] + av[l] * right) + perp * eta * eta * av[l] * av[m]
                 # polar retraction: T = (Y'^T Y' + Gamma')^(-1/2)
-                for l in range(r):
-                    for m in range(r):
-                        total = Gn[l, m]
-                        for q in range(p):
-                            total += Yn[q, l] * Yn[q, m]
-                        work[l, m] = total
+                gram_plus(Gn, Yn, work)
                 if not (work[0, 0] < math.inf):
                     for q in range(p):
                         for l in range(r):
@@ -308,13 +379,7 @@ def general_chain_kernel(code: int, identity: bool, normalized: bool, constraine
                         for m in range(r):
                             total += Yn[q, m] * T[m, l]
                         y[q, l] = total
-                for l in range(r):
-                    for m in range(r):
-                        total = 0.0
-                        for n in range(r):
-                            for o in range(r):
-                                total += T[n, l] * Gn[n, o] * T[o, m]
-                        work[l, m] = total
+                congruence(T, Gn, work)
                 for l in range(r):
                     for m in range(r):
                         gam[l, m] = 0.5 * (work[l, m] + work[m, l])
@@ -322,17 +387,10 @@ def general_chain_kernel(code: int, identity: bool, normalized: bool, constraine
                     for i in range(k):
                         for l in range(r):
                             ch[i, l] -= eta_c * grad_c[i, l]
-                if level < math.inf and hits[j] < 0:
-                    for l in range(rs):
-                        for m in range(r):
-                            total = 0.0
-                            for q in range(p):
-                                total += UF[l, q] * y[q, m]
-                            O[l, m] = total
-                    if smallest_squared_singular_value(O) >= level:
-                        hits[j] = offset + step + 1
-                        if stop_at_hit:
-                            break
+                if level < math.inf and hits[j] < 0 and overlap_reaches(level, UF, y.T, O):
+                    hits[j] = offset + step + 1
+                    if stop_at_hit:
+                        break
             streams.store_words(states[j], s0, s1, s2, s3)
         return len(version)
 

@@ -15,13 +15,12 @@ import numpy as np
 from numba import njit
 
 from ...dynamics.trajectories import record_hit
-from ...gaussian.families.fast import activation_derivative, activation_value
 from ...gaussian.programs import STACK_SIZE
 from ...numerics import random_streams as streams
 from ...numerics.compiled import SOURCE_VERSION, specialised
 from ...numerics.linalg import copy_into, matvec, normalise, subtract_rows
 from .gradients import gradient_coefficient
-from .overlaps import inverse_square_root, smallest_squared_singular_value
+from .overlaps import c_hat_gradient, gram_plus, inverse_square_root, neuron_terms, overlap_reaches, row_products, sample_buffers, weighted_columns
 
 __all__ = ["initial_directions", "sgd_kernel", "general_sgd_kernel"]
 
@@ -134,98 +133,58 @@ def sgd_kernel(code: int, structured: bool):
     return advance
 
 
+@njit(cache=True, inline="always")
+def _polar(V, S, T, scratch):
+    """``V <- (V V^T)^(-1/2) V`` given ``S = V V^T`` (rows of V: the columns of U_hat); ``scratch`` holds
+    at least one row of r numbers."""
+    r, d = V.shape
+    inverse_square_root(S, T)
+    for q in range(d):
+        for l in range(r):
+            scratch[0, l] = 0.0
+            for m in range(r):
+                scratch[0, l] += T[l, m] * V[m, q]
+        for l in range(r):
+            V[l, q] = scratch[0, l]
+
+
 @specialised
-def general_sgd_kernel(code: int, normalized: bool, constrained: bool, joint: bool):
+def general_sgd_kernel(code: int, normalized: bool, constrained: bool, joint: bool, linear: bool):
     """``advance`` of full-d online SGD for the general model (MATH.md §4b), the independent check of
     :func:`.overlaps.general_chain_kernel`: explicit vectors in R^d, the student's columns stored as the
     rows of ``V`` (r x d), every inner product computed from them, the gradient of ``(f* - f_hat)^2``
     formed in R^d, projected onto span(W)^perp (``constrained``, with ``QW`` orthonormal rows spanning
     span(W)) and onto the tangent space, then the polar retraction ``X (X^T X)^(-1/2)``.
 
-    ``reals`` = (eta, eta_c, xi, s_out)."""
+    ``reals`` = (eta, eta_c, xi, s_out); ``w_squared`` the squared row norms of W."""
     version = SOURCE_VERSION
 
     @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
-    def advance(start, stop, V_all, Ch, states, hits, level, stop_at_hit, offset, steps, W, QW, U, C, lam, inverse_teacher, reals, parameters, ops, args, d_ops, d_args):
+    def advance(start, stop, V_all, Ch, states, hits, level, stop_at_hit, offset, steps, W, QW, U, C, lam, inverse_teacher, w_squared, reals, parameters, ops, args, d_ops, d_args):
         eta, eta_c, xi, s_out = reals[0], reals[1], reals[2], reals[3]
         k, d = W.shape
         rank_w = QW.shape[0]
         rs = U.shape[0]
         r = V_all.shape[1]
         x = np.empty(d)
-        a = np.empty(k)
-        g = np.empty(rs)
-        gh = np.empty(r)
+        a, g, gh, P, S, beta, kappa, av, H, work, T, O, grad_c, stack = sample_buffers(k, rs, r)
         coords = np.empty(rank_w)
-        P = np.zeros((k, r))
-        S = np.empty((r, r))
-        beta = np.empty(k)
-        kappa = np.zeros(k)
-        av = np.empty(r)
         Gd = np.empty((r, d))
-        H = np.empty((r, r))
-        work = np.empty((r, r))
-        T = np.empty((r, r))
-        O = np.empty((rs, r))
-        grad_c = np.empty((k, r))
-        stack = np.empty(STACK_SIZE)
+        zero = np.zeros((r, r))
         for j in range(start, stop):
+            V, ch, state = V_all[j], Ch[j], states[j].copy()
             if stop_at_hit and hits[j] >= 0:
                 continue
-            V = V_all[j]
-            ch = Ch[j]
-            state = states[j].copy()
             for step in range(steps):
                 streams.fill_normal(state, x)
                 matvec(W, x, a, False)
                 matvec(U, x, g, False)
                 matvec(V, x, gh, False)
-                for l in range(r):
-                    for m in range(r):
-                        total = 0.0
-                        for q in range(d):
-                            total += V[l, q] * V[m, q]
-                        S[l, m] = total
+                gram_plus(zero, V.T, S)
                 if normalized:
-                    for i in range(k):
-                        for l in range(r):
-                            total = 0.0
-                            for q in range(d):
-                                total += W[i, q] * V[l, q]
-                            P[i, l] = total
-                residual = 0.0
-                for i in range(k):
-                    teacher = a[i]
-                    student = a[i]
-                    for l in range(rs):
-                        teacher += xi * C[i, l] * g[l]
-                    for l in range(r):
-                        student += xi * ch[i, l] * gh[l]
-                    inverse = 1.0
-                    if normalized:
-                        squared = 0.0
-                        for q in range(d):
-                            squared += W[i, q] * W[i, q]
-                        for l in range(r):
-                            squared += 2.0 * xi * P[i, l] * ch[i, l]
-                            for m in range(r):
-                                squared += xi * xi * ch[i, l] * S[l, m] * ch[i, m]
-                        inverse = 1.0 / math.sqrt(squared)
-                        teacher *= inverse_teacher[i]
-                    z_hat = student * inverse
-                    residual += lam[i] * (activation_value(code, parameters, ops, args, stack, teacher) - activation_value(code, parameters, ops, args, stack, z_hat))
-                    beta[i] = lam[i] * activation_derivative(code, parameters, d_ops, d_args, stack, z_hat) * xi * inverse
-                    if normalized:
-                        kappa[i] = z_hat * inverse
-                factor = -2.0 * s_out * s_out * residual
-                for i in range(k):
-                    beta[i] *= factor
-                    kappa[i] *= beta[i]
-                for l in range(r):
-                    total = 0.0
-                    for i in range(k):
-                        total += beta[i] * ch[i, l]
-                    av[l] = total
+                    row_products(W, V, P)
+                neuron_terms(code, normalized, linear, a, g, gh, C, ch, P, S, w_squared, inverse_teacher, lam, xi, s_out, beta, kappa, parameters, ops, args, d_ops, d_args, stack)
+                weighted_columns(beta, ch, av)
                 # the Euclidean gradient in R^d: G_l = av_l x - sum_i kappa_i ch_il (w_i + xi sum_m ch_im V_m)
                 for l in range(r):
                     for q in range(d):
@@ -235,7 +194,7 @@ def general_sgd_kernel(code: int, normalized: bool, constrained: bool, joint: bo
                             weight = kappa[i] * ch[i, l]
                             for q in range(d):
                                 Gd[l, q] -= weight * W[i, q]
-                            for m in range(r):
+                            for m in range(r if not linear else 0):
                                 along = weight * xi * ch[i, m]
                                 for q in range(d):
                                     Gd[l, q] -= along * V[m, q]
@@ -243,21 +202,9 @@ def general_sgd_kernel(code: int, normalized: bool, constrained: bool, joint: bo
                         matvec(QW, Gd[l], coords, False)
                         subtract_rows(QW, coords, Gd[l])
                 if joint:
-                    for i in range(k):
-                        for l in range(r):
-                            total = 0.0
-                            if normalized:
-                                total = P[i, l]
-                                for m in range(r):
-                                    total += xi * S[l, m] * ch[i, m]
-                            grad_c[i, l] = beta[i] * gh[l] - kappa[i] * total
+                    c_hat_gradient(normalized, linear, beta, kappa, gh, P, S, ch, xi, grad_c)
                 # tangent projection G - U_hat sym(U_hat^T G), then X = U_hat - eta G_tan
-                for l in range(r):
-                    for m in range(r):
-                        total = 0.0
-                        for q in range(d):
-                            total += V[l, q] * Gd[m, q]
-                        H[l, m] = total
+                row_products(V, Gd, H)
                 for l in range(r):
                     for m in range(r):
                         symmetric = 0.5 * (H[m, l] + H[l, m])
@@ -266,59 +213,28 @@ def general_sgd_kernel(code: int, normalized: bool, constrained: bool, joint: bo
                 for l in range(r):
                     for q in range(d):
                         V[l, q] -= eta * Gd[l, q]
-                for l in range(r):
-                    for m in range(r):
-                        total = 0.0
-                        for q in range(d):
-                            total += V[l, q] * V[m, q]
-                        work[l, m] = total
+                gram_plus(zero, V.T, work)
                 if not (work[0, 0] < math.inf):
                     for l in range(r):
                         for q in range(d):
                             V[l, q] = math.nan
                     break
-                inverse_square_root(work, T)
-                for q in range(d):
-                    for l in range(r):
-                        H[0, l] = 0.0
-                        for m in range(r):
-                            H[0, l] += T[l, m] * V[m, q]
-                    for l in range(r):
-                        V[l, q] = H[0, l]
+                _polar(V, work, T, H)
                 if constrained and (offset + step) % REPROJECT == REPROJECT - 1:
                     # as in sgd_kernel: rounding in span(W) would grow; project it out and re-orthonormalise
                     for l in range(r):
                         matvec(QW, V[l], coords, False)
                         subtract_rows(QW, coords, V[l])
-                    for l in range(r):
-                        for m in range(r):
-                            total = 0.0
-                            for q in range(d):
-                                total += V[l, q] * V[m, q]
-                            work[l, m] = total
-                    inverse_square_root(work, T)
-                    for q in range(d):
-                        for l in range(r):
-                            H[0, l] = 0.0
-                            for m in range(r):
-                                H[0, l] += T[l, m] * V[m, q]
-                        for l in range(r):
-                            V[l, q] = H[0, l]
+                    gram_plus(zero, V.T, work)
+                    _polar(V, work, T, H)
                 if joint:
                     for i in range(k):
                         for l in range(r):
                             ch[i, l] -= eta_c * grad_c[i, l]
-                if level < math.inf and hits[j] < 0:
-                    for l in range(rs):
-                        for m in range(r):
-                            total = 0.0
-                            for q in range(d):
-                                total += U[l, q] * V[m, q]
-                            O[l, m] = total
-                    if smallest_squared_singular_value(O) >= level:
-                        hits[j] = offset + step + 1
-                        if stop_at_hit:
-                            break
+                if level < math.inf and hits[j] < 0 and overlap_reaches(level, U, V, O):
+                    hits[j] = offset + step + 1
+                    if stop_at_hit:
+                        break
             copy_into(state, states[j])
         return len(version)
 
