@@ -19,6 +19,11 @@ from .estimate import Estimate
 __all__ = ["kernel_quadrature", "kernel_mpmath", "kernel_monte_carlo"]
 
 
+def _kernel_arguments(sigma, rho, s1, s2) -> tuple:
+    """The activation, the correlation in [-1, 1] and the two scales, checked at the boundary."""
+    return activation(sigma), check_real(rho, "rho", -1.0, 1.0), check_scale(s1, "s1"), check_scale(s2, "s2")
+
+
 def kernel_quadrature(sigma, rho: float, s1: float = 1.0, s2: float = 1.0, derivative: bool = False) -> Estimate:
     """Adaptive 2-D quadrature (scipy) of the kernel in float64, with scipy's error estimate.
 
@@ -37,9 +42,7 @@ def kernel_quadrature(sigma, rho: float, s1: float = 1.0, s2: float = 1.0, deriv
     -------
     Estimate
     """
-    sigma = activation(sigma)
-    rho = check_real(rho, "rho", -1.0, 1.0)
-    s1, s2 = check_scale(s1, "s1"), check_scale(s2, "s2")
+    sigma, rho, s1, s2 = _kernel_arguments(sigma, rho, s1, s2)
     if derivative and sigma.jumps:
         raise InvalidArgument(f"kernel_quadrature: sigma' of {sigma.name!r} has a Dirac part; use the closed form")
     f = sigma.scalar[1] if derivative else sigma.scalar[0]
@@ -110,9 +113,7 @@ def kernel_monte_carlo(sigma, rho: float, s1: float = 1.0, s2: float = 1.0, deri
     -------
     Estimate
     """
-    sigma = activation(sigma)
-    rho = check_real(rho, "rho", -1.0, 1.0)
-    s1, s2 = check_scale(s1, "s1"), check_scale(s2, "s2")
+    sigma, rho, s1, s2 = _kernel_arguments(sigma, rho, s1, s2)
     seed = check_integer(seed, "seed", 0)
     samples = check_integer(samples, "samples", 2)
     generator = np.random.default_rng(seed)
