@@ -208,3 +208,70 @@ def test_the_loss_on_the_state_is_todays_phi_of_m_in_the_rank_one_case():
         Y[-1, 0] = m
         value = state_population_loss(model, Y, np.array([[1.0 - m * m]]), model.C_hat)
         assert np.isclose(value, float(popgrad.population_loss(problem, m)), rtol=1e-12, atol=1e-14)
+
+
+FLOW_CASES = {
+    "rank 1 perpendicular, frozen": (popgrad.orthonormal_problem("relu", 4, 1.0, seed=0), dict()),
+    "joint, free, alpha, 1/xi": (popgrad.orthonormal_problem("tanh", 3, 1.5, seed=1), dict(unconstrained=True, alpha=0.6, train_c_hat=True, c_hat_lr=0.7, output_scale="inverse_xi")),
+    "rank 2, random rows": (popgrad.random_features_problem("gelu", 3, 2.0, d=20, seed=2, c_distribution="sphere"), dict(rank=2, train_c_hat=True)),
+}
+
+
+@pytest.mark.parametrize("name", FLOW_CASES)
+def test_the_state_flow_is_minus_the_projected_gradient_of_the_closed_form_loss(name):
+    # Price's theorem in the flow against central differences of the closed-form Phi (a separate route:
+    # dual kernels K, not K'), projected off span(W) when constrained and onto the tangent space
+    from popgrad.models.finetuning.general import state_population_loss
+    from popgrad.models.finetuning.state_flow import state_gradient
+
+    problem, options = FLOW_CASES[name]
+    model = general_model(problem, seed=4, **options)
+    Y, Gamma, C_hat = _state(model, 7)
+    values, vectors = np.linalg.eigh(Gamma)
+    Z = np.vstack([Y, (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T])
+    p = model.p
+
+    def loss(Z_, C_):
+        return state_population_loss(model, Z_[:p], Z_[p:].T @ Z_[p:], C_)
+
+    h = 1e-6
+    G = np.zeros_like(Z)
+    for index in np.ndindex(Z.shape):
+        step = np.zeros_like(Z)
+        step[index] = h
+        G[index] = (loss(Z + step, C_hat) - loss(Z - step, C_hat)) / (2 * h)
+    if not model.unconstrained:
+        G[: model.L.shape[1]] = 0.0
+    H = Z.T @ G
+    expected_Z = -(G - Z @ (0.5 * (H + H.T)))
+    G_c = np.zeros_like(C_hat)
+    for index in np.ndindex(C_hat.shape):
+        step = np.zeros_like(C_hat)
+        step[index] = h
+        G_c[index] = (loss(Z, C_hat + step) - loss(Z, C_hat - step)) / (2 * h)
+    expected_c = -model.c_hat_lr * G_c if model.train_c_hat else np.zeros_like(C_hat)
+    flow_Z, flow_c = state_gradient(model, Z, C_hat)
+    scale = max(np.abs(expected_Z).max(), np.abs(expected_c).max())
+    assert np.allclose(flow_Z, expected_Z, rtol=1e-6, atol=1e-6 * scale), np.abs(flow_Z - expected_Z).max()
+    assert np.allclose(flow_c, expected_c, rtol=1e-6, atol=1e-6 * scale), np.abs(flow_c - expected_c).max()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", [dict(train_c_hat=True), dict(unconstrained=True)])
+def test_the_state_flow_predicts_the_sgd_mean_at_a_small_step(options):
+    # delta = eta d = 0.02: gradient flow from each trajectory's own initial state against the chain's mean,
+    # m and <C_hat, C>, within 4 SE of the SGD mean while m moves (near convergence the finite-step
+    # normalisation shifts the SGD mean by O(delta): there the one-step-mean map is the prediction)
+    from popgrad.models.finetuning.general import _initial_states
+    from popgrad.models.finetuning.state_flow import predict_state_flow
+
+    d, trajectories, delta, checkpoints = 200, 200, 0.02, [0, 2000, 5000]
+    model = general_model(popgrad.orthonormal_problem("relu", 4, 1.0, seed=0), **options)
+    simulation = simulate_general(model, d, delta=delta, checkpoints=checkpoints, trajectories=trajectories, seed=3)
+    Y, Gamma = _initial_states(model, d, trajectories, 3, 0)
+    overlap, c_hat = predict_state_flow(model, Y, Gamma, np.repeat(model.C_hat[None], trajectories, axis=0), delta / d, checkpoints)
+    for observed, predicted in ((simulation.m, overlap[:, :, 0, 0]), (simulation.c_hat_dot_c(model.C), np.einsum("tcir,ir->tc", c_hat, model.C))):
+        error = observed.std(axis=0, ddof=1) / np.sqrt(trajectories)
+        moving = error > 0
+        assert np.all(np.abs(observed.mean(axis=0) - predicted.mean(axis=0))[moving] < 4 * error[moving])
+    assert abs(simulation.m[:, -1].mean()) > 0.3  # the overlap has moved far from its start (~ 1/sqrt(d))
