@@ -275,3 +275,43 @@ def test_the_state_flow_predicts_the_sgd_mean_at_a_small_step(options):
         moving = error > 0
         assert np.all(np.abs(observed.mean(axis=0) - predicted.mean(axis=0))[moving] < 4 * error[moving])
     assert abs(simulation.m[:, -1].mean()) > 0.3  # the overlap has moved far from its start (~ 1/sqrt(d))
+
+
+def test_the_command_line_runs_the_general_model_and_reports_each_observable(capsys):
+    import json
+
+    from popgrad.cli.main import main
+
+    arguments = ["simulate", "--train-c-hat", "--c-hat-lr", "0.5", "--unconstrained", "--rank", "2", "--k", "3", "--d", "60", "--steps", "200", "--trajectories", "8", "--hit", "0.5", "--format", "json", "--quiet"]
+    assert main(arguments) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["model"] == {"rank": 2, "alpha": 0.0, "output_scale": "one", "student": "exact", "train_c_hat": True, "c_hat_lr": 0.5, "unconstrained": True}
+    assert record["eta_c"] == 0.5 * record["eta"] and len(record["steps"]) == 21
+    for name in ("m", "c_hat_dot_c", "c_hat_cosine", "projection_w"):
+        observable = record["observables"][name]
+        assert set(observable) == {"mean", "standard_error", "quantiles"} and len(observable["mean"]) == 21
+    assert set(record["hitting_times"]) >= {"median", "censored_fraction", "horizon", "eps"}
+    # the same seed gives the same numbers
+    assert main(arguments) == 0
+    assert json.loads(capsys.readouterr().out)["observables"] == record["observables"]
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--rank", "0"], "--rank must"),
+        (["--alpha", "1.5"], "--alpha must"),
+        (["--c-hat-lr", "0", "--train-c-hat"], "--c-hat-lr must"),
+        (["--train-c-hat", "--method", "fast"], "--method fast is not available"),
+        (["--rank", "60"], "--rank must be at most"),
+        (["--stop-when-hit"], "--stop-when-hit needs --hit"),
+        (["--student", "linearized", "--m0", "0.1"], "--m0 is not available"),
+    ],
+)
+def test_bad_general_flags_end_in_one_line(arguments, message):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "popgrad", "simulate", "--k", "3", "--d", "60", "--steps", "10", "--trajectories", "2", *arguments], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr

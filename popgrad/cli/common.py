@@ -15,6 +15,11 @@ EXIT_USAGE, EXIT_NEGATIVE, EXIT_BUG = 2, 3, 1
 
 #: library parameter name -> the flag that sets it
 FLAGS = {
+    "rank": "--rank",
+    "alpha": "--alpha",
+    "c_hat_lr": "--c-hat-lr",
+    "output_scale": "--output-scale",
+    "student": "--student",
     "order": "--order",
     "scale": "--scale",
     "digits": "--digits",

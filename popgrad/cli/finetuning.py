@@ -36,6 +36,7 @@ def register(commands) -> None:
         _problem_options(command, {"d": SIMULATE_DEFAULTS["d"]})
         _dynamics_options(command, SIMULATE_DEFAULTS)
         if name == "simulate":
+            _general_options(command)
             command.add_argument("--format", choices=["table", "json"], default="table")
             command.add_argument("--out", help="also save the labelled arrays (NetCDF, .nc)")
         else:
@@ -171,6 +172,63 @@ def _dynamics_options(parser: argparse.ArgumentParser, defaults: dict) -> None:
     parser.set_defaults(default_delta=defaults["delta"])
 
 
+GENERAL_FLAGS = ("train_c_hat", "c_hat_lr", "unconstrained", "rank", "alpha", "output_scale", "student", "stop_when_hit")
+
+
+def _general_options(parser: argparse.ArgumentParser) -> None:
+    """The general model's switches (MATH.md §4b); any of them runs the state chain / full-d SGD of
+    :mod:`popgrad.models.finetuning.general` (methods chain and full)."""
+    group = parser.add_argument_group("general model (joint c_hat, free u_hat, rank r, ...; methods chain and full)")
+    group.add_argument("--train-c-hat", action="store_true", help="train c_hat jointly with u_hat (same sample, simultaneous)")
+    group.add_argument("--c-hat-lr", type=real, default=1.0, metavar="RATIO", help="eta_c = RATIO * eta (default 1)")
+    group.add_argument("--unconstrained", action="store_true", help="u_hat free in R^d (not projected onto span(W)^perp)")
+    group.add_argument("--rank", type=int, default=1, help="student rank r (Stiefel manifold, polar retraction; default 1)")
+    group.add_argument("--alpha", type=real, default=0.0, help="teacher's component |P_W u| in span(W), in [0, 1] (default 0)")
+    group.add_argument("--output-scale", choices=("one", "inverse_xi"), default="one", help="output multiplier 1 or 1/xi (App. B; default one)")
+    group.add_argument("--student", choices=("exact", "linearized"), default="exact", help="the student network or its first order in the adapter (default exact)")
+    group.add_argument("--stop-when-hit", action="store_true", help="with --hit: end each trajectory at its hitting step")
+
+
+def _simulate_general(args, problem) -> int:
+    """``popgrad simulate`` with the general model's switches: observables m, <c_hat, c> (and its cosine),
+    |P_W u_hat| per checkpoint with mean, SE and quantiles."""
+    from ..models.finetuning.general import general_model, simulate_general
+
+    if args.method == "fast":
+        raise UsageError("--method fast is not available for the general model (use chain or full)")
+    if args.m0 is not None:
+        raise UsageError("--m0 is not available for the general model (u_hat_0 is uniform on its sphere)")
+    if args.stop_when_hit and args.hit is None:
+        raise UsageError("--stop-when-hit needs --hit EPS")
+    model = general_model(problem, rank=args.rank, alpha=args.alpha, output_scale=args.output_scale, train_c_hat=args.train_c_hat, c_hat_lr=args.c_hat_lr, unconstrained=args.unconstrained, student=args.student, seed=args.seed)
+    d, eta, checkpoints = _dynamics_settings(args, problem)
+    result = simulate_general(model, d, eta, checkpoints, trajectories=args.trajectories, method=args.method, seed=args.seed, hit=args.hit, stop_when_hit=args.stop_when_hit, progress=_progress(args))
+    summary = result.summary(model.C)
+    settings = {"rank": model.rank, "alpha": model.alpha, "output_scale": model.output_scale, "student": model.student, "train_c_hat": model.train_c_hat, "c_hat_lr": model.c_hat_lr, "unconstrained": model.unconstrained}
+    if args.format == "json":
+        from ..analysis.comparison import versions
+
+        record = {"problem": problem.to_dict(), "model": settings, "d": d, "eta": eta, "eta_c": result.eta_c, "method": args.method, "trajectories": args.trajectories, "seed": args.seed, "steps": result.steps.tolist(), "observables": summary, "seconds": result.seconds, "versions": versions()}
+        if args.hit is not None:
+            record["hitting_times"] = result.hitting_times() | {"eps": args.hit}
+        print(json.dumps(json_safe(record), indent=1, allow_nan=False))
+        return 0
+    print(f"{problem!r}; {', '.join(f'{key} = {value}' for key, value in settings.items())}")
+    print(f"d = {d}, eta = {eta:.4g} (delta = {eta * d:.4g}), eta_c = {result.eta_c:.4g}, {args.trajectories} trajectories ({args.method}), {result.seconds:.1f} s")
+    names = list(summary)
+    print(f"{'step':>10s} " + " ".join(f"{name + ' mean ± SE':>26s}" for name in names))
+    for index, step in enumerate(result.steps):
+        cells = []
+        for name in names:
+            mean, error = summary[name]["mean"][index], summary[name]["standard_error"]
+            cells.append(f"{mean:>12.5f} ± {error[index]:<11.5f}" if error is not None else f"{mean:>26.5f}")
+        print(f"{int(step):>10d} " + " ".join(f"{cell:>26s}" for cell in cells))
+    if args.hit is not None:
+        times = result.hitting_times()
+        print(f"hitting time (smallest squared singular value of U^T U_hat >= 1 - {args.hit:g}): median {times['median']}, quartiles {times['q25']} / {times['q75']}, censored {times['censored_fraction']:.3f} at step {times['horizon']}")
+    return 0
+
+
 def _dynamics_settings(args, problem) -> tuple:
     """``(d, eta, checkpoints)`` from the flags; the ranges are the library's."""
     from .._validation import check_integer
@@ -217,6 +275,10 @@ def _simulate_or_compare(args) -> int:
     if args.out:
         (check_output_folder if args.report else check_output_file)(args.out, "out")
     problem = _problem_from_args(args)
+    if not args.report and given(args, *GENERAL_FLAGS):
+        if args.out:
+            raise UsageError(f"--out is not available with {given(args, *GENERAL_FLAGS)[0]} yet (use --format json)")
+        return _simulate_general(args, problem)
     d, eta, checkpoints = _dynamics_settings(args, problem)
     result = compare(problem, d, eta, checkpoints, trajectories=args.trajectories, method=args.method, m0=args.m0, seed=args.seed, noise_samples=args.noise_samples, noise_seed=args.noise_seed, threshold=args.threshold, progress=_progress(args), hit=args.hit)
     if getattr(args, "format", "table") == "json":

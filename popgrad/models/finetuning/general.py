@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..._validation import InvalidArgument, check_array, check_choice, check_integer, check_real
-from ...dynamics.trajectories import Diverged, run_to_checkpoints, step_schedule
+from ...dynamics.trajectories import Diverged, hitting_summary, run_to_checkpoints, step_schedule
 from ...numerics import random_streams as streams
 from ...numerics.linalg import gram_factor
 from .gradients import neuron_divisors
@@ -198,6 +198,35 @@ class GeneralSimulation:
         """<C_hat, C> (Frobenius) per trajectory and checkpoint."""
         return np.einsum("tcir,ir->tc", self.c_hat, C) if self.c_hat.shape[-1] == C.shape[1] else np.einsum("tcir,i->tc", self.c_hat[..., :1], C[:, 0])
 
+    def observables(self, C: np.ndarray) -> dict:
+        """Name -> values (trajectories x checkpoints): ``m`` (rank 1: <u, u_hat>; else the smallest singular
+        value of U^T U_hat), ``c_hat_dot_c`` and its cosine ``c_hat_cosine``, ``projection_w`` = |Π_W U_hat|."""
+        if self.overlap.shape[2:] == (1, 1):
+            m = self.m
+        else:
+            m = np.linalg.svd(self.overlap, compute_uv=False)[..., -1]
+        dot = self.c_hat_dot_c(C)
+        norms = np.linalg.norm(self.c_hat[..., : C.shape[1]], axis=(2, 3)) * np.linalg.norm(C)
+        return {"m": m, "c_hat_dot_c": dot, "c_hat_cosine": dot / norms, "projection_w": self.projection_w}
+
+    def summary(self, C: np.ndarray) -> dict:
+        """Per observable: ``mean``, ``standard_error`` (None for one trajectory) and the 5/25/50/75/95%
+        ``quantiles`` at each checkpoint (JSON-ready lists)."""
+        result = {}
+        for name, values in self.observables(C).items():
+            count = values.shape[0]
+            error = values.std(axis=0, ddof=1) / math.sqrt(count) if count > 1 else None
+            quantiles = np.quantile(values, [0.05, 0.25, 0.5, 0.75, 0.95], axis=0)
+            result[name] = {"mean": values.mean(axis=0).tolist(), "standard_error": None if error is None else error.tolist(), "quantiles": {f"{q:g}": row.tolist() for q, row in zip((0.05, 0.25, 0.5, 0.75, 0.95), quantiles)}}
+        return result
+
+    def hitting_times(self) -> dict:
+        """Median and quartiles of the hitting steps, censored at the last checkpoint (Kaplan–Meier with one
+        censoring time: the empirical quantiles), and the censored fraction."""
+        if self.hitting_steps is None:
+            raise InvalidArgument("this simulation recorded no hitting times (give hit)", "hit")
+        return hitting_summary(self.hitting_steps, int(self.steps[-1]))
+
 
 def _initial_frames(model: GeneralModel, d: int, trajectories: int, seed: int, first: int) -> np.ndarray:
     """U_hat_0 for full-d SGD, r x d rows per trajectory: Gaussian columns, projected onto span(W)^perp
@@ -275,6 +304,8 @@ def simulate_general(model: GeneralModel, d: int, eta: float | None = None, chec
     check_choice(method, "method", ("chain", "full"))
     problem = model.problem
     k, r, p, rank_w = problem.k, model.rank, model.p, model.L.shape[1]
+    if r > 10**9 - p - 2 or (isinstance(d, (int, np.integer)) and not isinstance(d, bool) and r > d - p - 2):
+        raise InvalidArgument(f"rank must be at most d - p - 2 = {int(d) - p - 2} here (p = rank W + r* = {p}), got {r}", "rank")
     d = check_integer(d, "d", p + r + 2, 10**9)
     eta, checkpoints = step_schedule(d, eta, delta, checkpoints, steps)
     trajectories = check_integer(trajectories, "trajectories", 1, 10**8)
