@@ -324,7 +324,7 @@ def simulate_general(model: GeneralModel, d: int, eta: float | None = None, chec
     if method == "chain":
         Y, Gam = _initial_states(model, d, trajectories, seed, first_trajectory)
         identity = bool(rank_w == k and np.array_equal(model.L, np.eye(k)))
-        kernel = general_chain_kernel(code, identity, normalized, not model.unconstrained, model.train_c_hat, model.student == "linearized")
+        kernel = general_chain_kernel(code, identity, normalized, not model.unconstrained, model.train_c_hat, model.student == "linearized", r)
         reals = np.array([eta, eta_c, problem.xi, model.s_out, float(d - p - r)])
         w_squared = np.ascontiguousarray(np.diag(problem.gram), dtype=float)
 
@@ -342,7 +342,7 @@ def simulate_general(model: GeneralModel, d: int, eta: float | None = None, chec
         U = np.zeros((model.C.shape[1], d))
         U[:, :p] = model.UF
         V = _initial_frames(model, d, trajectories, seed, first_trajectory)
-        kernel = general_sgd_kernel(code, normalized, not model.unconstrained, model.train_c_hat, model.student == "linearized")
+        kernel = general_sgd_kernel(code, normalized, not model.unconstrained, model.train_c_hat, model.student == "linearized", r)
         reals = np.array([eta, eta_c, problem.xi, model.s_out])
         w_squared = np.sum(W**2, axis=1)  # from the explicit rows
 

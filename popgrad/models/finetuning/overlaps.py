@@ -31,7 +31,7 @@ from ...numerics.compiled import SOURCE_VERSION, specialised
 __all__ = ["inverse_square_root", "smallest_squared_singular_value", "neuron_terms", "c_hat_gradient", "weighted_columns", "overlap_reaches", "gram_plus", "row_products", "congruence", "sample_buffers", "general_chain_kernel"]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def inverse_square_root(S, out):
     """``out = S^(-1/2)`` for a symmetric positive definite r x r matrix (closed forms for r = 1, 2)."""
     r = S.shape[0]
@@ -233,7 +233,7 @@ def gram_plus(base, Y, out):
 
 
 @specialised
-def general_chain_kernel(code: int, identity: bool, normalized: bool, constrained: bool, joint: bool, linear: bool):
+def general_chain_kernel(code: int, identity: bool, normalized: bool, constrained: bool, joint: bool, linear: bool, rank: int):
     """``advance`` of the state chain for the activation fast path ``code`` and the model's switches
     (compile-time constants): ``identity`` (G = I, L = I), the ``normalized`` convention, u_hat
     ``constrained`` to span(W)^perp, and ``joint`` training of C_hat.
@@ -248,7 +248,7 @@ def general_chain_kernel(code: int, identity: bool, normalized: bool, constraine
         eta, eta_c, xi, s_out, dof = reals[0], reals[1], reals[2], reals[3], reals[4]
         k, rank_w = L.shape
         rs, p = UF.shape
-        r = Y.shape[2]
+        r = rank  # a compile-time constant: the r x r loops unroll
         draws = np.empty(p + r)
         a, g, gh, P, S, beta, kappa, av, H, work, T, O, grad_c, stack = sample_buffers(k, rs, r)
         zeta = np.empty(r)

@@ -149,7 +149,7 @@ def _polar(V, S, T, scratch):
 
 
 @specialised
-def general_sgd_kernel(code: int, normalized: bool, constrained: bool, joint: bool, linear: bool):
+def general_sgd_kernel(code: int, normalized: bool, constrained: bool, joint: bool, linear: bool, rank: int):
     """``advance`` of full-d online SGD for the general model (MATH.md §4b), the independent check of
     :func:`.overlaps.general_chain_kernel`: explicit vectors in R^d, the student's columns stored as the
     rows of ``V`` (r x d), every inner product computed from them, the gradient of ``(f* - f_hat)^2``
@@ -165,7 +165,7 @@ def general_sgd_kernel(code: int, normalized: bool, constrained: bool, joint: bo
         k, d = W.shape
         rank_w = QW.shape[0]
         rs = U.shape[0]
-        r = V_all.shape[1]
+        r = rank  # a compile-time constant
         x = np.empty(d)
         a, g, gh, P, S, beta, kappa, av, H, work, T, O, grad_c, stack = sample_buffers(k, rs, r)
         coords = np.empty(rank_w)
