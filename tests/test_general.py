@@ -269,7 +269,8 @@ def test_the_state_flow_predicts_the_sgd_mean_at_a_small_step(options):
     model = general_model(popgrad.orthonormal_problem("relu", 4, 1.0, seed=0), **options)
     simulation = simulate_general(model, d, delta=delta, checkpoints=checkpoints, trajectories=trajectories, seed=3)
     Y, Gamma = _initial_states(model, d, trajectories, 3, 0)
-    overlap, c_hat = predict_state_flow(model, Y, Gamma, np.repeat(model.C_hat[None], trajectories, axis=0), delta / d, checkpoints)
+    Y_flow, _, c_hat = predict_state_flow(model, Y, Gamma, np.repeat(model.C_hat[None], trajectories, axis=0), delta / d, checkpoints)
+    overlap = np.einsum("sq,tcqr->tcsr", model.UF, Y_flow)
     for observed, predicted in ((simulation.m, overlap[:, :, 0, 0]), (simulation.c_hat_dot_c(model.C), np.einsum("tcir,ir->tc", c_hat, model.C))):
         error = observed.std(axis=0, ddof=1) / np.sqrt(trajectories)
         moving = error > 0
@@ -315,3 +316,75 @@ def test_bad_general_flags_end_in_one_line(arguments, message):
     result = subprocess.run([sys.executable, "-m", "popgrad", "simulate", "--k", "3", "--d", "60", "--steps", "10", "--trajectories", "2", *arguments], capture_output=True, text=True, timeout=600)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("activation, convention", [("tanh", "normalized"), ("relu", "raw"), ("erf", "raw")])
+def test_the_loss_over_many_states_is_the_loss_state_by_state(activation, convention):
+    # state_population_losses (one Gram matrix per state, vectorised kernels) against the per-state closed
+    # form built from explicit neuron vectors (neuron_vectors), at states the chain visits
+    from popgrad.models.finetuning.general import closed_form_loss, state_population_loss
+
+    problem = popgrad.random_features_problem(activation, 4, 1.5, d=60, seed=3, c_distribution="sphere", convention=convention)
+    model = general_model(problem, seed=2, train_c_hat=True, unconstrained=True, rank=2, alpha=0.5)
+    assert closed_form_loss(model)
+    run = simulate_general(model, 60, delta=0.3, checkpoints=[0, 100, 300], trajectories=6, seed=1)
+    many = run.observables()["population_loss"]
+    one = np.array([[state_population_loss(model, run.Y[j, c], run.Gamma[j, c], run.c_hat[j, c]) for c in range(3)] for j in range(6)])
+    np.testing.assert_allclose(many, one, rtol=1e-12, atol=1e-14)
+
+
+def test_loss_is_absent_where_it_has_no_closed_form_here():
+    problem = popgrad.orthonormal_problem("tanh", 3, 1.0, seed=0, convention="raw")
+    run = simulate_general(general_model(problem, train_c_hat=True), 60, delta=0.3, checkpoints=[0, 10], trajectories=2, seed=1)
+    assert set(run.observables()) == {"m", "c_hat_dot_c", "c_hat_cosine", "projection_w"}
+    linearized = simulate_general(general_model(popgrad.orthonormal_problem("relu", 3, 1.0, seed=0), student="linearized"), 60, delta=0.3, checkpoints=[0, 10], trajectories=2, seed=1)
+    assert "population_loss" not in linearized.observables()
+
+
+@pytest.mark.slow
+def test_the_one_step_mean_map_tracks_sgd_where_gradient_flow_is_off():
+    # delta = eta d = 0.5: gradient flow misses the SGD mean by tens of standard errors (the normalisation
+    # noise of a finite step), the one-step-mean map of the chain's own step keeps within 4 SE, with a band
+    # narrower than the threshold (a conclusive verdict), for m, <c_hat, c> and Phi
+    from popgrad.analysis.general_comparison import compare_general
+
+    model = general_model(popgrad.orthonormal_problem("relu", 4, 1.0, seed=0), train_c_hat=True)
+    result = compare_general(model, 200, delta=0.5, checkpoints=[0, 500, 1000, 2000, 4000], trajectories=200, seed=3, map_samples=32768)
+    conclusions = result.conclusions
+    for observable in ("m", "c_hat_dot_c", "population_loss"):
+        assert conclusions["gradient_flow"][observable] == "inconsistent" and result.statistic("gradient_flow", observable) > 10, (observable, result.verdict)
+        assert conclusions["one_step_mean"][observable] == "consistent", (observable, result.verdict)
+    # |P_W u_hat| stays 0 on both sides (constrained): rounding is no discrepancy
+    assert conclusions["gradient_flow"]["projection_w"] == "consistent"
+
+
+def test_compare_writes_a_general_report_with_every_observable(tmp_path, capsys):
+    import json
+
+    from popgrad.cli.main import main
+
+    out = tmp_path / "report"
+    arguments = ["compare", "--unconstrained", "--train-c-hat", "--k", "3", "--d", "60", "--delta", "0.2", "--checkpoints", "0,100,300", "--trajectories", "16", "--map-starts", "2", "--noise-samples", "2048", "--map-substeps", "4", "--flow-starts", "4", "--out", str(out), "--quiet"]
+    assert main(arguments) == 0
+    printed = capsys.readouterr().out
+    assert "verdict: threshold 4 SE; gradient_flow: m max z" in printed and "one_step_mean: m max z" in printed
+    record = json.loads((out / "comparison.json").read_text())
+    assert record["provenance"]["model"]["unconstrained"] and record["provenance"]["predictions"]["one_step_mean"]["samples"] == 2048
+    for name in ("m", "c_hat_dot_c", "c_hat_cosine", "projection_w", "population_loss"):
+        observable = record["observables"][name]
+        assert len(observable["mean"]) == 3 and len(observable["standard_error"]) == 3
+        assert set(observable["predictions"]) == {"gradient_flow", "one_step_mean"}
+        assert set(record["conclusions"]["one_step_mean"]) >= {"m", "c_hat_dot_c"}
+    assert (out / "comparison.png").stat().st_size > 10_000 and not (out / "INCOMPLETE").exists()
+    from scipy.io import netcdf_file
+
+    with netcdf_file(out / "comparison.nc", "r", mmap=False) as file:
+        assert file.variables["m"].shape == (16, 3) and file.variables["one_step_mean_m_band"].long_name.startswith(b"half-width")
+
+
+def test_one_trajectory_gives_an_undefined_verdict():
+    from popgrad.analysis.general_comparison import compare_general
+
+    model = general_model(popgrad.orthonormal_problem("relu", 3, 1.0, seed=0))
+    result = compare_general(model, 60, delta=0.2, checkpoints=[0, 50], trajectories=1, which=("gradient_flow",))
+    assert result.verdict.startswith("undefined") and set(result.conclusions["gradient_flow"].values()) == {"undefined"}

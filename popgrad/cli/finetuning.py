@@ -35,11 +35,15 @@ def register(commands) -> None:
         command = commands.add_parser(name, help=help_text)
         _problem_options(command, {"d": SIMULATE_DEFAULTS["d"]})
         _dynamics_options(command, SIMULATE_DEFAULTS)
+        _general_options(command)
         if name == "simulate":
-            _general_options(command)
             command.add_argument("--format", choices=["table", "json"], default="table")
             command.add_argument("--out", help="also save the labelled arrays (NetCDF, .nc)")
         else:
+            predictions = command.add_argument_group("general model's predictions (with any general-model flag)")
+            predictions.add_argument("--flow-starts", type=int, default=64, help="starting states of the gradient-flow prediction: the first trajectories' own (default 64)")
+            predictions.add_argument("--map-starts", type=int, default=4, help="starting states of the one-step-mean map (default 4)")
+            predictions.add_argument("--map-substeps", type=int, default=32, help="RK4 steps of the one-step-mean map over the horizon (default 32)")
             command.add_argument("--out", default="popgrad-compare", help="report folder (default popgrad-compare/)")
             command.add_argument("--strict", action="store_true", help=f"exit {EXIT_NEGATIVE} unless every prediction is conclusively consistent")
         command.set_defaults(handler=_simulate_or_compare, report=name == "compare")
@@ -189,10 +193,9 @@ def _general_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--stop-when-hit", action="store_true", help="with --hit: end each trajectory at its hitting step")
 
 
-def _simulate_general(args, problem) -> int:
-    """``popgrad simulate`` with the general model's switches: observables m, <c_hat, c> (and its cosine),
-    |P_W u_hat| per checkpoint with mean, SE and quantiles."""
-    from ..models.finetuning.general import general_model, simulate_general
+def _general_model(args, problem):
+    """The general model from the flags, after the checks that both simulate and compare need."""
+    from ..models.finetuning.general import general_model
 
     if args.method == "fast":
         raise UsageError("--method fast is not available for the general model (use chain or full)")
@@ -200,10 +203,50 @@ def _simulate_general(args, problem) -> int:
         raise UsageError("--m0 is not available for the general model (u_hat_0 is uniform on its sphere)")
     if args.stop_when_hit and args.hit is None:
         raise UsageError("--stop-when-hit needs --hit EPS")
-    model = general_model(problem, rank=args.rank, alpha=args.alpha, output_scale=args.output_scale, train_c_hat=args.train_c_hat, c_hat_lr=args.c_hat_lr, unconstrained=args.unconstrained, student=args.student, seed=args.seed)
+    return general_model(problem, rank=args.rank, alpha=args.alpha, output_scale=args.output_scale, train_c_hat=args.train_c_hat, c_hat_lr=args.c_hat_lr, unconstrained=args.unconstrained, student=args.student, seed=args.seed)
+
+
+def _compare_general(args, problem) -> int:
+    """``popgrad compare`` with the general model's switches: every observable against gradient flow and
+    the one-step-mean map, a verdict per observable, and the report folder (NetCDF, JSON, residual plots)."""
+    from ..analysis.general_comparison import compare_general
+
+    if args.stop_when_hit:
+        raise UsageError("--stop-when-hit is not available in compare (a stopped trajectory has no later observables to compare)")
+    model = _general_model(args, problem)
+    d, eta, checkpoints = _dynamics_settings(args, problem)
+    samples = args.noise_samples if given(args, "noise_samples") else 16384
+    result = compare_general(model, d, eta, checkpoints, trajectories=args.trajectories, method=args.method, seed=args.seed, threshold=args.threshold, progress=_progress(args), hit=args.hit, noise_seed=args.noise_seed, flow_starts=args.flow_starts, map_starts=args.map_starts, map_samples=samples, map_substeps=args.map_substeps)
+    print(f"{problem!r}; rank {model.rank}, alpha = {model.alpha:g}, output scale {model.output_scale}, {model.student} student, c_hat {'trained (eta_c = ' + format(result.simulation.eta_c, '.4g') + ')' if model.train_c_hat else 'frozen'}, u_hat {'free' if model.unconstrained else 'in span(W)^perp'}")
+    print(f"d = {d}, eta = {eta:.4g} (delta = {eta * d:.4g}), {args.trajectories} trajectories ({args.method})")
+    names = list(result.predictions.values)
+    for observable in result.observables:
+        print(f"{observable}:")
+        print(f"{'step':>10s} {'mean ± SE':>24s} " + " ".join(f"{name:>16s}" for name in names))
+        mean, error = result.mean(observable), result.standard_error(observable)
+        for index, step in enumerate(result.steps):
+            predicted = " ".join(f"{result.predictions.mean(name, observable)[index]:>16.5f}" if observable in result.predictions.values[name] else f"{'':>16s}" for name in names)
+            print(f"{int(step):>10d} {mean[index]:>11.5f} ± {error[index]:<10.5f} {predicted}")
+    print(f"verdict: {result.verdict}")
+    if args.hit is not None:
+        times = result.simulation.hitting_times()
+        print(f"hitting time (smallest squared singular value of U^T U_hat >= 1 - {args.hit:g}): median {times['median']}, quartiles {times['q25']} / {times['q75']}, censored {times['censored_fraction']:.3f} at step {times['horizon']}")
+    for path in result.save(args.out):
+        print(f"wrote {path}")
+    if args.strict and not all(conclusion == "consistent" for conclusions in result.conclusions.values() for conclusion in conclusions.values()):
+        return EXIT_NEGATIVE
+    return 0
+
+
+def _simulate_general(args, problem) -> int:
+    """``popgrad simulate`` with the general model's switches: observables m, <c_hat, c> (and its cosine),
+    |P_W u_hat|, Phi per checkpoint with mean, SE and quantiles."""
+    from ..models.finetuning.general import simulate_general
+
+    model = _general_model(args, problem)
     d, eta, checkpoints = _dynamics_settings(args, problem)
     result = simulate_general(model, d, eta, checkpoints, trajectories=args.trajectories, method=args.method, seed=args.seed, hit=args.hit, stop_when_hit=args.stop_when_hit, progress=_progress(args))
-    summary = result.summary(model.C)
+    summary = result.summary()
     settings = {"rank": model.rank, "alpha": model.alpha, "output_scale": model.output_scale, "student": model.student, "train_c_hat": model.train_c_hat, "c_hat_lr": model.c_hat_lr, "unconstrained": model.unconstrained}
     if args.format == "json":
         from ..analysis.comparison import versions
@@ -275,10 +318,14 @@ def _simulate_or_compare(args) -> int:
     if args.out:
         (check_output_folder if args.report else check_output_file)(args.out, "out")
     problem = _problem_from_args(args)
-    if not args.report and given(args, *GENERAL_FLAGS):
-        if args.out:
-            raise UsageError(f"--out is not available with {given(args, *GENERAL_FLAGS)[0]} yet (use --format json)")
-        return _simulate_general(args, problem)
+    if given(args, *GENERAL_FLAGS):
+        if not args.report:
+            if args.out:
+                raise UsageError(f"--out is not available with {given(args, *GENERAL_FLAGS)[0]} yet (use --format json, or popgrad compare --out)")
+            return _simulate_general(args, problem)
+        return _compare_general(args, problem)
+    if args.report and given(args, "flow_starts", "map_starts", "map_substeps"):
+        raise UsageError(f"{given(args, 'flow_starts', 'map_starts', 'map_substeps')[0]} applies to the general model only (give one of its flags, e.g. --rank 1)")
     d, eta, checkpoints = _dynamics_settings(args, problem)
     result = compare(problem, d, eta, checkpoints, trajectories=args.trajectories, method=args.method, m0=args.m0, seed=args.seed, noise_samples=args.noise_samples, noise_seed=args.noise_seed, threshold=args.threshold, progress=_progress(args), hit=args.hit)
     if getattr(args, "format", "table") == "json":

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..._validation import InvalidArgument, check_array, check_choice, check_integer, check_real
+from ..._validation import InvalidArgument, check_array, check_choice, check_integer, check_memory, check_real
 from ...dynamics.trajectories import Diverged, hitting_summary, run_to_checkpoints, step_schedule
 from ...numerics import random_streams as streams
 from ...numerics.linalg import gram_factor
@@ -23,7 +23,7 @@ from .overlaps import general_chain_kernel
 from .sgd import general_sgd_kernel
 from .spec import FineTuningProblem
 
-__all__ = ["GeneralModel", "general_model", "GeneralSimulation", "simulate_general", "OUTPUT_SCALES"]
+__all__ = ["GeneralModel", "general_model", "GeneralSimulation", "simulate_general", "chain_stepper", "state_observables", "observable_summary", "state_population_loss", "state_population_losses", "closed_form_loss", "OUTPUT_SCALES", "OBSERVABLES"]
 
 OUTPUT_SCALES = ("one", "inverse_xi")
 STUDENTS = ("exact", "linearized")
@@ -169,6 +169,10 @@ class GeneralSimulation:
     c_hat : ndarray, shape (trajectories, checkpoints, k, r)
     projection_w : ndarray, shape (trajectories, checkpoints)
         |Π_W U_hat| (Frobenius).
+    Y : ndarray, shape (trajectories, checkpoints, p, r)
+        U_hat in the basis of F = span(W) + span(U) (MATH.md §4b).
+    Gamma : ndarray, shape (trajectories, checkpoints, r, r)
+        R^T R for the part R of U_hat outside F: with Y and C_hat the whole state.
     method : str
     eta, eta_c : float
     d : int
@@ -181,6 +185,8 @@ class GeneralSimulation:
     overlap: np.ndarray
     c_hat: np.ndarray
     projection_w: np.ndarray
+    Y: np.ndarray
+    Gamma: np.ndarray
     method: str
     eta: float
     eta_c: float
@@ -189,36 +195,25 @@ class GeneralSimulation:
     hitting_steps: np.ndarray | None
     seconds: float
 
+    model: GeneralModel | None = None
+
     @property
     def m(self) -> np.ndarray:
         """<u, u_hat> (rank 1), shape (trajectories, checkpoints)."""
         return self.overlap[:, :, 0, 0]
 
     def c_hat_dot_c(self, C: np.ndarray) -> np.ndarray:
-        """<C_hat, C> (Frobenius) per trajectory and checkpoint."""
-        return np.einsum("tcir,ir->tc", self.c_hat, C) if self.c_hat.shape[-1] == C.shape[1] else np.einsum("tcir,i->tc", self.c_hat[..., :1], C[:, 0])
+        """<C_hat, C> (Frobenius) per trajectory and checkpoint (C_hat's first r* columns)."""
+        return np.einsum("tcir,ir->tc", self.c_hat[..., : C.shape[1]], C)
 
-    def observables(self, C: np.ndarray) -> dict:
-        """Name -> values (trajectories x checkpoints): ``m`` (rank 1: <u, u_hat>; else the smallest singular
-        value of U^T U_hat), ``c_hat_dot_c`` and its cosine ``c_hat_cosine``, ``projection_w`` = |Π_W U_hat|."""
-        if self.overlap.shape[2:] == (1, 1):
-            m = self.m
-        else:
-            m = np.linalg.svd(self.overlap, compute_uv=False)[..., -1]
-        dot = self.c_hat_dot_c(C)
-        norms = np.linalg.norm(self.c_hat[..., : C.shape[1]], axis=(2, 3)) * np.linalg.norm(C)
-        return {"m": m, "c_hat_dot_c": dot, "c_hat_cosine": dot / norms, "projection_w": self.projection_w}
+    def observables(self) -> dict:
+        """Name -> values ``[trajectory, checkpoint]``: see :func:`state_observables`."""
+        return state_observables(self.model, self.Y, self.Gamma, self.c_hat)
 
-    def summary(self, C: np.ndarray) -> dict:
+    def summary(self) -> dict:
         """Per observable: ``mean``, ``standard_error`` (None for one trajectory) and the 5/25/50/75/95%
         ``quantiles`` at each checkpoint (JSON-ready lists)."""
-        result = {}
-        for name, values in self.observables(C).items():
-            count = values.shape[0]
-            error = values.std(axis=0, ddof=1) / math.sqrt(count) if count > 1 else None
-            quantiles = np.quantile(values, [0.05, 0.25, 0.5, 0.75, 0.95], axis=0)
-            result[name] = {"mean": values.mean(axis=0).tolist(), "standard_error": None if error is None else error.tolist(), "quantiles": {f"{q:g}": row.tolist() for q, row in zip((0.05, 0.25, 0.5, 0.75, 0.95), quantiles)}}
-        return result
+        return {name: observable_summary(values) for name, values in self.observables().items()}
 
     def hitting_times(self) -> dict:
         """Median and quartiles of the hitting steps, censored at the last checkpoint (Kaplan–Meier with one
@@ -272,6 +267,33 @@ def _initial_states(model: GeneralModel, d: int, trajectories: int, seed: int, f
     return Y, Gam
 
 
+def chain_stepper(model: GeneralModel, d: int, eta: float) -> tuple:
+    """``(kernel, constants)``: the state chain's kernel for ``model`` and the arguments that follow the
+    per-item ones, so that ``streams.run_blocks(kernel, n, Y, Gamma, C_hat, states, hits, level,
+    stop_at_hit, offset, steps, *constants)`` advances n states (the simulator and the one-step-mean
+    prediction share it).
+
+    Parameters
+    ----------
+    model : GeneralModel
+    d : int
+    eta : float
+
+    Returns
+    -------
+    tuple
+    """
+    problem = model.problem
+    k, r, p, rank_w = problem.k, model.rank, model.p, model.L.shape[1]
+    code, parameters, ops, args, d_ops, d_args = problem.activation.jit_spec
+    identity = bool(rank_w == k and np.array_equal(model.L, np.eye(k)))
+    kernel = general_chain_kernel(code, identity, problem.convention == "normalized", not model.unconstrained, model.train_c_hat, model.student == "linearized", r)
+    reals = np.array([eta, eta * model.c_hat_lr, problem.xi, model.s_out, float(d - p - r)])
+    w_squared = np.ascontiguousarray(np.diag(problem.gram), dtype=float)
+    lam = np.asarray(problem.lam, dtype=float)
+    return kernel, (model.L, model.UF, model.C, lam, 1.0 / model.teacher_norms(), w_squared, reals, parameters, ops, args, d_ops, d_args)
+
+
 def simulate_general(model: GeneralModel, d: int, eta: float | None = None, checkpoints=None, trajectories: int = 100, method: str = "chain", seed: int = 0, first_trajectory: int = 0, hit: float | None = None, stop_when_hit: bool = False, *, delta: float | None = None, steps: int | None = None, progress: bool | None = False) -> GeneralSimulation:
     """Online SGD of the general model by the exact state chain or in dimension d.
 
@@ -323,16 +345,13 @@ def simulate_general(model: GeneralModel, d: int, eta: float | None = None, chec
     hits = np.full(trajectories, -1, dtype=np.int64)
     if method == "chain":
         Y, Gam = _initial_states(model, d, trajectories, seed, first_trajectory)
-        identity = bool(rank_w == k and np.array_equal(model.L, np.eye(k)))
-        kernel = general_chain_kernel(code, identity, normalized, not model.unconstrained, model.train_c_hat, model.student == "linearized", r)
-        reals = np.array([eta, eta_c, problem.xi, model.s_out, float(d - p - r)])
-        w_squared = np.ascontiguousarray(np.diag(problem.gram), dtype=float)
+        kernel, constants = chain_stepper(model, d, eta)
 
         def observe():
-            return np.einsum("sq,tqr->tsr", model.UF, Y), Ch.copy(), np.sqrt(np.sum(Y[:, :rank_w, :] ** 2, axis=(1, 2)))
+            return Y.copy(), Gam.copy(), Ch.copy()
 
         def run(done, count):
-            streams.run_blocks(kernel, trajectories, Y, Gam, Ch, states, hits, level, bool(stop_when_hit), done, count, model.L, model.UF, model.C, lam, inverse_teacher, w_squared, reals, parameters, ops, args, d_ops, d_args)
+            streams.run_blocks(kernel, trajectories, Y, Gam, Ch, states, hits, level, bool(stop_when_hit), done, count, *constants)
 
         work = k * (p + r) * r + p * r * r
     else:
@@ -347,12 +366,15 @@ def simulate_general(model: GeneralModel, d: int, eta: float | None = None, chec
         w_squared = np.sum(W**2, axis=1)  # from the explicit rows
 
         def observe():
-            return np.einsum("sq,trq->tsr", U, V), Ch.copy(), np.sqrt(np.sum(V[:, :, :rank_w] ** 2, axis=(1, 2)))
+            # the state in F's coordinates: Y = V_F^T, Gamma = V_perp V_perp^T (F = the first p axes here)
+            outside = V[:, :, p:]
+            return np.ascontiguousarray(np.swapaxes(V[:, :, :p], 1, 2)), np.einsum("tlq,tmq->tlm", outside, outside), Ch.copy()
 
         def run(done, count):
             streams.run_blocks(kernel, trajectories, V, Ch, states, hits, level, bool(stop_when_hit), done, count, W, QW, U, model.C, lam, inverse_teacher, w_squared, reals, parameters, ops, args, d_ops, d_args)
 
         work = d * (k + 4) * r
+    check_memory(8.0 * trajectories * len(checkpoints) * (p * r + r * r + k * r), f"the record of the state of {trajectories} trajectories at {len(checkpoints)} checkpoints", "trajectories")
     records = {}
     wanted = set(int(s) for s in checkpoints)
 
@@ -361,22 +383,23 @@ def simulate_general(model: GeneralModel, d: int, eta: float | None = None, chec
         observed = observe()
         if done + count in wanted:
             records[done + count] = observed
-        # what the driver checks for divergence: every observable of every trajectory
-        return np.sum(observed[0], axis=(1, 2)) + observed[2] + np.sum(observed[1], axis=(1, 2)) * 0.0
+        # what the driver checks for divergence: every entry of every trajectory's state
+        return sum(np.sum(part, axis=tuple(range(1, part.ndim))) for part in observed)
 
-    initial = observe()
-    records[0] = initial
+    records[0] = observe()
     chunk = max(1, 20_000_000 // max(1, trajectories * work))
     try:
         recording = run_to_checkpoints(advance, np.zeros(trajectories), checkpoints, chunk, progress, f"general SGD ({method}, {trajectories} traj.)", f"eta = {eta:g} is too large")
     except Diverged as exc:
         raise Diverged(str(exc), "eta") from None
-    at = [records[int(s)] for s in checkpoints]
+    Y_record, Gamma_record, C_hat_record = (np.stack([records[int(s)][part] for s in checkpoints], axis=1) for part in range(3))
     return GeneralSimulation(
         checkpoints,
-        np.stack([o for o, _, _ in at], axis=1),
-        np.stack([c for _, c, _ in at], axis=1),
-        np.stack([w for _, _, w in at], axis=1),
+        np.einsum("sq,tcqr->tcsr", model.UF, Y_record),
+        C_hat_record,
+        np.sqrt(np.sum(Y_record[:, :, :rank_w, :] ** 2, axis=(2, 3))),
+        Y_record,
+        Gamma_record,
         method,
         float(eta),
         float(eta_c),
@@ -384,7 +407,131 @@ def simulate_general(model: GeneralModel, d: int, eta: float | None = None, chec
         seed,
         hits if hit is not None else None,
         recording.seconds,
+        model,
     )
+
+
+#: the observables recorded per checkpoint (``population_loss`` only where Phi has a closed form here)
+OBSERVABLES = ("m", "c_hat_dot_c", "c_hat_cosine", "projection_w", "population_loss")
+QUANTILE_LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def state_observables(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray, C_hat: np.ndarray) -> dict:
+    """The named observables of states (any leading axes), the one definition shared by simulations and
+    predictions.
+
+    ``m``: <u, u_hat> at rank 1, else the smallest singular value of U^T U_hat; ``c_hat_dot_c``: <C_hat, C>
+    (Frobenius, C_hat's first r* columns) and ``c_hat_cosine`` its cosine; ``projection_w``: |Π_W U_hat|;
+    ``population_loss``: Phi at the state in closed form, where :func:`closed_form_loss` says it is available
+    (absent otherwise: the linearised student, or the raw convention with a series-only activation).
+
+    Parameters
+    ----------
+    model : GeneralModel
+    Y : ndarray (..., p, r)
+    Gamma : ndarray (..., r, r)
+    C_hat : ndarray (..., k, r)
+
+    Returns
+    -------
+    dict of str to ndarray (the leading axes)
+    """
+    overlap = np.einsum("sq,...qr->...sr", model.UF, Y)
+    m = overlap[..., 0, 0] if overlap.shape[-2:] == (1, 1) else np.linalg.svd(overlap, compute_uv=False)[..., -1]
+    C = model.C
+    head = C_hat[..., : C.shape[1]]
+    dot = np.einsum("...ir,ir->...", head, C)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cosine = dot / (np.linalg.norm(head, axis=(-2, -1)) * np.linalg.norm(C))
+    rank_w = model.L.shape[1]
+    out = {"m": m, "c_hat_dot_c": dot, "c_hat_cosine": cosine, "projection_w": np.sqrt(np.sum(Y[..., :rank_w, :] ** 2, axis=(-2, -1)))}
+    if closed_form_loss(model):
+        out["population_loss"] = state_population_losses(model, Y, Gamma, C_hat)
+    return out
+
+
+def closed_form_loss(model: GeneralModel) -> bool:
+    """Whether :func:`state_population_losses` serves ``model``: the exact student, and in the raw
+    convention (neurons at their own scales) an activation whose two-scale kernel has a closed form.
+
+    Parameters
+    ----------
+    model : GeneralModel
+
+    Returns
+    -------
+    bool
+    """
+    from ...gaussian.families.base import KERNEL_SERIES
+
+    if model.student != "exact":
+        return False
+    return model.problem.convention == "normalized" or model.problem.activation.family_spec.kernel_code != KERNEL_SERIES
+
+
+def observable_summary(values: np.ndarray) -> dict:
+    """``mean``, ``standard_error`` (None for one trajectory) and ``quantiles`` over the first axis, as lists.
+
+    Parameters
+    ----------
+    values : ndarray (trajectories, checkpoints)
+
+    Returns
+    -------
+    dict
+    """
+    count = values.shape[0]
+    error = values.std(axis=0, ddof=1) / math.sqrt(count) if count > 1 else None
+    quantiles = np.quantile(values, QUANTILE_LEVELS, axis=0)
+    return {"mean": values.mean(axis=0).tolist(), "standard_error": None if error is None else error.tolist(), "quantiles": {f"{q:g}": row.tolist() for q, row in zip(QUANTILE_LEVELS, quantiles)}}
+
+
+def state_population_losses(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray, C_hat: np.ndarray) -> np.ndarray:
+    """Phi at many states at once (leading axes any): :func:`state_population_loss` vectorised.
+
+    Phi needs only the Gram matrix of the teacher's and the student's neurons on F ⊕ range(R):
+    ``<a_i, b_j> = A_i . B_j``, ``<b_i, b_j> = B_i . B_j + xi^2 c_hat_i^T Gamma c_hat_j`` with A, B the rows
+    in F's coordinates; the normalized convention uses its cosines, the raw one also its norms as the
+    two scales of a closed-form kernel (see :func:`closed_form_loss`).
+
+    Parameters
+    ----------
+    model : GeneralModel
+        With the exact student.
+    Y : ndarray (..., p, r)
+    Gamma : ndarray (..., r, r)
+    C_hat : ndarray (..., k, r)
+
+    Returns
+    -------
+    ndarray (the leading axes)
+    """
+    from ...gaussian.kernels import dual_kernel, kernel_spec, scaled_closed_kernel
+
+    problem = model.problem
+    if not closed_form_loss(model):
+        raise InvalidArgument("Phi over many states needs the exact student, and in the raw convention an activation with a closed-form kernel (relu, leaky_relu, abs, step, erf); use state_population_loss state by state", "model")
+    lead = Y.shape[:-2]
+    k, p, xi = problem.k, model.p, problem.xi
+    base = np.zeros((k, p))
+    base[:, : model.L.shape[1]] = model.L
+    teacher = base + xi * model.C @ model.UF  # (k, p)
+    student = base + xi * np.einsum("...ir,...qr->...iq", C_hat, Y)  # (..., k, p)
+    outside = xi**2 * np.einsum("...ir,...rs,...js->...ij", C_hat, Gamma, C_hat)
+    rows = np.concatenate([np.broadcast_to(teacher, lead + teacher.shape), student], axis=-2)
+    gram = np.einsum("...iq,...jq->...ij", rows, rows)
+    gram[..., k:, k:] += outside
+    norms = np.sqrt(np.einsum("...ii->...i", gram))
+    cosines = np.clip(gram / (norms[..., :, None] * norms[..., None, :]), -1.0, 1.0)
+    weights = np.concatenate([np.asarray(problem.lam, dtype=float), -np.asarray(problem.lam, dtype=float)])
+    if problem.convention == "normalized":
+        kernel = dual_kernel(problem.activation, cosines)
+    else:
+        spec = kernel_spec(problem.activation, [1.0])
+        s1 = np.broadcast_to(norms[..., :, None], cosines.shape)
+        s2 = np.broadcast_to(norms[..., None, :], cosines.shape)
+        kernel = scaled_closed_kernel(spec.code, spec.parameter, np.ascontiguousarray(s1).ravel(), np.ascontiguousarray(s2).ravel(), cosines.ravel()).reshape(cosines.shape)
+    return model.s_out**2 * np.einsum("i,...ij,j->...", weights, kernel, weights)
 
 
 def neuron_vectors(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray, C_hat: np.ndarray) -> tuple:

@@ -129,20 +129,25 @@ def state_gradient(model, Z: np.ndarray, C_hat: np.ndarray) -> tuple:
 
 
 def predict_state_flow(model, Y: np.ndarray, Gamma: np.ndarray, C_hat: np.ndarray, eta: float, checkpoints, rtol: float = 1e-10) -> tuple:
-    """Gradient flow from each of the given states (leading axis: trajectories) to ``eta * checkpoints``;
-    returns ``(overlap (trajectories, checkpoints, r*, r), c_hat (trajectories, checkpoints, k, r))``."""
+    """Gradient flow from each of the given states (leading axis: starts) to ``eta * checkpoints``.
+
+    Returns the states on the way, ``(Y (starts, checkpoints, p, r), Gamma (starts, checkpoints, r, r),
+    C_hat (starts, checkpoints, k, r))``: the part of U_hat outside F keeps the direction of R(0) and
+    moves within range(R(0)), so Gamma = R^T R."""
     ode = state_flow_ode(model)
     times = eta * np.asarray(checkpoints, dtype=float)
     count = Y.shape[0]
-    n, r, k = model.p + model.rank, model.rank, model.problem.k
-    overlap = np.empty((count, times.size, model.C.shape[1], r))
-    c_hat = np.empty((count, times.size, k, r))
+    n, r, k, p = model.p + model.rank, model.rank, model.problem.k, model.p
+    Ys = np.empty((count, times.size, p, r))
+    Gammas = np.empty((count, times.size, r, r))
+    C_hats = np.empty((count, times.size, k, r))
     for j in range(count):
         values, vectors = np.linalg.eigh(0.5 * (Gamma[j] + Gamma[j].T))
         R = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
         y0 = np.concatenate([np.vstack([Y[j], R]).ravel(), np.asarray(C_hat[j], dtype=float).ravel()])
         solution = solve(ode, y0, times, rtol=rtol, atol=1e-12)
         Z = solution.values[:, : n * r].reshape(times.size, n, r)
-        overlap[j] = np.einsum("sq,tqr->tsr", model.UF, Z[:, : model.p])
-        c_hat[j] = solution.values[:, n * r :].reshape(times.size, k, r)
-    return overlap, c_hat
+        Ys[j] = Z[:, :p]
+        Gammas[j] = np.einsum("tql,tqm->tlm", Z[:, p:], Z[:, p:])
+        C_hats[j] = solution.values[:, n * r :].reshape(times.size, k, r)
+    return Ys, Gammas, C_hats

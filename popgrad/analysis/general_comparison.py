@@ -1,0 +1,323 @@
+"""Theory vs Monte Carlo for the general fine-tuning model: every observable against every prediction.
+
+:func:`compare_general` simulates the general model (:func:`~popgrad.models.finetuning.general.simulate_general`)
+and predicts its observables from the simulation's own starting states
+(:func:`~popgrad.models.finetuning.general_predictions.predict_general`). For each observable and prediction
+the discrepancy at a checkpoint is ``z_t = gap_t / SE_t``: ``gap`` the distance of the SGD mean from the
+prediction's mean over its starts (from its Monte Carlo band where it has one), ``SE`` the standard error
+of the SGD mean combined with that of the prediction's mean over starts. The conclusions follow the rank-1
+:class:`~popgrad.analysis.comparison.Comparison`: consistent, inconsistent (``max_t z_t`` beyond the
+threshold), inconclusive (a band wider than the threshold), undefined (one trajectory) or failed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .._io import INCOMPLETE, atomic_path, check_output_folder, write_json, write_text
+from .._validation import check_real
+from ..models.finetuning.general import GeneralSimulation, observable_summary, simulate_general
+from ..models.finetuning.general_predictions import GENERAL_PREDICTIONS, GeneralPredictions, predict_general
+from .comparison import versions
+
+__all__ = ["GeneralComparison", "compare_general"]
+
+#: gaps below this (relative to max(1, |mean|)) are rounding, not discrepancy
+ROUNDING = 1e-10
+
+_UNITS = {"m": "1", "c_hat_dot_c": "1", "c_hat_cosine": "1", "projection_w": "1", "population_loss": "squared output units"}
+_LABELS = {"m": "overlap m (rank r: least singular value of U^T U_hat)", "c_hat_dot_c": "<c_hat, c>", "c_hat_cosine": "cos(c_hat, c)", "projection_w": "|P_W u_hat|", "population_loss": "population loss Phi"}
+
+
+@dataclass(frozen=True)
+class GeneralComparison:
+    """A simulation of the general model and its predictions on the same checkpoints.
+
+    Attributes
+    ----------
+    simulation : GeneralSimulation
+    predictions : GeneralPredictions
+    threshold : float, default 4
+        Verdict threshold in standard errors.
+    extra : dict
+        Further records saved with the report.
+    """
+
+    simulation: GeneralSimulation
+    predictions: GeneralPredictions
+    threshold: float = 4.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def steps(self) -> np.ndarray:
+        return self.simulation.steps
+
+    @property
+    def observed(self) -> dict:
+        """Observable -> values ``[trajectory, checkpoint]``."""
+        if not hasattr(self, "_observed"):
+            object.__setattr__(self, "_observed", self.simulation.observables())
+        return self._observed
+
+    @property
+    def observables(self) -> list:
+        """The observables that the simulation records and some prediction predicts."""
+        predicted = set().union(*(set(values) for values in self.predictions.values.values())) if self.predictions.values else set()
+        return [name for name in self.observed if name in predicted]
+
+    def mean(self, observable: str) -> np.ndarray:
+        return self.observed[observable].mean(axis=0)
+
+    def standard_error(self, observable: str) -> np.ndarray:
+        values = self.observed[observable]
+        return values.std(axis=0, ddof=1) / math.sqrt(values.shape[0]) if values.shape[0] > 1 else np.full(values.shape[1], np.nan)
+
+    def _combined_error(self, name: str, observable: str) -> np.ndarray:
+        return np.sqrt(self.standard_error(observable) ** 2 + self.predictions.start_error(name, observable) ** 2)
+
+    def _gap(self, name: str, observable: str) -> np.ndarray:
+        mean = self.mean(observable)
+        gap = mean - self.predictions.mean(name, observable)
+        band = self.predictions.bands.get(name, {}).get(observable)
+        if band is not None:
+            gap = np.sign(gap) * np.maximum(np.abs(gap) - band, 0.0)
+        # an observable that both sides hold at a constant (|P_W u_hat| = 0 when constrained, a frozen
+        # c_hat) differs only by rounding: that is no discrepancy
+        return np.where(np.abs(gap) <= ROUNDING * np.maximum(1.0, np.abs(mean)), 0.0, gap)
+
+    def residual(self, name: str, observable: str) -> np.ndarray:
+        """``(mean - prediction) / SE`` per checkpoint, signed (0 inside the prediction's band)."""
+        error = self._combined_error(name, observable)
+        gap = self._gap(name, observable)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(error > 0, gap / error, np.where(gap != 0, np.sign(gap) * np.inf, 0.0))
+
+    def statistic(self, name: str, observable: str) -> float:
+        """``max_t |residual_t|`` over the checkpoints after step 0."""
+        z = np.abs(self.residual(name, observable))[self.steps > 0]
+        return float(np.max(z)) if z.size else 0.0
+
+    def band_ratio(self, name: str, observable: str) -> float:
+        """The widest band half-width in standard errors (0 without a band)."""
+        band = self.predictions.bands.get(name, {}).get(observable)
+        if band is None:
+            return 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = (band / self._combined_error(name, observable))[self.steps > 0]
+        ratio = ratio[np.isfinite(ratio)]
+        return float(np.max(ratio)) if ratio.size else 0.0
+
+    @property
+    def conclusions(self) -> dict:
+        """prediction -> observable -> consistent | inconsistent | inconclusive | undefined | failed."""
+        out = {}
+        for name in self.predictions.settings:
+            if name in self.predictions.failures:
+                out[name] = {observable: "failed" for observable in self.observed}
+                continue
+            out[name] = {}
+            for observable in self.predictions.values[name]:
+                if observable not in self.observed:
+                    continue
+                if self.simulation.Y.shape[0] < 2:
+                    out[name][observable] = "undefined"
+                elif self.statistic(name, observable) > self.threshold:
+                    out[name][observable] = "inconsistent"
+                elif self.band_ratio(name, observable) > self.threshold:
+                    out[name][observable] = "inconclusive"
+                else:
+                    out[name][observable] = "consistent"
+        return out
+
+    @property
+    def verdict(self) -> str:
+        if self.simulation.Y.shape[0] < 2:
+            return "undefined: one trajectory has no standard error"
+        parts = []
+        for name, conclusions in self.conclusions.items():
+            if name in self.predictions.failures:
+                parts.append(f"{name}: failed ({self.predictions.failures[name]})")
+                continue
+            cells = []
+            for observable, conclusion in conclusions.items():
+                band = f", band {self.band_ratio(name, observable):.1f} SE" if name in self.predictions.bands else ""
+                cells.append(f"{observable} max z = {self.statistic(name, observable):.2f}{band} ({conclusion})")
+            parts.append(f"{name}: " + ", ".join(cells))
+        return f"threshold {self.threshold:g} SE; " + "; ".join(parts)
+
+    # -- export -------------------------------------------------------------------------------------
+
+    def provenance(self) -> dict:
+        simulation, model = self.simulation, self.simulation.model
+        return {
+            "problem": model.problem.to_dict(),
+            "model": {"rank": model.rank, "alpha": model.alpha, "output_scale": model.output_scale, "student": model.student, "train_c_hat": model.train_c_hat, "c_hat_lr": model.c_hat_lr, "unconstrained": model.unconstrained, "C": model.C.tolist(), "C_hat": model.C_hat.tolist()},
+            "d": simulation.d,
+            "eta": simulation.eta,
+            "delta": simulation.eta * simulation.d,
+            "eta_c": simulation.eta_c,
+            "method": simulation.method,
+            "trajectories": int(simulation.Y.shape[0]),
+            "seed": simulation.seed,
+            "predictions": self.predictions.settings,
+            "threshold": self.threshold,
+            "simulation_seconds": simulation.seconds,
+            "versions": versions(),
+        } | self.extra
+
+    def to_json_dict(self) -> dict:
+        """Per observable: the Monte Carlo ``mean``, ``standard_error`` and ``quantiles`` per checkpoint, and
+        per prediction its mean, band, residuals and statistic; the conclusions and the verdict."""
+        observables = {}
+        for observable, values in self.observed.items():
+            record = observable_summary(values)
+            record["predictions"] = {}
+            for name in self.predictions.values:
+                if observable not in self.predictions.values[name]:
+                    continue
+                band = self.predictions.bands.get(name, {}).get(observable)
+                record["predictions"][name] = {
+                    "mean": self.predictions.mean(name, observable).tolist(),
+                    "start_standard_error": self.predictions.start_error(name, observable).tolist(),
+                    "band_half_width": None if band is None else band.tolist(),
+                    "residual": self.residual(name, observable).tolist(),
+                    "max_z": self.statistic(name, observable),
+                    "band_ratio": self.band_ratio(name, observable),
+                }
+            observables[observable] = record
+        hitting = None
+        if self.simulation.hitting_steps is not None:
+            hitting = self.simulation.hitting_times()
+        return {
+            "provenance": self.provenance(),
+            "steps": self.steps.tolist(),
+            "observables": observables,
+            "conclusions": self.conclusions,
+            "verdict": self.verdict,
+            "failures": dict(self.predictions.failures),
+            "hitting_times": hitting,
+        }
+
+    def write_netcdf(self, path) -> None:
+        """Per-trajectory observables ``[trajectory, step]`` and each prediction's mean (and band) per step,
+        with long_name/units; NetCDF3 written by scipy (steps as float64)."""
+        from scipy.io import netcdf_file
+
+        trajectories = self.simulation.Y.shape[0]
+        with netcdf_file(path, "w", version=2) as file:
+            file.provenance = json.dumps(self.provenance())
+            file.verdict = self.verdict
+            file.createDimension("step", self.steps.size)
+            file.createDimension("trajectory", trajectories)
+            for name, dims, values, long_name, units in [
+                ("step", ("step",), self.steps.astype(np.float64), "SGD step", "steps"),
+                ("trajectory", ("trajectory",), np.arange(trajectories, dtype=np.float64), "trajectory index (its random stream)", "1"),
+                *((observable, ("trajectory", "step"), values, f"{_LABELS[observable]} of each trajectory", _UNITS[observable]) for observable, values in self.observed.items()),
+                *((f"{name}_{observable}", ("step",), self.predictions.mean(name, observable), f"{_LABELS[observable]} predicted by {name.replace('_', ' ')} (mean over its starts)", _UNITS[observable]) for name in self.predictions.values for observable in self.predictions.values[name] if observable in self.observed),
+                *((f"{name}_{observable}_band", ("step",), band, f"half-width of the {name.replace('_', ' ')} band (2 SE of its Monte Carlo)", _UNITS[observable]) for name in self.predictions.bands for observable, band in self.predictions.bands[name].items() if observable in self.observed),
+            ]:
+                variable = file.createVariable(name, "d", dims)
+                variable[...] = np.asarray(values, dtype=np.float64)
+                variable.long_name = long_name
+                variable.units = units
+
+    def save(self, folder: str | Path) -> list:
+        """Write ``comparison.nc``, ``comparison.json`` and ``comparison.png`` into ``folder`` (each whole or
+        not at all; an ``INCOMPLETE`` marker until all three are written)."""
+        folder = check_output_folder(Path(folder), "folder")
+        folder.mkdir(exist_ok=True)
+        marker = folder / INCOMPLETE
+        write_text(marker, "written by popgrad; removed once comparison.nc, .json and .png are complete\n")
+        with atomic_path(folder / "comparison.nc") as temporary:
+            self.write_netcdf(temporary)
+        write_json(folder / "comparison.json", self.to_json_dict())
+        with atomic_path(folder / "comparison.png") as temporary:
+            self.plot().savefig(temporary, dpi=110, format="png")
+        marker.unlink()
+        return [folder / "comparison.nc", folder / "comparison.json", folder / "comparison.png"]
+
+    def plot(self, observables=None):
+        """One column per observable: the SGD mean ± 2 SE with its 5–95% band and every prediction above, and
+        below it the residual panel ``(mean - prediction) / SE`` with the ±threshold lines; returns the
+        Figure."""
+        from matplotlib.figure import Figure
+
+        names = list(self.observables if observables is None else observables)
+        figure = Figure(figsize=(4.2 * max(1, len(names)), 6.5), layout="constrained")
+        axes = figure.subplots(2, max(1, len(names)), sharex=True, squeeze=False, gridspec_kw={"height_ratios": [3, 1.4]})
+        steps = self.steps
+        colors = {"gradient_flow": "C3", "one_step_mean": "k"}
+        for column, observable in enumerate(names):
+            top, bottom = axes[0, column], axes[1, column]
+            values = self.observed[observable]
+            low, high = np.quantile(values, [0.05, 0.95], axis=0)
+            top.fill_between(steps, low, high, color="C0", alpha=0.15, label="SGD 5–95%")
+            top.errorbar(steps, self.mean(observable), yerr=2 * self.standard_error(observable), fmt="o", ms=3, color="C0", label=f"SGD mean ± 2 SE ({self.simulation.method})")
+            for name in self.predictions.values:
+                if observable not in self.predictions.values[name]:
+                    continue
+                color = colors.get(name, "C4")
+                mean = self.predictions.mean(name, observable)
+                top.plot(steps, mean, color=color, ls="--" if name == "gradient_flow" else "-", label=name.replace("_", " "))
+                band = self.predictions.bands.get(name, {}).get(observable)
+                if band is not None:
+                    top.fill_between(steps, mean - band, mean + band, color=color, alpha=0.2)
+                bottom.plot(steps, self.residual(name, observable), "o-", ms=3, color=color)
+            for level in (-self.threshold, self.threshold):
+                bottom.axhline(level, color="0.5", ls=":", lw=1)
+            bottom.axhline(0.0, color="0.7", lw=0.8)
+            top.set(title=_LABELS[observable], ylabel=observable)
+            bottom.set(xlabel="SGD step t", ylabel="(mean − pred.) / SE")
+            if column == 0:
+                top.legend(fontsize=7)
+        model = self.simulation.model
+        figure.suptitle(f"{model.problem!r}, rank {model.rank}, d = {self.simulation.d}, eta = {self.simulation.eta:.3g}", fontsize=9)
+        return figure
+
+
+def compare_general(model, d: int, eta: float | None = None, checkpoints=None, trajectories: int = 256, method: str = "chain", seed: int = 0, which=GENERAL_PREDICTIONS, threshold: float = 4.0, progress: bool | None = False, hit: float | None = None, noise_seed: int | None = None, *, delta: float | None = None, steps: int | None = None, **prediction_options) -> GeneralComparison:
+    """Simulate the general model and predict every observable on the same checkpoints.
+
+    Parameters
+    ----------
+    model : GeneralModel
+    d : int
+    eta, delta : float
+        The step size (one of the two; delta = eta d).
+    checkpoints, steps
+        The record (one of the two).
+    trajectories : int, default 256
+    method : {'chain', 'full'}, default 'chain'
+    seed : int, default 0
+    which : sequence of {'gradient_flow', 'one_step_mean'}
+    threshold : float, default 4
+    progress : bool or None, default False
+    hit : float in (0, 1], optional
+    noise_seed : int, optional
+        Seed of the one-step-mean Monte Carlo (default: ``seed``).
+    **prediction_options
+        ``flow_starts``, ``map_starts``, ``map_samples``, ``map_batches``, ``map_substeps`` of
+        :func:`~popgrad.models.finetuning.general_predictions.predict_general`.
+
+    Returns
+    -------
+    GeneralComparison
+
+    Examples
+    --------
+    >>> from popgrad.models.finetuning.spec import orthonormal_problem
+    >>> from popgrad.models.finetuning.general import general_model
+    >>> model = general_model(orthonormal_problem("relu", 3, 1.0, seed=0), train_c_hat=True)
+    >>> result = compare_general(model, 100, delta=0.05, checkpoints=[0, 1000, 2000], trajectories=32, seed=1, which=("gradient_flow",))
+    >>> sorted(result.conclusions["gradient_flow"])
+    ['c_hat_cosine', 'c_hat_dot_c', 'm', 'population_loss', 'projection_w']
+    """
+    threshold = check_real(threshold, "threshold", 0.0, None, low_open=True)
+    simulation = simulate_general(model, d, eta, checkpoints, trajectories=trajectories, method=method, seed=seed, hit=hit, delta=delta, steps=steps, progress=progress)
+    predictions = predict_general(simulation, which=which, noise_seed=noise_seed, **prediction_options)
+    return GeneralComparison(simulation, predictions, threshold)
