@@ -125,6 +125,7 @@ from .analysis.comparison import (
     QUANTILES as QUANTILES,
     versions as versions,
     write_netcdf as write_netcdf,
+    save_report as save_report,
 )
 from .report.tables import (
     Table as Table,

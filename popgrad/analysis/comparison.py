@@ -26,7 +26,7 @@ from ..models.finetuning.predictions import PREDICTIONS, Predictions, initial_po
 from ..models.finetuning.simulation import SimulationResult, simulate
 from ..models.finetuning.spec import FineTuningProblem
 
-__all__ = ["Comparison", "compare", "load_comparison", "QUANTILES", "versions", "write_netcdf"]
+__all__ = ["Comparison", "compare", "load_comparison", "QUANTILES", "versions", "write_netcdf", "save_report"]
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 _DESCRIPTIONS = {
@@ -72,6 +72,35 @@ def versions() -> dict:
     import sympy
 
     return {"popgrad": __version__, "numpy": np.__version__, "scipy": scipy.__version__, "sympy": sympy.__version__, "mpmath": mpmath.__version__, "numba": numba.__version__, "python": platform.python_version()}
+
+
+def save_report(result, folder: str | Path) -> list:
+    """Write a comparison's ``comparison.nc`` (its ``write_netcdf``), ``comparison.json`` (its
+    ``to_json_dict``) and ``comparison.png`` (its ``plot``) into ``folder``.
+
+    Each file is written whole or not at all; the folder holds a file ``INCOMPLETE`` until all three are
+    written.
+
+    Parameters
+    ----------
+    result : Comparison or GeneralComparison
+    folder : str or Path
+
+    Returns
+    -------
+    list of Path
+    """
+    folder = check_output_folder(Path(folder), "folder")
+    folder.mkdir(exist_ok=True)
+    marker = folder / INCOMPLETE
+    write_text(marker, "written by popgrad; removed once comparison.nc, .json and .png are complete\n")
+    with atomic_path(folder / "comparison.nc") as temporary:
+        result.write_netcdf(temporary)
+    write_json(folder / "comparison.json", result.to_json_dict())
+    with atomic_path(folder / "comparison.png") as temporary:
+        result.plot().savefig(temporary, dpi=120, format="png")
+    marker.unlink()
+    return [folder / "comparison.nc", folder / "comparison.json", folder / "comparison.png"]
 
 
 @dataclass(frozen=True)
@@ -298,22 +327,9 @@ class Comparison:
                     setattr(variable, key, value)
 
     def save(self, folder: str | Path) -> list:
-        """Write ``comparison.nc`` (NetCDF), ``comparison.json`` and ``comparison.png`` into ``folder``.
-
-        Each file is written whole or not at all; the folder holds a file ``INCOMPLETE`` until all three
-        are written."""
-        folder = Path(folder)
-        folder = check_output_folder(folder, "folder")
-        folder.mkdir(exist_ok=True)
-        marker = folder / INCOMPLETE
-        write_text(marker, "written by popgrad; removed once comparison.nc, .json and .png are complete\n")
-        with atomic_path(folder / "comparison.nc") as temporary:
-            self.write_netcdf(temporary)
-        write_json(folder / "comparison.json", self.to_json_dict())
-        with atomic_path(folder / "comparison.png") as temporary:
-            self.plot().savefig(temporary, dpi=120, format="png")
-        marker.unlink()
-        return [folder / "comparison.nc", folder / "comparison.json", folder / "comparison.png"]
+        """Write ``comparison.nc`` (NetCDF), ``comparison.json`` and ``comparison.png`` into ``folder``
+        (:func:`save_report`)."""
+        return save_report(self, folder)
 
     def plot(self, ax=None):
         """The SGD quantile bands, mean ± 2 SE and every prediction against the step; returns the Figure

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import INCOMPLETE, atomic_path, check_output_folder, write_json, write_text
 from .._validation import check_real
 from ..models.finetuning.general import GeneralSimulation, observable_summary, simulate_general
 from ..models.finetuning.general_predictions import GENERAL_PREDICTIONS, GeneralPredictions, predict_general
-from .comparison import versions
+from .comparison import save_report, versions
 
 __all__ = ["GeneralComparison", "compare_general"]
 
@@ -227,19 +226,9 @@ class GeneralComparison:
                 variable.units = units
 
     def save(self, folder: str | Path) -> list:
-        """Write ``comparison.nc``, ``comparison.json`` and ``comparison.png`` into ``folder`` (each whole or
-        not at all; an ``INCOMPLETE`` marker until all three are written)."""
-        folder = check_output_folder(Path(folder), "folder")
-        folder.mkdir(exist_ok=True)
-        marker = folder / INCOMPLETE
-        write_text(marker, "written by popgrad; removed once comparison.nc, .json and .png are complete\n")
-        with atomic_path(folder / "comparison.nc") as temporary:
-            self.write_netcdf(temporary)
-        write_json(folder / "comparison.json", self.to_json_dict())
-        with atomic_path(folder / "comparison.png") as temporary:
-            self.plot().savefig(temporary, dpi=110, format="png")
-        marker.unlink()
-        return [folder / "comparison.nc", folder / "comparison.json", folder / "comparison.png"]
+        """Write ``comparison.nc``, ``comparison.json`` and ``comparison.png`` into ``folder``
+        (:func:`~popgrad.analysis.comparison.save_report`)."""
+        return save_report(self, folder)
 
     def plot(self, observables=None):
         """One column per observable: the SGD mean ± 2 SE with its 5–95% band and every prediction above, and

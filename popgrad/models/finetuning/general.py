@@ -368,7 +368,7 @@ def simulate_general(model: GeneralModel, d: int, eta: float | None = None, chec
         def observe():
             # the state in F's coordinates: Y = V_F^T, Gamma = V_perp V_perp^T (F = the first p axes here)
             outside = V[:, :, p:]
-            return np.ascontiguousarray(np.swapaxes(V[:, :, :p], 1, 2)), np.einsum("tlq,tmq->tlm", outside, outside), Ch.copy()
+            return np.swapaxes(V[:, :, :p], 1, 2).copy(), np.einsum("tlq,tmq->tlm", outside, outside), Ch.copy()
 
         def run(done, count):
             streams.run_blocks(kernel, trajectories, V, Ch, states, hits, level, bool(stop_when_hit), done, count, W, QW, U, model.C, lam, inverse_teacher, w_squared, reals, parameters, ops, args, d_ops, d_args)
