@@ -183,6 +183,11 @@ LOSS_CASES = {
     "free, alpha, joint": (popgrad.orthonormal_problem("tanh", 3, 1.5, seed=1), dict(unconstrained=True, alpha=0.6)),
     "rank 2, 1/xi, random rows": (popgrad.random_features_problem("relu", 3, 2.0, d=20, seed=2, c_distribution="sphere"), dict(rank=2, output_scale="inverse_xi", unconstrained=True)),
     "raw convention": (popgrad.orthonormal_problem("erf", 3, 1.3, seed=3, convention="raw"), dict(unconstrained=True)),
+    # the linearised student (Stein's lemma; sigma'' enters where u_hat leaves span(W)^perp: 10 SE here)
+    "linearized, rank 1": (popgrad.orthonormal_problem("relu", 4, 1.0, seed=0), dict(student="linearized")),
+    "linearized, free, alpha": (popgrad.orthonormal_problem("tanh", 3, 1.5, seed=1), dict(student="linearized", unconstrained=True, alpha=0.6)),
+    "linearized, rank 2, 1/xi, free": (popgrad.random_features_problem("relu", 3, 2.0, d=20, seed=2, c_distribution="sphere"), dict(student="linearized", rank=2, output_scale="inverse_xi", unconstrained=True)),
+    "linearized, raw, rank 2": (popgrad.random_features_problem("relu", 3, 1.3, d=20, seed=3, convention="raw"), dict(student="linearized", rank=2)),
 }
 
 
@@ -337,7 +342,8 @@ def test_loss_is_absent_where_it_has_no_closed_form_here():
     problem = popgrad.orthonormal_problem("tanh", 3, 1.0, seed=0, convention="raw")
     run = simulate_general(general_model(problem, train_c_hat=True), 60, delta=0.3, checkpoints=[0, 10], trajectories=2, seed=1)
     assert set(run.observables()) == {"m", "c_hat_dot_c", "c_hat_cosine", "projection_w"}
-    linearized = simulate_general(general_model(popgrad.orthonormal_problem("relu", 3, 1.0, seed=0), student="linearized"), 60, delta=0.3, checkpoints=[0, 10], trajectories=2, seed=1)
+    free_raw = general_model(popgrad.orthonormal_problem("relu", 3, 1.0, seed=0, convention="raw"), student="linearized", unconstrained=True)
+    linearized = simulate_general(free_raw, 60, delta=0.3, checkpoints=[0, 10], trajectories=2, seed=1)
     assert "population_loss" not in linearized.observables()
 
 

@@ -145,13 +145,14 @@ def _evaluate(code, parameter, derivative, s1, s2, rho, a, b):
 
 
 @njit(cache=True)
-def scaled_closed_kernel(code, parameter, s1, s2, rho):
-    """``E[sigma(s1 X) sigma(s2 Y)]`` elementwise over flat arrays, for a family with a closed-form kernel
-    (``code`` of :func:`kernel_spec`, not the series code): many scale pairs in one call."""
+def scaled_closed_kernel(code, parameter, s1, s2, rho, derivative=False):
+    """``E[sigma(s1 X) sigma(s2 Y)]`` (or with sigma', ``derivative``) elementwise over flat arrays, for a
+    family with a closed-form kernel (``code`` of :func:`kernel_spec`, not the series code): many scale
+    pairs in one call."""
     out = np.empty(rho.shape[0])
     unused = np.zeros(1)
     for n in range(rho.shape[0]):
-        out[n] = closed_kernel(code, parameter, False, s1[n], s2[n], rho[n], unused, unused)
+        out[n] = closed_kernel(code, parameter, derivative, s1[n], s2[n], rho[n], unused, unused)
     return out
 
 

@@ -451,8 +451,9 @@ def state_observables(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray, C_h
 
 
 def closed_form_loss(model: GeneralModel) -> bool:
-    """Whether :func:`state_population_losses` serves ``model``: the exact student, and in the raw
-    convention (neurons at their own scales) an activation whose two-scale kernel has a closed form.
+    """Whether :func:`state_population_losses` serves ``model``: in the raw convention (neurons at their own
+    scales) it needs an activation whose two-scale kernel has a closed form, and for the linearised student
+    also u_hat constrained to span(W)^perp (else sigma'' terms at two scales would enter).
 
     Parameters
     ----------
@@ -464,9 +465,9 @@ def closed_form_loss(model: GeneralModel) -> bool:
     """
     from ...gaussian.families.base import KERNEL_SERIES
 
-    if model.student != "exact":
-        return False
-    return model.problem.convention == "normalized" or model.problem.activation.family_spec.kernel_code != KERNEL_SERIES
+    if model.problem.convention == "normalized":
+        return True
+    return model.problem.activation.family_spec.kernel_code != KERNEL_SERIES and (model.student == "exact" or not model.unconstrained)
 
 
 def observable_summary(values: np.ndarray) -> dict:
@@ -487,17 +488,25 @@ def observable_summary(values: np.ndarray) -> dict:
 
 
 def state_population_losses(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray, C_hat: np.ndarray) -> np.ndarray:
-    """Phi at many states at once (leading axes any): :func:`state_population_loss` vectorised.
+    """Phi at many states at once (leading axes any), in closed form; the exact and the linearised student.
 
-    Phi needs only the Gram matrix of the teacher's and the student's neurons on F ⊕ range(R):
-    ``<a_i, b_j> = A_i . B_j``, ``<b_i, b_j> = B_i . B_j + xi^2 c_hat_i^T Gamma c_hat_j`` with A, B the rows
-    in F's coordinates; the normalized convention uses its cosines, the raw one also its norms as the
-    two scales of a closed-form kernel (see :func:`closed_form_loss`).
+    Every Gaussian expectation needs only the covariances of the neurons' pre-activations, computed from
+    explicit vectors on F ⊕ range(R) (U_hat = [Y; R], R^T R = Gamma). Exact student: the teacher's and the
+    student's neurons enter through the (two-scale) kernel K. Linearised student
+    ``f_lin = s_out sum_j lam_j [sigma(a_j) + sigma'(a_j) t_j]`` (a_j the base neuron, t_j = xi <v_j, x>
+    the adapter's tilt, uncorrelated with a_j): by Stein's lemma
+
+        E[sigma(b_i) sigma'(a_j) t_j] = c(t_j, b_i) K'(b_i, a_j),
+        E[sigma(a_i) sigma'(a_j) t_j] = c(t_j, a_i) K'(a_i, a_j),
+        E[sigma'(a_i) t_i sigma'(a_j) t_j] = c(t_i, t_j) K'(a_i, a_j) + c(t_i, a_j) c(t_j, a_i) K''(a_i, a_j),
+
+    with K' the kernel of sigma' and K'' = dK'/drho that of sigma'' (Price's theorem; a central difference
+    of K' here, needed only where u_hat leaves span(W)^perp).
 
     Parameters
     ----------
     model : GeneralModel
-        With the exact student.
+        :func:`closed_form_loss` must hold.
     Y : ndarray (..., p, r)
     Gamma : ndarray (..., r, r)
     C_hat : ndarray (..., k, r)
@@ -510,28 +519,65 @@ def state_population_losses(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarra
 
     problem = model.problem
     if not closed_form_loss(model):
-        raise InvalidArgument("Phi over many states needs the exact student, and in the raw convention an activation with a closed-form kernel (relu, leaky_relu, abs, step, erf); use state_population_loss state by state", "model")
+        raise InvalidArgument("Phi in closed form needs, in the raw convention, an activation with a closed-form kernel (relu, leaky_relu, abs, step, erf), and for the linearized student also u_hat constrained to span(W)^perp; estimate it with state_loss_monte_carlo", "model")
+    Y, Gamma, C_hat = (np.asarray(a, dtype=float) for a in (Y, Gamma, C_hat))
     lead = Y.shape[:-2]
-    k, p, xi = problem.k, model.p, problem.xi
-    base = np.zeros((k, p))
+    k, p, r, xi = problem.k, model.p, model.rank, problem.xi
+    n = p + r
+    normalized = problem.convention == "normalized"
+    values, vectors = np.linalg.eigh(0.5 * (Gamma + np.swapaxes(Gamma, -1, -2)))
+    R = np.einsum("...lk,...k,...mk->...lm", vectors, np.sqrt(np.clip(values, 0.0, None)), vectors)
+    U_hat = np.concatenate([Y, R], axis=-2)  # (..., n, r)
+    base = np.zeros((k, n))
     base[:, : model.L.shape[1]] = model.L
-    teacher = base + xi * model.C @ model.UF  # (k, p)
-    student = base + xi * np.einsum("...ir,...qr->...iq", C_hat, Y)  # (..., k, p)
-    outside = xi**2 * np.einsum("...ir,...rs,...js->...ij", C_hat, Gamma, C_hat)
-    rows = np.concatenate([np.broadcast_to(teacher, lead + teacher.shape), student], axis=-2)
-    gram = np.einsum("...iq,...jq->...ij", rows, rows)
-    gram[..., k:, k:] += outside
-    norms = np.sqrt(np.einsum("...ii->...i", gram))
-    cosines = np.clip(gram / (norms[..., :, None] * norms[..., None, :]), -1.0, 1.0)
-    weights = np.concatenate([np.asarray(problem.lam, dtype=float), -np.asarray(problem.lam, dtype=float)])
-    if problem.convention == "normalized":
-        kernel = dual_kernel(problem.activation, cosines)
-    else:
+    U = np.zeros((n, model.C.shape[1]))
+    U[:p] = model.UF.T
+    teacher = np.broadcast_to(base + xi * model.C @ U.T, lead + (k, n))
+    adapters = xi * np.einsum("...qr,...ir->...iq", U_hat, C_hat)  # xi U_hat c_hat_i
+    lam = np.asarray(problem.lam, dtype=float)
+
+    def kernel(A, B, derivative=False):
+        """E[s(<A_i, x>) s(<B_j, x>)] for the rows' directions (normalized) or the rows themselves (raw)."""
+        norms_a, norms_b = np.linalg.norm(A, axis=-1), np.linalg.norm(B, axis=-1)
+        cosines = np.clip(np.einsum("...iq,...jq->...ij", A, B) / (norms_a[..., :, None] * norms_b[..., None, :]), -1.0, 1.0)
+        if normalized:
+            return dual_kernel(problem.activation, cosines, derivative=derivative)
         spec = kernel_spec(problem.activation, [1.0])
-        s1 = np.broadcast_to(norms[..., :, None], cosines.shape)
-        s2 = np.broadcast_to(norms[..., None, :], cosines.shape)
-        kernel = scaled_closed_kernel(spec.code, spec.parameter, np.ascontiguousarray(s1).ravel(), np.ascontiguousarray(s2).ravel(), cosines.ravel()).reshape(cosines.shape)
-    return model.s_out**2 * np.einsum("i,...ij,j->...", weights, kernel, weights)
+        s1, s2 = (np.ascontiguousarray(np.broadcast_to(s, cosines.shape)).ravel() for s in (norms_a[..., :, None], norms_b[..., None, :]))
+        return scaled_closed_kernel(spec.code, spec.parameter, s1, s2, cosines.ravel(), derivative).reshape(cosines.shape)
+
+    if model.student == "exact":
+        rows = np.concatenate([teacher, base + adapters], axis=-2)
+        weights = np.concatenate([lam, -lam])
+        return model.s_out**2 * np.einsum("i,...ij,j->...", weights, kernel(rows, rows), weights)
+    # the linearised student: a_j = <w_j, x> / |w_j| (normalized) or <w_j, x>; t_j = <tilt_j, x>
+    w_norms = np.linalg.norm(base, axis=1)
+    if normalized:
+        unit = base / w_norms[:, None]
+        tilts = (adapters - np.einsum("...iq,iq->...i", adapters, unit)[..., None] * unit) / w_norms[:, None]
+        teacher_unit = teacher / np.linalg.norm(teacher, axis=-1, keepdims=True)
+        pre, teacher_pre = np.broadcast_to(unit, lead + unit.shape), teacher_unit
+    else:
+        tilts, pre, teacher_pre = adapters, np.broadcast_to(base, lead + base.shape), teacher
+
+    def covariance(A, B):
+        return np.einsum("...iq,...jq->...ij", A, B)
+
+    K_tt, K_ta, K_aa = kernel(teacher_pre, teacher_pre), kernel(teacher_pre, pre), kernel(pre, pre)
+    Kp_ta, Kp_aa = kernel(teacher_pre, pre, True), kernel(pre, pre, True)
+    c_tb = covariance(teacher_pre, tilts)  # [i, j] = c(t_j, b_i)
+    c_ta = covariance(pre, tilts)  # [i, j] = c(t_j, a_i)
+    second = covariance(tilts, tilts) * Kp_aa
+    if np.any(np.abs(c_ta) > 1e-14 * max(1.0, float(np.max(np.abs(tilts))))):
+        # K'' by a central difference of K' in the correlation (normalized convention)
+        cosines = np.clip(covariance(pre, pre), -1.0 + 2e-4, 1.0 - 2e-4)
+        h = 1e-5
+        curvature = (dual_kernel(problem.activation, cosines + h, derivative=True) - dual_kernel(problem.activation, cosines - h, derivative=True)) / (2 * h)
+        second = second + np.swapaxes(c_ta, -1, -2) * c_ta * curvature
+    cross = K_ta + c_tb * Kp_ta  # E[sigma(b_i) (sigma(a_j) + sigma'(a_j) t_j)]
+    student = K_aa + 2.0 * c_ta * Kp_aa + second
+    total = np.einsum("i,...ij,j->...", lam, K_tt - 2.0 * cross, lam) + np.einsum("i,...ij,j->...", lam, student, lam)
+    return model.s_out**2 * total
 
 
 def neuron_vectors(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray, C_hat: np.ndarray) -> tuple:
@@ -553,8 +599,9 @@ def neuron_vectors(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray, C_hat:
 
 def state_population_loss(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray, C_hat: np.ndarray) -> float:
     """``Phi = E[(f*(x) - f_hat(x))^2]`` at the state (Y, Gamma, C_hat), in closed form through the two-scale
-    kernels: ``s_out^2 sum_ij lam_i lam_j [K(a_i, a_j) - 2 K(a_i, b_j) + K(b_i, b_j)]`` with
-    ``K(a, b) = E[sigma(<a, x>/n_a) sigma(<b, x>/n_b)]`` (n the norms in the normalized convention, 1 in raw).
+    kernels: for the exact student ``s_out^2 sum_ij lam_i lam_j [K(a_i, a_j) - 2 K(a_i, b_j) + K(b_i, b_j)]``
+    with ``K(a, b) = E[sigma(<a, x>/n_a) sigma(<b, x>/n_b)]`` (n the norms in the normalized convention, 1 in
+    raw); for the linearised student see :func:`state_population_losses`.
 
     Parameters
     ----------
@@ -571,7 +618,7 @@ def state_population_loss(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray,
 
     problem = model.problem
     if model.student == "linearized":
-        raise InvalidArgument("the closed-form loss of the linearized student is not implemented yet (use state_loss_monte_carlo)", "student")
+        return float(state_population_losses(model, Y, Gamma, C_hat))
     teacher, student = neuron_vectors(model, Y, Gamma, C_hat)
     vectors = np.vstack([teacher, student])
     norms = np.linalg.norm(vectors, axis=1)
