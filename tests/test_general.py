@@ -291,11 +291,15 @@ def test_the_command_line_runs_the_general_model_and_reports_each_observable(cap
     arguments = ["simulate", "--train-c-hat", "--c-hat-lr", "0.5", "--unconstrained", "--rank", "2", "--k", "3", "--d", "60", "--steps", "200", "--trajectories", "8", "--hit", "0.5", "--format", "json", "--quiet"]
     assert main(arguments) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["model"] == {"rank": 2, "alpha": 0.0, "output_scale": "one", "student": "exact", "train_c_hat": True, "c_hat_lr": 0.5, "unconstrained": True}
+    switches = {key: record["model"][key] for key in ("rank", "alpha", "output_scale", "student", "train_c_hat", "c_hat_lr", "unconstrained")}
+    assert switches == {"rank": 2, "alpha": 0.0, "output_scale": "one", "student": "exact", "train_c_hat": True, "c_hat_lr": 0.5, "unconstrained": True}
+    assert np.array(record["model"]["C_hat"]).shape == (3, 2) and set(record["versions"]) >= {"popgrad", "numba"}
     assert record["eta_c"] == 0.5 * record["eta"] and len(record["steps"]) == 21
-    for name in ("m", "c_hat_dot_c", "c_hat_cosine", "projection_w"):
+    for name in ("m", "c_hat_dot_c", "c_hat_cosine", "projection_w", "population_loss"):
         observable = record["observables"][name]
         assert set(observable) == {"mean", "standard_error", "quantiles"} and len(observable["mean"]) == 21
+    # rank 2: the overlap matrix U^T U_hat (r* = 1 teacher column, r = 2 student columns) and its singular value
+    assert np.array(record["overlap_matrix"]["mean"]).shape == (21, 1, 2) and np.array(record["singular_values"]["standard_error"]).shape == (21, 1)
     assert set(record["hitting_times"]) >= {"median", "censored_fraction", "horizon", "eps"}
     # the same seed gives the same numbers
     assert main(arguments) == 0
@@ -394,3 +398,18 @@ def test_one_trajectory_gives_an_undefined_verdict():
     model = general_model(popgrad.orthonormal_problem("relu", 3, 1.0, seed=0))
     result = compare_general(model, 60, delta=0.2, checkpoints=[0, 50], trajectories=1, which=("gradient_flow",))
     assert result.verdict.startswith("undefined") and set(result.conclusions["gradient_flow"].values()) == {"undefined"}
+
+
+def test_simulate_saves_the_general_model_as_netcdf(tmp_path, capsys):
+    import xarray as xr
+
+    from popgrad.cli.main import main
+
+    out = tmp_path / "run.nc"
+    assert main(["simulate", "--rank", "2", "--alpha", "0.5", "--k", "3", "--d", "60", "--checkpoints", "0,50,100", "--trajectories", "5", "--hit", "0.5", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    data = xr.open_dataset(out)
+    assert data["overlap"].shape == (5, 3, 1, 2) and data["c_hat"].shape == (5, 3, 3, 2) and data["m"].shape == (5, 3)
+    assert data["singular_values"].attrs["long_name"].startswith("singular values") and data["hitting_step"].shape == (5,)
+    np.testing.assert_allclose(data["m"].values, data["singular_values"].values[..., -1])
+    assert '"alpha": 0.5' in data.attrs["provenance"]

@@ -24,7 +24,7 @@ from ..models.finetuning.general import GeneralSimulation, observable_summary, s
 from ..models.finetuning.general_predictions import GENERAL_PREDICTIONS, GeneralPredictions, predict_general
 from .comparison import save_report, versions
 
-__all__ = ["GeneralComparison", "compare_general"]
+__all__ = ["GeneralComparison", "compare_general", "simulation_record", "write_simulation_netcdf"]
 
 #: gaps below this (relative to max(1, |mean|)) are rounding, not discrepancy
 ROUNDING = 1e-10
@@ -155,7 +155,7 @@ class GeneralComparison:
         simulation, model = self.simulation, self.simulation.model
         return {
             "problem": model.problem.to_dict(),
-            "model": {"rank": model.rank, "alpha": model.alpha, "output_scale": model.output_scale, "student": model.student, "train_c_hat": model.train_c_hat, "c_hat_lr": model.c_hat_lr, "unconstrained": model.unconstrained, "C": model.C.tolist(), "C_hat": model.C_hat.tolist()},
+            "model": model.settings(),
             "d": simulation.d,
             "eta": simulation.eta,
             "delta": simulation.eta * simulation.d,
@@ -189,9 +189,6 @@ class GeneralComparison:
                     "band_ratio": self.band_ratio(name, observable),
                 }
             observables[observable] = record
-        hitting = None
-        if self.simulation.hitting_steps is not None:
-            hitting = self.simulation.hitting_times()
         return {
             "provenance": self.provenance(),
             "steps": self.steps.tolist(),
@@ -199,31 +196,15 @@ class GeneralComparison:
             "conclusions": self.conclusions,
             "verdict": self.verdict,
             "failures": dict(self.predictions.failures),
-            "hitting_times": hitting,
+            "hitting_times": _hitting(self.simulation),
         }
 
     def write_netcdf(self, path) -> None:
-        """Per-trajectory observables ``[trajectory, step]`` and each prediction's mean (and band) per step,
-        with long_name/units; NetCDF3 written by scipy (steps as float64)."""
-        from scipy.io import netcdf_file
-
-        trajectories = self.simulation.Y.shape[0]
-        with netcdf_file(path, "w", version=2) as file:
-            file.provenance = json.dumps(self.provenance())
-            file.verdict = self.verdict
-            file.createDimension("step", self.steps.size)
-            file.createDimension("trajectory", trajectories)
-            for name, dims, values, long_name, units in [
-                ("step", ("step",), self.steps.astype(np.float64), "SGD step", "steps"),
-                ("trajectory", ("trajectory",), np.arange(trajectories, dtype=np.float64), "trajectory index (its random stream)", "1"),
-                *((observable, ("trajectory", "step"), values, f"{_LABELS[observable]} of each trajectory", _UNITS[observable]) for observable, values in self.observed.items()),
-                *((f"{name}_{observable}", ("step",), self.predictions.mean(name, observable), f"{_LABELS[observable]} predicted by {name.replace('_', ' ')} (mean over its starts)", _UNITS[observable]) for name in self.predictions.values for observable in self.predictions.values[name] if observable in self.observed),
-                *((f"{name}_{observable}_band", ("step",), band, f"half-width of the {name.replace('_', ' ')} band (2 SE of its Monte Carlo)", _UNITS[observable]) for name in self.predictions.bands for observable, band in self.predictions.bands[name].items() if observable in self.observed),
-            ]:
-                variable = file.createVariable(name, "d", dims)
-                variable[...] = np.asarray(values, dtype=np.float64)
-                variable.long_name = long_name
-                variable.units = units
+        """The simulation's arrays (:func:`write_simulation_netcdf`) and each prediction's mean (and band) per
+        step, with long_name/units."""
+        predicted = [(f"{name}_{observable}", ("step",), self.predictions.mean(name, observable), f"{_LABELS[observable]} predicted by {name.replace('_', ' ')} (mean over its starts)", _UNITS[observable]) for name in self.predictions.values for observable in self.predictions.values[name] if observable in self.observed]
+        bands = [(f"{name}_{observable}_band", ("step",), band, f"half-width of the {name.replace('_', ' ')} band (2 SE of its Monte Carlo)", _UNITS[observable]) for name in self.predictions.bands for observable, band in self.predictions.bands[name].items() if observable in self.observed]
+        write_simulation_netcdf(self.simulation, path, {"provenance": json.dumps(self.provenance()), "verdict": self.verdict}, predicted + bands)
 
     def save(self, folder: str | Path) -> list:
         """Write ``comparison.nc``, ``comparison.json`` and ``comparison.png`` into ``folder``
@@ -310,3 +291,100 @@ def compare_general(model, d: int, eta: float | None = None, checkpoints=None, t
     simulation = simulate_general(model, d, eta, checkpoints, trajectories=trajectories, method=method, seed=seed, hit=hit, delta=delta, steps=steps, progress=progress)
     predictions = predict_general(simulation, which=which, noise_seed=noise_seed, **prediction_options)
     return GeneralComparison(simulation, predictions, threshold)
+
+
+def _hitting(simulation: GeneralSimulation):
+    return None if simulation.hitting_steps is None else simulation.hitting_times() | {"eps": simulation.hit}
+
+
+def _singular_values(simulation: GeneralSimulation) -> np.ndarray:
+    return np.linalg.svd(simulation.overlap, compute_uv=False)  # (trajectories, checkpoints, min(r*, r))
+
+
+def simulation_record(simulation: GeneralSimulation) -> dict:
+    """A general-model simulation as a JSON-ready record: its parameters, seed and versions, and per
+    observable ``mean``, ``standard_error`` and ``quantiles`` at each checkpoint; also the overlap matrix
+    U^T U_hat and its singular values (mean and SE, ``[checkpoint][...]``) and the hitting times.
+
+    Parameters
+    ----------
+    simulation : GeneralSimulation
+
+    Returns
+    -------
+    dict
+    """
+    model = simulation.model
+    trajectories = simulation.Y.shape[0]
+
+    def moments(values):
+        error = values.std(axis=0, ddof=1) / math.sqrt(trajectories) if trajectories > 1 else None
+        return {"mean": values.mean(axis=0).tolist(), "standard_error": None if error is None else error.tolist()}
+
+    return {
+        "problem": model.problem.to_dict(),
+        "model": model.settings(),
+        "d": simulation.d,
+        "eta": simulation.eta,
+        "delta": simulation.eta * simulation.d,
+        "eta_c": simulation.eta_c,
+        "method": simulation.method,
+        "trajectories": int(trajectories),
+        "seed": simulation.seed,
+        "steps": simulation.steps.tolist(),
+        "observables": simulation.summary(),
+        "overlap_matrix": moments(simulation.overlap),
+        "singular_values": moments(_singular_values(simulation)),
+        "hitting_times": _hitting(simulation),
+        "seconds": simulation.seconds,
+        "versions": versions(),
+    }
+
+
+def write_simulation_netcdf(simulation: GeneralSimulation, path, attributes: dict | None = None, extra: list = ()) -> None:
+    """A general-model simulation as NetCDF3 (written by scipy; xarray reads it as a Dataset): every
+    observable ``[trajectory, step]``, the overlap matrix ``[trajectory, step, teacher_column,
+    student_column]``, its singular values, C_hat ``[trajectory, step, neuron, student_column]`` and the
+    hitting steps, each with long_name and units; the steps as float64 (exact below 2^53).
+
+    Parameters
+    ----------
+    simulation : GeneralSimulation
+    path : str or Path
+    attributes : dict, optional
+        Global attributes (default: the simulation's record without its arrays, as JSON).
+    extra : list of (name, dims, values, long_name, units)
+        Further variables.
+
+    Returns
+    -------
+    None
+    """
+    from scipy.io import netcdf_file
+
+    if attributes is None:
+        record = simulation_record(simulation)
+        attributes = {"provenance": json.dumps({key: value for key, value in record.items() if key not in ("observables", "overlap_matrix", "singular_values")})}
+    trajectories, checkpoints, r_star, r = simulation.overlap.shape
+    singular = _singular_values(simulation)
+    with netcdf_file(path, "w", version=2) as file:
+        for name, value in attributes.items():
+            setattr(file, name, value)
+        for name, size in (("step", checkpoints), ("trajectory", trajectories), ("teacher_column", r_star), ("student_column", r), ("singular_index", singular.shape[-1]), ("neuron", simulation.c_hat.shape[2])):
+            file.createDimension(name, size)
+        variables = [
+            ("step", ("step",), simulation.steps.astype(np.float64), "SGD step", "steps"),
+            ("trajectory", ("trajectory",), np.arange(trajectories, dtype=np.float64), "trajectory index (its random stream)", "1"),
+            *((observable, ("trajectory", "step"), values, f"{_LABELS[observable]} of each trajectory", _UNITS[observable]) for observable, values in simulation.observables().items()),
+            ("overlap", ("trajectory", "step", "teacher_column", "student_column"), simulation.overlap, "overlap matrix U^T U_hat", "1"),
+            ("singular_values", ("trajectory", "step", "singular_index"), singular, "singular values of U^T U_hat (descending)", "1"),
+            ("c_hat", ("trajectory", "step", "neuron", "student_column"), simulation.c_hat, "student adapter coefficients C_hat", "1"),
+            *extra,
+        ]
+        if simulation.hitting_steps is not None:
+            variables.append(("hitting_step", ("trajectory",), simulation.hitting_steps.astype(np.float64), f"first step with the smallest squared singular value of U^T U_hat >= 1 - {simulation.hit:g} (-1: not by the last checkpoint)", "steps"))
+        for name, dims, values, long_name, units in variables:
+            variable = file.createVariable(name, "d", dims)
+            variable[...] = np.asarray(values, dtype=np.float64)
+            variable.long_name = long_name
+            variable.units = units

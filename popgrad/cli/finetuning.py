@@ -246,16 +246,18 @@ def _simulate_general(args, problem) -> int:
     model = _general_model(args, problem)
     d, eta, checkpoints = _dynamics_settings(args, problem)
     result = simulate_general(model, d, eta, checkpoints, trajectories=args.trajectories, method=args.method, seed=args.seed, hit=args.hit, stop_when_hit=args.stop_when_hit, progress=_progress(args))
-    summary = result.summary()
-    settings = {"rank": model.rank, "alpha": model.alpha, "output_scale": model.output_scale, "student": model.student, "train_c_hat": model.train_c_hat, "c_hat_lr": model.c_hat_lr, "unconstrained": model.unconstrained}
-    if args.format == "json":
-        from ..analysis.comparison import versions
+    if args.out:
+        from ..analysis.general_comparison import write_simulation_netcdf
 
-        record = {"problem": problem.to_dict(), "model": settings, "d": d, "eta": eta, "eta_c": result.eta_c, "method": args.method, "trajectories": args.trajectories, "seed": args.seed, "steps": result.steps.tolist(), "observables": summary, "seconds": result.seconds, "versions": versions()}
-        if args.hit is not None:
-            record["hitting_times"] = result.hitting_times() | {"eps": args.hit}
-        print(json.dumps(json_safe(record), indent=1, allow_nan=False))
+        with atomic_path(args.out) as temporary:
+            write_simulation_netcdf(result, temporary)
+    if args.format == "json":
+        from ..analysis.general_comparison import simulation_record
+
+        print(json.dumps(json_safe(simulation_record(result)), indent=1, allow_nan=False))
         return 0
+    summary = result.summary()
+    settings = {key: value for key, value in model.settings().items() if key not in ("C", "C_hat")}
     print(f"{problem!r}; {', '.join(f'{key} = {value}' for key, value in settings.items())}")
     print(f"d = {d}, eta = {eta:.4g} (delta = {eta * d:.4g}), eta_c = {result.eta_c:.4g}, {args.trajectories} trajectories ({args.method}), {result.seconds:.1f} s")
     names = list(summary)
@@ -320,8 +322,6 @@ def _simulate_or_compare(args) -> int:
     problem = _problem_from_args(args)
     if given(args, *GENERAL_FLAGS):
         if not args.report:
-            if args.out:
-                raise UsageError(f"--out is not available with {given(args, *GENERAL_FLAGS)[0]} yet (use --format json, or popgrad compare --out)")
             return _simulate_general(args, problem)
         return _compare_general(args, problem)
     if args.report and given(args, "flow_starts", "map_starts", "map_substeps"):

@@ -87,6 +87,10 @@ class GeneralModel:
         """dim F = rank W + r*."""
         return self.UF.shape[1]
 
+    def settings(self) -> dict:
+        """The switches and adapter coefficients, JSON-ready (what saved results record)."""
+        return {"rank": self.rank, "alpha": self.alpha, "output_scale": self.output_scale, "student": self.student, "train_c_hat": self.train_c_hat, "c_hat_lr": self.c_hat_lr, "unconstrained": self.unconstrained, "C": self.C.tolist(), "C_hat": self.C_hat.tolist()}
+
     def teacher_norms(self) -> np.ndarray:
         """|w_i + xi U c_i| (normalized convention; ones in raw)."""
         if self.problem.convention == "raw":
@@ -179,6 +183,9 @@ class GeneralSimulation:
     seed : int
     hitting_steps : ndarray of int64 or None
     seconds : float
+    model : GeneralModel
+    hit : float or None
+        The eps of the hitting times (first step with the smallest squared singular value >= 1 - eps).
     """
 
     steps: np.ndarray
@@ -196,6 +203,7 @@ class GeneralSimulation:
     seconds: float
 
     model: GeneralModel | None = None
+    hit: float | None = None
 
     @property
     def m(self) -> np.ndarray:
@@ -408,6 +416,7 @@ def simulate_general(model: GeneralModel, d: int, eta: float | None = None, chec
         hits if hit is not None else None,
         recording.seconds,
         model,
+        None if hit is None else float(hit),
     )
 
 
