@@ -1,6 +1,8 @@
 """The general model's exact state chain against full-d SGD of the same model (two-sample KS tests), switch
 by switch and combined; and against today's scalar chain in the rank-1, frozen, perpendicular case."""
 
+import json
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -413,3 +415,157 @@ def test_simulate_saves_the_general_model_as_netcdf(tmp_path, capsys):
     assert data["singular_values"].attrs["long_name"].startswith("singular values") and data["hitting_step"].shape == (5,)
     np.testing.assert_allclose(data["m"].values, data["singular_values"].values[..., -1])
     assert '"alpha": 0.5' in data.attrs["provenance"]
+
+
+def test_a_teacher_given_in_r_d_has_the_same_geometry_in_the_state_coordinates():
+    # u given explicitly next to an explicit W: the model's coordinates on F must reproduce every inner
+    # product of the teacher's neurons and of W with u computed directly in R^d
+    from popgrad.models.finetuning.general import general_model_from_dict
+
+    problem = popgrad.random_features_problem("relu", 4, 1.5, d=30, seed=3, c_distribution="sphere")
+    W = problem.W
+    rng = np.random.default_rng(1)
+    inside = W.T @ rng.standard_normal(4)
+    outside = rng.standard_normal(30)
+    outside -= W.T @ np.linalg.lstsq(W.T, outside, rcond=None)[0]
+    u = 0.6 * inside / np.linalg.norm(inside) + 0.8 * outside / np.linalg.norm(outside)
+    model = general_model_from_dict(problem.to_dict() | {"u": u.tolist(), "train_c_hat": True})
+    assert model.alpha == pytest.approx(0.6, abs=1e-12) and model.train_c_hat
+    teacher_rd = W + problem.xi * np.outer(problem.c, u)
+    teacher_f = np.zeros((4, model.p))
+    teacher_f[:, : model.L.shape[1]] = model.L
+    teacher_f += problem.xi * model.C @ model.UF
+    np.testing.assert_allclose(teacher_f @ teacher_f.T, teacher_rd @ teacher_rd.T, atol=1e-12)
+    np.testing.assert_allclose(model.L @ model.UF[:, : model.L.shape[1]].T, (W @ u)[:, None], atol=1e-12)
+    # the specification round-trips exactly, and an old rank-1 file is a general model at its defaults
+    again = general_model_from_dict(json.loads(json.dumps(model.to_dict())))
+    np.testing.assert_array_equal(again.UF, model.UF)
+    np.testing.assert_array_equal(again.L, model.L)
+    drawn = general_model(problem, alpha=0.5, rank=2, seed=7)
+    back = general_model_from_dict(drawn.to_dict())
+    np.testing.assert_array_equal(back.UF, drawn.UF)
+    np.testing.assert_array_equal(back.C_hat, drawn.C_hat)
+    plain = general_model_from_dict(problem.to_dict())
+    assert plain.rank == 1 and not plain.train_c_hat and plain.alpha == 0.0
+
+
+@pytest.mark.parametrize(
+    "extra, parameter, message",
+    [
+        ({"u": [1.0] + [0.0] * 28}, "U", "U must be d x r*"),
+        ({"u": [0.5] + [0.0] * 29}, "U", "orthonormal columns"),
+        ({"u": [1.0] + [0.0] * 29, "alpha": 0.5}, "alpha", "not both"),
+        ({"u": [1.0] + [0.0] * 29, "U": [[1.0]] + [[0.0]] * 29}, "U", "not both"),
+        ({"C": [[0.5, 0.5]] * 3}, "C", "k = 4 rows"),
+        ({"output_scale": "half"}, "output_scale", "output_scale must be one of"),
+        ({"train_c_hat": "yes"}, "train_c_hat", "true or false"),
+    ],
+)
+def test_bad_general_specifications_name_the_key(extra, parameter, message):
+    from popgrad.models.finetuning.general import general_model_from_dict
+
+    problem = popgrad.random_features_problem("relu", 4, 1.5, d=30, seed=3)
+    with pytest.raises(ValueError, match=message) as caught:
+        general_model_from_dict(problem.to_dict() | extra)
+    assert caught.value.parameter == parameter and "\n" not in str(caught.value)
+    with pytest.raises(ValueError, match="belong to the general model"):
+        popgrad.FineTuningProblem.from_dict(problem.to_dict() | extra)
+
+
+def test_an_explicit_u_needs_an_explicit_w():
+    from popgrad.models.finetuning.general import general_model_from_dict
+
+    with pytest.raises(ValueError, match="needs the problem's W"):
+        general_model_from_dict(popgrad.orthonormal_problem("relu", 3, 1.0, seed=0).to_dict() | {"u": [0.0, 0.0, 0.0, 1.0]})
+
+
+def test_a_problem_file_with_general_keys_runs_the_general_model(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from popgrad.cli.main import main
+
+    problem = popgrad.random_features_problem("relu", 3, 1.0, d=40, seed=2)
+    path = tmp_path / "general.json"
+    path.write_text(json.dumps(problem.to_dict() | {"alpha": 0.5, "train_c_hat": True, "student": "linearized", "seed": 3}))
+    assert main(["simulate", "--problem", str(path), "--steps", "40", "--trajectories", "4", "--format", "json", "--quiet"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["model"]["student"] == "linearized" and record["model"]["train_c_hat"] and record["d"] == 40
+    result = subprocess.run([sys.executable, "-m", "popgrad", "simulate", "--problem", str(path), "--rank", "2", "--steps", "10"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "the problem file sets the general model" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    path.write_text(json.dumps(problem.to_dict() | {"u": [2.0] + [0.0] * 39}))
+    result = subprocess.run([sys.executable, "-m", "popgrad", "simulate", "--problem", str(path), "--steps", "10"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "orthonormal columns" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("activation, convention_xi", [("relu", 1.0), ("tanh", 2.0), ("He_3", 0.7)])
+def test_proposition_4_is_the_rank_one_frozen_perpendicular_case_of_the_state_flow(activation, convention_xi):
+    # the state flow (Price's theorem on the general Phi) against today's h(m) (Proposition 4's closed form):
+    # dm/dt = h(m) (1 - m^2) with u_hat in span(W)^perp, c_hat frozen, rank 1
+    from popgrad.models.finetuning.state_flow import state_gradient
+
+    problem = popgrad.orthonormal_problem(activation, 6, convention_xi, seed=2)
+    model = general_model(problem)
+    for m in (-0.7, 0.0, 0.3, 0.9):
+        Z = np.zeros((model.p + 1, 1))
+        Z[model.p - 1, 0] = m  # Y: u_hat's coordinate along u (F = span(W) + span(u), u last)
+        Z[model.p, 0] = np.sqrt(1 - m * m)  # R
+        dZ, dC = state_gradient(model, Z, model.C_hat)
+        dm = float((model.UF @ dZ[: model.p, 0])[0])
+        assert dm == pytest.approx(float(popgrad.population_drift(problem, m)) * (1 - m * m), rel=1e-10, abs=1e-13)
+        assert not np.any(dC)
+
+
+def test_gradient_flow_predicts_its_own_hitting_time():
+    # the flow's hitting step per start (interpolated on a fine grid) next to the simulation's: at a small
+    # step the medians agree within the spread of the trajectories' hitting steps
+    from popgrad.analysis.general_comparison import compare_general
+
+    model = general_model(popgrad.orthonormal_problem("relu", 4, 1.0, seed=0), train_c_hat=True)
+    result = compare_general(model, 300, delta=0.02, steps=120000, trajectories=64, seed=3, which=("gradient_flow",), hit=0.1, flow_starts=16)
+    record = result.to_json_dict()["hitting_times"]
+    predicted = record["predicted"]["gradient_flow"]
+    assert record["censored_fraction"] == 0.0 and predicted["censored_fraction"] == 0.0
+    assert abs(predicted["median"] - record["median"]) < 0.1 * record["median"]
+    assert predicted["q25"] <= predicted["median"] <= predicted["q75"]
+
+
+def test_example_1_two_perturbations_one_teacher():
+    # sympy proves V^T V = V'^T V'; the closed-form loss is 0 both ways, and is not 0 for a student that
+    # keeps c but takes u' (the check can fail)
+    from popgrad.models.finetuning.checks import example1
+
+    report = example1()
+    assert report["identity"] and report["different"]
+    assert abs(report["loss_u_prime_learning_u"]) < 1e-8 and abs(report["loss_u_learning_u_prime"]) < 1e-8
+    from popgrad.models.finetuning.general import state_population_loss
+
+    c = np.array([-(1 + np.sqrt(2)) * (2 + np.sqrt(3)), (1 + np.sqrt(2)) * (np.sqrt(2) + np.sqrt(3))])
+    problem = popgrad.FineTuningProblem("quadratic", [1.0, 1.0], c=c, c_hat=c, xi=1.0, W=np.eye(2), convention="raw")
+    model = general_model(problem, U=np.array([1.0, 1.0]) / np.sqrt(2))
+    _, _, right = np.linalg.svd(problem.W)
+    Y = np.zeros((model.p, 1))
+    Y[:2, 0] = right[:2] @ np.array([1 / np.sqrt(3), np.sqrt(6) / 3])
+    assert state_population_loss(model, Y, np.zeros((1, 1)), c[:, None]) > 1.0
+
+
+@pytest.mark.parametrize("activation", ["quadratic", "He_3"])
+def test_the_symbolic_joint_flow_is_the_numeric_one(activation):
+    import sympy
+
+    from popgrad.models.finetuning.general import state_population_loss
+    from popgrad.models.finetuning.series import symbolic_joint_flow
+    from popgrad.models.finetuning.state_flow import state_gradient
+
+    problem = popgrad.orthonormal_problem(activation, 3, 1.3, seed=4)
+    symbols, phi, drift = symbolic_joint_flow(problem, c_hat_lr=sympy.Rational(2))
+    model = general_model(problem, train_c_hat=True, c_hat_lr=2.0)
+    for m0, point in ((0.3, (0.4, -0.9, 0.2)), (-0.8, (1.1, 0.5, -0.3))):
+        values = dict(zip(symbols, (m0, *point)))
+        Y = np.zeros((model.p, 1))
+        Y[-1, 0] = m0
+        c_hat = np.array(point)[:, None]
+        assert float(phi.subs(values)) == pytest.approx(state_population_loss(model, Y, np.array([[1 - m0**2]]), c_hat), rel=1e-12)
+        dZ, dC = state_gradient(model, np.vstack([Y, [[np.sqrt(1 - m0**2)]]]), c_hat)
+        numeric = [float((model.UF @ dZ[: model.p, 0])[0]), *dC.ravel()]
+        np.testing.assert_allclose([float(d.subs(values)) for d in drift], numeric, rtol=1e-10, atol=1e-12)

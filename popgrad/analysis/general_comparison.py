@@ -196,7 +196,7 @@ class GeneralComparison:
             "conclusions": self.conclusions,
             "verdict": self.verdict,
             "failures": dict(self.predictions.failures),
-            "hitting_times": _hitting(self.simulation),
+            "hitting_times": _hitting(self.simulation, self.predictions),
         }
 
     def write_netcdf(self, path) -> None:
@@ -293,8 +293,13 @@ def compare_general(model, d: int, eta: float | None = None, checkpoints=None, t
     return GeneralComparison(simulation, predictions, threshold)
 
 
-def _hitting(simulation: GeneralSimulation):
-    return None if simulation.hitting_steps is None else simulation.hitting_times() | {"eps": simulation.hit}
+def _hitting(simulation: GeneralSimulation, predictions: GeneralPredictions | None = None):
+    if simulation.hitting_steps is None:
+        return None
+    record = simulation.hitting_times() | {"eps": simulation.hit}
+    if predictions is not None and predictions.hitting_steps:
+        record["predicted"] = {name: predictions.hitting_summary(name) for name in predictions.hitting_steps}
+    return record
 
 
 def _singular_values(simulation: GeneralSimulation) -> np.ndarray:

@@ -8,6 +8,7 @@ import argparse
 import json
 import time
 from functools import partial
+from pathlib import Path
 
 from .. import __version__
 from .._io import INCOMPLETE, atomic_path, check_output_file, check_output_folder, json_safe, write_json, write_text
@@ -96,6 +97,18 @@ def _problem_from_args(args):
     if getattr(args, "handler", None) in (_h, _problem) and given(args, "dimension") and (args.problem or args.features != "random"):
         raise UsageError(f"{given(args, 'dimension')[0]} has no effect here: it is the input dimension of --features random only")
     if args.problem:
+        if getattr(args, "handler", None) is _simulate_or_compare:
+            # a file with the general model's keys (u/U, alpha, C, C_hat, rank, ...) runs the general model
+            from ..models.finetuning.general import load_general_model
+
+            text = Path(args.problem).read_text() if Path(args.problem).is_file() else ""
+            try:
+                keys = set(json.loads(text)) if text.lstrip().startswith("{") else set()
+            except json.JSONDecodeError:
+                keys = set()
+            if keys & set(spec.GENERAL_MODEL_KEYS):
+                args.file_model = load_general_model(args.problem)
+                return args.file_model.problem
         return spec.load_problem(args.problem)
     seed = args.seed if args.problem_seed is None else args.problem_seed
     common = {"seed": seed, "convention": args.convention}
@@ -203,6 +216,11 @@ def _general_model(args, problem):
         raise UsageError("--m0 is not available for the general model (u_hat_0 is uniform on its sphere)")
     if args.stop_when_hit and args.hit is None:
         raise UsageError("--stop-when-hit needs --hit EPS")
+    if getattr(args, "file_model", None) is not None:
+        model_flags = [name for name in GENERAL_FLAGS if name != "stop_when_hit"]
+        if given(args, *model_flags):
+            raise UsageError(f"{given(args, *model_flags)[0]} next to --problem: the problem file sets the general model (edit its keys, or drop the flag)")
+        return args.file_model
     return general_model(problem, rank=args.rank, alpha=args.alpha, output_scale=args.output_scale, train_c_hat=args.train_c_hat, c_hat_lr=args.c_hat_lr, unconstrained=args.unconstrained, student=args.student, seed=args.seed)
 
 
@@ -231,6 +249,9 @@ def _compare_general(args, problem) -> int:
     if args.hit is not None:
         times = result.simulation.hitting_times()
         print(f"hitting time (smallest squared singular value of U^T U_hat >= 1 - {args.hit:g}): median {times['median']}, quartiles {times['q25']} / {times['q75']}, censored {times['censored_fraction']:.3f} at step {times['horizon']}")
+        for name in result.predictions.hitting_steps:
+            predicted = result.predictions.hitting_summary(name)
+            print(f"  predicted by {name} ({predicted['starts']} starts): median {predicted['median']}, quartiles {predicted['q25']} / {predicted['q75']}, not reached {predicted['censored_fraction']:.3f}")
     for path in result.save(args.out):
         print(f"wrote {path}")
     if args.strict and not all(conclusion == "consistent" for conclusions in result.conclusions.values() for conclusion in conclusions.values()):
@@ -320,7 +341,7 @@ def _simulate_or_compare(args) -> int:
     if args.out:
         (check_output_folder if args.report else check_output_file)(args.out, "out")
     problem = _problem_from_args(args)
-    if given(args, *GENERAL_FLAGS):
+    if given(args, *GENERAL_FLAGS) or getattr(args, "file_model", None) is not None:
         if not args.report:
             return _simulate_general(args, problem)
         return _compare_general(args, problem)

@@ -20,13 +20,13 @@ from .._io import check_output_folder, write_text
 from .._progress import progress_bar
 from ..gaussian.activations import catalogue
 from ..gaussian.hermite import information_exponent
-from ..models.finetuning.checks import lemma6_frequency
+from ..models.finetuning.checks import example1, lemma6_frequency
 from ..models.finetuning.population import drift_fixed_points
-from ..models.finetuning.series import drift_series, symbolic_drift
+from ..models.finetuning.series import drift_series, symbolic_drift, symbolic_joint_flow
 from ..models.finetuning.spec import orthonormal_problem
 from ..reference.hermite import HermiteVerification, verify_hermite
 
-__all__ = ["Table", "hermite_table", "drift_table", "symbolic_drift_table", "lemma6_table", "derivation_files", "write_derivations", "stale_derivations"]
+__all__ = ["joint_flow_table", "example1_table", "Table", "hermite_table", "drift_table", "symbolic_drift_table", "lemma6_table", "derivation_files", "write_derivations", "stale_derivations"]
 
 HERMITE_ORDER = 12
 HERMITE_DIGITS = 50
@@ -36,6 +36,8 @@ STANDARD = {"k": 8, "xi": 1.0, "seed": 0}
 SERIES_TERMS = 5
 SYMBOLIC = {"k": 3, "xi": 1.0, "seed": 0}
 SYMBOLIC_ACTIVATIONS = ("linear", "relu", "abs", "erf", "quadratic", "He_3")
+#: the joint (m, c_hat) flow of the general model: k, xi, seed, eta_c / eta and the point of the numeric check
+JOINT = {"k": 2, "xi": 1.0, "seed": 0, "c_hat_lr": 0.5, "activations": ("quadratic", "He_3"), "point": (0.3, 0.4, -0.9)}
 LEMMA6 = {"activation": "relu", "draws": 1000, "seed": 0, "settings": ((8, 1.0), (8, math.sqrt(8)), (32, 1.0), (32, math.sqrt(32)))}
 
 
@@ -174,6 +176,64 @@ def symbolic_drift_table() -> Table:
     return Table("symbolic h(m)", ("activation", "kind", "h(m)"), tuple(rows), tuple(latex_rows), note)
 
 
+def joint_flow_table() -> Table:
+    """The general model's Phi(m, c_hat) and its gradient flow with c_hat trained jointly (sympy, exact for
+    polynomial activations), each checked at a point against the numeric closed form of Phi on the state
+    and the Price's-theorem flow (two independent routes).
+
+    Returns
+    -------
+    Table
+    """
+    from ..models.finetuning.general import general_model, state_population_loss
+    from ..models.finetuning.state_flow import state_gradient
+
+    rows, latex_rows = [], []
+    m0, *point = JOINT["point"]
+    for name in JOINT["activations"]:
+        problem = orthonormal_problem(name, JOINT["k"], JOINT["xi"], seed=JOINT["seed"])
+        symbols, phi, drift = symbolic_joint_flow(problem, c_hat_lr=sympy.Rational(JOINT["c_hat_lr"]).limit_denominator(1000))
+        values = dict(zip(symbols, (m0, *point)))
+        model = general_model(problem, train_c_hat=True, c_hat_lr=JOINT["c_hat_lr"])
+        Y = np.zeros((model.p, 1))
+        Y[-1, 0] = m0
+        c_hat = np.array(point)[:, None]
+        Z = np.vstack([Y, [[math.sqrt(1 - m0 * m0)]]])
+        dZ, dC = state_gradient(model, Z, c_hat)
+        numeric = [float((model.UF @ dZ[: model.p, 0])[0]), *dC.ravel()]
+        gap = max(abs(float(phi.subs(values)) - state_population_loss(model, Y, np.array([[1 - m0 * m0]]), c_hat)), *(abs(float(d.subs(values)) - n) for d, n in zip(drift, numeric)))
+        check = "agree to 1e-12" if gap <= 1e-12 else f"DIFFER by {gap:.1e}"
+        labels = ["Phi"] + [f"d{symbol}/dt" for symbol in symbols]
+        for label, expression in zip(labels, [phi, *drift]):
+            simplified = sympy.simplify(expression)
+            rows.append((name, label, sympy.sstr(simplified), check))
+            latex_rows.append((name, label, _latex_math(simplified), check))
+    problem = orthonormal_problem("relu", JOINT["k"], JOINT["xi"], seed=JOINT["seed"])
+    note = (
+        f"orthonormal features, k = {JOINT['k']}, xi = {JOINT['xi']:g}, lam = 1, sqrt(k) c = {np.rint(problem.c * math.sqrt(problem.k)).astype(int).tolist()} (seed {JOINT['seed']}), "
+        f"u_hat in span(W)^perp, c_hat trained with eta_c / eta = {JOINT['c_hat_lr']:g}, normalized convention, time t = eta * steps. "
+        f"Check: largest difference from the numeric closed form of Phi on the state and the Price's-theorem flow at (m, c_hat) = {JOINT['point']}."
+    )
+    return Table("joint (m, c_hat) flow", ("activation", "quantity", "expression", "check"), tuple(rows), tuple(latex_rows), note)
+
+
+def example1_table() -> Table:
+    """Example 1 (MATH.md §5), verified symbolically and through the population loss.
+
+    Returns
+    -------
+    Table
+    """
+    report = example1()
+    rows = (
+        ("V^T V - V'^T V' (sympy)", sympy.sstr(report["difference"].tolist()), "identity" if report["identity"] else "NOT an identity"),
+        ("Phi, student (c', u') learning teacher (c, u)", "|Phi| < 1e-8" if abs(report["loss_u_prime_learning_u"]) < 1e-8 else f"{report['loss_u_prime_learning_u']:.3e}", "0 up to rounding" if abs(report["loss_u_prime_learning_u"]) < 1e-8 else "not 0"),
+        ("Phi, student (c, u) learning teacher (c', u')", "|Phi| < 1e-8" if abs(report["loss_u_learning_u_prime"]) < 1e-8 else f"{report['loss_u_learning_u_prime']:.3e}", "0 up to rounding" if abs(report["loss_u_learning_u_prime"]) < 1e-8 else "not 0"),
+    )
+    note = "lam = (1, 1), w = e_1, e_2, sigma(z) = z^2 (raw), u = (1,1)/sqrt 2, u' = (1/sqrt 3, sqrt 6/3), c = (-(1+sqrt 2)(2+sqrt 3), (1+sqrt 2)(sqrt 2+sqrt 3)), c' = -c: two different rank-1 perturbations, one teacher."
+    return Table("Example 1 (no Assumption 2: two perturbations, one teacher)", ("check", "value", "result"), rows, None, note)
+
+
 def lemma6_table(progress: bool | None = False) -> Table:
     """How often Lemma 6's conclusion holds over random c, c_hat (reported, not asserted).
 
@@ -238,6 +298,12 @@ def derivation_files(progress: bool | None = False) -> dict:
     )
     for suffix, content in _render([drift_table(), symbolic_drift_table()], "Population drift h(m)", drift_intro).items():
         files[f"drift.{suffix}"] = content
+    general_intro = (
+        "Generated by `popgrad derive`; do not edit. The general fine-tuning model (MATH.md §4b) in closed form: the "
+        "population loss of the state and its gradient flow, and Example 1."
+    )
+    for suffix, content in _render([joint_flow_table(), example1_table()], "General model: symbolic flow and Example 1", general_intro).items():
+        files[f"general.{suffix}"] = content
     lemma_intro = "Generated by `popgrad derive`; do not edit. A report, not an assertion: Lemma 6 holds with high probability."
     for suffix, content in _render([lemma6_table(progress)], "Lemma 6 frequency", lemma_intro).items():
         files[f"lemma6.{suffix}"] = content

@@ -23,7 +23,7 @@ from .overlaps import general_chain_kernel
 from .sgd import general_sgd_kernel
 from .spec import FineTuningProblem
 
-__all__ = ["GeneralModel", "general_model", "GeneralSimulation", "simulate_general", "chain_stepper", "state_observables", "observable_summary", "state_population_loss", "state_population_losses", "closed_form_loss", "OUTPUT_SCALES", "OBSERVABLES"]
+__all__ = ["GeneralModel", "general_model", "general_model_from_dict", "load_general_model", "GeneralSimulation", "simulate_general", "chain_stepper", "state_observables", "observable_summary", "state_population_loss", "state_population_losses", "closed_form_loss", "OUTPUT_SCALES", "OBSERVABLES"]
 
 OUTPUT_SCALES = ("one", "inverse_xi")
 STUDENTS = ("exact", "linearized")
@@ -59,6 +59,10 @@ class GeneralModel:
         ``L L^T = G``: W in an orthonormal basis of span(W).
     UF : ndarray, shape (r*, p)
         U^T in the basis of F (its first rank W coordinates span span(W)).
+    U : ndarray (d, r*) or None
+        The teacher's directions where they were given in R^d.
+    seed : int
+        The seed that drew U's direction in span(W) (alpha > 0) and C_hat's extra columns.
     """
 
     problem: FineTuningProblem
@@ -72,6 +76,8 @@ class GeneralModel:
     student: str
     L: np.ndarray
     UF: np.ndarray
+    U: np.ndarray | None = None
+    seed: int = 0
 
     @property
     def rank(self) -> int:
@@ -91,6 +97,13 @@ class GeneralModel:
         """The switches and adapter coefficients, JSON-ready (what saved results record)."""
         return {"rank": self.rank, "alpha": self.alpha, "output_scale": self.output_scale, "student": self.student, "train_c_hat": self.train_c_hat, "c_hat_lr": self.c_hat_lr, "unconstrained": self.unconstrained, "C": self.C.tolist(), "C_hat": self.C_hat.tolist()}
 
+    def to_dict(self) -> dict:
+        """The problem's keys and the model's, as :func:`general_model_from_dict` reads them back: the
+        teacher as ``U`` where it was given in R^d, else as ``alpha`` with the ``seed`` that draws its
+        direction in span(W)."""
+        data = self.problem.to_dict() | {key: value for key, value in self.settings().items() if key != "alpha"}
+        return data | ({"U": self.U.tolist()} if self.U is not None else {"alpha": self.alpha, "seed": self.seed})
+
     def teacher_norms(self) -> np.ndarray:
         """|w_i + xi U c_i| (normalized convention; ones in raw)."""
         if self.problem.convention == "raw":
@@ -100,7 +113,7 @@ class GeneralModel:
         return np.sqrt(squared)
 
 
-def general_model(problem: FineTuningProblem, *, rank: int = 1, alpha: float = 0.0, output_scale: str = "one", train_c_hat: bool = False, c_hat_lr: float = 1.0, unconstrained: bool = False, student: str = "exact", C=None, C_hat=None, seed: int = 0) -> GeneralModel:
+def general_model(problem: FineTuningProblem, *, rank: int = 1, alpha: float = 0.0, output_scale: str = "one", train_c_hat: bool = False, c_hat_lr: float = 1.0, unconstrained: bool = False, student: str = "exact", C=None, C_hat=None, U=None, seed: int = 0) -> GeneralModel:
     """The general model for ``problem`` with the given switches.
 
     Parameters
@@ -121,6 +134,9 @@ def general_model(problem: FineTuningProblem, *, rank: int = 1, alpha: float = 0
     student : {'exact', 'linearized'}, default 'exact'
     C : array (k, r*), optional
     C_hat : array (k, r), optional
+    U : array (d, r*) or (d,), optional
+        The teacher's directions given explicitly (orthonormal columns; a unit d-vector for r* = 1), in the
+        coordinates of the problem's explicit W (k x d); instead of ``alpha``.
     seed : int, default 0
         Seed of u_1 and of C_hat's extra columns.
 
@@ -135,7 +151,8 @@ def general_model(problem: FineTuningProblem, *, rank: int = 1, alpha: float = 0
     check_choice(student, "student", STUDENTS)
     c_hat_lr = check_real(c_hat_lr, "c_hat_lr", 0.0, 1e6, low_open=True)
     seed = check_integer(seed, "seed", 0, 2**63 - 1)
-    generator = np.random.default_rng(seed)
+    # one generator per drawn thing, so that giving C_hat explicitly leaves u_1's draw unchanged
+    columns, direction = (np.random.default_rng([seed, purpose]) for purpose in (1, 2))
     C = problem.c[:, None].copy() if C is None else check_array(C, "C", ndim=2)
     if C.shape[0] != k:
         raise InvalidArgument(f"C must have k = {k} rows, got shape {C.shape}", "C")
@@ -143,22 +160,116 @@ def general_model(problem: FineTuningProblem, *, rank: int = 1, alpha: float = 0
         C_hat = np.empty((k, rank))
         C_hat[:, 0] = problem.c_hat
         for column in range(1, rank):
-            C_hat[:, column] = generator.choice([-1.0, 1.0], size=k) / math.sqrt(k)
+            C_hat[:, column] = columns.choice([-1.0, 1.0], size=k) / math.sqrt(k)
     else:
         C_hat = check_array(C_hat, "C_hat", ndim=2)
         if C_hat.shape != (k, rank):
             raise InvalidArgument(f"C_hat must have shape (k, r) = ({k}, {rank}), got {C_hat.shape}", "C_hat")
     rank_w = int(np.linalg.matrix_rank(problem.gram, hermitian=True, tol=1e-10 * max(1.0, float(np.max(np.abs(problem.gram)))))) if np.any(problem.gram) else 0
-    L = np.ascontiguousarray(gram_factor(problem.gram, rank_w)) if rank_w else np.zeros((k, 0))
     r_star = C.shape[1]
+    if U is not None:
+        return _explicit_teacher(problem, rank_w, U, alpha, C, C_hat, output_scale, train_c_hat, c_hat_lr, unconstrained, student)
+    L = np.ascontiguousarray(gram_factor(problem.gram, rank_w)) if rank_w else np.zeros((k, 0))
     UF = np.zeros((r_star, rank_w + r_star))
     if alpha > 0:
         if rank_w < r_star:
             raise InvalidArgument(f"alpha > 0 needs rank W >= r* = {r_star}, got rank W = {rank_w}", "alpha")
-        B1, _ = np.linalg.qr(generator.standard_normal((rank_w, r_star)))
+        B1, _ = np.linalg.qr(direction.standard_normal((rank_w, r_star)))
         UF[:, :rank_w] = alpha * B1.T
     UF[:, rank_w:] = math.sqrt(1.0 - alpha**2) * np.eye(r_star)
-    return GeneralModel(problem, np.ascontiguousarray(C, dtype=float), np.ascontiguousarray(C_hat, dtype=float), float(alpha), output_scale, bool(train_c_hat), float(c_hat_lr), bool(unconstrained), student, L, UF)
+    return GeneralModel(problem, np.ascontiguousarray(C, dtype=float), np.ascontiguousarray(C_hat, dtype=float), float(alpha), output_scale, bool(train_c_hat), float(c_hat_lr), bool(unconstrained), student, L, UF, None, seed)
+
+
+def _explicit_teacher(problem, rank_w, U, alpha, C, C_hat, output_scale, train_c_hat, c_hat_lr, unconstrained, student) -> GeneralModel:
+    """The model with U given in R^d: F = span(W) + span(U) in the basis [Q_W, Q_perp] (Q_W an orthonormal
+    basis of span(W), Q_perp one of U's part outside it), L = W Q_W and UF = U^T [Q_W, Q_perp]."""
+    if problem.W is None:
+        raise InvalidArgument("an explicit teacher direction u (or U) needs the problem's W (k x d) to place it; this problem has only its Gram matrix", "U")
+    if alpha != 0.0:
+        raise InvalidArgument("give the teacher either explicitly (U) or through alpha, not both", "alpha")
+    d = problem.W.shape[1]
+    U = check_array(U, "U")
+    if U.ndim == 1:
+        U = U[:, None]
+    if U.ndim != 2 or U.shape != (d, C.shape[1]):
+        raise InvalidArgument(f"U must be d x r* = {d} x {C.shape[1]} (u a {d}-vector for r* = 1), got shape {U.shape}", "U")
+    if not np.allclose(U.T @ U, np.eye(U.shape[1]), rtol=0.0, atol=1e-8):
+        raise InvalidArgument(f"U must have orthonormal columns (u a unit vector); |U^T U - I| = {float(np.max(np.abs(U.T @ U - np.eye(U.shape[1])))):.3g}", "U")
+    left, singular, right = np.linalg.svd(problem.W, full_matrices=False)
+    Q_W = right[:rank_w].T  # (d, rank W)
+    outside = U - Q_W @ (Q_W.T @ U)
+    # U = Q_W (Q_W^T U) + Q_perp R_perp: U's coordinates along Q_perp are R_perp (exactly 0 where U lies in
+    # span(W), whatever direction QR then picks for Q_perp)
+    _, R_perp = np.linalg.qr(outside)
+    L = np.ascontiguousarray(problem.W @ Q_W)
+    UF = np.ascontiguousarray(np.vstack([Q_W.T @ U, R_perp]).T)
+    return GeneralModel(problem, np.ascontiguousarray(C, dtype=float), np.ascontiguousarray(C_hat, dtype=float), float(np.linalg.norm(UF[:, :rank_w])), output_scale, bool(train_c_hat), float(c_hat_lr), bool(unconstrained), student, L, UF, np.array(U, dtype=float))
+
+
+def general_model_from_dict(data: dict) -> GeneralModel:
+    """A general model from a problem specification (JSON object): the problem's keys (activation, lam,
+    gram or W, c, c_hat, xi, convention) and the general model's (``u`` or ``U``, ``alpha``, ``C``, ``C_hat``,
+    ``rank``, ``output_scale``, ``student``, ``train_c_hat``, ``c_hat_lr``, ``unconstrained``, ``seed``),
+    each optional with :func:`general_model`'s default. A rank-1 problem file is a general model with
+    every switch at its default.
+
+    Parameters
+    ----------
+    data : dict
+
+    Returns
+    -------
+    GeneralModel
+
+    Examples
+    --------
+    >>> from popgrad.models.finetuning.spec import random_features_problem
+    >>> problem = random_features_problem("relu", 2, 1.0, d=5, seed=0)
+    >>> spec = problem.to_dict() | {"u": [0.0, 0.0, 0.0, 0.6, 0.8], "student": "linearized", "train_c_hat": True}
+    >>> model = general_model_from_dict(spec)
+    >>> model.student, model.UF.shape
+    ('linearized', (1, 3))
+    """
+    from .spec import GENERAL_MODEL_KEYS
+
+    if not isinstance(data, dict):
+        raise InvalidArgument("a problem must be a JSON object", "data")
+    general = {key: data[key] for key in GENERAL_MODEL_KEYS if key in data}
+    problem = FineTuningProblem.from_dict({key: value for key, value in data.items() if key not in GENERAL_MODEL_KEYS})
+    if "u" in general and "U" in general:
+        raise InvalidArgument("give the teacher direction as 'u' (a d-vector) or 'U' (d x r*), not both", "U")
+    if "u" in general:
+        general["U"] = general.pop("u")
+    for key in ("train_c_hat", "unconstrained"):
+        if key in general and not isinstance(general[key], bool):
+            raise InvalidArgument(f"{key} must be true or false, got {general[key]!r}", key)
+    for key in ("C", "C_hat", "U"):
+        if key in general:
+            general[key] = np.asarray(general[key], dtype=float)
+    return general_model(problem, **general)
+
+
+def load_general_model(path) -> GeneralModel:
+    """Read a general model from a JSON file (see :func:`general_model_from_dict` for the keys).
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    GeneralModel
+    """
+    import json
+    from pathlib import Path
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InvalidArgument(f"problem file {str(path)!r} does not exist", "path") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"problem file {str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno})", "path") from None
+    return general_model_from_dict(data)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,9 @@ class GeneralPredictions:
         prediction -> the reason it could not be computed.
     settings : dict
         What each prediction used (starts, samples, batches, substeps, seed), saved with reports.
+    hitting_steps : dict
+        prediction -> ndarray (starts,): the first step where the smallest squared singular value of
+        U^T U_hat reaches 1 - eps (the simulation's ``hit``), inf where not by the horizon (gradient flow).
     """
 
     steps: np.ndarray
@@ -53,6 +56,15 @@ class GeneralPredictions:
     bands: dict = field(default_factory=dict)
     failures: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    hitting_steps: dict = field(default_factory=dict)
+
+    def hitting_summary(self, name: str) -> dict:
+        """Median and quartiles over the starts of the prediction's hitting step (None where fewer than that
+        fraction of the starts reach it by the horizon) and the fraction that do not."""
+        steps = self.hitting_steps[name]
+        reached = np.where(np.isfinite(steps), steps, np.inf)
+        quantile = lambda q: None if np.mean(np.isfinite(reached)) < q else float(np.quantile(reached, q, method="inverted_cdf"))
+        return {"median": quantile(0.5), "q25": quantile(0.25), "q75": quantile(0.75), "censored_fraction": float(np.mean(~np.isfinite(reached))), "starts": int(steps.size)}
 
     def mean(self, name: str, observable: str) -> np.ndarray:
         """The prediction's mean over its starts, per checkpoint."""
@@ -62,6 +74,22 @@ class GeneralPredictions:
         """Standard error of that mean from the spread over starts (0 with one start)."""
         values = self.values[name][observable]
         return values.std(axis=0, ddof=1) / math.sqrt(values.shape[0]) if values.shape[0] > 1 else np.zeros(values.shape[1])
+
+
+#: intervals of the grid on which the gradient flow's hitting step is located
+HITTING_GRID = 2000
+
+
+def _first_crossing(grid: np.ndarray, values: np.ndarray, level: float) -> np.ndarray:
+    """Per row of ``values`` (on ``grid``), the first grid point where it reaches ``level``, linearly
+    interpolated from the point before; inf where it never does."""
+    out = np.full(values.shape[0], np.inf)
+    for j, row in enumerate(values):
+        above = np.flatnonzero(row >= level)
+        if above.size:
+            i = above[0]
+            out[j] = grid[0] if i == 0 else grid[i - 1] + (level - row[i - 1]) / (row[i] - row[i - 1]) * (grid[i] - grid[i - 1])
+    return out
 
 
 def _starts(simulation: GeneralSimulation, count: int) -> tuple:
@@ -193,14 +221,24 @@ def predict_general(simulation: GeneralSimulation, which=GENERAL_PREDICTIONS, fl
     map_substeps = check_integer(map_substeps, "map_substeps", 1, 10**6)
     seed = simulation.seed if noise_seed is None else check_integer(noise_seed, "noise_seed", 0, 2**63 - 1)
     checkpoints = np.asarray(simulation.steps, dtype=np.int64)
-    values, bands, failures, settings = {}, {}, {}, {}
+    values, bands, failures, settings, hitting = {}, {}, {}, {}, {}
     if "gradient_flow" in which:
         settings["gradient_flow"] = {"starts": flow_starts}
         if model.problem.convention != "normalized" or model.student != "exact":
             failures["gradient_flow"] = "the state gradient flow is implemented for the normalized convention and the exact student"
         else:
-            Y, Gamma, C_hat = predict_state_flow(model, *_starts(simulation, flow_starts), simulation.eta, checkpoints)
-            values["gradient_flow"] = state_observables(model, Y, Gamma, C_hat)
+            if simulation.hit is None:
+                Y, Gamma, C_hat = predict_state_flow(model, *_starts(simulation, flow_starts), simulation.eta, checkpoints)
+                values["gradient_flow"] = state_observables(model, Y, Gamma, C_hat)
+            else:
+                # the flow's own hitting steps: on a grid of HITTING_GRID intervals over the horizon (with the
+                # checkpoints), the first crossing of 1 - eps, linearly interpolated
+                grid = np.union1d(checkpoints, np.linspace(0.0, float(checkpoints[-1]), HITTING_GRID + 1))
+                Y, Gamma, C_hat = predict_state_flow(model, *_starts(simulation, flow_starts), simulation.eta, grid)
+                at = np.searchsorted(grid, checkpoints)
+                values["gradient_flow"] = state_observables(model, Y[:, at], Gamma[:, at], C_hat[:, at])
+                squared = np.linalg.svd(np.einsum("sq,tcqr->tcsr", model.UF, Y), compute_uv=False)[..., -1] ** 2
+                hitting["gradient_flow"] = _first_crossing(grid, squared, 1.0 - simulation.hit)
     if "one_step_mean" in which:
         per_batch = map_samples // map_batches
         settings["one_step_mean"] = {"starts": map_starts, "samples": per_batch * map_batches, "batches": map_batches, "substeps": map_substeps, "seed": seed}
@@ -216,4 +254,4 @@ def predict_general(simulation: GeneralSimulation, which=GENERAL_PREDICTIONS, fl
         else:
             values["one_step_mean"] = {name: np.mean([batch[name] for batch in batches], axis=0) for name in batches[0]}
             bands["one_step_mean"] = {name: 2.0 * np.std([batch[name].mean(axis=0) for batch in batches], axis=0, ddof=1) / math.sqrt(map_batches) for name in batches[0]}
-    return GeneralPredictions(checkpoints, values, bands, failures, settings)
+    return GeneralPredictions(checkpoints, values, bands, failures, settings, hitting)

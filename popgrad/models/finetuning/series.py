@@ -191,3 +191,60 @@ def symbolic_drift(problem: FineTuningProblem, terms: int = 8) -> tuple:
             total += lam[i] * lam[j] * c[i] * c_hat[j] * s1 * s2 / (r_t[i] * r_s[j]) * kernel
     expr = 2 * xi**2 * total
     return (sympy.simplify(expr) if exact and k <= 4 else expr), exact
+
+
+def symbolic_joint_flow(problem: FineTuningProblem, c_hat_lr=1) -> tuple:
+    """Phi and the gradient flow of the state (m, c_hat) in closed form (sympy), for a polynomial activation:
+    rank 1, u_hat in span(W)^perp, c_hat trained jointly, the exact student, normalized convention.
+
+    With u, u_hat ⟂ span(W) every cosine of the neurons is explicit in (m, c_hat):
+    ``<w_i + xi c_i u, w_j + xi c_hat_j u_hat> = G_ij + xi^2 c_i c_hat_j m`` and so on, and the kernel is the
+    finite sum ``K(rho) = sum_p mu_p^2 rho^p``, so ``Phi(m, c_hat)`` is exact and the flow is
+    ``dm/dt = -(1 - m^2) dPhi/dm``, ``dc_hat_j/dt = -(eta_c / eta) dPhi/dc_hat_j`` (t = eta * steps).
+
+    Parameters
+    ----------
+    problem : FineTuningProblem
+        Normalized convention, a polynomial activation.
+    c_hat_lr : number, default 1
+        eta_c / eta.
+
+    Returns
+    -------
+    tuple
+        ``(symbols, Phi, drift)``: the symbols ``(m, c_hat_1, ..., c_hat_k)``, Phi, and the list of
+        their time derivatives.
+
+    Examples
+    --------
+    >>> from popgrad.models.finetuning.spec import orthonormal_problem
+    >>> (m, *c_hat), phi, drift = symbolic_joint_flow(orthonormal_problem("quadratic", 1, 1.0, seed=0))
+    >>> sympy.simplify(phi.subs({m: 1, c_hat[0]: 1}))  # the student is the teacher
+    0
+    """
+    sigma = problem.activation
+    if sigma.family != "polynomial" or problem.convention != "normalized":
+        raise InvalidArgument("the symbolic joint flow needs a polynomial activation and the normalized convention", "problem")
+    k = problem.k
+    number = lambda v: _exact_number(float(v), k)  # noqa: E731
+    xi, c, lam = number(problem.xi), [number(v) for v in problem.c], [number(v) for v in problem.lam]
+    gram = [[number(problem.gram[i, j]) for j in range(k)] for i in range(k)]
+    m = sympy.Symbol("m", real=True)
+    c_hat = list(sympy.symbols(f"c_hat_1:{k + 1}", real=True))
+    degree = len(sigma.polynomial_coefficients) - 1
+    mu = exact_hermite_coefficients(sigma, degree)
+
+    def K(rho):
+        return sum(mu[p] ** 2 * rho**p for p in range(degree + 1))
+
+    teacher = [sympy.sqrt(gram[i][i] + xi**2 * c[i] ** 2) for i in range(k)]
+    student = [sympy.sqrt(gram[j][j] + xi**2 * c_hat[j] ** 2) for j in range(k)]
+    phi = sympy.Integer(0)
+    for i in range(k):
+        for j in range(k):
+            tt = (gram[i][j] + xi**2 * c[i] * c[j]) / (teacher[i] * teacher[j])
+            ts = (gram[i][j] + xi**2 * c[i] * c_hat[j] * m) / (teacher[i] * student[j])
+            ss = (gram[i][j] + xi**2 * c_hat[i] * c_hat[j]) / (student[i] * student[j])
+            phi += lam[i] * lam[j] * (K(tt) - 2 * K(ts) + K(ss))
+    drift = [-(1 - m**2) * sympy.diff(phi, m)] + [-sympy.nsimplify(c_hat_lr) * sympy.diff(phi, c) for c in c_hat]
+    return (m, *c_hat), phi, drift

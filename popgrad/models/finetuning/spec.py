@@ -43,6 +43,8 @@ __all__ = [
 
 CONVENTIONS = ("normalized", "raw")
 _KEYS = {"activation", "lam", "gram", "W", "c", "c_hat", "xi", "convention"}
+#: keys of the general model (MATH.md §4b) in a problem file, read by general.general_model_from_dict
+GENERAL_MODEL_KEYS = ("u", "U", "alpha", "C", "C_hat", "rank", "output_scale", "student", "train_c_hat", "c_hat_lr", "unconstrained", "seed")
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,8 +205,10 @@ class FineTuningProblem:
         if not isinstance(data, dict):
             raise InvalidArgumentType("a problem must be a JSON object")
         unknown = set(data) - _KEYS
+        if unknown & set(GENERAL_MODEL_KEYS):
+            raise InvalidArgument(f"problem: {sorted(unknown & set(GENERAL_MODEL_KEYS))} belong to the general model: read this file with load_general_model")
         if unknown:
-            raise InvalidArgument(f"problem: unknown keys {sorted(unknown)} (allowed: {sorted(_KEYS)})")
+            raise InvalidArgument(f"problem: unknown keys {sorted(unknown)} (allowed: {sorted(_KEYS)}, and for the general model {list(GENERAL_MODEL_KEYS)})")
         missing = {"activation", "lam", "c", "c_hat", "xi"} - set(data)
         if missing:
             raise InvalidArgument(f"problem: missing keys {sorted(missing)}")
