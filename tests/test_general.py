@@ -569,3 +569,48 @@ def test_the_symbolic_joint_flow_is_the_numeric_one(activation):
         dZ, dC = state_gradient(model, np.vstack([Y, [[np.sqrt(1 - m0**2)]]]), c_hat)
         numeric = [float((model.UF @ dZ[: model.p, 0])[0]), *dC.ravel()]
         np.testing.assert_allclose([float(d.subs(values)) for d in drift], numeric, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["free, alpha, joint", "rank 2, 1/xi, random rows"])
+def test_the_state_flow_is_the_mean_of_per_sample_gradients(name):
+    # a third route to the population gradient: the average over Gaussian inputs of the per-sample gradient of
+    # (f* - f_hat)^2, written here for explicit networks on F ⊕ range(R) (U_hat = [Y; R]), projected like the
+    # flow (tangent to the Stiefel manifold; off span(W) when constrained); within 4 SE in every entry
+    from popgrad.models.finetuning.general import neuron_vectors
+    from popgrad.models.finetuning.state_flow import state_gradient
+
+    problem, options = LOSS_CASES[name]
+    model = general_model(problem, seed=4, train_c_hat=True, c_hat_lr=0.7, **options)
+    Y, Gamma, C_hat = _state(model, 5)
+    values, vectors = np.linalg.eigh(Gamma)
+    R = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+    Z = np.vstack([Y, R])
+    teacher, student = neuron_vectors(model, Y, Gamma, C_hat)
+    sigma, xi, lam, s_out = problem.activation, problem.xi, np.asarray(problem.lam), model.s_out
+    teacher_unit = teacher / np.linalg.norm(teacher, axis=1, keepdims=True)
+    norms = np.linalg.norm(student, axis=1)
+    rng = np.random.default_rng(8)
+    samples, batch = 1_000_000, 100_000
+    n, r = Z.shape
+    flows = []
+    for _ in range(samples // batch):
+        x = rng.standard_normal((batch, n))
+        z = x @ (student / norms[:, None]).T
+        residual = s_out * (sigma(x @ teacher_unit.T) - sigma(z)) @ lam  # f* - f_hat
+        # d/db_j (f* - f_hat)^2 = -2 (f* - f_hat) s_out lam_j sigma'(z_j) (x - z_j b_j/|b_j|) / |b_j|
+        weight = -2.0 * residual[:, None] * s_out * lam * sigma.prime(z) / norms  # (batch, k)
+        grad_b = weight[:, :, None] * (x[:, None, :] - z[:, :, None] * (student / norms[:, None])[None])
+        G = xi * np.einsum("bjq,jl->bql", grad_b, C_hat)  # d/dU_hat
+        grad_c = xi * np.einsum("bjq,ql->bjl", grad_b, Z)  # d/dc_hat_j
+        if not model.unconstrained:
+            G[:, : model.L.shape[1]] = 0.0
+        H = np.einsum("ql,bqm->blm", Z, G)
+        tangent = G - np.einsum("qm,bml->bql", Z, 0.5 * (H + np.swapaxes(H, 1, 2)))
+        flows.append(np.concatenate([-tangent.reshape(batch, -1), -model.c_hat_lr * grad_c.reshape(batch, -1)], axis=1))
+    flows = np.concatenate(flows)
+    mean, error = flows.mean(axis=0), flows.std(axis=0, ddof=1) / np.sqrt(samples)
+    dZ, dC = state_gradient(model, Z, C_hat)
+    exact = np.concatenate([dZ.ravel(), dC.ravel()])
+    z_scores = np.abs(mean - exact) / np.maximum(error, 1e-300)
+    assert np.all(z_scores < 4.0), (z_scores.max(), exact, mean)
