@@ -193,7 +193,7 @@ def bench_simulation() -> None:
 
 
 def bench_general() -> None:
-    """The general model (issue 8, in progress: popgrad.models.finetuning.general, not yet exported)."""
+    """The general model (popgrad.models.finetuning.general): the state chain and full-d SGD."""
     from popgrad.models.finetuning.general import general_model, simulate_general
 
     numba.set_num_threads(1)
@@ -219,6 +219,11 @@ def bench_general() -> None:
     rate = steps * trajectories / seconds
     chain = rates["rank 1, joint + free u_hat, k = 20"]
     report("general full-d SGD, d = 1000, k = 20, joint + free", f"{rate / 1e3:.0f} k steps/s", f"chain: {chain / 1e6:.2f} M/s", f"{chain / rate:.0f}x", ">= 60 k/s")
+    # the paper's Fig 6b length: He_3, d = 1000, k = 20, joint, free u_hat, 2.5e7 steps, one trajectory
+    model = general_model(orthonormal_problem("He_3", 20, 25.0, seed=0), **joint_free)
+    simulate_general(model, d, delta=0.05, checkpoints=[0, 10], trajectories=1)
+    seconds = timed(lambda: simulate_general(model, d, delta=0.05, checkpoints=[0, 25_000_000], trajectories=1))
+    report("Fig 6b length: He_3, k = 20, xi = 25, 2.5e7 steps, chain", f"{seconds:.1f} s", "", "", "< 30 s")
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 

@@ -18,6 +18,10 @@ The public API, layer by layer (data flows one way):
 * dynamics — :func:`solve`, :class:`DriftODE`, :func:`simulate`, :func:`predict`, :func:`noise_estimate`
 * comparison — :func:`compare`, :class:`Comparison`, :func:`load_comparison`; figures — :func:`plot_population`
   (h and Phi), :meth:`Comparison.plot`
+* the general model (joint c_hat, free u_hat, rank r, alpha, output scale, linearised student) —
+  :func:`general_model`, :func:`load_general_model`, :func:`simulate_general` (exact state chain or full-d SGD),
+  :func:`state_population_loss`, :func:`predict_general` (gradient flow, one-step-mean map),
+  :func:`compare_general`, :class:`GeneralComparison`
 
 Names are imported on first use, so ``import popgrad`` and the command line start quickly.
 
@@ -52,9 +56,12 @@ PUBLIC_MODULES = (
     "models.finetuning.noise",
     "models.finetuning.predictions",
     "models.finetuning.odes",
+    "models.finetuning.general",
+    "models.finetuning.general_predictions",
     "dynamics.solve",
     "dynamics.solvers.base",
     "analysis.comparison",
+    "analysis.general_comparison",
     "report.tables",
     "report.plots",
 )

@@ -82,6 +82,7 @@ from .models.finetuning.series import (
 )
 from .models.finetuning.checks import (
     lemma6_frequency as lemma6_frequency,
+    example1 as example1,
 )
 from .models.finetuning.references import (
     network_loss as network_loss,
@@ -118,6 +119,27 @@ from .dynamics.solvers.base import (
     RHS_TYPE as RHS_TYPE,
     right_hand_side as right_hand_side,
 )
+from .models.finetuning.general import (
+    GeneralModel as GeneralModel,
+    general_model as general_model,
+    general_model_from_dict as general_model_from_dict,
+    load_general_model as load_general_model,
+    GeneralSimulation as GeneralSimulation,
+    simulate_general as simulate_general,
+    state_observables as state_observables,
+    state_population_loss as state_population_loss,
+    state_population_losses as state_population_losses,
+    closed_form_loss as closed_form_loss,
+    state_loss_monte_carlo as state_loss_monte_carlo,
+    OUTPUT_SCALES as OUTPUT_SCALES,
+    OBSERVABLES as OBSERVABLES,
+)
+from .models.finetuning.general_predictions import (
+    GENERAL_PREDICTIONS as GENERAL_PREDICTIONS,
+    GeneralPredictions as GeneralPredictions,
+    predict_general as predict_general,
+    one_step_mean as one_step_mean,
+)
 from .analysis.comparison import (
     Comparison as Comparison,
     compare as compare,
@@ -127,7 +149,15 @@ from .analysis.comparison import (
     write_netcdf as write_netcdf,
     save_report as save_report,
 )
+from .analysis.general_comparison import (
+    GeneralComparison as GeneralComparison,
+    compare_general as compare_general,
+    simulation_record as simulation_record,
+    write_simulation_netcdf as write_simulation_netcdf,
+)
 from .report.tables import (
+    joint_flow_table as joint_flow_table,
+    example1_table as example1_table,
     Table as Table,
     hermite_table as hermite_table,
     drift_table as drift_table,

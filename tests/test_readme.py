@@ -14,3 +14,4 @@ def test_readme_examples(tmp_path, monkeypatch):
     failures, attempted = doctest.testfile(str(README), module_relative=False, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
     assert attempted >= 15 and failures == 0
     assert (tmp_path / "my-report" / "comparison.json").exists()
+    assert (tmp_path / "my-general-report" / "comparison.png").exists()

@@ -270,7 +270,7 @@ def compare_general(model, d: int, eta: float | None = None, checkpoints=None, t
     hit : float in (0, 1], optional
     noise_seed : int, optional
         Seed of the one-step-mean Monte Carlo (default: ``seed``).
-    **prediction_options
+    prediction_options : keyword arguments
         ``flow_starts``, ``map_starts``, ``map_samples``, ``map_batches``, ``map_substeps`` of
         :func:`~popgrad.models.finetuning.general_predictions.predict_general`.
 

@@ -23,7 +23,7 @@ from .overlaps import general_chain_kernel
 from .sgd import general_sgd_kernel
 from .spec import FineTuningProblem
 
-__all__ = ["GeneralModel", "general_model", "general_model_from_dict", "load_general_model", "GeneralSimulation", "simulate_general", "chain_stepper", "state_observables", "observable_summary", "state_population_loss", "state_population_losses", "closed_form_loss", "OUTPUT_SCALES", "OBSERVABLES"]
+__all__ = ["GeneralModel", "general_model", "general_model_from_dict", "load_general_model", "GeneralSimulation", "simulate_general", "state_observables", "state_population_loss", "state_population_losses", "closed_form_loss", "state_loss_monte_carlo", "OUTPUT_SCALES", "OBSERVABLES"]
 
 OUTPUT_SCALES = ("one", "inverse_xi")
 STUDENTS = ("exact", "linearized")
@@ -758,7 +758,22 @@ def state_population_loss(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray,
 def state_loss_monte_carlo(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray, C_hat: np.ndarray, samples: int = 1_000_000, seed: int = 0) -> tuple:
     """Monte Carlo ``(mean, standard error)`` of ``(f*(x) - f_hat(x))^2`` at the state, with explicit
     networks evaluated on Gaussian inputs in the coordinates of :func:`neuron_vectors` (numpy generator
-    ``seed``); the independent check of :func:`state_population_loss`."""
+    ``seed``); the independent check of :func:`state_population_loss`.
+
+    Parameters
+    ----------
+    model : GeneralModel
+    Y : ndarray (p, r)
+    Gamma : ndarray (r, r)
+    C_hat : ndarray (k, r)
+    samples : int, default 1 000 000
+    seed : int, default 0
+
+    Returns
+    -------
+    tuple of float
+        ``(mean, standard_error)``.
+    """
     problem = model.problem
     teacher, student = neuron_vectors(model, Y, Gamma, C_hat)
     base = teacher - problem.xi * model.C @ np.vstack([model.UF.T, np.zeros((model.rank, model.C.shape[1]))]).T  # the rows w_i

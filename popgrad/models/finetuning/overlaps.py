@@ -241,7 +241,7 @@ def general_chain_kernel(code: int, identity: bool, normalized: bool, constraine
     ``reals`` = (eta, eta_c, xi, s_out, chi-square degrees of freedom d - p - r)."""
     version = SOURCE_VERSION
 
-    @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
+    @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "nsz"})
     def advance(start, stop, Y, Gam, Ch, states, hits, level, stop_at_hit, offset, steps, L, UF, C, lam, inverse_teacher, w_squared, reals, parameters, ops, args, d_ops, d_args):
         """``steps`` steps of trajectories start..stop-1 from step ``offset``; ``hits[j]`` (-1 until then)
         records the first step where the smallest squared singular value of U^T U_hat reaches ``level``."""

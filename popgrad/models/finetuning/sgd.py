@@ -159,7 +159,7 @@ def general_sgd_kernel(code: int, normalized: bool, constrained: bool, joint: bo
     ``reals`` = (eta, eta_c, xi, s_out); ``w_squared`` the squared row norms of W."""
     version = SOURCE_VERSION
 
-    @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
+    @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "nsz"})
     def advance(start, stop, V_all, Ch, states, hits, level, stop_at_hit, offset, steps, W, QW, U, C, lam, inverse_teacher, w_squared, reals, parameters, ops, args, d_ops, d_args):
         eta, eta_c, xi, s_out = reals[0], reals[1], reals[2], reals[3]
         k, d = W.shape
