@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import __version__
 from .._validation import InvalidArgument
-from . import derive, finetuning, hermite
+from . import derive, finetuning, hermite, sweep
 from .common import EXIT_BUG, EXIT_USAGE, Parser, UsageError, flag_message
 
 __all__ = ["main", "build_parser"]
@@ -31,6 +31,7 @@ def build_parser() -> Parser:
     finetuning.register(commands)
     hermite.register(commands)
     derive.register(commands)
+    sweep.register(commands)
     return parser
 
 

@@ -1,0 +1,72 @@
+"""``popgrad sweep`` and ``popgrad sweep-report``: parameter sweeps on Dask, a resumable store, reports."""
+
+from __future__ import annotations
+
+import json
+
+from .._validation import InvalidArgument
+from .common import UsageError
+
+__all__ = ["register"]
+
+
+def register(commands) -> None:
+    sweep = commands.add_parser("sweep", help="run a parameter sweep (TOML/JSON spec) on Dask into a resumable store")
+    sweep.add_argument("spec", help="the sweep specification (.toml, or JSON of the same structure)")
+    sweep.add_argument("--out", required=True, help="the store folder (created; rerunning the same command computes only missing cells)")
+    where = sweep.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None, help="worker processes of a local Dask cluster (default: one per core)")
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://host:8786 (dask-jobqueue, dask-kubernetes)")
+    sweep.add_argument("--resume", action="store_true", help="require an existing store made by this spec")
+    sweep.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for --scheduler (default 10)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar (shown only on a terminal anyway)")
+    sweep.set_defaults(handler=_sweep)
+    report = commands.add_parser("sweep-report", help="tables, power-law fits and plots of a sweep store")
+    report.add_argument("store", help="a store folder written by popgrad sweep")
+    report.add_argument("--format", choices=("table", "json"), default="table", help="print the table (default) or the JSON document")
+    report.add_argument("--out", default=None, help="report folder (default STORE/report)")
+    report.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates of the fitted exponents (default 1000)")
+    report.set_defaults(handler=_sweep_report)
+
+
+def _sweep(args) -> int:
+    from ..sweeps.executor import run_sweep
+    from ..sweeps.spec import load_sweep_spec
+    from ..sweeps.store import open_store
+
+    try:
+        spec = load_sweep_spec(args.spec)
+    except InvalidArgument as exc:
+        raise UsageError(f"{args.spec}: {str(exc).splitlines()[0]}") from None
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if not args.timeout > 0:
+        raise UsageError(f"--timeout must be positive, got {args.timeout}")
+    store = open_store(args.out, spec, resume=args.resume)
+    try:
+        summary = run_sweep(spec, store, workers=args.workers, scheduler=args.scheduler, progress=None if not args.quiet else False, timeout=args.timeout)
+    except InvalidArgument as exc:
+        if exc.parameter in ("scheduler", "workers"):
+            raise
+        raise UsageError(f"{args.spec}: {str(exc).splitlines()[0]}") from None
+    print(f"sweep {args.spec}: {summary['cells']} cells, {summary['skipped']} already stored, {summary['computed']} computed in {summary['seconds']:.1f} s -> {args.out}")
+    return 0
+
+
+def _sweep_report(args) -> int:
+    from ..sweeps.report import write_sweep_report
+    from ..sweeps.store import SweepStore
+
+    if args.replicates < 10:
+        raise UsageError(f"--replicates must be at least 10, got {args.replicates}")
+    store = SweepStore(args.store)
+    document = write_sweep_report(store, args.out, replicates=args.replicates)
+    if args.format == "json":
+        from .._io import json_safe
+
+        print(json.dumps(json_safe(document), indent=1, allow_nan=False))
+        return 0
+    folder = args.out or f"{args.store}/report"
+    print((store.folder / "report" / "sweep.md").read_text() if args.out is None else open(f"{folder}/sweep.md").read())
+    print(f"wrote {folder}/ (sweep.json, sweep.md, sweep.csv{', scaling.png' if document['fits'] else ''})")
+    return 0

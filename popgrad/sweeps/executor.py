@@ -1,0 +1,98 @@
+"""Run a sweep's missing cells on Dask and store each as it finishes.
+
+By default a ``dask.distributed.LocalCluster`` of worker *processes* on this machine (one thread each, so
+numba's threads per cell are ``cores // workers``); with ``scheduler`` an existing Dask cluster (Slurm,
+Kubernetes, ... through dask-jobqueue or dask-kubernetes), whose workers run one cell per thread with one
+numba thread. Results travel back to this process, which writes each finished cell into the store at once:
+killing the sweep loses at most the cells in flight, and a worker that dies mid-cell has its task re-run by
+Dask (the store still holds the cell once).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .._progress import progress_bar
+from .._validation import InvalidArgument, check_integer
+from .spec import SweepSpec, cell_key
+from .store import SweepStore
+from .tasks import build_problem, run_cell
+
+__all__ = ["run_sweep"]
+
+
+def _prevalidate(cells: list) -> None:
+    """Build each distinct problem before any work (cheap ones: random features beyond d = 1e5 are built by
+    the worker), so that a bad value ends the command at once instead of inside a worker."""
+    seen = set()
+    for cell in cells:
+        problem_keys = {key: cell[key] for key in ("generator", "path", "activation", "k", "xi", "d", "problem_seed", "convention", "c_distribution", "rank", "alpha", "train_c_hat", "c_hat_lr", "unconstrained", "output_scale", "student")}
+        signature = repr(sorted(problem_keys.items()))
+        if signature in seen or (cell["generator"] == "random" and cell["d"] > 100_000):
+            continue
+        seen.add(signature)
+        build_problem(cell)
+
+
+def run_sweep(spec: SweepSpec, store: SweepStore, workers: int | None = None, scheduler: str | None = None, progress: bool | None = False, timeout: float = 10.0) -> dict:
+    """Compute every cell of ``spec`` that ``store`` does not hold yet.
+
+    Parameters
+    ----------
+    spec : SweepSpec
+    store : SweepStore
+    workers : int, optional
+        Worker processes of the local cluster (default: the number of cores).
+    scheduler : str, optional
+        Address of an existing Dask scheduler (then ``workers`` must not be given).
+    progress : bool or None, default False
+        A progress bar over cells (None: only on a terminal).
+    timeout : float, default 10
+        Seconds to wait for the scheduler.
+
+    Returns
+    -------
+    dict
+        ``cells`` (in the grid), ``skipped`` (already stored), ``computed``, ``seconds``.
+    """
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    if workers is not None and scheduler is not None:
+        raise InvalidArgument("give --workers (a local cluster) or --scheduler (an existing one), not both", "workers")
+    cores = os.cpu_count() or 1
+    workers = cores if workers is None else check_integer(workers, "workers", 1, 4096)
+    cells = spec.cells()
+    keys = [cell_key(cell) for cell in cells]
+    finished = store.finished()
+    todo = {}
+    for key, cell in zip(keys, cells):
+        if key not in finished:
+            todo.setdefault(key, cell)
+    begin = time.perf_counter()
+    if not todo:
+        return {"cells": len(cells), "skipped": len(cells), "computed": 0, "seconds": 0.0}
+    _prevalidate(list(todo.values()))
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout=timeout)
+        except (OSError, TimeoutError) as exc:
+            raise InvalidArgument(f"cannot reach the Dask scheduler at {scheduler!r} within {timeout:g} s ({type(exc).__name__})", "scheduler") from None
+        cluster, threads = None, 1
+    else:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50)
+        client = Client(cluster)
+        threads = max(1, cores // workers)
+    computed = 0
+    try:
+        futures = {client.submit(run_cell, cell, threads, key=f"popgrad-cell-{key}", pure=False, retries=2): key for key, cell in todo.items()}
+        with progress_bar(total=len(todo), progress=progress, unit="cell", desc="sweep") as bar:
+            for future in as_completed(futures):
+                key = futures[future]
+                computed += store.write(key, todo[key], future.result())
+                bar.update(1)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return {"cells": len(cells), "skipped": len(cells) - len(todo), "computed": computed, "seconds": time.perf_counter() - begin}

@@ -1,0 +1,114 @@
+"""The result store of a sweep: one JSON file per finished cell, named by the cell's content hash, plus a
+manifest.
+
+Why files and not one Zarr array: a cell's result is small and of varying shape (a table of checkpoints,
+hitting steps per trajectory, verdicts), cells finish in any order on any worker, and each must be durable
+the moment it finishes. One file per cell, written to a temporary name and renamed into place
+(:func:`popgrad._io.write_json`), is atomic on POSIX file systems: a killed sweep leaves whole cells and at
+most stray ``.partial`` files, which are never read as results. Re-running skips every cell whose file
+exists; a changed parameter (or a changed numerics version) has another hash, so it is a new cell, never a
+silent reuse. The manifest records the specification that made the store; a store made by another
+specification is refused, with the keys that differ.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .._io import check_output_folder, write_json
+from .._validation import InvalidArgument
+from .spec import SweepSpec, cell_key, numerics_version
+
+__all__ = ["SweepStore", "open_store", "MANIFEST"]
+
+MANIFEST = "manifest.json"
+CELLS = "cells"
+
+
+class SweepStore:
+    """A store folder: ``manifest.json`` and ``cells/<key>.json``.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The store's folder (must exist with a manifest; see :func:`open_store`).
+    """
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        manifest = self.folder / MANIFEST
+        if not manifest.is_file():
+            raise InvalidArgument(f"{str(self.folder)!r} is not a sweep store (no {MANIFEST})", "store")
+        self.manifest = json.loads(manifest.read_text())
+
+    @property
+    def cells_folder(self) -> Path:
+        return self.folder / CELLS
+
+    def path(self, key: str) -> Path:
+        return self.cells_folder / f"{key}.json"
+
+    def finished(self) -> set:
+        """Keys of the cells whose results are stored (whole files only: temporary files are skipped)."""
+        return {path.stem for path in self.cells_folder.glob("*.json") if len(path.stem) == 64}
+
+    def write(self, key: str, cell: dict, outcome: dict) -> bool:
+        """Store a finished cell once: False (and nothing written) if it is already there."""
+        target = self.path(key)
+        if target.exists():
+            return False
+        write_json(target, {"key": key, "parameters": cell, "result": outcome["result"], "provenance": outcome["provenance"] | {"stored": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}})
+        return True
+
+    def records(self) -> list:
+        """The stored cells of the specification under today's numerics (``key``, ``parameters``,
+        ``result``, ``provenance``), in grid order; cells computed by other numerics are left aside."""
+        finished = self.finished()
+        keys = [cell_key(cell) for cell in self.spec().cells()]
+        return [json.loads(self.path(key).read_text()) for key in keys if key in finished]
+
+    def spec(self) -> SweepSpec:
+        from .spec import sweep_spec_from_dict
+
+        return sweep_spec_from_dict(self.manifest["spec"])
+
+
+def open_store(folder, spec: SweepSpec, resume: bool = False) -> SweepStore:
+    """Create the store for ``spec`` in ``folder``, or reopen it when it was made by the same specification.
+
+    Parameters
+    ----------
+    folder : str or Path
+    spec : SweepSpec
+    resume : bool, default False
+        Require an existing store (``--resume``).
+
+    Returns
+    -------
+    SweepStore
+
+    Raises
+    ------
+    InvalidArgument
+        A folder that is not a store, a store made by another specification (the keys that differ are
+        named), or with ``resume`` a store that does not exist.
+    """
+    folder = check_output_folder(Path(folder), "out")
+    manifest = folder / MANIFEST
+    if folder.exists() and not manifest.exists() and any(folder.iterdir()):
+        raise InvalidArgument(f"{str(folder)!r} is a folder with other files, not a sweep store; give an empty or new folder", "out")
+    if manifest.exists():
+        store = SweepStore(folder)
+        if store.manifest.get("digest") != spec.digest():
+            made = store.manifest.get("spec", {})
+            differing = sorted({f"{section}.{key}" for section in ("problem", "run", "grid", "zip") for key in set(made.get(section, {})) | set(spec.source.get(section, {})) if made.get(section, {}).get(key) != spec.source.get(section, {}).get(key)})
+            raise InvalidArgument(f"the store {str(folder)!r} was made by another specification (differs in {', '.join(differing) or 'its defaults'}); give another --out", "out")
+        return store  # cells of other numerics versions stay, under their own keys
+    if resume:
+        raise InvalidArgument(f"--resume: {str(folder)!r} holds no sweep store to resume", "resume")
+    folder.mkdir(exist_ok=True)
+    (folder / CELLS).mkdir(exist_ok=True)
+    write_json(manifest, {"spec": spec.to_dict(), "digest": spec.digest(), "numerics": numerics_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cells": len(spec.cells())})
+    return SweepStore(folder)
