@@ -227,6 +227,30 @@ def bench_general() -> None:
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
+def bench_sweeps() -> None:
+    """popgrad sweep on a LocalCluster: overhead per cell (scheduling + store) and the speed-up from 1 to 2
+    workers on a CPU-bound grid (numba at one thread per cell in both, so workers are what scales)."""
+    from popgrad.sweeps.executor import run_sweep
+    from popgrad.sweeps.spec import sweep_spec_from_dict
+    from popgrad.sweeps.store import open_store
+
+    def sweep(grid: dict, run: dict, workers: int) -> float:
+        spec = sweep_spec_from_dict({"problem": {"activation": "relu", "k": 8}, "run": {"kind": "hitting_time", "eps": 0.5, "delta": 0.05, "trajectories": 8, "seed": 1} | run, "grid": grid})
+        with tempfile.TemporaryDirectory() as folder:
+            return run_sweep(spec, open_store(Path(folder) / "store", spec), workers=workers, numba_threads=1)["seconds"]
+
+    tiny = {"horizon": 1}
+    sweep({"d": [99]}, tiny, 2)  # warm: the workers' imports and numba caches
+    one = sweep({"d": [100]}, tiny, 2)
+    many = sweep({"d": list(range(100, 141))}, tiny, 2)
+    report("sweep overhead per cell (41 tiny cells, 2 workers)", f"{(many - one) / 40 * 1e3:.1f} ms", f"cluster start + 1 cell: {one:.1f} s", "", "< 50 ms")
+    heavy = {"horizon": 400, "trajectories": 16}
+    grid = {"d": [2000, 2001, 2002, 2003, 2004, 2005, 2006, 2007]}
+    serial = sweep(grid, heavy, 1) - one
+    parallel = sweep(grid, heavy, 2) - one
+    report("sweep speed-up, 1 -> 2 workers (8 CPU-bound cells)", f"{serial / parallel:.2f}x", f"{serial:.1f} s -> {parallel:.1f} s", "", "near 2x")
+
+
 def _random_floor(k: int, d: int) -> float:
     """Steps per second of the chain's random numbers alone (k + 2 normals and one chi-square)."""
     from numba import njit
@@ -289,6 +313,7 @@ def main() -> None:
     bench_ode()
     bench_simulation()
     bench_general()
+    bench_sweeps()
     if not args.quick:
         bench_run()
 

@@ -16,23 +16,13 @@ import pytest
 from popgrad.sweeps.spec import cell_key, cell_seed, load_sweep_spec, sweep_spec_from_dict
 from popgrad.sweeps.store import SweepStore, open_store
 
-README_SPEC = """
-[problem]
-generator = "orthonormal"      # orthonormal | random | glm | file (then: path = "problem.json")
-activation = "relu"
-k = 8
-xi = 1.0
-[run]
-kind = "hitting_time"          # simulate | compare | hitting_time
-method = "chain"
-eps = 0.1                      # hitting time: first step with m^2 >= 1 - eps
-delta = 0.05                   # eta = delta / d
-horizon = 400                  # steps = horizon * d
-trajectories = 32
-seed = 1
-[grid]
-d = [500, 1000, 2000, 4000]
-"""
+def _readme_spec() -> str:
+    """The README's example specification, as written there (the first ```toml block)."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    return text.split("```toml\n", 1)[1].split("```", 1)[0]
+
+
+README_SPEC = _readme_spec()
 
 #: small cells (a fraction of a second each once compiled) for the cluster tests
 SMALL = {"problem": {"activation": "relu", "k": 4}, "run": {"kind": "hitting_time", "eps": 0.5, "delta": 0.05, "horizon": 60, "trajectories": 16, "seed": 3}, "grid": {"d": [100, 200, 300], "xi": [1.0, 2.0]}}

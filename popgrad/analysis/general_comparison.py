@@ -152,17 +152,8 @@ class GeneralComparison:
     # -- export -------------------------------------------------------------------------------------
 
     def provenance(self) -> dict:
-        simulation, model = self.simulation, self.simulation.model
-        return {
-            "problem": model.problem.to_dict(),
-            "model": model.settings(),
-            "d": simulation.d,
-            "eta": simulation.eta,
-            "delta": simulation.eta * simulation.d,
-            "eta_c": simulation.eta_c,
-            "method": simulation.method,
-            "trajectories": int(simulation.Y.shape[0]),
-            "seed": simulation.seed,
+        simulation = self.simulation
+        return _parameters(simulation) | {
             "predictions": self.predictions.settings,
             "threshold": self.threshold,
             "simulation_seconds": simulation.seconds,
@@ -293,6 +284,12 @@ def compare_general(model, d: int, eta: float | None = None, checkpoints=None, t
     return GeneralComparison(simulation, predictions, threshold)
 
 
+def _parameters(simulation: GeneralSimulation) -> dict:
+    """What made a simulation: problem, model, d, step sizes, method, trajectories, seed."""
+    model = simulation.model
+    return {"problem": model.problem.to_dict(), "model": model.settings(), "d": simulation.d, "eta": simulation.eta, "delta": simulation.eta * simulation.d, "eta_c": simulation.eta_c, "method": simulation.method, "trajectories": int(simulation.Y.shape[0]), "seed": simulation.seed}
+
+
 def _hitting(simulation: GeneralSimulation, predictions: GeneralPredictions | None = None):
     if simulation.hitting_steps is None:
         return None
@@ -319,23 +316,13 @@ def simulation_record(simulation: GeneralSimulation) -> dict:
     -------
     dict
     """
-    model = simulation.model
     trajectories = simulation.Y.shape[0]
 
     def moments(values):
         error = values.std(axis=0, ddof=1) / math.sqrt(trajectories) if trajectories > 1 else None
         return {"mean": values.mean(axis=0).tolist(), "standard_error": None if error is None else error.tolist()}
 
-    return {
-        "problem": model.problem.to_dict(),
-        "model": model.settings(),
-        "d": simulation.d,
-        "eta": simulation.eta,
-        "delta": simulation.eta * simulation.d,
-        "eta_c": simulation.eta_c,
-        "method": simulation.method,
-        "trajectories": int(trajectories),
-        "seed": simulation.seed,
+    return _parameters(simulation) | {
         "steps": simulation.steps.tolist(),
         "observables": simulation.summary(),
         "overlap_matrix": moments(simulation.overlap),

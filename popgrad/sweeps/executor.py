@@ -35,7 +35,7 @@ def _prevalidate(cells: list) -> None:
         build_problem(cell)
 
 
-def run_sweep(spec: SweepSpec, store: SweepStore, workers: int | None = None, scheduler: str | None = None, progress: bool | None = False, timeout: float = 10.0) -> dict:
+def run_sweep(spec: SweepSpec, store: SweepStore, workers: int | None = None, scheduler: str | None = None, progress: bool | None = False, timeout: float = 10.0, numba_threads: int | None = None) -> dict:
     """Compute every cell of ``spec`` that ``store`` does not hold yet.
 
     Parameters
@@ -50,6 +50,8 @@ def run_sweep(spec: SweepSpec, store: SweepStore, workers: int | None = None, sc
         A progress bar over cells (None: only on a terminal).
     timeout : float, default 10
         Seconds to wait for the scheduler.
+    numba_threads : int, optional
+        numba threads per cell (default: cores // workers locally, 1 on an existing cluster).
 
     Returns
     -------
@@ -83,6 +85,8 @@ def run_sweep(spec: SweepSpec, store: SweepStore, workers: int | None = None, sc
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50)
         client = Client(cluster)
         threads = max(1, cores // workers)
+    if numba_threads is not None:
+        threads = check_integer(numba_threads, "numba_threads", 1, 4096)
     computed = 0
     try:
         futures = {client.submit(run_cell, cell, threads, key=f"popgrad-cell-{key}", pure=False, retries=2): key for key, cell in todo.items()}

@@ -195,7 +195,7 @@ def _explicit_teacher(problem, rank_w, U, alpha, C, C_hat, output_scale, train_c
         raise InvalidArgument(f"U must be d x r* = {d} x {C.shape[1]} (u a {d}-vector for r* = 1), got shape {U.shape}", "U")
     if not np.allclose(U.T @ U, np.eye(U.shape[1]), rtol=0.0, atol=1e-8):
         raise InvalidArgument(f"U must have orthonormal columns (u a unit vector); |U^T U - I| = {float(np.max(np.abs(U.T @ U - np.eye(U.shape[1])))):.3g}", "U")
-    left, singular, right = np.linalg.svd(problem.W, full_matrices=False)
+    _, _, right = np.linalg.svd(problem.W, full_matrices=False)
     Q_W = right[:rank_w].T  # (d, rank W)
     outside = U - Q_W @ (Q_W.T @ U)
     # U = Q_W (Q_W^T U) + Q_perp R_perp: U's coordinates along Q_perp are R_perp (exactly 0 where U lies in
