@@ -22,6 +22,8 @@ The public API, layer by layer (data flows one way):
   :func:`general_model`, :func:`load_general_model`, :func:`simulate_general` (exact state chain or full-d SGD),
   :func:`state_population_loss`, :func:`predict_general` (gradient flow, one-step-mean map),
   :func:`compare_general`, :class:`GeneralComparison`
+* sweeps — :func:`load_sweep_spec`, :func:`open_store`, :func:`run_sweep`, :func:`write_sweep_report`,
+  :func:`sweep_dataset`; scaling fits — :func:`power_law_fit`
 
 Names are imported on first use, so ``import popgrad`` and the command line start quickly.
 
@@ -62,8 +64,13 @@ PUBLIC_MODULES = (
     "dynamics.solvers.base",
     "analysis.comparison",
     "analysis.general_comparison",
+    "analysis.scaling",
     "report.tables",
     "report.plots",
+    "sweeps.spec",
+    "sweeps.store",
+    "sweeps.executor",
+    "sweeps.report",
 )
 _where: dict = {}
 

@@ -173,3 +173,31 @@ from .report.plots import (
 
 __version__: str
 PUBLIC_MODULES: tuple[str, ...]
+from .analysis.scaling import (
+    PowerLawFit as PowerLawFit,
+    power_law_fit as power_law_fit,
+    censored_median as censored_median,
+)
+from .sweeps.spec import (
+    SweepSpec as SweepSpec,
+    load_sweep_spec as load_sweep_spec,
+    sweep_spec_from_dict as sweep_spec_from_dict,
+    cell_key as cell_key,
+    cell_seed as cell_seed,
+    numerics_version as numerics_version,
+)
+from .sweeps.store import (
+    SweepStore as SweepStore,
+    open_store as open_store,
+)
+from .sweeps.executor import (
+    run_sweep as run_sweep,
+)
+from .sweeps.report import (
+    sweep_records as sweep_records,
+    sweep_dataset as sweep_dataset,
+    sweep_fits as sweep_fits,
+    write_sweep_report as write_sweep_report,
+    plot_scaling as plot_scaling,
+    plot_phase as plot_phase,
+)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .._validation import InvalidArgument
 
-__all__ = ["SweepSpec", "load_sweep_spec", "sweep_spec_from_dict", "cell_key", "cell_seed", "PROBLEM_KEYS", "RUN_KEYS", "KINDS", "numerics_version"]
+__all__ = ["SweepSpec", "load_sweep_spec", "sweep_spec_from_dict", "cell_key", "cell_seed", "numerics_version"]
 
 GENERATORS = ("orthonormal", "random", "glm", "file")
 KINDS = ("simulate", "compare", "hitting_time")
@@ -65,7 +65,12 @@ RUN_KEYS = {
 
 def numerics_version() -> str:
     """popgrad's version and a hash of the sources that compute numbers (numerics, gaussian, dynamics,
-    models): part of every cell's key, so a changed computation never reuses an old result."""
+    models, reference): part of every cell's key, so a changed computation never reuses an old result.
+
+    Returns
+    -------
+    str
+    """
     from .. import __version__
 
     package = Path(__file__).resolve().parent.parent
@@ -125,7 +130,20 @@ class SweepSpec:
 
 
 def cell_key(cell: dict, version: str | None = None) -> str:
-    """The content hash of a cell: its full parameters and the numerics version (64 hex digits)."""
+    """The content hash of a cell: its full parameters, the numerics version and, for a problem file, the
+    file's content.
+
+    Parameters
+    ----------
+    cell : dict
+    version : str, optional
+        The numerics version (default: today's, :func:`numerics_version`).
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits.
+    """
     content = {"parameters": cell, "numerics": numerics_version() if version is None else version}
     if cell.get("generator") == "file" and cell.get("path") and Path(cell["path"]).is_file():
         content["problem_file"] = hashlib.sha256(Path(cell["path"]).read_bytes()).hexdigest()  # an edited file is a new cell
@@ -133,7 +151,17 @@ def cell_key(cell: dict, version: str | None = None) -> str:
 
 
 def cell_seed(cell: dict) -> int:
-    """The cell's seed, from the sweep's ``seed`` and the cell's other parameters (a 63-bit integer)."""
+    """The cell's seed, from the sweep's ``seed`` and the cell's other parameters.
+
+    Parameters
+    ----------
+    cell : dict
+
+    Returns
+    -------
+    int
+        In [0, 2^63).
+    """
     others = {key: value for key, value in cell.items() if key != "seed"}
     text = json.dumps({"seed": cell["seed"], "cell": others}, sort_keys=True)
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)

@@ -21,7 +21,7 @@ from .._io import check_output_folder, write_json
 from .._validation import InvalidArgument
 from .spec import SweepSpec, cell_key, numerics_version
 
-__all__ = ["SweepStore", "open_store", "MANIFEST"]
+__all__ = ["SweepStore", "open_store"]
 
 MANIFEST = "manifest.json"
 CELLS = "cells"
