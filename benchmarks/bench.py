@@ -213,7 +213,7 @@ def bench_general() -> None:
         report(f"general chain, one core, {name}", f"{rates[name] / 1e6:.2f} M steps/s", "", "", target)
     model = general_model(orthonormal_problem("relu", 20, 1.0, seed=0), **joint_free)
     simulate_general(model, d, delta=0.05, checkpoints=[0, 10], trajectories=2, method="full")
-    steps, trajectories = 5000, 4
+    steps, trajectories = 25000, 4
     set_up = timed(lambda: simulate_general(model, d, delta=0.05, checkpoints=[0], trajectories=trajectories, method="full"), repeat=3)
     seconds = timed(lambda: simulate_general(model, d, delta=0.05, checkpoints=[0, steps], trajectories=trajectories, method="full")) - set_up
     rate = steps * trajectories / seconds
