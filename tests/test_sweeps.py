@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from popgrad.sweeps.spec import cell_key, cell_seed, load_sweep_spec, sweep_spec_from_dict
@@ -109,8 +108,7 @@ def reference(tmp_path_factory):
 
 
 def _spec_file(tmp_path) -> Path:
-    import tomllib  # noqa: F401  (the JSON form of the same structure)
-
+    """The small sweep as a JSON specification file."""
     path = tmp_path / "small.json"
     path.write_text(json.dumps(SMALL))
     return path

@@ -103,8 +103,21 @@ def save_report(result, folder: str | Path) -> list:
     return [folder / "comparison.nc", folder / "comparison.json", folder / "comparison.png"]
 
 
+class ReportMixin:
+    """What every comparison shares: its checkpoints (``simulation.steps``) and :func:`save_report`."""
+
+    @property
+    def steps(self) -> np.ndarray:
+        return self.simulation.steps
+
+    def save(self, folder: str | Path) -> list:
+        """Write ``comparison.nc`` (NetCDF), ``comparison.json`` and ``comparison.png`` into ``folder``
+        (:func:`save_report`)."""
+        return save_report(self, folder)
+
+
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(ReportMixin):
     """A simulation and its predictions on the same checkpoints.
 
     Attributes
@@ -125,10 +138,6 @@ class Comparison:
     predictions: Predictions
     threshold: float = 4.0
     extra: dict = field(default_factory=dict)
-
-    @property
-    def steps(self) -> np.ndarray:
-        return self.simulation.steps
 
     @property
     def mean(self) -> np.ndarray:
@@ -325,11 +334,6 @@ class Comparison:
                 variable[...] = values
                 for key, value in attrs.items():
                     setattr(variable, key, value)
-
-    def save(self, folder: str | Path) -> list:
-        """Write ``comparison.nc`` (NetCDF), ``comparison.json`` and ``comparison.png`` into ``folder``
-        (:func:`save_report`)."""
-        return save_report(self, folder)
 
     def plot(self, ax=None):
         """The SGD quantile bands, mean ± 2 SE and every prediction against the step; returns the Figure

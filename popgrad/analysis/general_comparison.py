@@ -15,14 +15,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from .._validation import check_real
 from ..models.finetuning.general import GeneralSimulation, observable_summary, simulate_general
 from ..models.finetuning.general_predictions import GENERAL_PREDICTIONS, GeneralPredictions, predict_general
-from .comparison import save_report, versions
+from .comparison import ReportMixin, versions
 
 __all__ = ["GeneralComparison", "compare_general", "simulation_record", "write_simulation_netcdf"]
 
@@ -34,7 +33,7 @@ _LABELS = {"m": "overlap m (rank r: least singular value of U^T U_hat)", "c_hat_
 
 
 @dataclass(frozen=True)
-class GeneralComparison:
+class GeneralComparison(ReportMixin):
     """A simulation of the general model and its predictions on the same checkpoints.
 
     Attributes
@@ -51,10 +50,6 @@ class GeneralComparison:
     predictions: GeneralPredictions
     threshold: float = 4.0
     extra: dict = field(default_factory=dict)
-
-    @property
-    def steps(self) -> np.ndarray:
-        return self.simulation.steps
 
     @property
     def observed(self) -> dict:
@@ -196,11 +191,6 @@ class GeneralComparison:
         predicted = [(f"{name}_{observable}", ("step",), self.predictions.mean(name, observable), f"{_LABELS[observable]} predicted by {name.replace('_', ' ')} (mean over its starts)", _UNITS[observable]) for name in self.predictions.values for observable in self.predictions.values[name] if observable in self.observed]
         bands = [(f"{name}_{observable}_band", ("step",), band, f"half-width of the {name.replace('_', ' ')} band (2 SE of its Monte Carlo)", _UNITS[observable]) for name in self.predictions.bands for observable, band in self.predictions.bands[name].items() if observable in self.observed]
         write_simulation_netcdf(self.simulation, path, {"provenance": json.dumps(self.provenance()), "verdict": self.verdict}, predicted + bands)
-
-    def save(self, folder: str | Path) -> list:
-        """Write ``comparison.nc``, ``comparison.json`` and ``comparison.png`` into ``folder``
-        (:func:`~popgrad.analysis.comparison.save_report`)."""
-        return save_report(self, folder)
 
     def plot(self, observables=None):
         """One column per observable: the SGD mean ± 2 SE with its 5–95% band and every prediction above, and

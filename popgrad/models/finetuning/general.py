@@ -18,7 +18,6 @@ from ..._validation import InvalidArgument, check_array, check_choice, check_int
 from ...dynamics.trajectories import Diverged, hitting_summary, run_to_checkpoints, step_schedule
 from ...numerics import random_streams as streams
 from ...numerics.linalg import gram_factor
-from .gradients import neuron_divisors
 from .overlaps import general_chain_kernel
 from .sgd import general_sgd_kernel
 from .spec import FineTuningProblem
@@ -548,9 +547,8 @@ def state_observables(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray, C_h
     Parameters
     ----------
     model : GeneralModel
-    Y : ndarray (..., p, r)
-    Gamma : ndarray (..., r, r)
-    C_hat : ndarray (..., k, r)
+    Y, Gamma, C_hat : ndarray (..., p, r), (..., r, r), (..., k, r)
+        The states (any leading axes).
 
     Returns
     -------
@@ -627,9 +625,8 @@ def state_population_losses(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarra
     ----------
     model : GeneralModel
         :func:`closed_form_loss` must hold.
-    Y : ndarray (..., p, r)
-    Gamma : ndarray (..., r, r)
-    C_hat : ndarray (..., k, r)
+    Y, Gamma, C_hat : ndarray (..., p, r), (..., r, r), (..., k, r)
+        The states (any leading axes).
 
     Returns
     -------
@@ -726,9 +723,8 @@ def state_population_loss(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray,
     Parameters
     ----------
     model : GeneralModel
-    Y : ndarray (p, r)
-    Gamma : ndarray (r, r)
-    C_hat : ndarray (k, r)
+    Y, Gamma, C_hat : ndarray (p, r), (r, r), (k, r)
+        The state.
 
     Returns
     -------
@@ -763,9 +759,8 @@ def state_loss_monte_carlo(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray
     Parameters
     ----------
     model : GeneralModel
-    Y : ndarray (p, r)
-    Gamma : ndarray (r, r)
-    C_hat : ndarray (k, r)
+    Y, Gamma, C_hat : ndarray (p, r), (r, r), (k, r)
+        The state.
     samples : int, default 1 000 000
     seed : int, default 0
 
