@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import __version__
 from .._validation import InvalidArgument
-from . import derive, finetuning, hermite, sweep
+from . import derive, finetuning, hermite, reproduce, sweep
 from .common import EXIT_BUG, EXIT_USAGE, Parser, UsageError, flag_message
 
 __all__ = ["main", "build_parser"]
@@ -32,6 +32,7 @@ def build_parser() -> Parser:
     hermite.register(commands)
     derive.register(commands)
     sweep.register(commands)
+    reproduce.register(commands)
     return parser
 
 

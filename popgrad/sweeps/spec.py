@@ -23,7 +23,7 @@ from .._validation import InvalidArgument
 
 __all__ = ["SweepSpec", "load_sweep_spec", "sweep_spec_from_dict", "cell_key", "cell_seed", "numerics_version"]
 
-GENERATORS = ("orthonormal", "random", "glm", "file")
+GENERATORS = ("orthonormal", "random", "glm", "claim2", "file")
 KINDS = ("simulate", "compare", "hitting_time")
 #: keys of [problem], with their defaults (None: required or optional without a default)
 PROBLEM_KEYS = {

@@ -51,6 +51,8 @@ def build_problem(cell: dict):
             raise InvalidArgument(f"d = {cell['d']} contradicts the problem file's W, which has input dimension {problem.W.shape[1]}", "d")
     elif generator == "random":
         problem = spec.random_features_problem(cell["activation"], cell["k"], cell["xi"], d=cell["d"], c_distribution=cell["c_distribution"], **common)
+    elif generator == "claim2":
+        problem = spec.claim2_problem(cell["activation"], cell["k"], cell["xi"], **common)
     else:
         constructor = spec.orthonormal_problem if generator == "orthonormal" else spec.glm_problem
         problem = constructor(cell["activation"], cell["k"], cell["xi"], c_distribution=cell["c_distribution"], **common)

@@ -1,0 +1,5 @@
+"""The papers' figures, tables and theorem scalings as data and criteria (``popgrad reproduce``).
+
+Importing the package registers every reproduction (:data:`.base.REGISTRY`)."""
+
+from . import dayi_chen  # noqa: F401  (registers its reproductions)
