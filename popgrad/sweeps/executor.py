@@ -82,7 +82,8 @@ def run_sweep(spec: SweepSpec, store: SweepStore, workers: int | None = None, sc
             raise InvalidArgument(f"cannot reach the Dask scheduler at {scheduler!r} within {timeout:g} s ({type(exc).__name__})", "scheduler") from None
         cluster, threads = None, 1
     else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50)
+        # the dashboard on a free port (None would still take dask's default 8787 and warn when it is busy)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50)
         client = Client(cluster)
         threads = max(1, cores // workers)
     if numba_threads is not None:
