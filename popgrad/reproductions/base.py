@@ -4,8 +4,8 @@ criteria measured from the data, fitted exponents, a figure) and the files writt
 ``popgrad reproduce NAME|all [--quick] [--out DIR]`` runs a reproduction and writes ``NAME.png``, ``NAME.md``
 (parameters, seeds, versions, criteria with measured values and PASS/FAIL) and ``NAME.json`` (``parameters``,
 ``criteria`` = [{``name``, ``value``, ``pass``}], ``fits`` = [{``case``, ``variable``, ``exponent``, ``ci``}]).
-Each report records the hash of its reproduction's definition (:func:`definition_version`); a committed
-report whose hash differs from the code's is stale (``tests/test_reproductions.py`` fails on it).
+Each report records the hash of its reproduction's definition (:func:`definition_version`: the function's
+source and this frame); a committed report whose hash differs from the code's is stale (``tests/test_reproductions.py`` fails on it).
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def register(name: str, description: str):
 
 
 def definition_version(name: str) -> str:
-    """A hash of the reproduction's definition (its module and this frame) and popgrad's version.
+    """A hash of the reproduction's definition (its function's source and this frame's) and popgrad's
+    version: editing one reproduction leaves the others' committed reports current.
 
     Parameters
     ----------
@@ -97,14 +98,13 @@ def definition_version(name: str) -> str:
     -------
     str
     """
-    import importlib
+    import inspect
 
     from .. import __version__
 
-    module = importlib.import_module(REGISTRY[name].module)
     digest = hashlib.sha256(__version__.encode())
-    for path in (Path(module.__file__), Path(__file__)):
-        digest.update(path.read_bytes())
+    digest.update(inspect.getsource(REGISTRY[name].run).encode())
+    digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()[:16]
 
 
