@@ -320,13 +320,14 @@ def test_the_command_line_runs_the_general_model_and_reports_each_observable(cap
         (["--student", "linearized", "--m0", "0.1"], "--m0 is not available"),
     ],
 )
-def test_bad_general_flags_end_in_one_line(arguments, message):
-    import subprocess
-    import sys
+def test_bad_general_flags_end_in_one_line(arguments, message, capsys):
+    # in process (the command line's own entry point; tests/test_cli.py runs the console script itself)
+    from popgrad.cli.main import main
 
-    result = subprocess.run([sys.executable, "-m", "popgrad", "simulate", "--k", "3", "--d", "60", "--steps", "10", "--trajectories", "2", *arguments], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
+    assert main(["simulate", "--k", "3", "--d", "60", "--steps", "10", "--trajectories", "2", *arguments]) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and not captured.out, captured
+    assert len(captured.err.strip().splitlines()) == 1 and message in captured.err, captured.err
 
 
 @pytest.mark.parametrize("activation, convention", [("tanh", "normalized"), ("relu", "raw"), ("erf", "raw")])
@@ -480,9 +481,6 @@ def test_an_explicit_u_needs_an_explicit_w():
 
 
 def test_a_problem_file_with_general_keys_runs_the_general_model(tmp_path, capsys):
-    import subprocess
-    import sys
-
     from popgrad.cli.main import main
 
     problem = popgrad.random_features_problem("relu", 3, 1.0, d=40, seed=2)
@@ -491,11 +489,13 @@ def test_a_problem_file_with_general_keys_runs_the_general_model(tmp_path, capsy
     assert main(["simulate", "--problem", str(path), "--steps", "40", "--trajectories", "4", "--format", "json", "--quiet"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["model"]["student"] == "linearized" and record["model"]["train_c_hat"] and record["d"] == 40
-    result = subprocess.run([sys.executable, "-m", "popgrad", "simulate", "--problem", str(path), "--rank", "2", "--steps", "10"], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 2 and "the problem file sets the general model" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert main(["simulate", "--problem", str(path), "--rank", "2", "--steps", "10"]) == 2
+    error = capsys.readouterr().err
+    assert "the problem file sets the general model" in error and len(error.strip().splitlines()) == 1
     path.write_text(json.dumps(problem.to_dict() | {"u": [2.0] + [0.0] * 39}))
-    result = subprocess.run([sys.executable, "-m", "popgrad", "simulate", "--problem", str(path), "--steps", "10"], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 2 and "orthonormal columns" in result.stderr and "Traceback" not in result.stderr
+    assert main(["simulate", "--problem", str(path), "--steps", "10"]) == 2
+    error = capsys.readouterr().err
+    assert "orthonormal columns" in error and "Traceback" not in error and len(error.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("activation, convention_xi", [("relu", 1.0), ("tanh", 2.0), ("He_3", 0.7)])

@@ -214,18 +214,23 @@ def test_the_fine_tuning_hitting_time_grows_linearly_in_d():
         (["--scheduler", "tcp://127.0.0.1:9", "--timeout", "2"], "cannot reach the Dask scheduler"),
     ],
 )
-def test_bad_sweep_commands_end_in_one_line(tmp_path, arguments, message):
+def test_bad_sweep_commands_end_in_one_line(tmp_path, arguments, message, capsys):
+    from popgrad.cli.main import main
+
     spec_path = _spec_file(tmp_path)
     begin = time.time()
-    result = subprocess.run([sys.executable, "-m", "popgrad", "sweep", str(spec_path), "--out", str(tmp_path / "s"), *arguments], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
+    assert main(["sweep", str(spec_path), "--out", str(tmp_path / "s"), *arguments]) == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error and len(error.strip().splitlines()) == 1 and message in error, error
     assert time.time() - begin < 30
 
 
-def test_a_bad_spec_file_ends_in_one_line(tmp_path):
+def test_a_bad_spec_file_ends_in_one_line(tmp_path, capsys):
+    from popgrad.cli.main import main
+
     bad = tmp_path / "bad.toml"
     bad.write_text(README_SPEC.replace("d = [500", "dim = [500"))
-    result = subprocess.run([sys.executable, "-m", "popgrad", "sweep", str(bad), "--out", str(tmp_path / "s")], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "unknown axis names ['dim']" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert main(["sweep", str(bad), "--out", str(tmp_path / "s")]) == 2
+    error = capsys.readouterr().err
+    assert "unknown axis names ['dim']" in error and len(error.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
