@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ._validation import InvalidArgument
 
-__all__ = ["atomic_path", "write_text", "write_json", "json_safe", "check_output_file", "check_output_folder", "INCOMPLETE"]
+__all__ = ["atomic_path", "write_text", "write_json", "read_json_file", "json_safe", "check_output_file", "check_output_folder", "INCOMPLETE"]
 
 #: marker file present in a report folder while it is being written
 INCOMPLETE = "INCOMPLETE"
@@ -73,6 +73,16 @@ def json_safe(value):
 def write_json(path, payload) -> Path:
     """Write ``payload`` as strict JSON (no NaN or Infinity tokens), atomically."""
     return write_text(path, json.dumps(json_safe(payload), indent=1, allow_nan=False) + "\n")
+
+
+def read_json_file(path, what: str, parameter: str):
+    """The JSON content of ``path``; a missing file or invalid JSON is refused in one line naming ``what``."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InvalidArgument(f"{what} {str(path)!r} does not exist", parameter) from None
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"{what} {str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno})", parameter) from None
 
 
 def _writable_folder(folder: Path, parameter: str, what: str) -> None:

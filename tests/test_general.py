@@ -42,6 +42,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_the_state_chain_has_the_law_of_full_d_sgd(name):
     kind, options = CASES[name]

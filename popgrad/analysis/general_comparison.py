@@ -39,6 +39,7 @@ class GeneralComparison(ReportMixin):
     Attributes
     ----------
     simulation : GeneralSimulation
+        Its states, hence every observable, per trajectory and checkpoint.
     predictions : GeneralPredictions
     threshold : float, default 4
         Verdict threshold in standard errors.
@@ -261,10 +262,9 @@ def compare_general(model, d: int, eta: float | None = None, checkpoints=None, t
 
     Examples
     --------
-    >>> from popgrad.models.finetuning.spec import orthonormal_problem
-    >>> from popgrad.models.finetuning.general import general_model
-    >>> model = general_model(orthonormal_problem("relu", 3, 1.0, seed=0), train_c_hat=True)
-    >>> result = compare_general(model, 100, delta=0.05, checkpoints=[0, 1000, 2000], trajectories=32, seed=1, which=("gradient_flow",))
+    >>> import popgrad
+    >>> problem = popgrad.orthonormal_problem("relu", 3, 1.0, seed=0)
+    >>> result = compare_general(popgrad.general_model(problem, train_c_hat=True), 100, delta=0.05, checkpoints=[0, 1000, 2000], trajectories=32, seed=1, which=("gradient_flow",))
     >>> sorted(result.conclusions["gradient_flow"])
     ['c_hat_cosine', 'c_hat_dot_c', 'm', 'population_loss', 'projection_w']
     """

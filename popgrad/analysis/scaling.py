@@ -43,6 +43,7 @@ class PowerLawFit:
     Attributes
     ----------
     exponent : float
+        The least-squares slope of log median T on log x.
     ci : tuple of float
         The (1 - level) bootstrap percentile interval of the exponent.
     prefactor : float

@@ -32,6 +32,7 @@ class ReproductionReport:
     Attributes
     ----------
     name : str
+        The registry's name (``NAME.png``, ``.md``, ``.json``).
     title : str
     parameters : dict
         Everything the run used (sizes, step sizes, seeds; the choices the paper leaves open are named).

@@ -47,6 +47,7 @@ def sweep_records(store: SweepStore) -> list:
     Parameters
     ----------
     store : SweepStore
+        Its cells of today's numerics, in grid order.
 
     Returns
     -------

@@ -222,8 +222,8 @@ def general_model_from_dict(data: dict) -> GeneralModel:
 
     Examples
     --------
-    >>> from popgrad.models.finetuning.spec import random_features_problem
-    >>> problem = random_features_problem("relu", 2, 1.0, d=5, seed=0)
+    >>> import popgrad
+    >>> problem = popgrad.random_features_problem("relu", 2, 1.0, d=5, seed=0)
     >>> spec = problem.to_dict() | {"u": [0.0, 0.0, 0.0, 0.6, 0.8], "student": "linearized", "train_c_hat": True}
     >>> model = general_model_from_dict(spec)
     >>> model.student, model.UF.shape
@@ -254,21 +254,15 @@ def load_general_model(path) -> GeneralModel:
     Parameters
     ----------
     path : str or Path
+        A JSON file: a problem's keys and, optionally, the general model's.
 
     Returns
     -------
     GeneralModel
     """
-    import json
-    from pathlib import Path
+    from ..._io import read_json_file
 
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InvalidArgument(f"problem file {str(path)!r} does not exist", "path") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidArgument(f"problem file {str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno})", "path") from None
-    return general_model_from_dict(data)
+    return general_model_from_dict(read_json_file(path, "problem file", "path"))
 
 
 @dataclass(frozen=True)

@@ -199,10 +199,9 @@ def predict_general(simulation: GeneralSimulation, which=GENERAL_PREDICTIONS, fl
 
     Examples
     --------
-    >>> from popgrad.models.finetuning.spec import orthonormal_problem
-    >>> from popgrad.models.finetuning.general import general_model, simulate_general
-    >>> model = general_model(orthonormal_problem("relu", 3, 1.0, seed=0), train_c_hat=True)
-    >>> run = simulate_general(model, 100, delta=0.1, checkpoints=[0, 500, 1000], trajectories=16, seed=1)
+    >>> import popgrad
+    >>> model = popgrad.general_model(popgrad.orthonormal_problem("relu", 3, 1.0, seed=0), train_c_hat=True)
+    >>> run = popgrad.simulate_general(model, 100, delta=0.1, checkpoints=[0, 500, 1000], trajectories=16, seed=1)
     >>> predictions = predict_general(run, which=("gradient_flow",), flow_starts=4)
     >>> predictions.values["gradient_flow"]["m"].shape
     (4, 3)
