@@ -106,10 +106,11 @@ def predicted_hitting_steps(problem, d: int, eta: float, eps: float, horizon: in
 
 
 def _quantiles(steps: np.ndarray) -> dict:
-    finite = np.where(np.isfinite(steps), steps, np.inf)
-    reached = np.mean(np.isfinite(finite)) if finite.size else 0.0
-    value = lambda q: None if reached < q else float(np.quantile(finite, q, method="inverted_cdf"))  # noqa: E731
-    return {"median": value(0.5), "q25": value(0.25), "q75": value(0.75), "censored_fraction": float(1.0 - reached)}
+    """Median, quartiles and censored fraction of hitting steps (inf: censored), as the simulators report them."""
+    from ..dynamics.trajectories import hitting_summary
+
+    summary = hitting_summary(np.where(np.isfinite(steps), steps, -1.0), 0)
+    return {key: summary[key] for key in ("median", "q25", "q75", "censored_fraction")}
 
 
 def run_cell(cell: dict, threads: int | None = None) -> dict:

@@ -61,10 +61,11 @@ class GeneralPredictions:
     def hitting_summary(self, name: str) -> dict:
         """Median and quartiles over the starts of the prediction's hitting step (None where fewer than that
         fraction of the starts reach it by the horizon) and the fraction that do not."""
+        from ...dynamics.trajectories import hitting_summary
+
         steps = self.hitting_steps[name]
-        reached = np.where(np.isfinite(steps), steps, np.inf)
-        quantile = lambda q: None if np.mean(np.isfinite(reached)) < q else float(np.quantile(reached, q, method="inverted_cdf"))
-        return {"median": quantile(0.5), "q25": quantile(0.25), "q75": quantile(0.75), "censored_fraction": float(np.mean(~np.isfinite(reached))), "starts": int(steps.size)}
+        summary = hitting_summary(np.where(np.isfinite(steps), steps, -1.0), 0)
+        return {key: summary[key] for key in ("median", "q25", "q75", "censored_fraction")} | {"starts": int(steps.size)}
 
     def mean(self, name: str, observable: str) -> np.ndarray:
         """The prediction's mean over its starts, per checkpoint."""
