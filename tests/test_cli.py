@@ -109,7 +109,20 @@ def test_compare_and_run_write_reports(tmp_path, capsys):
         (["simulate", "--method", "full", "--d", "10000000", "--trajectories", "100000"], "--trajectories too large: full-d SGD with 100000 trajectories in dimension d = 10000000 would need 8 TB"),
     ],
 )
-def test_dynamics_bad_input_is_one_line_with_status_2(args, message):
+def test_dynamics_bad_input_is_one_line_with_status_2(args, message, capsys):
+    # in process, through the command line's entry point (the console script itself: the test below)
+    try:
+        code = main(list(args))
+    except SystemExit as exit:  # argparse's own usage errors
+        code = exit.code
+    assert code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert "Traceback" not in captured.err and len(lines) == 1 and message in lines[0], captured.err
+
+
+@pytest.mark.parametrize("args, message", [(["simulate", "--eta", "-1"], "--eta must lie in (0, inf), got -1.0"), (["simulate", "--method", "magic"], "invalid choice")])
+def test_the_console_script_reports_bad_input_in_one_line_with_status_2(args, message):
     result = run_cli(*args)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -99,3 +99,19 @@ def test_the_type_stub_lists_the_public_api_where_it_lives():
     listed = {alias.asname or alias.name: node.module for node in stub.body if isinstance(node, ast.ImportFrom) for alias in node.names}
     assert listed == {name: module for name, module in popgrad._index().items()}
     assert (PACKAGE / "py.typed").exists()
+
+
+def test_compiled_code_lives_only_where_the_kernel_cache_key_looks():
+    # SOURCE_VERSION (the numba cache key of every specialised kernel) hashes only these subpackages: a
+    # jitted function anywhere else could be inlined into a kernel and go stale unseen
+    from popgrad.numerics.compiled import COMPILED_SUBPACKAGES
+
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        part = path.relative_to(PACKAGE).parts[0]
+        if part in COMPILED_SUBPACKAGES:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Name, ast.Attribute)) and (node.id if isinstance(node, ast.Name) else node.attr) in {"njit", "jit", "vectorize", "guvectorize", "cfunc"}:
+                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert offenders == []

@@ -4,6 +4,7 @@ criteria, and the committed full reports in derivations/paper/ are not stale."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from popgrad.reproductions.base import REGISTRY, run_reproduction, stale_reproductions
@@ -45,6 +46,72 @@ def test_the_committed_reports_are_not_stale():
     assert stale_reproductions(PAPER) == [], "stale: run popgrad reproduce NAME (full version) and commit derivations/paper/"
 
 
+def test_the_committed_summary_is_what_the_committed_reports_give():
+    from popgrad.reproductions.summary import summary_markdown
+
+    assert (PAPER / "README.md").read_text() == summary_markdown(PAPER), "regenerate with: popgrad reproduce NAME (it rewrites README.md)"
+
+
 def test_every_reproduction_is_registered_with_a_description():
-    assert {"example1", "lemma6", "claim2"} <= set(REGISTRY)
+    assert {"example1", "lemma6", "claim2", "fig2", "fig3", "fig4", "fig5", "fig6", "scaling", "xi_transition"} <= set(REGISTRY)
     assert all(reproduction.description for reproduction in REGISTRY.values())
+
+
+def _criterion(document: dict, start: str) -> dict:
+    matches = [criterion for criterion in document["criteria"] if criterion["name"].startswith(start)]
+    assert len(matches) >= 1, [criterion["name"] for criterion in document["criteria"]]
+    return matches[0]
+
+
+# The quick figure runs (reduced d, instances, trajectories) in CI: the files and keys, every criterion
+# computed from the data, the full-d spot check agreeing with the chain, and the findings that survive the
+# reduction. Other criteria are reported, not asserted here (a reduced run may legitimately differ; the
+# committed full reports say what holds).
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fig2", "fig3", "fig4", "fig5", "fig6"])
+def test_quick_figures_write_their_reports_and_the_chain_agrees_with_full_d_sgd(tmp_path, name):
+    run_reproduction(name, quick=True, out=tmp_path, workers=2)
+    document = _check_files(tmp_path, name)
+    assert all(criterion["value"] is not None for criterion in document["criteria"])
+    assert _criterion(document, "full-d SGD vs chain")["pass"]
+    assert document["parameters"]["spot_check"]["full_trajectories"] >= 6
+    if name == "fig2":
+        assert _criterion(document, "c_hat frozen: every trajectory")["pass"] and _criterion(document, "c_hat trained jointly: every trajectory")["pass"]
+    if name == "fig3":
+        assert _criterion(document, "exact student: population loss falls")["pass"] and _criterion(document, "linearised student: its loss floor")["pass"]
+    if name == "fig6":
+        assert _criterion(document, "xi = 25 plateaus")["pass"] and _criterion(document, "xi = 25 escapes")["pass"]
+
+
+@pytest.mark.slow
+def test_quick_scaling_fine_tuning_is_linear_in_d():
+    report = REGISTRY["scaling"].run(quick=True, workers=2)
+    fits = {(fit["case"], fit["variable"]): fit for fit in report.fits}
+    assert fits[("finetuning", "d")]["ci"][0] <= 1.0 <= fits[("finetuning", "d")]["ci"][1]
+    assert {("glm_He_3", "d"), ("glm_He_4", "d")} <= set(fits)
+
+
+def test_rise_check_tells_a_drift_from_a_plateau():
+    # two model cases with known answers: m = tanh(h t) (fine-tuning, h(0) != 0) and the exact solution of
+    # dm/dt = m^2 from m_0 = d^(-1/2) (from scratch, information exponent 3), d = 1000
+    from popgrad.reproductions.figures import rise_check
+
+    steps = np.linspace(0.0, 5.0, 2001)
+    drift = np.tanh(np.outer([1.0, 1.2, 0.8], steps))
+    m0 = 1000**-0.5
+    blow_up = 1.0 / m0
+    plateau = np.array([np.minimum(m0 / (1.0 - m0 * steps * scale / 5.0 * blow_up * 0.999), 1.0) for scale in (1.0, 1.01, 0.99)])
+    assert rise_check(steps, drift)["share"] == pytest.approx(np.arctanh(0.3) / np.arctanh(0.9), abs=0.01)
+    assert rise_check(steps, drift)["passed"]
+    check = rise_check(steps, plateau)
+    assert check["share"] > 0.89 and not check["passed"]
+
+
+def test_the_transition_point_interpolates_in_log_log():
+    from popgrad.reproductions.scalings import transition_point
+
+    # T = 100 xi^4 reaches 10 T(1) at xi = 10^(1/4)
+    xis = [1.0, 2.0, 4.0]
+    assert transition_point(xis, [100 * x**4 for x in xis]) == pytest.approx(10**0.25)
+    assert transition_point(xis, [100.0, 120.0, np.inf]) > 2.0
+    assert transition_point(xis, [100.0, 120.0, 130.0]) == np.inf

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from popgrad.sweeps.spec import cell_key, cell_seed, load_sweep_spec, sweep_spec_from_dict
@@ -65,6 +66,9 @@ def test_cells_are_a_product_with_zipped_axes_and_own_seeds():
         ({"run": {"delta": 0.05, "horizon": 10, "kind": "train"}, "grid": {"d": [100]}}, "kind", "kind must be one of"),
         ({"run": {"delta": 0.05, "horizon": 10}, "problem": {"d": 100}, "grid": {"d": [100]}}, "d", "more than one place"),
         ({"run": {"delta": 0.05, "horizon": 10}, "grid": {"d": [100, 100]}}, "d", "twice"),
+        ({"run": {"delta": 0.05, "horizon": 10}, "grid": {"d": [100]}, "zip": {"k": [1, 1], "xi": [2.0, 2.0]}}, "zip", "same combination of values twice"),
+        ({"run": {"delta": 0.05, "horizon": 10, "spacing": "cubic"}, "grid": {"d": [100]}}, "spacing", "spacing must be one of linear, log"),
+        ({"run": {"delta": 0.05, "horizon": 10, "record_trajectories": "yes"}, "grid": {"d": [100]}}, "record_trajectories", "must be true or false"),
     ],
 )
 def test_bad_specifications_are_refused_naming_the_key(data, parameter, message):
@@ -234,3 +238,21 @@ def test_a_bad_spec_file_ends_in_one_line(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "unknown axis names ['dim']" in error and len(error.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
+
+
+def test_a_zip_list_may_repeat_a_value_when_its_rows_differ():
+    spec = sweep_spec_from_dict({"run": {"horizon": 10}, "grid": {"d": [100]}, "zip": {"activation": ["relu", "tanh", "erf"], "delta": [0.05, 0.05, 0.1]}})
+    assert [(cell["activation"], cell["delta"]) for cell in spec.cells()] == [("relu", 0.05), ("tanh", 0.05), ("erf", 0.1)]
+
+
+def test_log_checkpoints_and_recorded_trajectories():
+    from popgrad.sweeps.tasks import checkpoint_steps, run_cell
+
+    assert checkpoint_steps(10**6, 6, "log") == [0, 1, 16, 251, 3981, 63096, 1000000]
+    spec = sweep_spec_from_dict({"problem": {"k": 3, "d": 60, "train_c_hat": True}, "run": {"kind": "hitting_time", "eps": 0.5, "delta": 0.05, "steps": 400, "checkpoints": 4, "spacing": "log", "trajectories": 3, "stop_when_hit": False, "record_trajectories": True}})
+    result = run_cell(spec.cells()[0])["result"]
+    assert result["steps"] == [0, 1, 7, 54, 400]
+    per_trajectory = np.asarray(result["trajectories"]["m"])
+    assert per_trajectory.shape == (3, 5)
+    # the recorded trajectories are the ones summarised
+    np.testing.assert_allclose(per_trajectory.mean(axis=0), result["observables"]["m"]["mean"])

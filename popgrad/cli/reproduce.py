@@ -26,6 +26,7 @@ def register(commands) -> None:
 def _reproduce(args) -> int:
     from .._io import check_output_folder
     from ..reproductions.base import run_reproduction
+    from ..reproductions.summary import write_summary
 
     names = _names()
     if args.name != "all" and args.name not in names:
@@ -42,4 +43,5 @@ def _reproduce(args) -> int:
             print(f"  {'PASS' if criterion['pass'] else 'FAIL'}  {criterion['name']}: {value:.4g}" if isinstance(value, float) else f"  {'PASS' if criterion['pass'] else 'FAIL'}  {criterion['name']}: {value}")
         if not report.passed:
             failed.append(name)
+    print(f"summary: {write_summary(args.out)}")
     return EXIT_NEGATIVE if failed and args.strict else 0

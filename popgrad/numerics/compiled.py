@@ -3,8 +3,10 @@
 Hot kernels are built by factories: ``factory(code, ...)`` returns an ``njit(cache=True)`` closure in
 which the activation family (and other switches) are compile-time constants, so the per-neuron loop
 carries no run-time branch. numba keys the cache of a closure on its code and the values of its closure
-variables; every factory closes over :data:`SOURCE_VERSION`, a hash of the package's sources, so editing
-a helper in another file recompiles the kernels that inline it instead of running stale machine code.
+variables; every factory closes over :data:`SOURCE_VERSION`, a hash of the sources of the subpackages that
+hold compiled code (numerics, gaussian, dynamics, models, reference), so editing a helper in another file
+recompiles the kernels that inline it instead of running stale machine code, while editing the layers
+above (analysis, sweeps, reproductions, the command line) leaves the cache warm.
 Captured values must be plain constants (ints, floats, strings): a captured numba function would be
 pickled afresh in each process and never hit the cache.
 """
@@ -19,10 +21,14 @@ from pathlib import Path
 __all__ = ["SOURCE_VERSION", "specialised", "compile_ahead"]
 
 
+#: the subpackages whose functions compiled kernels may inline (nothing above them in the layer order is jitted)
+COMPILED_SUBPACKAGES = ("numerics", "gaussian", "dynamics", "models", "reference")
+
+
 def _source_version() -> str:
     package = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
+    for path in sorted(path for folder in COMPILED_SUBPACKAGES for path in (package / folder).rglob("*.py")):
         digest.update(path.relative_to(package).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

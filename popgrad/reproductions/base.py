@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 from .._io import atomic_path, check_output_folder, write_json, write_text
 from .._validation import InvalidArgument
 
-__all__ = ["Reproduction", "ReproductionReport", "REGISTRY", "register", "run_reproduction", "definition_version", "stale_reproductions"]
+__all__ = ["Reproduction", "ReproductionReport", "REGISTRY", "register", "run_reproduction", "definition_version", "stale_reproductions", "sweep_records"]
 
 #: name -> Reproduction
 REGISTRY: dict = {}
@@ -179,3 +180,29 @@ def stale_reproductions(folder="derivations/paper") -> list:
         if provenance.get("definition") != definition_version(name) or provenance.get("quick"):
             stale.append(name)
     return stale
+
+
+def sweep_records(data: dict, workers=None) -> list:
+    """Run a sweep specification through the sweep engine (``popgrad sweep``: Dask, one worker per core by
+    default) in a temporary store and return its records in grid order.
+
+    Parameters
+    ----------
+    data : dict
+        The specification (sections ``problem``, ``run``, ``grid``, ``zip``), as in a sweep file.
+    workers : int, optional
+
+    Returns
+    -------
+    list of dict
+        ``parameters``, ``result``, ``provenance`` per cell.
+    """
+    from ..sweeps.executor import run_sweep
+    from ..sweeps.spec import sweep_spec_from_dict
+    from ..sweeps.store import open_store
+
+    spec = sweep_spec_from_dict(data)
+    with tempfile.TemporaryDirectory() as folder:
+        store = open_store(Path(folder) / "store", spec)
+        run_sweep(spec, store, workers=workers)
+        return store.records()

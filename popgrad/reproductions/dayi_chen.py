@@ -5,12 +5,9 @@ recorded in each report's parameters and said in its notes."""
 from __future__ import annotations
 
 import math
-import tempfile
-from pathlib import Path
-
 import numpy as np
 
-from .base import ReproductionReport, register
+from .base import ReproductionReport, register, sweep_records
 
 __all__ = ["example1_reproduction", "lemma6_reproduction", "claim2_reproduction"]
 
@@ -89,19 +86,6 @@ def lemma6_reproduction(quick: bool = False, workers=None) -> ReproductionReport
     return ReproductionReport("lemma6", "Lemma 6 over random adapters", {"activation": "relu", "features": "orthonormal", "lam": 1, "settings": [list(s) for s in settings], "draws": draws, "seed": 0, "grid": 201}, criteria, figure, [], notes)
 
 
-def _sweep(data: dict, workers) -> list:
-    """Run a sweep specification (through the sweep engine, in a temporary store) and return its records."""
-    from ..sweeps.executor import run_sweep
-    from ..sweeps.spec import sweep_spec_from_dict
-    from ..sweeps.store import open_store
-
-    spec = sweep_spec_from_dict(data)
-    with tempfile.TemporaryDirectory() as folder:
-        store = open_store(Path(folder) / "store", spec)
-        run_sweep(spec, store, workers=workers)
-        return store.records()
-
-
 @register("claim2", "Claim 2 and Theorem 19: fine-tuning's hitting time grows like d, learning from scratch with sigma = h_3 faster")
 def claim2_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
     """Hitting times (m^2 >= 1/2) against d: fine-tuning on Claim 2's construction (teacher neurons
@@ -127,8 +111,8 @@ def claim2_reproduction(quick: bool = False, workers=None) -> ReproductionReport
     trajectories = 16 if quick else 32
     deltas = [0.032, 0.016, 0.008, 0.004, 0.002, 0.001]
     eps, fine_delta, d_max = 0.5, 0.005, max(dims)
-    fine = _sweep({"problem": {"generator": "claim2", "activation": "h_3", "k": 4, "xi": 1.0}, "run": {"kind": "hitting_time", "eps": eps, "delta": fine_delta, "horizon": 4.0 / fine_delta, "trajectories": trajectories, "seed": 1}, "grid": {"d": dims}}, workers)
-    glm = _sweep({"problem": {"generator": "glm", "activation": "h_3", "k": 1, "xi": 1.0}, "run": {"kind": "hitting_time", "eps": eps, "trajectories": trajectories, "seed": 2}, "grid": {"d": dims}, "zip": {"delta": deltas, "horizon": [math.ceil(2 * math.sqrt(d_max) / delta) for delta in deltas]}}, workers)
+    fine = sweep_records({"problem": {"generator": "claim2", "activation": "h_3", "k": 4, "xi": 1.0}, "run": {"kind": "hitting_time", "eps": eps, "delta": fine_delta, "horizon": 4.0 / fine_delta, "trajectories": trajectories, "seed": 1}, "grid": {"d": dims}}, workers)
+    glm = sweep_records({"problem": {"generator": "glm", "activation": "h_3", "k": 1, "xi": 1.0}, "run": {"kind": "hitting_time", "eps": eps, "trajectories": trajectories, "seed": 2}, "grid": {"d": dims}, "zip": {"delta": deltas, "horizon": [math.ceil(2 * math.sqrt(d_max) / delta) for delta in deltas]}}, workers)
     fine_steps = [record["result"]["hitting_steps"] for record in fine]
     fine_fit = power_law_fit(dims, fine_steps, replicates=1000, seed=0)
     best = {}

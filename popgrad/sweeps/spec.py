@@ -60,7 +60,10 @@ RUN_KEYS = {
     "seed": 0,
     "noise_samples": 200_000,
     "stop_when_hit": True,
+    "spacing": "linear",
+    "record_trajectories": False,
 }
+SPACINGS = ("linear", "log")
 
 
 def numerics_version() -> str:
@@ -185,6 +188,11 @@ def _checked_cell(cell: dict) -> dict:
         raise InvalidArgument("give the step size as exactly one of delta (eta = delta / d) and eta", "delta")
     if (cell["horizon"] is None) == (cell["steps"] is None):
         raise InvalidArgument("give the length as exactly one of horizon (steps = horizon * d) and steps", "horizon")
+    if cell["spacing"] not in SPACINGS:
+        raise InvalidArgument(f"spacing must be one of {', '.join(SPACINGS)}, got {cell['spacing']!r}", "spacing")
+    for key in ("record_trajectories", "stop_when_hit"):
+        if not isinstance(cell[key], bool):
+            raise InvalidArgument(f"{key} must be true or false, got {cell[key]!r}", key)
     for key in ("d", "k", "trajectories", "checkpoints"):
         if not isinstance(cell[key], int) or isinstance(cell[key], bool) or cell[key] < 1:
             raise InvalidArgument(f"{key} must be a positive integer, got {cell[key]!r}", key)
@@ -233,13 +241,16 @@ def sweep_spec_from_dict(data: dict) -> SweepSpec:
         for key, values in sections[name].items():
             if not isinstance(values, list) or not values:
                 raise InvalidArgument(f"[{name}] {key} must be a non-empty list of values", key)
-            if len(values) != len(set(json.dumps(v, sort_keys=True) for v in values)):
+            if name == "grid" and len(values) != len(set(json.dumps(v, sort_keys=True) for v in values)):
                 raise InvalidArgument(f"[{name}] {key} lists a value twice", key)
     twice = (set(sections["grid"]) & set(sections["zip"])) | ((set(sections["grid"]) | set(sections["zip"])) & (set(sections["problem"]) | set(sections["run"])))
     if twice:
         raise InvalidArgument(f"{sorted(twice)} set in more than one place (a key is either fixed in [problem]/[run] or an axis)", sorted(twice)[0])
     if len({len(values) for values in sections["zip"].values()}) > 1:
         raise InvalidArgument(f"[zip] lists must have one length, got {({key: len(values) for key, values in sections['zip'].items()})}", "zip")
+    together = [json.dumps(row, sort_keys=True) for row in zip(*sections["zip"].values())]
+    if len(together) != len(set(together)):
+        raise InvalidArgument("[zip] lists the same combination of values twice (its lists form one axis; a value may repeat in one list, not a whole row)", "zip")
     base = {key: default for key, default in known.items() if key not in sections["grid"] and key not in sections["zip"]}
     base.update(sections["problem"])
     base.update(sections["run"])

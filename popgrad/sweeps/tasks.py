@@ -10,6 +10,10 @@ order. Kinds:
   model's starts) for comparison;
 * ``simulate``: mean and standard error of m (or every observable of the general model) per checkpoint;
 * ``compare``: the verdicts and statistics of the comparison with the predictions.
+
+``spacing = "log"`` places the checkpoints geometrically (step 0, then 1 to the end), for dynamics with a long
+plateau; ``record_trajectories = true`` adds every trajectory's observables per checkpoint (``trajectories``:
+name -> [trajectory][checkpoint]) to ``simulate`` and to ``hitting_time`` cells that do not stop when hit.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 from .._validation import InvalidArgument
 from .spec import GENERAL_KEYS, cell_seed
 
-__all__ = ["run_cell", "build_problem", "predicted_hitting_steps"]
+__all__ = ["run_cell", "build_problem", "predicted_hitting_steps", "checkpoint_steps"]
 
 #: fault injection for the tests (a worker killed mid-cell): when this variable names a file that does not
 #: exist yet, the first cell to see it creates the file and kills its own process
@@ -113,6 +117,37 @@ def _quantiles(steps: np.ndarray) -> dict:
     return {key: summary[key] for key in ("median", "q25", "q75", "censored_fraction")}
 
 
+def checkpoint_steps(steps: int, count: int, spacing: str = "linear") -> list:
+    """The recorded steps: ``count`` intervals from 0 to ``steps``, evenly spaced or geometric (0, then 1 to
+    ``steps``), without repeats.
+
+    Parameters
+    ----------
+    steps : int
+    count : int
+    spacing : {'linear', 'log'}
+
+    Returns
+    -------
+    list of int
+
+    Examples
+    --------
+    >>> checkpoint_steps(1000, 4), checkpoint_steps(1000, 4, "log")
+    ([0, 250, 500, 750, 1000], [0, 1, 10, 100, 1000])
+    """
+    count = max(int(count), 1)
+    if spacing == "log" and steps > 1:
+        grid = np.concatenate([[0.0], np.geomspace(1.0, steps, count)])
+    else:
+        grid = np.linspace(0, steps, count + 1)
+    return np.unique(grid.round().astype(np.int64)).tolist()
+
+
+def _per_trajectory(observables: dict) -> dict:
+    return {name: np.asarray(values).tolist() for name, values in observables.items()}
+
+
 def run_cell(cell: dict, threads: int | None = None) -> dict:
     """Run one cell and return ``{"result": ..., "provenance": ...}`` (JSON-ready).
 
@@ -143,7 +178,7 @@ def run_cell(cell: dict, threads: int | None = None) -> dict:
     d = cell["d"]
     eta = cell["eta"] if cell["eta"] is not None else cell["delta"] / d
     steps = int(cell["steps"]) if cell["steps"] is not None else int(round(cell["horizon"] * d))
-    checkpoints = np.unique(np.linspace(0, steps, cell["checkpoints"] + 1 if cell["checkpoints"] > 1 else 2).round().astype(np.int64)).tolist()
+    checkpoints = checkpoint_steps(steps, cell["checkpoints"], cell.get("spacing", "linear"))
     kind, method, trajectories = cell["kind"], cell["method"], cell["trajectories"]
     hit = cell["eps"] if kind == "hitting_time" else None
     stop = bool(cell["stop_when_hit"]) if kind == "hitting_time" else False
@@ -166,11 +201,16 @@ def run_cell(cell: dict, threads: int | None = None) -> dict:
             simulation = simulate(problem, d, eta, checkpoints, trajectories=trajectories, method=method, seed=seed, hit=hit, stop_when_hit=stop)
             error = simulation.m.std(axis=0, ddof=1) / math.sqrt(trajectories) if trajectories > 1 else np.full(len(checkpoints), np.nan)
             result = {"steps": checkpoints, "m": {"mean": simulation.m.mean(axis=0), "standard_error": error}}
+            if cell.get("record_trajectories"):
+                result["trajectories"] = _per_trajectory({"m": simulation.m})
         else:
             from ..models.finetuning.general import simulate_general
 
             simulation = simulate_general(model, d, eta, checkpoints, trajectories=trajectories, method=method, seed=seed, hit=hit, stop_when_hit=stop)
-            result = {"steps": checkpoints, "observables": {name: {"mean": values.mean(axis=0), "standard_error": values.std(axis=0, ddof=1) / math.sqrt(trajectories) if trajectories > 1 else None} for name, values in simulation.observables().items()}}
+            observables = simulation.observables()
+            result = {"steps": checkpoints, "observables": {name: {"mean": values.mean(axis=0), "standard_error": values.std(axis=0, ddof=1) / math.sqrt(trajectories) if trajectories > 1 else None} for name, values in observables.items()}}
+            if cell.get("record_trajectories"):
+                result["trajectories"] = _per_trajectory(observables)
         if kind == "hitting_time":
             if stop:
                 result = {"steps": checkpoints}  # stopped trajectories have no later observables

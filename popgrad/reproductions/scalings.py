@@ -1,0 +1,252 @@
+"""The theorems' scalings (MATH.md §4c) and the xi transition (open question 3), measured on the exact
+chains through the sweep engine, with exponents fitted by least squares of log median T and bootstrap
+intervals over trajectories (:func:`~popgrad.analysis.scaling.power_law_fit`).
+
+The theorems give upper bounds (fine-tuning T(eps) = O~(d poly(k) / eps^4)) and, from scratch, online SGD's
+d^(l*-1) for information exponent l* >= 3 (d log d for l* = 2; Ben Arous, Gheissari, Jagannath 2021). The
+step size is the user's choice in all of them: fine-tuning runs at a fixed delta = eta d, learning from
+scratch at the best delta of a scan per d (the rule that gives the algorithm its best rate, recorded).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .base import ReproductionReport, register, sweep_records
+
+__all__ = ["scaling_reproduction", "xi_transition_reproduction", "transition_point"]
+
+
+def _hits(record: dict) -> np.ndarray:
+    steps = np.asarray(record["result"]["hitting_steps"], dtype=float)
+    return np.where(steps >= 0, steps, np.inf)
+
+
+def _fit_row(case: str, variable: str, fit) -> dict:
+    return {"case": case, "variable": variable, "exponent": fit.exponent, "ci": list(fit.ci)}
+
+
+def _best_per_d(records: list) -> dict:
+    """d -> (median, delta, hitting steps) of the scan's delta with the smallest median hitting step."""
+    from ..analysis.scaling import censored_median
+
+    best = {}
+    for record in records:
+        d, median = record["parameters"]["d"], censored_median(_hits(record))
+        if math.isfinite(median) and (d not in best or median < best[d][0]):
+            best[d] = (median, record["parameters"]["delta"], _hits(record))
+    return best
+
+
+#: learning from scratch: (activation, information exponent, dimensions (full, quick), the theory's exponent)
+GLM_CASES = (("He_2", 2, [250, 500, 1000, 2000, 4000], [250, 500, 1000], 1.0), ("He_3", 3, [125, 250, 500, 1000], [125, 250, 500], 2.0), ("He_4", 4, [50, 100, 200, 400], [50, 100, 200], 3.0))
+#: the step sizes scanned for learning from scratch (delta = eta d)
+GLM_DELTAS = [0.2, 0.1, 0.05, 0.025, 0.0125, 0.00625, 0.003125, 0.0015625]
+
+
+def _glm_horizon(p: int, d: int, delta: float) -> float:
+    """The horizon (steps / d) of a from-scratch cell: 20 times the escape time from m_0 = d^(-1/2) predicted
+    by gradient flow with h(m) ~ p! m^(p-1) / (p-1)!... up to constants, i.e. 20 d^((p-2)/2) log d / delta,
+    large enough that a censored cell means that delta is too large (the noise wins), not too short a run."""
+    return math.ceil(20.0 * max(1.0, d ** ((p - 2) / 2)) * math.log(d) / delta)
+
+
+@register("scaling", "MATH.md 4c: fine-tuning T(eps) against d (1e3 to 1e7), k and eps; from scratch with He_2, He_3, He_4 against d (delta scanned per d)")
+def scaling_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
+    """Fitted exponents of the hitting time: fine-tuning against d, k and 1/eps (the paper's algorithm:
+    c_hat frozen, u_hat constrained to span(W)^perp; orthonormal W, relu), learning from scratch (W = 0,
+    k = 1) with He_p against d at the best delta of a scan per d.
+
+    Parameters
+    ----------
+    quick : bool
+        d up to 1e5 (instead of 1e7), fewer k, eps and trajectories; shorter from-scratch ranges.
+    workers : int, optional
+
+    Returns
+    -------
+    ReproductionReport
+    """
+    from matplotlib.figure import Figure
+
+    from ..analysis.scaling import power_law_fit
+
+    trajectories = 8 if quick else 16
+    dims = [1_000, 10_000, 100_000] if quick else [1_000, 10_000, 100_000, 1_000_000, 10_000_000]
+    ks = [2, 4, 8] if quick else [2, 4, 8, 16, 32]
+    epsilons = [0.5, 0.25, 0.125] if quick else [0.5, 0.25, 0.125, 0.0625]
+    base = {"generator": "orthonormal", "activation": "relu", "xi": 1.0}
+    fine_run = {"kind": "hitting_time", "eps": 0.5, "delta": 0.1, "horizon": 400, "trajectories": trajectories, "seed": 70}
+    by_d = sweep_records({"problem": base | {"k": 8}, "run": fine_run, "grid": {"d": dims}}, workers)
+    by_k = sweep_records({"problem": base | {"d": 10_000}, "run": fine_run | {"seed": 71}, "grid": {"k": ks}}, workers)
+    eps_run = fine_run | {"delta": 0.005, "horizon": 8000, "seed": 72}
+    by_eps = sweep_records({"problem": base | {"k": 8, "d": 10_000}, "run": eps_run, "grid": {"eps": epsilons}}, workers)
+    fits, criteria, notes = [], [], []
+    fit_d = power_law_fit(dims, [_hits(r) for r in by_d], replicates=1000, seed=0)
+    fit_k = power_law_fit(ks, [_hits(r) for r in by_k], replicates=1000, seed=0)
+    fit_eps = power_law_fit([1.0 / e for e in epsilons], [_hits(r) for r in by_eps], replicates=1000, seed=0)
+    fits += [_fit_row("finetuning", "d", fit_d), _fit_row("finetuning", "k", fit_k), _fit_row("finetuning", "1/eps", fit_eps)]
+    criteria.append({"name": f"fine-tuning: every median uncensored at d = {dims[0]:g} … {dims[-1]:g}", "value": len(fit_d.left_out), "pass": not fit_d.left_out})
+    criteria.append({"name": f"fine-tuning: slope of log T against log d, 95% interval [{fit_d.ci[0]:.3f}, {fit_d.ci[1]:.3f}] contains 1 (Theorems 11-13, 16)", "value": fit_d.exponent, "pass": fit_d.contains(1.0)})
+    criteria.append({"name": f"fine-tuning: slope against k at d = 1e4, [{fit_k.ci[0]:.3f}, {fit_k.ci[1]:.3f}] (the theorems' upper bounds: k^2 to k^4 with eta = delta / (d V_k); here delta is fixed)", "value": fit_k.exponent, "pass": not fit_k.left_out and fit_k.ci[1] <= 4.0})
+    criteria.append({"name": f"fine-tuning: slope against 1/eps at d = 1e4, [{fit_eps.ci[0]:.3f}, {fit_eps.ci[1]:.3f}] (upper bound 4)", "value": fit_eps.exponent, "pass": not fit_eps.left_out and fit_eps.ci[1] <= 4.0})
+    predicted_eps = [r["result"]["predicted_hitting_time"]["median"] for r in by_eps]
+    notes.append("Fine-tuning: orthonormal W, relu, k = 8 (d and eps scans), xi = 1, c and c_hat quantized (±1/sqrt k), eta = delta / d with delta = 0.1 for the d and k scans (eps = 0.5) and 0.005 for the eps scan (so that the noise floor 1 - m ~ delta V / 4h lies below the smallest eps).")
+    notes.append(f"Against eps the measured exponent ({fit_eps.exponent:.2f}) is far below the bound's 4: near m = 1 gradient flow contracts 1 - m^2 geometrically, so T grows like log(1/eps); gradient flow's own medians: {', '.join(f'{e:g}: {p:.3g}' for e, p in zip(epsilons, predicted_eps))} steps.")
+    # learning from scratch
+    glm_fits = {}
+    glm_parameters = {}
+    for activation, p, full_dims, quick_dims, theory in GLM_CASES:
+        scan_dims = quick_dims if quick else full_dims
+        cells = []
+        for d in scan_dims:
+            cells += sweep_records({"problem": {"generator": "glm", "activation": activation, "k": 1, "xi": 1.0, "d": d}, "run": {"kind": "hitting_time", "eps": 0.5, "trajectories": trajectories, "seed": 73 + p}, "zip": {"delta": GLM_DELTAS, "horizon": [_glm_horizon(p, d, delta) for delta in GLM_DELTAS]}}, workers)
+        best = _best_per_d(cells)
+        reached = sorted(best)
+        glm_parameters[activation] = {"information_exponent": p, "d": scan_dims, "best_delta": {str(d): best[d][1] for d in reached}}
+        name = f"glm_{activation}"
+        criteria.append({"name": f"from scratch, {activation}: a delta of the scan reaches m^2 >= 1/2 at every d", "value": len(reached), "pass": reached == scan_dims})
+        if len(reached) >= 2:
+            fit = power_law_fit(reached, [best[d][2] for d in reached], replicates=1000, seed=0)
+            glm_fits[activation] = (fit, reached, best, theory)
+            fits.append(_fit_row(name, "d", fit))
+            criteria.append({"name": f"from scratch, {activation}: slope against d at the best delta per d, [{fit.ci[0]:.3f}, {fit.ci[1]:.3f}] (online SGD: {'d log d' if p == 2 else f'd^{p - 1}'}; CSQ bound d^{p / 2:g})", "value": fit.exponent, "pass": fit.ci[0] > fit_d.ci[1] if p >= 3 else fit.contains(1.0 + 1.0 / math.log(math.sqrt(reached[0] * reached[-1])))})
+            edge = [d for d in reached if best[d][1] in (GLM_DELTAS[0], GLM_DELTAS[-1])]
+            if edge:
+                notes.append(f"{activation}: at d = {', '.join(map(str, edge))} the best delta is at the edge of the scan; the slope there is less certain.")
+    notes.append("From scratch: W = 0, k = 1 (f* = sigma(<u, x>)), eps = 0.5, the delta of the scan " + ", ".join(f"{d:g}" for d in GLM_DELTAS) + " with the smallest median hitting step per d (horizon: 20 d^((p-2)/2) log d / delta steps per d, so a censored cell means the noise beat the signal). The criterion for He_3 and He_4: growth strictly faster than fine-tuning's (intervals apart); for He_2: the interval contains d log d's local slope 1 + 1/log d at the range's geometric middle.")
+    figure = Figure(figsize=(15, 4.8), layout="constrained")
+    axes = figure.subplots(1, 3)
+    for ax, fit, x_label, cases in ((axes[0], fit_d, "d", None), (axes[1], fit_k, "k (d = 1e4)", None), (axes[2], fit_eps, "1/eps (d = 1e4, k = 8)", None)):
+        ax.loglog(fit.x, fit.medians, "o", color="C0")
+        grid = np.geomspace(fit.x.min(), fit.x.max(), 50)
+        ax.loglog(grid, fit.prefactor * grid**fit.exponent, "-", color="C0", label=f"fine-tuning: slope {fit.exponent:.2f} [{fit.ci[0]:.2f}, {fit.ci[1]:.2f}]")
+        ax.set(xlabel=x_label, ylabel="median hitting step (m^2 >= 1 - eps)")
+    for index, (activation, (fit, reached, best, theory)) in enumerate(glm_fits.items()):
+        x = np.asarray(reached, dtype=float)
+        axes[0].loglog(x, fit.medians, "s", color=f"C{index + 1}")
+        axes[0].loglog(x, fit.prefactor * x**fit.exponent, "-", color=f"C{index + 1}", label=f"from scratch {activation}: slope {fit.exponent:.2f} [{fit.ci[0]:.2f}, {fit.ci[1]:.2f}] (SGD theory {theory:g})")
+    axes[0].set_title("against d (fine-tuning: relu, k = 8, delta = 0.1)")
+    axes[1].set_title("fine-tuning against k")
+    axes[2].set_title("fine-tuning against 1/eps (delta = 0.005)")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    parameters = {"trajectories": trajectories, "method": "chain", "finetuning": {"problem": base, "d_scan": {"k": 8, "d": dims, "run": fine_run}, "k_scan": {"d": 10_000, "k": ks, "run": fine_run | {"seed": 71}}, "eps_scan": {"d": 10_000, "k": 8, "eps": epsilons, "run": eps_run}}, "from_scratch": {"deltas_scanned": GLM_DELTAS, "rule": "the delta with the smallest median hitting step, per d", "eps": 0.5, "cases": glm_parameters}}
+    return ReproductionReport("scaling", "the theorems' scalings", parameters, criteria, figure, fits, notes)
+
+
+def transition_point(xis, medians, factor: float = 10.0) -> float:
+    """The xi where the median hitting time first reaches ``factor`` times its value at the smallest xi,
+    interpolated linearly in (log xi, log T) between grid points; a censored (inf) median counts as above.
+
+    Parameters
+    ----------
+    xis : array_like
+        Increasing.
+    medians : array_like
+        Median hitting steps (inf: censored).
+    factor : float, default 10
+
+    Returns
+    -------
+    float
+        inf when no xi of the grid reaches it.
+
+    Examples
+    --------
+    >>> transition_point([1, 2, 4, 8], [100, 110, 300, 5000])
+    5.77...
+    """
+    xis = np.asarray(xis, dtype=float)
+    medians = np.asarray(medians, dtype=float)
+    threshold = factor * medians[0]
+    above = np.flatnonzero(medians >= threshold)
+    if not above.size:
+        return math.inf
+    j = int(above[0])
+    if j == 0:
+        return float(xis[0])
+    low, high = math.log(medians[j - 1]), math.log(medians[j]) if math.isfinite(medians[j]) else math.log(threshold) + 1.0
+    fraction = (math.log(threshold) - low) / (high - low)
+    return float(math.exp(math.log(xis[j - 1]) + fraction * (math.log(xis[j]) - math.log(xis[j - 1]))))
+
+
+@register("xi_transition", "Open question 3: hitting time over (xi, d) for He_3, k = 20 and k = 10; xi_c(d) where T jumps 10x, its exponent beside d^(1/4) k^(1/2)")
+def xi_transition_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
+    """The xi transition of Figure 6 as a phase diagram: the median hitting step over a grid of (xi, d) for
+    He_3 (joint training, u_hat free, App. B model), xi_c(d) = the xi where it first reaches 10 times its
+    value at the smallest xi, and the exponent of xi_c in d fitted with a bootstrap interval over
+    trajectories, beside the predicted xi ~ d^(1/4) k^(1/2).
+
+    Parameters
+    ----------
+    quick : bool
+        d in {250, 500}, k = 20 only, 2 trajectories (instead of {250, 500, 1000, 2000}, k in {20, 10}, 6).
+    workers : int, optional
+
+    Returns
+    -------
+    ReproductionReport
+    """
+    from matplotlib.figure import Figure
+
+    dims = [250, 500] if quick else [250, 500, 1000, 2000]
+    ks = [20] if quick else [20, 10]
+    trajectories = 2 if quick else 6
+    xis = [2.0, 4.0, 6.0, 8.0, 11.0, 16.0, 22.0, 32.0, 45.0]
+    delta, horizon, replicates = 0.01, 3000, 400
+    problem = {"generator": "random", "c_distribution": "sphere", "output_scale": "inverse_xi", "activation": "He_3", "train_c_hat": True, "unconstrained": True}
+    run = {"kind": "hitting_time", "eps": 1.0 - 0.9**2, "delta": delta, "horizon": horizon, "trajectories": trajectories, "seed": 80}
+    generator = np.random.default_rng(0)
+    criteria, fits, notes, tables = [], [], [], {}
+    figure = Figure(figsize=(6.5 * len(ks) + 5, 5), layout="constrained")
+    axes = figure.subplots(1, len(ks) + 1)
+    for column, k in enumerate(ks):
+        records = sweep_records({"problem": problem | {"k": k}, "run": run, "grid": {"d": dims, "xi": xis}}, workers)
+        hits = np.array([[_hits(next(r for r in records if r["parameters"]["d"] == d and r["parameters"]["xi"] == xi)) for xi in xis] for d in dims])  # (d, xi, trajectory)
+        from ..analysis.scaling import censored_median
+
+        medians = np.array([[censored_median(cell) for cell in row] for row in hits])
+        points = np.array([transition_point(xis, row) for row in medians])
+        boot = []
+        for _ in range(replicates):
+            resampled = np.array([[censored_median(cell[generator.integers(0, cell.size, cell.size)]) for cell in row] for row in hits])
+            boot.append([transition_point(xis, row) for row in resampled])
+        boot = np.asarray(boot)
+        finite = np.isfinite(points)
+        tables[k] = {"d": dims, "xi": xis, "median_hitting_step": [[None if not math.isfinite(v) else float(v) for v in row] for row in medians], "xi_c": [None if not math.isfinite(v) else v for v in points]}
+        criteria.append({"name": f"k = {k}: xi_c(d) located at every d (10x the hitting time at xi = {xis[0]:g}; values {', '.join(f'{v:.3g}' for v in points)})", "value": int(np.count_nonzero(finite)), "pass": bool(np.all(finite))})
+        if np.count_nonzero(finite) >= 2:
+            log_d = np.log(np.asarray(dims, dtype=float)[finite])
+            slope = float(np.polyfit(log_d, np.log(points[finite]), 1)[0])
+            slopes = [np.polyfit(log_d, np.log(row[finite]), 1)[0] for row in boot if np.all(np.isfinite(row[finite]))]
+            low, high = (np.quantile(slopes, [0.025, 0.975]) if slopes else (math.nan, math.nan))
+            fits.append({"case": f"xi_c_k{k}", "variable": "d", "exponent": slope, "ci": [float(low), float(high)]})
+            criteria.append({"name": f"k = {k}: exponent of xi_c in d, 95% bootstrap interval [{low:.3f}, {high:.3f}] (predicted 1/4; reported)", "value": slope, "pass": math.isfinite(slope)})
+        ax = axes[column]
+        shown = np.log10(np.where(np.isfinite(medians), medians, np.nan))
+        image = ax.pcolormesh(np.arange(len(xis) + 1), np.arange(len(dims) + 1), shown, cmap="viridis", shading="flat")
+        for i in range(len(dims)):
+            for j in range(len(xis)):
+                if not np.isfinite(medians[i, j]):
+                    ax.text(j + 0.5, i + 0.5, "cens.", ha="center", va="center", fontsize=6, color="w")
+        positions = np.interp(np.log(points[finite]), np.log(xis), np.arange(len(xis))) + 0.5
+        ax.plot(positions, np.flatnonzero(finite) + 0.5, "w-o", label="xi_c(d): 10x the xi = 2 time")
+        predicted = np.array([d**0.25 * k**0.5 for d in dims])
+        ax.plot(np.interp(np.log(predicted), np.log(xis), np.arange(len(xis))) + 0.5, np.arange(len(dims)) + 0.5, "r--", label="d^(1/4) k^(1/2)")
+        ax.set(xticks=np.arange(len(xis)) + 0.5, xticklabels=[f"{x:g}" for x in xis], yticks=np.arange(len(dims)) + 0.5, yticklabels=[str(d) for d in dims], xlabel="xi", ylabel="d", title=f"He_3, k = {k}: log10 median hitting step")
+        ax.legend(fontsize=7, loc="lower right")
+        figure.colorbar(image, ax=ax)
+        axes[-1].loglog(np.asarray(dims)[finite], points[finite], "o-", label=f"k = {k}: xi_c")
+        axes[-1].loglog(dims, predicted, "--", color=axes[-1].lines[-1].get_color(), label=f"k = {k}: d^(1/4) k^(1/2)")
+    axes[-1].set(xlabel="d", ylabel="xi_c", title="transition point against d")
+    axes[-1].legend(fontsize=7)
+    if len(ks) == 2 and all(tables[k]["xi_c"][i] is not None for k in ks for i in range(len(dims))):
+        ratios = [tables[ks[0]]["xi_c"][i] / tables[ks[1]]["xi_c"][i] for i in range(len(dims))]
+        criteria.append({"name": f"xi_c(k = {ks[0]}) / xi_c(k = {ks[1]}), geometric mean over d (predicted sqrt({ks[0]}/{ks[1]}) = {math.sqrt(ks[0] / ks[1]):.3f}; per d: {', '.join(f'{r:.2f}' for r in ratios)})", "value": float(np.exp(np.mean(np.log(ratios)))), "pass": True})
+    notes.append(f"Setting of Figure 6 (He_3, joint training with eta_c = eta, u_hat free, output scaled by 1/xi, w_i uniform on the sphere, c and the initial c_hat uniform on S^(k-1), instance 0), delta = {delta}, hitting level |m| >= 0.9, horizon {horizon} d steps (a censored cell is above the 10x threshold).")
+    notes.append("xi_c is where the median hitting step first reaches 10 times its value at the smallest xi of the grid, interpolated in (log xi, log T); its interval resamples each cell's trajectories.")
+    parameters = {"problem": problem, "run": run, "d": dims, "k": ks, "xi": xis, "threshold": "10 x the median hitting step at the smallest xi", "bootstrap_replicates": replicates, "tables": tables}
+    return ReproductionReport("xi_transition", "the xi transition (open question 3)", parameters, criteria, figure, fits, notes)
