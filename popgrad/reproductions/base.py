@@ -4,7 +4,7 @@ criteria measured from the data, fitted exponents, a figure) and the files writt
 ``popgrad reproduce NAME|all [--quick] [--out DIR]`` runs a reproduction and writes ``NAME.png``, ``NAME.md``
 (parameters, seeds, versions, criteria with measured values and PASS/FAIL) and ``NAME.json`` (``parameters``,
 ``criteria`` = [{``name``, ``value``, ``pass``}], ``fits`` = [{``case``, ``variable``, ``exponent``, ``ci``}]).
-Each report records the hash of its reproduction's definition (:func:`definition_version`: the function's
+Each report records the hash of its reproduction's definition (:func:`definition_version`: its module's
 source and this frame); a committed report whose hash differs from the code's is stale (``tests/test_reproductions.py`` fails on it).
 """
 
@@ -89,8 +89,10 @@ def register(name: str, description: str):
 
 
 def definition_version(name: str) -> str:
-    """A hash of the reproduction's definition (its function's source and this frame's) and popgrad's
-    version: editing one reproduction leaves the others' committed reports current.
+    """A hash of the reproduction's definition (the source of the module that defines it, helpers
+    included, and this frame's) and popgrad's version: editing one paper's reproductions leaves the other
+    modules' committed reports current. The numerics under them are verified by their own tests; each
+    report records the numerics version it ran with (``provenance``).
 
     Parameters
     ----------
@@ -101,11 +103,12 @@ def definition_version(name: str) -> str:
     str
     """
     import inspect
+    import sys
 
     from .. import __version__
 
     digest = hashlib.sha256(__version__.encode())
-    digest.update(inspect.getsource(REGISTRY[name].run).encode())
+    digest.update(inspect.getsource(sys.modules[REGISTRY[name].module]).encode())
     digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -151,7 +154,9 @@ def run_reproduction(name: str, quick: bool = False, out="derivations/paper", wo
     folder.mkdir(parents=True, exist_ok=True)
     begin = time.perf_counter()
     report = REGISTRY[name].run(quick=quick, workers=workers)
-    provenance = {"definition": definition_version(name), "quick": bool(quick), "seconds": round(time.perf_counter() - begin, 1), "versions": versions()}
+    from ..sweeps.spec import numerics_version
+
+    provenance = {"definition": definition_version(name), "quick": bool(quick), "seconds": round(time.perf_counter() - begin, 1), "numerics": numerics_version(), "versions": versions()}
     with atomic_path(folder / f"{name}.png") as temporary:
         report.figure.savefig(temporary, dpi=120, format="png")
     write_text(folder / f"{name}.md", _markdown(report, provenance))

@@ -286,8 +286,9 @@ def fig3_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
     axes[1].legend(fontsize=8)
     start, end = loss["exact"][:, 0].mean(), loss["exact"][:, -1].mean()
     floor = float(loss["linearized"].mean(axis=0)[1:].min())
-    # <c_hat, c> per trajectory: the share of its rise (start to end) done when |m| first reaches LEVEL
-    shares, m_times, c_times = [], [], []
+    # per trajectory: when <c_hat, c> sign(m) starts rising (10% of its rise from start to end), |m| then, the
+    # step where |m| first reaches LEVEL, and the share of the rise done by then
+    shares, m_times, c_onsets, m_at_onset = [], [], [], []
     for m_row, c_row in zip(np.abs(m_exact), aligned):
         reached = np.flatnonzero(m_row >= LEVEL)
         rise = c_row[-1] - c_row[0]
@@ -295,17 +296,19 @@ def fig3_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
             continue
         j = int(reached[0])
         shares.append((c_row[j] - c_row[0]) / rise)
-        half = np.flatnonzero(c_row - c_row[0] >= 0.5 * rise)
+        onset = int(np.flatnonzero(c_row - c_row[0] >= 0.1 * rise)[0])
         m_times.append(steps[j])
-        c_times.append(steps[int(half[0])])
+        c_onsets.append(steps[onset])
+        m_at_onset.append(m_row[onset])
     share = _median(shares)
     criteria = [
         {"name": "exact student: population loss falls >= 10x (start / end, mean over runs)", "value": float(start / end), "pass": bool(start / end >= 10)},
         {"name": f"linearised student: its loss floor (smallest mean loss after the start) stays >= 10x above the exact student's final loss {end:.3g}", "value": floor, "pass": bool(floor >= 10 * end)},
         {"name": "linearised student does not learn u: mean |m| at the end", "value": float(np.abs(m_linear[:, -1]).mean()), "pass": bool(np.abs(m_linear[:, -1]).mean() < LEVEL)},
-        {"name": f"<c_hat, c> rises only after u is learned: median share of its rise done when |m| first reaches {LEVEL} (< 0.5; {len(shares)} of {len(m_exact)} runs with a rise)", "value": share, "pass": bool(shares) and share < 0.5},
-        {"name": f"median step where |m| first reaches {LEVEL}", "value": _median(m_times), "pass": bool(m_times)},
-        {"name": "median step where <c_hat, c> sign(m) has done half its rise", "value": _median(c_times), "pass": bool(c_times)},
+        {"name": f"<c_hat, c> starts rising only after |m| is near 1: median |m| when <c_hat, c> sign(m) has done 10% of its rise (>= {LEVEL}; {len(shares)} of {len(m_exact)} runs with a rise)", "value": _median(m_at_onset), "pass": bool(m_at_onset) and _median(m_at_onset) >= LEVEL},
+        {"name": "median step where <c_hat, c> sign(m) starts rising (10% of its rise; reported)", "value": _median(c_onsets), "pass": bool(c_onsets)},
+        {"name": f"median step where |m| first reaches {LEVEL} (reported)", "value": _median(m_times), "pass": bool(m_times)},
+        {"name": f"median share of the rise of <c_hat, c> sign(m) done when |m| first reaches {LEVEL} (reported)", "value": share, "pass": bool(shares)},
     ]
     spot = spot_check(exact[0]["parameters"], steps=int(0.5 * _median(m_times)) if m_times else horizon * d // 4, full_trajectories=6 if quick else 16)
     criteria.append(_spot_criterion(spot, "instance 0, exact student"))
@@ -313,6 +316,8 @@ def fig3_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
     notes = [
         "Choices the paper leaves open: xi = sqrt(k) for Θ(sqrt k), delta = 0.05, c_hat trained with eta_c = eta from a draw uniform on S^{k-1}, output scaled by 1/xi; the loss is the population loss Phi in closed form on the chain's state (not a minibatch estimate).",
         f"The linearised student's loss stays at {floor:.3g} (the paper: flat at about 1.35–1.4 in its units, whose scale differs) while the exact student's falls from {start:.3g} to {end:.3g}.",
+        f"<c_hat, c> lags u: it starts rising (10% of its rise) at step {_median(c_onsets):.3g}, when |m| is {_median(m_at_onset):.2f} in the median, while |m| reaches {LEVEL} at step {_median(m_times):.3g}; by then {share:.0%} of its rise is done. "
+        + ("So in this setting c_hat starts to learn only once u is nearly learned, as the paper says." if m_at_onset and _median(m_at_onset) >= LEVEL else "So c_hat does wait for u to move, but not until u is nearly learned: the paper's 'rises only after u is learned' holds here only in this weaker sense."),
     ]
     return ReproductionReport("fig3", "exact vs linearised student, xi = sqrt k", parameters, criteria, figure, [], notes)
 
@@ -321,7 +326,7 @@ def fig3_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
 #: whose noise floor lies above |m| = 0.9 at both xi, for the activation's scale of h and of the noise
 FIG4_DELTAS = {"relu": 0.02, "sigmoid": 2.0, "quadratic": 0.005, "He_3": 0.005}
 #: horizon (steps / d) per activation
-FIG4_HORIZONS = {"relu": 1250, "sigmoid": 500, "quadratic": 500, "He_3": 500}
+FIG4_HORIZONS = {"relu": 2000, "sigmoid": 1500, "quadratic": 500, "He_3": 500}
 
 
 @register("fig4", "Figure 4: xi = 1 and sqrt k; relu, sigmoid, quadratic, He_3; u_hat unconstrained: all converge, no plateau at init")
@@ -331,14 +336,14 @@ def fig4_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
     Parameters
     ----------
     quick : bool
-        d = 500, 1 instance, 3 trajectories (instead of 2000, 3, 4).
+        d = 500, 1 instance, 3 trajectories (instead of 2000, 3, 3).
     workers : int, optional
 
     Returns
     -------
     ReproductionReport
     """
-    d, instances, trajectories = (500, 1, 3) if quick else (2000, 3, 4)
+    d, instances, trajectories = (500, 1, 3) if quick else (2000, 3, 3)
     k = 50
     xis = [1.0, math.sqrt(k)]
     activations = list(FIG4_DELTAS)
@@ -390,7 +395,7 @@ def fig5_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
     """
     d, k, alphas, trajectories = (300, 20, [0.0, 0.5, 1.0], 2) if quick else (1000, 100, [0.0, 0.25, 0.5, 0.75, 1.0], 4)
     extra = 2 if quick else 5
-    delta, horizon = 0.02, 1000
+    delta, horizon = 0.02, 700
     problem = APP_B | {"activation": "relu", "k": k, "xi": 1.0, "d": d, "train_c_hat": True, "unconstrained": True}
     run = {"kind": "hitting_time", "eps": EPS, "delta": delta, "horizon": horizon, "trajectories": trajectories, "checkpoints": 50, "stop_when_hit": False, "record_trajectories": True, "seed": 50}
     records = sweep_records({"problem": problem, "run": run, "grid": {"alpha": alphas, "problem_seed": [0]}}, workers)

@@ -40,17 +40,14 @@ def _best_per_d(records: list) -> dict:
     return best
 
 
-#: learning from scratch: (activation, information exponent, dimensions (full, quick), the theory's exponent)
-GLM_CASES = (("He_2", 2, [250, 500, 1000, 2000, 4000], [250, 500, 1000], 1.0), ("He_3", 3, [125, 250, 500, 1000], [125, 250, 500], 2.0), ("He_4", 4, [50, 100, 200, 400], [50, 100, 200], 3.0))
-#: the step sizes scanned for learning from scratch (delta = eta d)
-GLM_DELTAS = [0.2, 0.1, 0.05, 0.025, 0.0125, 0.00625, 0.003125, 0.0015625]
-
-
-def _glm_horizon(p: int, d: int, delta: float) -> float:
-    """The horizon (steps / d) of a from-scratch cell: 20 times the escape time from m_0 = d^(-1/2) predicted
-    by gradient flow with h(m) ~ p! m^(p-1) / (p-1)!... up to constants, i.e. 20 d^((p-2)/2) log d / delta,
-    large enough that a censored cell means that delta is too large (the noise wins), not too short a run."""
-    return math.ceil(20.0 * max(1.0, d ** ((p - 2) / 2)) * math.log(d) / delta)
+#: learning from scratch: activation, information exponent p, dimensions (full, quick), the online-SGD
+#: exponent, the step sizes scanned (delta = eta d; He_p's scale is sqrt(p!), so the useful range moves with
+#: p: found by pilot runs) and the horizon factor (steps = factor d^(p-1), several times the best hitting step)
+GLM_CASES = (
+    {"activation": "He_2", "p": 2, "d": [250, 500, 1000, 2000, 4000], "quick": [250, 500, 1000], "theory": 1.0, "deltas": [0.2, 0.1, 0.05, 0.025, 0.0125], "factor": 300.0},
+    {"activation": "He_3", "p": 3, "d": [125, 250, 500], "quick": [125, 250], "theory": 2.0, "deltas": [0.002, 0.001, 0.0005, 0.00025, 0.000125], "factor": 100.0},
+    {"activation": "He_4", "p": 4, "d": [24, 48, 96], "quick": [24, 48], "theory": 3.0, "deltas": [0.05, 0.025, 0.0125, 0.00625, 0.003125], "factor": 20.0},
+)
 
 
 @register("scaling", "MATH.md 4c: fine-tuning T(eps) against d (1e3 to 1e7), k and eps; from scratch with He_2, He_3, He_4 against d (delta scanned per d)")
@@ -75,14 +72,15 @@ def scaling_reproduction(quick: bool = False, workers=None) -> ReproductionRepor
 
     trajectories = 8 if quick else 16
     dims = [1_000, 10_000, 100_000] if quick else [1_000, 10_000, 100_000, 1_000_000, 10_000_000]
+    d_trajectories = 8  # the d scan's largest cells cost ~1e8 steps per trajectory
     ks = [2, 4, 8] if quick else [2, 4, 8, 16, 32]
     epsilons = [0.5, 0.25, 0.125] if quick else [0.5, 0.25, 0.125, 0.0625]
     base = {"generator": "orthonormal", "activation": "relu", "xi": 1.0}
     fine_run = {"kind": "hitting_time", "eps": 0.5, "delta": 0.1, "horizon": 400, "trajectories": trajectories, "seed": 70}
-    by_d = sweep_records({"problem": base | {"k": 8}, "run": fine_run, "grid": {"d": dims}}, workers)
+    by_d = sweep_records({"problem": base | {"k": 8}, "run": fine_run | {"trajectories": d_trajectories}, "grid": {"d": dims}}, workers)
     by_k = sweep_records({"problem": base | {"d": 10_000}, "run": fine_run | {"seed": 71}, "grid": {"k": ks}}, workers)
     eps_run = fine_run | {"delta": 0.005, "horizon": 8000, "seed": 72}
-    by_eps = sweep_records({"problem": base | {"k": 8, "d": 10_000}, "run": eps_run, "grid": {"eps": epsilons}}, workers)
+    by_eps = sweep_records({"problem": base | {"k": 8, "d": 10_000}, "run": {key: value for key, value in eps_run.items() if key != "eps"}, "grid": {"eps": epsilons}}, workers)
     fits, criteria, notes = [], [], []
     fit_d = power_law_fit(dims, [_hits(r) for r in by_d], replicates=1000, seed=0)
     fit_k = power_law_fit(ks, [_hits(r) for r in by_k], replicates=1000, seed=0)
@@ -98,14 +96,13 @@ def scaling_reproduction(quick: bool = False, workers=None) -> ReproductionRepor
     # learning from scratch
     glm_fits = {}
     glm_parameters = {}
-    for activation, p, full_dims, quick_dims, theory in GLM_CASES:
-        scan_dims = quick_dims if quick else full_dims
-        cells = []
-        for d in scan_dims:
-            cells += sweep_records({"problem": {"generator": "glm", "activation": activation, "k": 1, "xi": 1.0, "d": d}, "run": {"kind": "hitting_time", "eps": 0.5, "trajectories": trajectories, "seed": 73 + p}, "zip": {"delta": GLM_DELTAS, "horizon": [_glm_horizon(p, d, delta) for delta in GLM_DELTAS]}}, workers)
+    for case in GLM_CASES:
+        activation, p, theory, deltas = case["activation"], case["p"], case["theory"], case["deltas"]
+        scan_dims = case["quick"] if quick else case["d"]
+        cells = sweep_records({"problem": {"generator": "glm", "activation": activation, "k": 1, "xi": 1.0}, "run": {"kind": "hitting_time", "eps": 0.5, "trajectories": 8, "seed": 73 + p}, "grid": {"delta": deltas}, "zip": {"d": scan_dims, "steps": [int(case["factor"] * d ** (p - 1)) for d in scan_dims]}}, workers)
         best = _best_per_d(cells)
         reached = sorted(best)
-        glm_parameters[activation] = {"information_exponent": p, "d": scan_dims, "best_delta": {str(d): best[d][1] for d in reached}}
+        glm_parameters[activation] = {"information_exponent": p, "d": scan_dims, "deltas_scanned": deltas, "steps": f"{case['factor']:g} d^{p - 1}", "trajectories": 8, "best_delta": {str(d): best[d][1] for d in reached}}
         name = f"glm_{activation}"
         criteria.append({"name": f"from scratch, {activation}: a delta of the scan reaches m^2 >= 1/2 at every d", "value": len(reached), "pass": reached == scan_dims})
         if len(reached) >= 2:
@@ -113,10 +110,10 @@ def scaling_reproduction(quick: bool = False, workers=None) -> ReproductionRepor
             glm_fits[activation] = (fit, reached, best, theory)
             fits.append(_fit_row(name, "d", fit))
             criteria.append({"name": f"from scratch, {activation}: slope against d at the best delta per d, [{fit.ci[0]:.3f}, {fit.ci[1]:.3f}] (online SGD: {'d log d' if p == 2 else f'd^{p - 1}'}; CSQ bound d^{p / 2:g})", "value": fit.exponent, "pass": fit.ci[0] > fit_d.ci[1] if p >= 3 else fit.contains(1.0 + 1.0 / math.log(math.sqrt(reached[0] * reached[-1])))})
-            edge = [d for d in reached if best[d][1] in (GLM_DELTAS[0], GLM_DELTAS[-1])]
+            edge = [d for d in reached if best[d][1] in (deltas[0], deltas[-1])]
             if edge:
                 notes.append(f"{activation}: at d = {', '.join(map(str, edge))} the best delta is at the edge of the scan; the slope there is less certain.")
-    notes.append("From scratch: W = 0, k = 1 (f* = sigma(<u, x>)), eps = 0.5, the delta of the scan " + ", ".join(f"{d:g}" for d in GLM_DELTAS) + " with the smallest median hitting step per d (horizon: 20 d^((p-2)/2) log d / delta steps per d, so a censored cell means the noise beat the signal). The criterion for He_3 and He_4: growth strictly faster than fine-tuning's (intervals apart); for He_2: the interval contains d log d's local slope 1 + 1/log d at the range's geometric middle.")
+    notes.append("From scratch: W = 0, k = 1 (f* = sigma(<u, x>)), eps = 0.5, 8 trajectories per cell, the delta of each activation's scan with the smallest median hitting step per d (the scans and horizons are in the parameters; a censored cell means the normalisation noise beat the signal at that delta). The dimensions are small for He_4 (T ~ d^3 and a heavy-tailed escape from m_0 ~ d^(-1/2)); its slope is pre-asymptotic. The criterion for He_3 and He_4: growth strictly faster than fine-tuning's (intervals apart); for He_2: the interval contains d log d's local slope 1 + 1/log d at the range's geometric middle.")
     figure = Figure(figsize=(15, 4.8), layout="constrained")
     axes = figure.subplots(1, 3)
     for ax, fit, x_label, cases in ((axes[0], fit_d, "d", None), (axes[1], fit_k, "k (d = 1e4)", None), (axes[2], fit_eps, "1/eps (d = 1e4, k = 8)", None)):
@@ -133,7 +130,7 @@ def scaling_reproduction(quick: bool = False, workers=None) -> ReproductionRepor
     axes[2].set_title("fine-tuning against 1/eps (delta = 0.005)")
     for ax in axes:
         ax.legend(fontsize=7)
-    parameters = {"trajectories": trajectories, "method": "chain", "finetuning": {"problem": base, "d_scan": {"k": 8, "d": dims, "run": fine_run}, "k_scan": {"d": 10_000, "k": ks, "run": fine_run | {"seed": 71}}, "eps_scan": {"d": 10_000, "k": 8, "eps": epsilons, "run": eps_run}}, "from_scratch": {"deltas_scanned": GLM_DELTAS, "rule": "the delta with the smallest median hitting step, per d", "eps": 0.5, "cases": glm_parameters}}
+    parameters = {"trajectories": trajectories, "method": "chain", "finetuning": {"problem": base, "d_scan": {"k": 8, "d": dims, "run": fine_run | {"trajectories": d_trajectories}}, "k_scan": {"d": 10_000, "k": ks, "run": fine_run | {"seed": 71}}, "eps_scan": {"d": 10_000, "k": 8, "eps": epsilons, "run": eps_run}}, "from_scratch": {"rule": "the delta with the smallest median hitting step, per d", "eps": 0.5, "cases": glm_parameters}}
     return ReproductionReport("scaling", "the theorems' scalings", parameters, criteria, figure, fits, notes)
 
 
@@ -156,8 +153,8 @@ def transition_point(xis, medians, factor: float = 10.0) -> float:
 
     Examples
     --------
-    >>> transition_point([1, 2, 4, 8], [100, 110, 300, 5000])
-    5.77...
+    >>> round(transition_point([1, 2, 4, 8], [100, 110, 300, 5000]), 3)  # 4 * 2^(log(1000/300) / log(5000/300))
+    5.381
     """
     xis = np.asarray(xis, dtype=float)
     medians = np.asarray(medians, dtype=float)
@@ -231,7 +228,7 @@ def xi_transition_reproduction(quick: bool = False, workers=None) -> Reproductio
         for i in range(len(dims)):
             for j in range(len(xis)):
                 if not np.isfinite(medians[i, j]):
-                    ax.text(j + 0.5, i + 0.5, "cens.", ha="center", va="center", fontsize=6, color="w")
+                    ax.text(j + 0.5, i + 0.5, "censored", ha="center", va="center", fontsize=6, color="k", rotation=90)
         positions = np.interp(np.log(points[finite]), np.log(xis), np.arange(len(xis))) + 0.5
         ax.plot(positions, np.flatnonzero(finite) + 0.5, "w-o", label="xi_c(d): 10x the xi = 2 time")
         predicted = np.array([d**0.25 * k**0.5 for d in dims])
