@@ -46,6 +46,14 @@ def test_the_committed_reports_are_not_stale():
     assert stale_reproductions(PAPER) == [], "stale: run popgrad reproduce NAME (full version) and commit derivations/paper/"
 
 
+def test_the_committed_tables_are_well_formed():
+    # a '|' inside a criterion's name or value would split its row of the Markdown table
+    for path in sorted(PAPER.glob("*.json")):
+        document = json.loads(path.read_text())
+        for criterion in document["criteria"]:
+            assert "|" not in criterion["name"] and "|" not in str(criterion["value"]), (path.name, criterion["name"])
+
+
 def test_the_committed_summary_is_what_the_committed_reports_give():
     from popgrad.reproductions.summary import summary_markdown
 

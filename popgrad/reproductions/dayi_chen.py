@@ -36,8 +36,8 @@ def example1_reproduction(quick: bool = False, workers=None) -> ReproductionRepo
     criteria = [
         {"name": "V^T V - V'^T V' = 0 (sympy, exact)", "value": sympy.sstr(report["difference"].tolist()), "pass": bool(report["identity"])},
         {"name": "(u, c) != (u', c')", "value": bool(report["different"]), "pass": bool(report["different"])},
-        {"name": "|Phi| of student (c', u') for teacher (c, u)", "value": abs(report["loss_u_prime_learning_u"]), "pass": abs(report["loss_u_prime_learning_u"]) < 1e-8},
-        {"name": "|Phi| of student (c, u) for teacher (c', u')", "value": abs(report["loss_u_learning_u_prime"]), "pass": abs(report["loss_u_learning_u_prime"]) < 1e-8},
+        {"name": "abs(Phi) of student (c', u') for teacher (c, u)", "value": abs(report["loss_u_prime_learning_u"]), "pass": abs(report["loss_u_prime_learning_u"]) < 1e-8},
+        {"name": "abs(Phi) of student (c, u) for teacher (c', u')", "value": abs(report["loss_u_learning_u_prime"]), "pass": abs(report["loss_u_learning_u_prime"]) < 1e-8},
     ]
     figure = Figure(figsize=(5.5, 5), layout="constrained")
     ax = figure.subplots()

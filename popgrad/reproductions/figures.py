@@ -223,9 +223,9 @@ def fig2_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
         censored = int(sum(np.sum(~np.isfinite(h)) for h in hits[joint]))
         medians[joint] = _median(np.concatenate(hits[joint]))
         rise = rise_check(steps, curves)
-        criteria.append({"name": f"{label}: every trajectory of every instance reaches |m| >= {LEVEL} (censored runs)", "value": censored, "pass": censored == 0})
-        criteria.append({"name": f"{label}: no plateau at init — median share of the time to |m| = {LEVEL} spent reaching 0.3 (< 0.75; constant drift 0.21, an information-exponent-3 plateau >= 0.89; rise in the first tenth {rise['early_rise']:.3f})", "value": rise["share"], "pass": rise["passed"]})
-        criteria.append({"name": f"{label}: median hitting step (|m| >= {LEVEL})", "value": medians[joint], "pass": math.isfinite(medians[joint])})
+        criteria.append({"name": f"{label}: every trajectory of every instance reaches abs(m) >= {LEVEL} (censored runs)", "value": censored, "pass": censored == 0})
+        criteria.append({"name": f"{label}: no plateau at init — median share of the time to abs(m) = {LEVEL} spent reaching 0.3 (< 0.75; constant drift 0.21, an information-exponent-3 plateau >= 0.89; rise in the first tenth {rise['early_rise']:.3f})", "value": rise["share"], "pass": rise["passed"]})
+        criteria.append({"name": f"{label}: median hitting step (abs(m) >= {LEVEL})", "value": medians[joint], "pass": math.isfinite(medians[joint])})
     ratio, interval = _bootstrap_ratio(hits[False], hits[True])
     criteria.append({"name": f"speed-up of joint training: median hitting step frozen / joint, 95% bootstrap interval over instances [{interval[0]:.3f}, {interval[1]:.3f}] (the paper: roughly 2)", "value": ratio, "pass": math.isfinite(ratio)})
     ax = axes[2]
@@ -304,11 +304,11 @@ def fig3_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
     criteria = [
         {"name": "exact student: population loss falls >= 10x (start / end, mean over runs)", "value": float(start / end), "pass": bool(start / end >= 10)},
         {"name": f"linearised student: its loss floor (smallest mean loss after the start) stays >= 10x above the exact student's final loss {end:.3g}", "value": floor, "pass": bool(floor >= 10 * end)},
-        {"name": "linearised student does not learn u: mean |m| at the end", "value": float(np.abs(m_linear[:, -1]).mean()), "pass": bool(np.abs(m_linear[:, -1]).mean() < LEVEL)},
-        {"name": f"<c_hat, c> starts rising only after |m| is near 1: median |m| when <c_hat, c> sign(m) has done 10% of its rise (>= {LEVEL}; {len(shares)} of {len(m_exact)} runs with a rise)", "value": _median(m_at_onset), "pass": bool(m_at_onset) and _median(m_at_onset) >= LEVEL},
+        {"name": "linearised student does not learn u: mean abs(m) at the end", "value": float(np.abs(m_linear[:, -1]).mean()), "pass": bool(np.abs(m_linear[:, -1]).mean() < LEVEL)},
+        {"name": f"<c_hat, c> starts rising only after abs(m) is near 1: median abs(m) when <c_hat, c> sign(m) has done 10% of its rise (>= {LEVEL}; {len(shares)} of {len(m_exact)} runs with a rise)", "value": _median(m_at_onset), "pass": bool(m_at_onset) and _median(m_at_onset) >= LEVEL},
         {"name": "median step where <c_hat, c> sign(m) starts rising (10% of its rise; reported)", "value": _median(c_onsets), "pass": bool(c_onsets)},
-        {"name": f"median step where |m| first reaches {LEVEL} (reported)", "value": _median(m_times), "pass": bool(m_times)},
-        {"name": f"median share of the rise of <c_hat, c> sign(m) done when |m| first reaches {LEVEL} (reported)", "value": share, "pass": bool(shares)},
+        {"name": f"median step where abs(m) first reaches {LEVEL} (reported)", "value": _median(m_times), "pass": bool(m_times)},
+        {"name": f"median share of the rise of <c_hat, c> sign(m) done when abs(m) first reaches {LEVEL} (reported)", "value": share, "pass": bool(shares)},
     ]
     spot = spot_check(exact[0]["parameters"], steps=int(0.5 * _median(m_times)) if m_times else horizon * d // 4, full_trajectories=6 if quick else 16)
     criteria.append(_spot_criterion(spot, "instance 0, exact student"))
@@ -362,8 +362,8 @@ def fig4_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
             rise = rise_check(steps, curves)
             _band(ax, np.maximum(steps, 1) / d, curves, f"{activation} (delta = {FIG4_DELTAS[activation]:g})", f"C{index}")
             censored = int(np.sum(~np.isfinite(hits)))
-            criteria.append({"name": f"xi = {xi:.3g}, {activation}: every run reaches |m| >= {LEVEL} (censored runs; median hitting step {_median(hits):.4g})", "value": censored, "pass": censored == 0})
-            criteria.append({"name": f"xi = {xi:.3g}, {activation}: no plateau at init — median share of the time to |m| = {LEVEL} spent reaching 0.3 (< 0.75; rise in the first tenth {rise['early_rise']:.3f})", "value": rise["share"], "pass": rise["passed"]})
+            criteria.append({"name": f"xi = {xi:.3g}, {activation}: every run reaches abs(m) >= {LEVEL} (censored runs; median hitting step {_median(hits):.4g})", "value": censored, "pass": censored == 0})
+            criteria.append({"name": f"xi = {xi:.3g}, {activation}: no plateau at init — median share of the time to abs(m) = {LEVEL} spent reaching 0.3 (< 0.75; rise in the first tenth {rise['early_rise']:.3f})", "value": rise["share"], "pass": rise["passed"]})
         ax.axhline(LEVEL, color="grey", lw=0.8, ls=":")
         ax.set(xscale="log", xlabel="SGD step / d", ylabel="<u_hat, u> sign(m_end)", ylim=(-0.1, 1.02), title=f"xi = {xi:.3g}, u_hat unconstrained, joint")
         ax.legend(fontsize=8, loc="upper left")
@@ -411,11 +411,11 @@ def fig5_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
         censored = int(np.sum(~np.isfinite(hits)))
         medians.append(_median(hits))
         quartiles.append(np.quantile(hits, [0.25, 0.75]))
-        criteria.append({"name": f"alpha = {alpha:g}: every run reaches |m| >= {LEVEL} (censored runs; median hitting step {medians[-1]:.4g})", "value": censored, "pass": censored == 0})
+        criteria.append({"name": f"alpha = {alpha:g}: every run reaches abs(m) >= {LEVEL} (censored runs; median hitting step {medians[-1]:.4g})", "value": censored, "pass": censored == 0})
     others = _select(records, alpha=0.5)
     instance_medians = [_median(_hits(cell)) for cell in others]
     censored = int(sum(np.sum(~np.isfinite(_hits(cell))) for cell in others))
-    criteria.append({"name": f"alpha = 1/2, {len(others)} instances: every run reaches |m| >= {LEVEL} (censored runs; instance medians {', '.join(f'{m:.3g}' for m in instance_medians)})", "value": censored, "pass": censored == 0})
+    criteria.append({"name": f"alpha = 1/2, {len(others)} instances: every run reaches abs(m) >= {LEVEL} (censored runs; instance medians {', '.join(f'{m:.3g}' for m in instance_medians)})", "value": censored, "pass": censored == 0})
     correlation = float(np.corrcoef(alphas, np.log(medians))[0, 1]) if all(np.isfinite(medians)) else math.nan
     criteria.append({"name": "correlation of alpha with log median hitting step (reported; the paper: larger alpha slightly faster, i.e. negative)", "value": correlation, "pass": math.isfinite(correlation)})
     axes[0].axhline(LEVEL, color="grey", lw=0.8, ls=":")
@@ -480,11 +480,11 @@ def fig6_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
     fast = [xi for xi in xis if xi <= 14]
     limit = steps_total / 10
     plateau_ratio = _median(escapes[25.0]) / _median(escapes[1.0])
-    criteria = [{"name": f"xi = {xi:g} converges fast: every run reaches |m| >= {LEVEL} within a tenth of the horizon ({limit:.3g} steps; value: the slowest run)", "value": float(np.max(hits[xi])), "pass": bool(np.all(hits[xi] <= limit))} for xi in fast]
-    criteria.append({"name": "xi = 25 plateaus >= 10x longer than xi = 1 (ratio of median steps to |m| >= 1/2)", "value": plateau_ratio, "pass": bool(plateau_ratio >= 10)})
-    criteria.append({"name": f"xi = 25 escapes: every run reaches |m| >= {LEVEL} within the horizon (value: the slowest run)", "value": float(np.max(hits[25.0])), "pass": bool(np.all(np.isfinite(hits[25.0])))})
+    criteria = [{"name": f"xi = {xi:g} converges fast: every run reaches abs(m) >= {LEVEL} within a tenth of the horizon ({limit:.3g} steps; value: the slowest run)", "value": float(np.max(hits[xi])), "pass": bool(np.all(hits[xi] <= limit))} for xi in fast]
+    criteria.append({"name": "xi = 25 plateaus >= 10x longer than xi = 1 (ratio of median steps to abs(m) >= 1/2)", "value": plateau_ratio, "pass": bool(plateau_ratio >= 10)})
+    criteria.append({"name": f"xi = 25 escapes: every run reaches abs(m) >= {LEVEL} within the horizon (value: the slowest run)", "value": float(np.max(hits[25.0])), "pass": bool(np.all(np.isfinite(hits[25.0])))})
     for xi in xis:
-        criteria.append({"name": f"xi = {xi:g}: median hitting step (share of it spent reaching |m| = 0.3: {shares[xi]:.2f}; see rise_check)", "value": _median(hits[xi]), "pass": math.isfinite(_median(hits[xi]))})
+        criteria.append({"name": f"xi = {xi:g}: median hitting step (share of it spent reaching abs(m) = 0.3: {shares[xi]:.2f}; see rise_check)", "value": _median(hits[xi]), "pass": math.isfinite(_median(hits[xi]))})
     target = _select(records, xi=10.0)[0]
     spot = spot_check(target["parameters"], steps=int(0.5 * _median(hits[10.0])) if np.isfinite(_median(hits[10.0])) else steps_total // 100, full_trajectories=6 if quick else 16)
     criteria.append(_spot_criterion(spot, "xi = 10"))
