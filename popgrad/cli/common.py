@@ -42,6 +42,8 @@ FLAGS = {
     "hit": "--hit",
     "out": "--out",
     "plot": "--plot",
+    "repetitions": "--repeats",
+    "lr": "--lr",
 }
 
 
