@@ -43,6 +43,12 @@ FLAGS = {
     "out": "--out",
     "plot": "--plot",
     "repetitions": "--repeats",
+    "h": "--h",
+    "n": "--n",
+    "s": "--s",
+    "beta": "--beta",
+    "pair": "--pair",
+    "init": "--init",
     "lr": "--lr",
 }
 

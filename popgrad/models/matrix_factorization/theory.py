@@ -118,8 +118,8 @@ def spectral_directions(problem: MFProblem) -> list:
         g = image / w1
         w2 = float(U[:, i] @ problem.W2 @ g)
         s = float(S[i]) if S[i] > 1e-12 * S[0] else 0.0
-        if w2 < 0:
-            w2, s = -w2, s  # u_i -> -u_i flips both ΔY's sign and w2's: s_i u_i v_i^T is unchanged only if s stays
+        if w2 < 0:  # in the frame where W_2's entry is positive, ΔY's is -s
+            w2, s = -w2, -s
         out.append((s, w1, w2))
     return out
 
