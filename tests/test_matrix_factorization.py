@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from popgrad.models.matrix_factorization.flow import MFState, gradient, initial_states, loss, run_gradient_descent, run_gradient_flow
+from popgrad.models.matrix_factorization.flow import MFState, mf_gradient as gradient, mf_initial_states, mf_loss as loss, mf_gradient_descent, mf_gradient_flow
 from popgrad.models.matrix_factorization.spec import load_mf_problem, mf_problem, paper_mf_problem
 from popgrad.models.matrix_factorization import theory
 
@@ -47,10 +47,10 @@ def test_gradient_flow_conserves_each_layers_imbalance_and_gd_tracks_it():
     # A_i A_i^T - B_i^T B_i is conserved by the flow: the integrator keeps it to its tolerance while the
     # adapters grow by orders of magnitude; GD with step 1e-4 drifts by O(lr) only
     problem = paper_mf_problem(seed=3)
-    flow = run_gradient_flow(problem, "small", alpha=1e-3, repetitions=1, time_end=5.0, records=20, seed=1)
+    flow = mf_gradient_flow(problem, "small", alpha=1e-3, repetitions=1, time_end=5.0, records=20, seed=1)
     assert flow.observable("z1_norm")[0, -1] > 20 * flow.observable("z1_norm")[0, 0]
     assert flow.observable("conservation_1").max() < 1e-10 and flow.observable("conservation_2").max() < 1e-10
-    descent = run_gradient_descent(problem, "small", alpha=1e-3, repetitions=1, steps=50_000, lr=1e-4, records=20, seed=1)
+    descent = mf_gradient_descent(problem, "small", alpha=1e-3, repetitions=1, steps=50_000, lr=1e-4, records=20, seed=1)
     assert descent.observable("conservation_1").max() < 1e-3
     # the same initial state: GD's loss follows the flow's within O(lr) in relative terms on the way down
     np.testing.assert_allclose(np.log(descent.observable("loss")[0, :8]), np.log(flow.observable("loss")[0, :8]), atol=0.05)
@@ -72,7 +72,7 @@ def test_claim_31_closed_form_matches_the_integrator_and_sympy():
     v = gamma[h:] * np.sqrt(2.0)
     H[:h, h:] = np.outer(g, v)
     H[h:, :h] = np.outer(v, g)
-    state = initial_states(problem, "small", alpha=1e-3, seed=4)
+    state = mf_initial_states(problem, "small", alpha=1e-3, seed=4)
     Z0 = np.concatenate([state.B1[0], state.A1[0].T])
     Z0 = Z0 + 1e-3 * np.random.default_rng(0).standard_normal(Z0.shape)  # B_1 != 0 too: every direction tested
     k, r = h + n, problem.rank
@@ -96,9 +96,9 @@ def test_theorem_41_spectral_flow_decouples_into_the_sympy_scalar_flows():
     derivation = theory.derive_scalar_flow()
     assert derivation["matches_paper"]
     problem = paper_mf_problem(seed=5)
-    state = initial_states(problem, "spectral", alpha=1e-3, repetitions=1, seed=6)
+    state = mf_initial_states(problem, "spectral", alpha=1e-3, repetitions=1, seed=6)
     times = np.linspace(0.0, 3.0, 13)
-    flow = run_gradient_flow(problem, state=state, time_end=3.0, records=12, rtol=1e-11, atol=1e-16)
+    flow = mf_gradient_flow(problem, state=state, time_end=3.0, records=12, rtol=1e-11, atol=1e-16)
     # the active direction's scalar flow: a_1(0), a_2(0) are the components of A_1, A_2 along (v, g)
     (s, w1, w2), = theory.spectral_directions(problem)[:1]
     _, U_, Vt = np.linalg.svd(problem.delta_y)
@@ -124,7 +124,7 @@ def test_theorem_41_spectral_flow_decouples_into_the_sympy_scalar_flows():
 def test_appendix_g1_initialisation_from_the_pretrained_weights_never_learns():
     problem, state = theory.stationary_example()
     assert all(np.all(part == 0) for part in gradient(problem, state))
-    run = run_gradient_descent(problem, state=state, steps=10_000, lr=1e-3, records=2)
+    run = mf_gradient_descent(problem, state=state, steps=10_000, lr=1e-3, records=2)
     assert np.all(run.observable("loss") == 0.5)
 
 
@@ -132,8 +132,8 @@ def test_figure_1_orders_of_magnitude():
     # MATH.md §6, read off the paper's Figure 1: small init alpha = 1e-3 ends near 1e-12.5, spectral init at
     # the float64 floor (~1e-26); independent of the code, these bracket our runs loosely
     problem = paper_mf_problem(seed=0)
-    small = run_gradient_descent(problem, "small", alpha=1e-3, repetitions=6, seed=1, records=4)
-    spectral = run_gradient_descent(problem, "spectral", alpha=1e-3, repetitions=6, seed=1, records=4)
+    small = mf_gradient_descent(problem, "small", alpha=1e-3, repetitions=6, seed=1, records=4)
+    spectral = mf_gradient_descent(problem, "spectral", alpha=1e-3, repetitions=6, seed=1, records=4)
     assert -14.0 < np.log10(small.final_loss()).mean() < -11.0
     assert np.log10(spectral.final_loss()).mean() < -24.0
 
@@ -145,10 +145,10 @@ def test_repetitions_do_not_depend_on_threads_or_on_how_many_are_run():
     threads = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        one = run_gradient_descent(problem, "small", alpha=1e-3, repetitions=3, steps=2000, records=2, seed=9)
+        one = mf_gradient_descent(problem, "small", alpha=1e-3, repetitions=3, steps=2000, records=2, seed=9)
     finally:
         numba.set_num_threads(threads)
-    many = run_gradient_descent(problem, "small", alpha=1e-3, repetitions=5, steps=2000, records=2, seed=9)
+    many = mf_gradient_descent(problem, "small", alpha=1e-3, repetitions=5, steps=2000, records=2, seed=9)
     np.testing.assert_array_equal(one.records, many.records[:3])
 
 
@@ -160,10 +160,10 @@ def test_repetitions_do_not_depend_on_threads_or_on_how_many_are_run():
         (lambda: mf_problem(np.eye(2), np.eye(2), np.eye(2), 0), "rank", "rank must lie in [1"),
         (lambda: mf_problem(np.eye(2), np.eye(2), [[1.0, np.nan], [0.0, 1.0]], 1), "Y_ft", "Y_ft must be finite"),
         (lambda: mf_problem(np.eye(2), np.eye(2), np.eye(2), 1, G=[[1.0, 0.5], [0.0, 1.0]]), "G", "G must be orthogonal"),
-        (lambda: initial_states(paper_mf_problem(), "small", alpha=0.0), "alpha", "alpha must lie in (0"),
-        (lambda: initial_states(paper_mf_problem(), "magic"), "init", "init must be one of small, spectral"),
+        (lambda: mf_initial_states(paper_mf_problem(), "small", alpha=0.0), "alpha", "alpha must lie in (0"),
+        (lambda: mf_initial_states(paper_mf_problem(), "magic"), "init", "init must be one of small, spectral"),
         (lambda: paper_mf_problem(m=10, n=10, h=5), "h", "h must be at least"),
-        (lambda: run_gradient_descent(mf_problem(np.eye(2), np.eye(2), np.eye(2), 1, Y_pre=np.zeros((2, 2)))), "Y_pre", "Y_pre must equal W_2 W_1"),
+        (lambda: mf_gradient_descent(mf_problem(np.eye(2), np.eye(2), np.eye(2), 1, Y_pre=np.zeros((2, 2)))), "Y_pre", "Y_pre must equal W_2 W_1"),
     ],
 )
 def test_bad_input_names_the_parameter(call, parameter, message):

@@ -46,7 +46,7 @@ def _needs_command(args) -> int:
 
 
 def _run(args) -> int:
-    from ..models.matrix_factorization.flow import OBSERVABLES, run_gradient_descent, run_gradient_flow
+    from ..models.matrix_factorization.flow import MF_OBSERVABLES, mf_gradient_descent, mf_gradient_flow
     from ..models.matrix_factorization.spec import load_mf_problem, paper_mf_problem
     from .common import given
 
@@ -69,11 +69,11 @@ def _run(args) -> int:
     if args.records < 1:
         raise UsageError(f"--records must be at least 1, got {args.records}")
     if args.method == "gd":
-        run = run_gradient_descent(problem, args.init, args.alpha, args.repeats, args.steps, args.lr, args.records, args.seed)
+        run = mf_gradient_descent(problem, args.init, args.alpha, args.repeats, args.steps, args.lr, args.records, args.seed)
     else:
         if args.steps < 1:
             raise UsageError("--steps must be at least 1 for gradient flow (time = steps * lr)")
-        run = run_gradient_flow(problem, args.init, args.alpha, args.repeats, args.steps * args.lr, args.records, args.seed, lr=args.lr)
+        run = mf_gradient_flow(problem, args.init, args.alpha, args.repeats, args.steps * args.lr, args.records, args.seed, lr=args.lr)
     final = run.final_loss()
     logs = np.log10(np.maximum(final, 1e-300))
     payload = {
@@ -84,7 +84,7 @@ def _run(args) -> int:
         "seconds": round(run.seconds, 3),
     }
     if args.curves:
-        payload["curves"] = {"steps": run.steps.tolist(), **{name: {"mean": run.observable(name).mean(axis=0).tolist(), "std": run.observable(name).std(axis=0).tolist()} for name in OBSERVABLES}}
+        payload["curves"] = {"steps": run.steps.tolist(), **{name: {"mean": run.observable(name).mean(axis=0).tolist(), "std": run.observable(name).std(axis=0).tolist()} for name in MF_OBSERVABLES}}
     from .. import __version__
 
     payload["versions"] = {"popgrad": __version__, "numpy": np.__version__}

@@ -8,7 +8,7 @@ integrator. With ``M_2 = W_2 + B_2 A_2``, ``M_1 = W_1 + B_1 A_1`` and ``E = Y_ft
 The kernels evaluate these through r-sized intermediates (W_2 B_1, A_2 W_1, A_2 B_1), about four times fewer
 operations than forming M_2 M_1.
 
-Observables (per record): ``loss``; ``alignment`` = log10(1 - |cos(gamma_1, U^S_{Z_1})|) with U^S the top left
+Observables (per record): ``loss``; ``alignment`` = log10(1 - |cos(gamma_1, U^S_{Z_1})|) (floored at log10 of float64 epsilon) with U^S the top left
 singular vector of Z_1 = [B_1; A_1^T]; ``z1_norm``, ``z2_norm`` (Frobenius); ``imbalance_ratio``
 = ||Z_1||_2^2 / ||Z_2||_2^2 (spectral, Claim 3.2); ``conservation_1``, ``conservation_2`` = ||C_i(t) - C_i(0)||_F
 with C_i = A_i A_i^T - B_i^T B_i, conserved by gradient flow.
@@ -27,10 +27,10 @@ from numba import njit, prange
 from ..._validation import InvalidArgument, check_choice, check_integer, check_real
 from .spec import MFProblem
 
-__all__ = ["MFState", "initial_states", "loss", "gradient", "run_gradient_descent", "run_gradient_flow", "MFRun", "OBSERVABLES", "INITS"]
+__all__ = ["MFState", "mf_initial_states", "mf_loss", "mf_gradient", "mf_gradient_descent", "mf_gradient_flow", "MFRun", "MF_OBSERVABLES", "MF_INITS"]
 
-INITS = ("small", "spectral")
-OBSERVABLES = ("loss", "alignment", "z1_norm", "z2_norm", "imbalance_ratio", "conservation_1", "conservation_2")
+MF_INITS = ("small", "spectral")
+MF_OBSERVABLES = ("loss", "alignment", "z1_norm", "z2_norm", "imbalance_ratio", "conservation_1", "conservation_2")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def _haar(generator, size: int) -> np.ndarray:
     return Q * np.sign(np.diag(R))
 
 
-def initial_states(problem: MFProblem, init: str = "small", alpha: float = 1e-3, repetitions: int = 1, seed: int = 0) -> MFState:
+def mf_initial_states(problem: MFProblem, init: str = "small", alpha: float = 1e-3, repetitions: int = 1, seed: int = 0) -> MFState:
     """Initial adapters: ``small`` (the LoRA default: A_i entries N(0, alpha^2), B_i = 0) or ``spectral``
     (§4: B_i = 0, A_1 = G_11 Σ_{A1} G_12^T, A_2 = G_21 Σ_{A2} G_22^T with diagonal N(0, alpha^2) entries, G_11,
     G_21 Haar r x r, G_12 = [V_ΔY, complement] (n x r: ΔY's right singular vectors first), G_22 = [G^S,
@@ -100,11 +100,11 @@ def initial_states(problem: MFProblem, init: str = "small", alpha: float = 1e-3,
     Examples
     --------
     >>> from popgrad.models.matrix_factorization.spec import paper_mf_problem
-    >>> state = initial_states(paper_mf_problem(), "small", alpha=1e-3, repetitions=3)
+    >>> state = mf_initial_states(paper_mf_problem(), "small", alpha=1e-3, repetitions=3)
     >>> state.A1.shape, float(np.abs(state.B1).max())
     ((3, 4, 10), 0.0)
     """
-    check_choice(init, "init", INITS)
+    check_choice(init, "init", MF_INITS)
     alpha = check_real(alpha, "alpha", 0.0, 1e3, low_open=True)
     repetitions = check_integer(repetitions, "repetitions", 1, 10**6)
     seed = check_integer(seed, "seed", 0, 2**63 - 1)
@@ -164,7 +164,7 @@ def _loss_and_gradient(W1, W2, D, A1, B1, A2, B2, gA1, gB1, gA2, gB2, with_gradi
 
 @njit(cache=True)
 def _observe(W1, W2, D, A1, B1, A2, B2, gamma1, C1_0, C2_0, out, scratch):
-    """Write the observables (the order of OBSERVABLES) into ``out``."""
+    """Write the observables (the order of MF_OBSERVABLES) into ``out``."""
     out[0] = _loss_and_gradient(W1, W2, D, A1, B1, A2, B2, scratch[0], scratch[1], scratch[2], scratch[3], False)
     h, r = B1.shape
     n = A1.shape[1]
@@ -180,7 +180,7 @@ def _observe(W1, W2, D, A1, B1, A2, B2, gamma1, C1_0, C2_0, out, scratch):
     top = Z1 @ np.ascontiguousarray(vectors1[:, r - 1])
     norm_top = math.sqrt(np.sum(top * top))
     cosine = abs(np.sum(top * gamma1)) / norm_top if norm_top > 0 else 0.0
-    out[1] = math.log10(max(1.0 - min(cosine, 1.0), 1e-300))
+    out[1] = math.log10(max(1.0 - min(cosine, 1.0), 2.220446049250313e-16))  # below eps, cos = 1 in float64
     out[2] = math.sqrt(np.sum(Z1 * Z1))
     out[3] = math.sqrt(np.sum(Z2 * Z2))
     out[4] = values1[r - 1] / values2[r - 1] if values2[r - 1] > 0 else np.inf
@@ -234,7 +234,7 @@ def _check_consistent(problem: MFProblem) -> np.ndarray:
     return np.ascontiguousarray(problem.Y_ft - product)
 
 
-def loss(problem: MFProblem, state: MFState) -> np.ndarray:
+def mf_loss(problem: MFProblem, state: MFState) -> np.ndarray:
     """L per repetition (computed directly: ½‖Y_ft − (W_2 + B_2 A_2)(W_1 + B_1 A_1)‖_F^2).
 
     Parameters
@@ -252,7 +252,7 @@ def loss(problem: MFProblem, state: MFState) -> np.ndarray:
     return 0.5 * np.sum(E * E, axis=(1, 2))
 
 
-def gradient(problem: MFProblem, state: MFState, index: int = 0) -> tuple:
+def mf_gradient(problem: MFProblem, state: MFState, index: int = 0) -> tuple:
     """The gradient (dL/dA_1, dL/dB_1, dL/dA_2, dL/dB_2) of repetition ``index``, by the kernel the runs use.
 
     Parameters
@@ -306,8 +306,8 @@ class MFRun:
 
     def observable(self, name: str) -> np.ndarray:
         """``records[:, :, name]``: (repetitions, records)."""
-        check_choice(name, "name", OBSERVABLES)
-        return self.records[:, :, OBSERVABLES.index(name)]
+        check_choice(name, "name", MF_OBSERVABLES)
+        return self.records[:, :, MF_OBSERVABLES.index(name)]
 
     def final_loss(self) -> np.ndarray:
         """The loss at the last record, per repetition."""
@@ -318,7 +318,7 @@ def _record_grid(steps: int, records: int) -> np.ndarray:
     return np.unique(np.linspace(0, steps, records + 1).round().astype(np.int64))
 
 
-def run_gradient_descent(problem: MFProblem, init: str = "small", alpha: float = 1e-3, repetitions: int = 1, steps: int = 50_000, lr: float = 1e-4, records: int = 100, seed: int = 0, state: MFState | None = None) -> MFRun:
+def mf_gradient_descent(problem: MFProblem, init: str = "small", alpha: float = 1e-3, repetitions: int = 1, steps: int = 50_000, lr: float = 1e-4, records: int = 100, seed: int = 0, state: MFState | None = None) -> MFRun:
     """Gradient descent ``X <- X - lr dL/dX`` on every adapter, all repetitions in parallel (numba threads;
     each repetition's numbers do not depend on the thread count).
 
@@ -343,7 +343,7 @@ def run_gradient_descent(problem: MFProblem, init: str = "small", alpha: float =
     Examples
     --------
     >>> from popgrad.models.matrix_factorization.spec import paper_mf_problem
-    >>> run = run_gradient_descent(paper_mf_problem(), "spectral", alpha=1e-3, repetitions=2, steps=50_000, records=5)
+    >>> run = mf_gradient_descent(paper_mf_problem(), "spectral", alpha=1e-3, repetitions=2, steps=50_000, records=5)
     >>> bool(np.all(run.final_loss() < 1e-20))
     True
     """
@@ -352,17 +352,17 @@ def run_gradient_descent(problem: MFProblem, init: str = "small", alpha: float =
     lr = check_real(lr, "lr", 0.0, 1e3, low_open=True)
     records = check_integer(records, "records", 1, 10**6)
     if state is None:
-        state = initial_states(problem, init, alpha, repetitions, seed)
+        state = mf_initial_states(problem, init, alpha, repetitions, seed)
     grid = _record_grid(steps, records)
     gamma1 = problem.gammas()[0]
     current = MFState(*(np.ascontiguousarray(array, dtype=np.float64).copy() for array in (state.A1, state.B1, state.A2, state.B2)))
-    out = np.empty((current.repetitions, grid.size, len(OBSERVABLES)))
+    out = np.empty((current.repetitions, grid.size, len(MF_OBSERVABLES)))
     begin = time.perf_counter()
     _descend(np.ascontiguousarray(problem.W1), np.ascontiguousarray(problem.W2), D, gamma1, lr, grid, current.A1, current.B1, current.A2, current.B2, out)
     return MFRun(grid, grid * lr, out, current, "gd", lr, init, float(alpha), seed, time.perf_counter() - begin)
 
 
-def run_gradient_flow(problem: MFProblem, init: str = "small", alpha: float = 1e-3, repetitions: int = 1, time_end: float = 5.0, records: int = 100, seed: int = 0, rtol: float = 1e-10, atol: float = 1e-14, state: MFState | None = None, lr: float = 1e-4) -> MFRun:
+def mf_gradient_flow(problem: MFProblem, init: str = "small", alpha: float = 1e-3, repetitions: int = 1, time_end: float = 5.0, records: int = 100, seed: int = 0, rtol: float = 1e-10, atol: float = 1e-14, state: MFState | None = None, lr: float = 1e-4) -> MFRun:
     """Gradient flow dX/dt = -dL/dX by the adaptive Dormand–Prince 5(4) integrator (dense output at the
     records), one repetition after another.
 
@@ -370,7 +370,7 @@ def run_gradient_flow(problem: MFProblem, init: str = "small", alpha: float = 1e
     ----------
     problem : MFProblem
     init, alpha, repetitions, seed, state
-        As for :func:`run_gradient_descent`.
+        As for :func:`mf_gradient_descent`.
     time_end : float > 0, default 5
         The flow time (5 = the paper's 5e4 steps of 1e-4).
     records : int, default 100
@@ -389,13 +389,13 @@ def run_gradient_flow(problem: MFProblem, init: str = "small", alpha: float = 1e
     time_end = check_real(time_end, "time_end", 0.0, 1e9, low_open=True)
     records = check_integer(records, "records", 1, 10**6)
     if state is None:
-        state = initial_states(problem, init, alpha, repetitions, seed)
+        state = mf_initial_states(problem, init, alpha, repetitions, seed)
     times = np.linspace(0.0, time_end, records + 1)
     m, n, h = problem.shape
     r = problem.rank
     parameters = np.concatenate([[m, n, h, r], problem.W1.ravel(), problem.W2.ravel(), D.ravel()]).astype(np.float64)
     gamma1 = problem.gammas()[0]
-    out = np.empty((state.repetitions, times.size, len(OBSERVABLES)))
+    out = np.empty((state.repetitions, times.size, len(MF_OBSERVABLES)))
     finals = []
     begin = time.perf_counter()
     for j in range(state.repetitions):

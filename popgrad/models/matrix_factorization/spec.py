@@ -21,9 +21,9 @@ import numpy as np
 from ..._io import read_json_file, write_text
 from ..._validation import InvalidArgument, check_array, check_choice, check_integer, check_real
 
-__all__ = ["MFProblem", "mf_problem", "paper_mf_problem", "load_mf_problem", "PAIRS"]
+__all__ = ["MFProblem", "mf_problem", "paper_mf_problem", "load_mf_problem", "MF_PAIRS"]
 
-PAIRS = ("top", "bottom")
+MF_PAIRS = ("top", "bottom")
 #: largest entry magnitude accepted in W_1, W_2, Y (products of four factors stay far inside float64)
 MAX_ENTRY = 1e12
 
@@ -192,7 +192,7 @@ def paper_mf_problem(m: int = 10, n: int = 10, h: int = 100, rank: int = 4, s: f
     rank = check_integer(rank, "rank", 1, 10_000)
     s = check_real(s, "s", 0.0, 1e6, low_open=True)
     beta = check_real(beta, "beta", 0.0, 1e6, low_open=True)
-    check_choice(pair, "pair", PAIRS)
+    check_choice(pair, "pair", MF_PAIRS)
     seed = check_integer(seed, "seed", 0, 2**63 - 1)
     if h < min(m, n):
         raise InvalidArgument(f"h must be at least min(m, n) = {min(m, n)} so that Y_pre = W_2 W_1, got {h}", "h")

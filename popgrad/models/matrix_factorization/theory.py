@@ -106,9 +106,14 @@ def spectral_directions(problem: MFProblem) -> list:
     """Per singular direction i of ΔY's right singular basis: (s_i, w1_i, w2_i) with s_i = σ_i(ΔY) (0 beyond its
     rank), w1_i = |W_1 v_i|, w2_i = u_i^T W_2 g_i (g_i = W_1 v_i / w1_i), for the first ``rank`` directions.
 
+    Parameters
+    ----------
+    problem : MFProblem
+
     Returns
     -------
     list of tuple
+        ``(s_i, w1_i, w2_i)``, with w2_i >= 0 (s_i carries the sign of the frame).
     """
     U, S, Vt = np.linalg.svd(problem.delta_y)
     out = []
