@@ -211,7 +211,7 @@ def test_a_bad_problem_file_ends_in_one_line(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["xu-fig1", "xu-h1"])
+@pytest.mark.parametrize("name", ["xu-fig1", "xu-h1", "xu-theory"])
 def test_quick_reproductions_of_xu_et_al_pass(tmp_path, name):
     from popgrad.reproductions.base import run_reproduction
 
