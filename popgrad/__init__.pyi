@@ -140,6 +140,33 @@ from .models.finetuning.general_predictions import (
     predict_general as predict_general,
     one_step_mean as one_step_mean,
 )
+from .models.matrix_factorization.spec import (
+    MFProblem as MFProblem,
+    mf_problem as mf_problem,
+    paper_mf_problem as paper_mf_problem,
+    load_mf_problem as load_mf_problem,
+    MF_PAIRS as MF_PAIRS,
+)
+from .models.matrix_factorization.flow import (
+    MFState as MFState,
+    mf_initial_states as mf_initial_states,
+    mf_loss as mf_loss,
+    mf_gradient as mf_gradient,
+    mf_gradient_descent as mf_gradient_descent,
+    mf_gradient_flow as mf_gradient_flow,
+    MFRun as MFRun,
+    MF_OBSERVABLES as MF_OBSERVABLES,
+    MF_INITS as MF_INITS,
+)
+from .models.matrix_factorization.theory import (
+    alignment_closed_form as alignment_closed_form,
+    derive_alignment_solution as derive_alignment_solution,
+    derive_scalar_flow as derive_scalar_flow,
+    spectral_scalar_flow as spectral_scalar_flow,
+    theorem41_t1 as theorem41_t1,
+    stationary_example as stationary_example,
+    spectral_directions as spectral_directions,
+)
 from .analysis.comparison import (
     Comparison as Comparison,
     compare as compare,

@@ -42,6 +42,14 @@ FLAGS = {
     "hit": "--hit",
     "out": "--out",
     "plot": "--plot",
+    "repetitions": "--repeats",
+    "h": "--h",
+    "n": "--n",
+    "s": "--s",
+    "beta": "--beta",
+    "pair": "--pair",
+    "init": "--init",
+    "lr": "--lr",
 }
 
 

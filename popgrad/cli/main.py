@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import __version__
 from .._validation import InvalidArgument
-from . import derive, finetuning, hermite, reproduce, sweep
+from . import derive, finetuning, hermite, mf, reproduce, sweep
 from .common import EXIT_BUG, EXIT_USAGE, Parser, UsageError, flag_message
 
 __all__ = ["main", "build_parser"]
@@ -33,6 +33,7 @@ def build_parser() -> Parser:
     derive.register(commands)
     sweep.register(commands)
     reproduce.register(commands)
+    mf.register(commands)
     return parser
 
 
