@@ -43,6 +43,7 @@ def test_the_gradient_is_the_central_difference_of_the_loss(shape, rank, seed):
         assert np.max(np.abs(analytic[which] - estimate)) <= 1e-7 * max(scale, 1.0), name
 
 
+@pytest.mark.slow
 def test_gradient_flow_conserves_each_layers_imbalance_and_gd_tracks_it():
     # A_i A_i^T - B_i^T B_i is conserved by the flow: the integrator keeps it to its tolerance while the
     # adapters grow by orders of magnitude; GD with step 1e-4 drifts by O(lr) only
@@ -56,6 +57,7 @@ def test_gradient_flow_conserves_each_layers_imbalance_and_gd_tracks_it():
     np.testing.assert_allclose(np.log(descent.observable("loss")[0, :8]), np.log(flow.observable("loss")[0, :8]), atol=0.05)
 
 
+@pytest.mark.slow
 def test_claim_31_closed_form_matches_the_integrator_and_sympy():
     from popgrad.dynamics.solve import ODE, solve
     from popgrad.dynamics.solvers.base import right_hand_side
