@@ -32,3 +32,14 @@ def member(request):
     from popgrad.gaussian.activations import activation
 
     return activation(request.param)
+
+
+def pytest_collection_modifyitems(config, items):
+    # 'xslow' tests (the paper reproductions' --quick versions through Dask, minutes each with cold numba
+    # caches) run only when asked for: python3 -m pytest -m xslow
+    if "xslow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="xslow: run with -m xslow (the reproductions' quick versions)")
+    for item in items:
+        if "xslow" in item.keywords:
+            item.add_marker(skip)

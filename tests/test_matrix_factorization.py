@@ -212,7 +212,7 @@ def test_a_bad_problem_file_ends_in_one_line(tmp_path):
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.xslow
 @pytest.mark.parametrize("name", ["xu-fig1", "xu-h1", "xu-theory"])
 def test_quick_reproductions_of_xu_et_al_pass(tmp_path, name):
     from popgrad.reproductions.base import run_reproduction

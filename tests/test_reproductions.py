@@ -75,7 +75,7 @@ def _criterion(document: dict, start: str) -> dict:
 # computed from the data, the full-d spot check agreeing with the chain, and the findings that survive the
 # reduction. Other criteria are reported, not asserted here (a reduced run may legitimately differ; the
 # committed full reports say what holds).
-@pytest.mark.slow
+@pytest.mark.xslow
 @pytest.mark.parametrize("name", ["fig2", "fig3", "fig4", "fig5", "fig6"])
 def test_quick_figures_write_their_reports_and_the_chain_agrees_with_full_d_sgd(tmp_path, name):
     run_reproduction(name, quick=True, out=tmp_path, workers=2)
@@ -91,7 +91,7 @@ def test_quick_figures_write_their_reports_and_the_chain_agrees_with_full_d_sgd(
         assert _criterion(document, "xi = 25 plateaus")["pass"] and _criterion(document, "xi = 25 escapes")["pass"]
 
 
-@pytest.mark.slow
+@pytest.mark.xslow
 def test_quick_scaling_fine_tuning_is_linear_in_d():
     report = REGISTRY["scaling"].run(quick=True, workers=2)
     fits = {(fit["case"], fit["variable"]): fit for fit in report.fits}
