@@ -22,6 +22,11 @@ The public API, layer by layer (data flows one way):
   :func:`general_model`, :func:`load_general_model`, :func:`simulate_general` (exact state chain or full-d SGD),
   :func:`state_population_loss`, :func:`predict_general` (gradient flow, one-step-mean map),
   :func:`compare_general`, :class:`GeneralComparison`
+* LoRA in the NTK regime (Jang, Lee, Ryu) — :func:`ntk_problem`, :func:`gaussian_ntk_problem`,
+  :func:`network_ntk_problem`, :func:`load_ntk_problem`, :func:`ntk_objective`, :func:`ntk_gradient`,
+  :func:`ntk_hvp`, :func:`ntk_hessian`, :func:`ntk_certificate`, :func:`ntk_convex_optimum`, :func:`ntk_lbfgs`,
+  :func:`ntk_gradient_descent`, :func:`ntk_gradient_flow`, :func:`ntk_landscape`, :func:`ntk_threshold_study`,
+  :func:`ntk_spurious_example`
 * sweeps — :func:`load_sweep_spec`, :func:`open_store`, :func:`run_sweep`, :func:`write_sweep_report`,
   :func:`sweep_dataset`; scaling fits — :func:`power_law_fit`
 
@@ -63,6 +68,11 @@ PUBLIC_MODULES = (
     "models.matrix_factorization.spec",
     "models.matrix_factorization.flow",
     "models.matrix_factorization.theory",
+    "models.ntk_lora.spec",
+    "models.ntk_lora.landscape",
+    "models.ntk_lora.convex",
+    "models.ntk_lora.optimise",
+    "models.ntk_lora.examples",
     "dynamics.solve",
     "dynamics.solvers.base",
     "analysis.comparison",

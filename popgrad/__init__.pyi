@@ -167,6 +167,45 @@ from .models.matrix_factorization.theory import (
     stationary_example as stationary_example,
     spectral_directions as spectral_directions,
 )
+from .models.ntk_lora.spec import (
+    NTKProblem as NTKProblem,
+    ntk_problem as ntk_problem,
+    gaussian_ntk_problem as gaussian_ntk_problem,
+    network_ntk_problem as network_ntk_problem,
+    load_ntk_problem as load_ntk_problem,
+    NTK_LOSSES as NTK_LOSSES,
+    NTK_ACTIVATIONS as NTK_ACTIVATIONS,
+)
+from .models.ntk_lora.landscape import (
+    ntk_objective as ntk_objective,
+    ntk_gradient as ntk_gradient,
+    ntk_hvp as ntk_hvp,
+    ntk_hessian as ntk_hessian,
+    ntk_certificate as ntk_certificate,
+    ntk_balance as ntk_balance,
+    ntk_loss_gradient as ntk_loss_gradient,
+)
+from .models.ntk_lora.convex import (
+    ConvexSolution as ConvexSolution,
+    ntk_convex_optimum as ntk_convex_optimum,
+    ntk_dual_value as ntk_dual_value,
+)
+from .models.ntk_lora.optimise import (
+    NTK_INITS as NTK_INITS,
+    NTKRuns as NTKRuns,
+    ntk_initial_points as ntk_initial_points,
+    ntk_lbfgs as ntk_lbfgs,
+    ntk_gradient_descent as ntk_gradient_descent,
+    ntk_gradient_flow as ntk_gradient_flow,
+    Landscape as Landscape,
+    ntk_landscape as ntk_landscape,
+    ntk_threshold_study as ntk_threshold_study,
+)
+from .models.ntk_lora.examples import (
+    SpuriousExample as SpuriousExample,
+    ntk_spurious_example as ntk_spurious_example,
+    verify_spurious_exactly as verify_spurious_exactly,
+)
 from .analysis.comparison import (
     Comparison as Comparison,
     compare as compare,

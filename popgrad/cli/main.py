@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import __version__
 from .._validation import InvalidArgument
-from . import derive, finetuning, hermite, mf, reproduce, sweep
+from . import derive, finetuning, hermite, mf, ntk, reproduce, sweep
 from .common import EXIT_BUG, EXIT_USAGE, Parser, UsageError, flag_message
 
 __all__ = ["main", "build_parser"]
@@ -34,6 +34,7 @@ def build_parser() -> Parser:
     sweep.register(commands)
     reproduce.register(commands)
     mf.register(commands)
+    ntk.register(commands)
     return parser
 
 
