@@ -43,7 +43,7 @@ def _dot(a, b):
 
 @njit(cache=True)
 def _lbfgs_one(G, f0, y, code, K, N, lam, r, x, max_iter, gtol, memory):
-    """Minimise from x (overwritten); returns (F, max |grad|, iterations, status)."""
+    """Minimise from x (overwritten); returns (F, max |grad|, iterations, status, objective evaluations)."""
     m, n = G.shape[1], G.shape[2]
     J = G.shape[0]
     P = x.size
@@ -60,6 +60,7 @@ def _lbfgs_one(G, f0, y, code, K, N, lam, r, x, max_iter, gtol, memory):
     rho = np.zeros(memory)
     coefficients = np.zeros(memory)
     F = _flat_objective(G, f0, y, code, K, N, lam, r, x, grad, delta, z, g, S)
+    evaluations = 1
     count = 0
     head = 0
     restarted = False
@@ -68,7 +69,7 @@ def _lbfgs_one(G, f0, y, code, K, N, lam, r, x, max_iter, gtol, memory):
         for i in range(P):
             gmax = max(gmax, abs(grad[i]))
         if gmax <= gtol:
-            return F, gmax, iteration, 0
+            return F, gmax, iteration, 0, evaluations
         for i in range(P):
             direction[i] = -grad[i]
         for c in range(count):
@@ -103,6 +104,7 @@ def _lbfgs_one(G, f0, y, code, K, N, lam, r, x, max_iter, gtol, memory):
             for i in range(P):
                 new_x[i] = x[i] + step * direction[i]
             new_F = _flat_objective(G, f0, y, code, K, N, lam, r, new_x, new_grad, delta, z, g, S)
+            evaluations += 1
             new_slope = _dot(new_grad, direction)
             if new_F <= F + 1e-4 * step * slope:
                 accepted = True
@@ -119,7 +121,7 @@ def _lbfgs_one(G, f0, y, code, K, N, lam, r, x, max_iter, gtol, memory):
                 count = 0
                 restarted = True
                 continue
-            return F, gmax, iteration, 2
+            return F, gmax, iteration, 2, evaluations
         restarted = False
         sy = 0.0
         yy = 0.0
@@ -141,15 +143,16 @@ def _lbfgs_one(G, f0, y, code, K, N, lam, r, x, max_iter, gtol, memory):
     gmax = 0.0
     for i in range(P):
         gmax = max(gmax, abs(grad[i]))
-    return F, gmax, max_iter, 0 if gmax <= gtol else 1
+    return F, gmax, max_iter, 0 if gmax <= gtol else 1, evaluations
 
 
 @njit(cache=True, parallel=True)
 def _lbfgs_batch(G, f0, y, code, K, N, lam, r, X, max_iter, gtol, memory, out):
     for s in prange(X.shape[0]):
         x = X[s].copy()
-        F, gmax, iterations, status = _lbfgs_one(G, f0, y, code, K, N, lam, r, x, max_iter, gtol, memory)
+        F, gmax, iterations, status, evaluations = _lbfgs_one(G, f0, y, code, K, N, lam, r, x, max_iter, gtol, memory)
         X[s] = x
+        out[s, 4] = evaluations
         out[s, 0] = F
         out[s, 1] = gmax
         out[s, 2] = iterations
@@ -226,6 +229,8 @@ class NTKRuns:
         Gradient descent: F, max |grad F| and ||B^T B - A A^T||_F at the recorded steps.
     weight_decay : float
         The lambda the runs used.
+    evaluations : ndarray (S,) or None
+        L-BFGS: objective-and-gradient evaluations per run.
     """
 
     B: np.ndarray
@@ -239,6 +244,7 @@ class NTKRuns:
     record_steps: np.ndarray | None = None
     records: np.ndarray | None = None
     weight_decay: float = math.nan
+    evaluations: np.ndarray | None = None
 
     @property
     def starts(self) -> int:
@@ -350,13 +356,13 @@ def ntk_lbfgs(problem: NTKProblem, rank: int, starts: int = 20, seed: int = 0, g
     memory = check_integer(memory, "memory", 1, 1000)
     B, A = _start_points(problem, rank, starts, seed, init, scale, points)
     X = _flat(B, A)
-    out = np.empty((X.shape[0], 4))
+    out = np.empty((X.shape[0], 5))
     G, f0, y, code, K, N, lam = _arrays(problem)
     begin = time.perf_counter()
     _lbfgs_batch(G, f0, y, code, K, N, lam, rank, X, max_iter, gtol, memory, out)
     seconds = time.perf_counter() - begin
     B, A = _unflat(problem, X, rank)
-    return NTKRuns(B, A, out[:, 0].copy(), out[:, 1].copy(), out[:, 2].astype(np.int64), out[:, 3].astype(np.int64), "lbfgs", seconds, weight_decay=lam)
+    return NTKRuns(B, A, out[:, 0].copy(), out[:, 1].copy(), out[:, 2].astype(np.int64), out[:, 3].astype(np.int64), "lbfgs", seconds, weight_decay=lam, evaluations=out[:, 4].astype(np.int64))
 
 
 def ntk_gradient_descent(problem: NTKProblem, rank: int, starts: int = 20, steps: int = 10_000, lr: float = 1e-2, seed: int = 0, records: int = 100, init: str = "gaussian", scale: float = 1.0, weight_decay: float | None = None, points=None) -> NTKRuns:
