@@ -25,7 +25,7 @@ def _check_files(folder: Path, name: str) -> dict:
     return document
 
 
-@pytest.mark.parametrize("name", ["example1", "lemma6"])
+@pytest.mark.parametrize("name", ["example1", "lemma6", "jlr"])
 def test_quick_reproductions_pass(tmp_path, name):
     report = run_reproduction(name, quick=True, out=tmp_path)
     assert report.passed, report.criteria
