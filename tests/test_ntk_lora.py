@@ -397,3 +397,13 @@ def test_cli_build_threshold_and_example(tmp_path):
     assert plot.stat().st_size > 0
     result = _cli("ntk", "example", "--format", "json")
     assert result.returncode == 0 and json.loads(result.stdout)["verified"] is True
+
+
+def test_gradient_descent_landscape_converges_and_divergence_is_reported():
+    problem = gaussian_ntk_problem(4, 4, data=3, weight_decay=0.05, seed=2)
+    study = ntk_landscape(problem, 3, starts=4, seed=0, method="gd", steps=200_000, lr=2e-2)
+    assert np.all(study.runs.status == 0) and study.spurious_runs == 0
+    assert all(limit["global"] and limit["converged"] == limit["count"] for limit in study.limits)
+    diverged = ntk_landscape(problem, 3, starts=3, seed=0, method="gd", steps=1000, lr=10.0)
+    assert np.all(diverged.runs.status == 3) and diverged.limits == [] and diverged.spurious_runs == 0
+    assert diverged.to_dict()["runs"]["diverged"] == 3

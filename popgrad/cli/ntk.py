@@ -57,6 +57,7 @@ def register(commands) -> None:
     landscape.add_argument("--max-iter", type=non_negative_int, default=20_000, help="L-BFGS: iteration limit (default 20000)")
     landscape.add_argument("--steps", type=non_negative_int, default=100_000, help="GD: steps (default 1e5)")
     landscape.add_argument("--lr", type=real, default=1e-2, help="GD: step size (default 1e-2)")
+    landscape.add_argument("--gd-gtol", type=real, default=1e-8, help="GD: a run counts as converged when max |grad F| <= this at the end (default 1e-8)")
     landscape.add_argument("--init", choices=("gaussian", "lora"), default="gaussian", help="gaussian (B, A Gaussian; default) or lora (B = 0, A Gaussian)")
     landscape.add_argument("--scale", type=real, default=1.0, help="standard deviation of the initial entries (default 1)")
     landscape.add_argument("--format", choices=("text", "json"), default="text")
@@ -118,7 +119,8 @@ def _landscape(args) -> int:
         options = {"gtol": args.gtol, "max_iter": args.max_iter, "init": args.init, "scale": args.scale}
     else:
         _check_positive(args.lr, "--lr")
-        options = {"steps": args.steps, "lr": args.lr, "init": args.init, "scale": args.scale}
+        _check_positive(args.gd_gtol, "--gd-gtol")
+        options = {"steps": args.steps, "lr": args.lr, "init": args.init, "scale": args.scale, "gtol": args.gd_gtol}
     study = ntk_landscape(problem, args.rank, args.starts, args.seed, args.method, **options)
     payload = study.to_dict()
     payload["problem"] = args.problem
@@ -136,6 +138,10 @@ def _landscape(args) -> int:
         write(f"{limit['value']:20.12g} {limit['count']:6d} {limit['certificate']:10.6g} {eigenvalue:>11} {limit['balance']:9.2g}  {'yes' if limit['global'] else 'NO'}")
     runs = payload["runs"]
     write(f"{runs['global']} of {runs['starts']} runs global, {runs['spurious']} not; {runs['not_converged']} not converged ({runs['method']}, {runs['seconds']:.3f} s)")
+    if runs["diverged"]:
+        write(f"{runs['diverged']} runs diverged (F stopped being finite): lower --lr")
+    elif runs["not_converged"]:
+        write("runs that did not meet the gradient tolerance may sit near saddles: their rho and Hessian describe where they stopped, not a limit (more --steps or --max-iter)")
     return 0
 
 

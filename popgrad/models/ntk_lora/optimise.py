@@ -30,7 +30,7 @@ __all__ = ["NTK_INITS", "NTKRuns", "ntk_initial_points", "ntk_lbfgs", "ntk_gradi
 
 NTK_INITS = ("gaussian", "lora")
 #: status codes of a run
-STATUS = ("converged", "iteration limit", "line search failed")
+STATUS = ("converged", "iteration limit", "line search failed", "diverged")
 
 
 @njit(cache=True)
@@ -178,6 +178,12 @@ def _descend_batch(G, f0, y, code, K, N, lam, r, X, lr, record_steps, records):
         index = 0
         for step in range(steps + 1):
             F = _flat_objective(G, f0, y, code, K, N, lam, r, x, grad, delta, z, g, S)
+            if not math.isfinite(F):  # diverged: the remaining records are nan
+                for later in range(index, record_steps.size):
+                    records[s, later, 0] = np.nan
+                    records[s, later, 1] = np.nan
+                    records[s, later, 2] = np.nan
+                break
             if step == record_steps[index]:
                 gmax = 0.0
                 for i in range(P):
@@ -220,7 +226,8 @@ class NTKRuns:
         max |grad F| there.
     iterations : ndarray (S,)
     status : ndarray (S,) of int
-        0 converged (gradient tolerance), 1 iteration limit, 2 line search failed (L-BFGS; gradient descent: 0).
+        0 converged (max |grad F| <= gtol), 1 iteration (step) limit, 2 line search failed (L-BFGS), 3 diverged
+        (gradient descent: F stopped being finite; its final point and values are nan).
     method : str
     seconds : float
     record_steps : ndarray or None
@@ -365,7 +372,7 @@ def ntk_lbfgs(problem: NTKProblem, rank: int, starts: int = 20, seed: int = 0, g
     return NTKRuns(B, A, out[:, 0].copy(), out[:, 1].copy(), out[:, 2].astype(np.int64), out[:, 3].astype(np.int64), "lbfgs", seconds, weight_decay=lam, evaluations=out[:, 4].astype(np.int64))
 
 
-def ntk_gradient_descent(problem: NTKProblem, rank: int, starts: int = 20, steps: int = 10_000, lr: float = 1e-2, seed: int = 0, records: int = 100, init: str = "gaussian", scale: float = 1.0, weight_decay: float | None = None, points=None) -> NTKRuns:
+def ntk_gradient_descent(problem: NTKProblem, rank: int, starts: int = 20, steps: int = 10_000, lr: float = 1e-2, seed: int = 0, records: int = 100, init: str = "gaussian", scale: float = 1.0, weight_decay: float | None = None, points=None, gtol: float = 1e-8) -> NTKRuns:
     """Gradient descent ``x <- x - lr grad F`` for a fixed number of steps from ``starts`` random points,
     recording F, max |grad F| and the imbalance ||B^T B - A A^T||_F.
 
@@ -383,6 +390,9 @@ def ntk_gradient_descent(problem: NTKProblem, rank: int, starts: int = 20, steps
         As for :func:`ntk_lbfgs`.
     weight_decay : float >= 0, optional
         Overrides the problem's lambda (0: no decay, the imbalance is conserved up to O(lr^2) per step).
+    gtol : float > 0, default 1e-8
+        A run counts as converged (status 0) when its final max |grad F| <= gtol; gradient descent always runs
+        all ``steps``.
 
     Returns
     -------
@@ -409,10 +419,15 @@ def ntk_gradient_descent(problem: NTKProblem, rank: int, starts: int = 20, steps
     if weight_decay is not None:
         lam = check_real(weight_decay, "weight_decay", 0.0, 1e8)
     begin = time.perf_counter()
+    gtol = check_real(gtol, "gtol", 0.0, 1e6, low_open=True)
     _descend_batch(G, f0, y, code, K, N, lam, rank, X, lr, grid, out)
     seconds = time.perf_counter() - begin
     B, A = _unflat(problem, X, rank)
-    return NTKRuns(B, A, out[:, -1, 0].copy(), out[:, -1, 1].copy(), np.full(X.shape[0], steps), np.zeros(X.shape[0], dtype=np.int64), "gd", seconds, grid, out, lam)
+    values, gradients = out[:, -1, 0].copy(), out[:, -1, 1].copy()
+    status = np.where(~np.isfinite(values), 3, np.where(gradients <= gtol, 0, 1)).astype(np.int64)
+    B[status == 3] = np.nan
+    A[status == 3] = np.nan
+    return NTKRuns(B, A, values, gradients, np.full(X.shape[0], steps), status, "gd", seconds, grid, out, lam)
 
 
 def ntk_gradient_flow(problem: NTKProblem, B, A, times, weight_decay: float | None = None, rtol: float = 1e-10, atol: float = 1e-13) -> tuple:
@@ -499,7 +514,8 @@ class Landscape:
     limits : list of dict
         The distinct limit values (clustered within ``value_tol``), ascending: ``value``, ``count``,
         ``certificate`` (the largest rho in the cluster), ``min_hessian_eigenvalue`` (at the run with the
-        smallest gradient), ``balance`` (largest), ``max_gradient``, ``global``.
+        smallest gradient), ``balance`` (largest), ``max_gradient``, ``converged`` (members that met the gradient
+        tolerance), ``global``. Diverged runs (gradient descent with too large a step) join no limit.
     value_tol : float
     seconds : float
     """
@@ -517,8 +533,9 @@ class Landscape:
 
     @property
     def spurious_runs(self) -> int:
-        """Runs that ended away from the convex optimum."""
-        return int(np.sum(~self.is_global))
+        """Converged runs (gradient tolerance met) that ended away from the convex optimum; runs that did not
+        converge or diverged are counted apart (``runs.status``)."""
+        return int(np.sum(~self.is_global & (self.runs.status == 0)))
 
     def to_dict(self) -> dict:
         """JSON-ready: ``convex_optimum``, ``limits`` (the CLI's contract) and the details."""
@@ -528,7 +545,7 @@ class Landscape:
             "convex": {"value": self.convex.value, "duality_gap": self.convex.gap, "rank": self.convex.rank, "singular_values": self.convex.singular_values.tolist(), "certificate": self.convex.certificate, "iterations": self.convex.iterations, "converged": self.convex.converged},
             "rank": self.rank,
             "threshold": {"count": int(self.parameters.get("count", 0)), "rank_needed": int(self.parameters.get("threshold_rank", 0)), "above": bool(self.rank * (self.rank + 1) // 2 > self.parameters.get("count", 0))},
-            "runs": {"starts": self.runs.starts, "global": int(np.sum(self.is_global)), "spurious": self.spurious_runs, "not_converged": int(np.sum(self.runs.status != 0)), "method": self.runs.method, "seconds": self.runs.seconds},
+            "runs": {"starts": self.runs.starts, "global": int(np.sum(self.is_global)), "spurious": self.spurious_runs, "not_converged": int(np.sum(self.runs.status != 0)), "diverged": int(np.sum(self.runs.status == 3)), "method": self.runs.method, "seconds": self.runs.seconds},
             "value_tol": self.value_tol,
             "parameters": self.parameters,
             "seconds": self.seconds,
@@ -574,11 +591,12 @@ def ntk_landscape(problem: NTKProblem, rank: int, starts: int = 20, seed: int = 
     if convex is None:
         convex = ntk_convex_optimum(problem)
     runs = ntk_lbfgs(problem, rank, starts, seed, **options) if method == "lbfgs" else ntk_gradient_descent(problem, rank, starts, seed=seed, **options)
-    certificates = np.array([ntk_certificate(problem, B, A) for B, A in zip(runs.B, runs.A)])
-    balances = np.array([ntk_balance(B, A) for B, A in zip(runs.B, runs.A)])
+    finite = np.isfinite(runs.values)
+    certificates = np.array([ntk_certificate(problem, B, A) if ok else np.nan for B, A, ok in zip(runs.B, runs.A, finite)])
+    balances = np.array([ntk_balance(B, A) if ok else np.nan for B, A, ok in zip(runs.B, runs.A, finite)])
     tolerance = value_tol * max(1.0, abs(convex.value))
-    is_global = runs.values <= convex.value + tolerance + convex.gap
-    order = np.argsort(runs.values, kind="stable")
+    is_global = finite & (runs.values <= convex.value + tolerance + convex.gap)
+    order = [index for index in np.argsort(runs.values, kind="stable") if finite[index]]
     clusters = []
     for index in order:
         if clusters and runs.values[index] - runs.values[clusters[-1][0]] <= tolerance:
@@ -597,6 +615,7 @@ def ntk_landscape(problem: NTKProblem, rank: int, starts: int = 20, seed: int = 
             "min_hessian_eigenvalue": eigenvalue,
             "balance": float(np.max(balances[members])),
             "max_gradient": float(np.max(runs.gradient_norms[members])),
+            "converged": int(np.sum(runs.status[members] == 0)),
             "global": bool(np.all(is_global[members])),
         })
     parameters = {"rank": rank, "starts": int(runs.starts), "seed": seed, "method": method, "count": problem.count, "threshold_rank": problem.threshold_rank, "shape": list(problem.shape), "outputs": problem.outputs, "loss": problem.loss, "weight_decay": problem.weight_decay, **{key: value for key, value in options.items() if key != "points"}}
