@@ -35,11 +35,11 @@ def member(request):
 
 
 def pytest_collection_modifyitems(config, items):
-    # 'xslow' tests (the paper reproductions' --quick versions through Dask, minutes each with cold numba
-    # caches) run only when asked for: python3 -m pytest -m xslow
+    # 'xslow' tests (paper scale: the reproductions' full versions, 41 minutes in all on 2 cores) run only
+    # when asked for: python3 -m pytest -m xslow
     if "xslow" in (config.getoption("markexpr") or ""):
         return
-    skip = pytest.mark.skip(reason="xslow: run with -m xslow (the reproductions' quick versions)")
+    skip = pytest.mark.skip(reason="xslow: run with -m xslow (paper scale)")
     for item in items:
         if "xslow" in item.keywords:
             item.add_marker(skip)

@@ -34,10 +34,24 @@ def test_quick_reproductions_pass(tmp_path, name):
 
 @pytest.mark.slow
 def test_claim2_quick_fine_tuning_is_linear_in_d_and_from_scratch_faster(tmp_path):
-    report = run_reproduction("claim2", quick=True, out=tmp_path, workers=2)
+    report = run_reproduction("claim2", quick=True, out=tmp_path, workers=0)
     assert report.passed, report.criteria
     document = _check_files(tmp_path, "claim2")
     assert {fit["case"] for fit in document["fits"]} == {"finetuning", "glm_h3"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["xi_transition", "xu-fig1", "xu-h1", "xu-theory"])
+def test_quick_reproductions_pass_in_ci(tmp_path, name):
+    report = run_reproduction(name, quick=True, out=tmp_path, workers=0)
+    assert report.passed, [criterion for criterion in report.criteria if not criterion["pass"]]
+    _check_files(tmp_path, name)
+
+
+def test_every_reproduction_has_a_quick_test():
+    # each registered reproduction's --quick version runs in CI (a test above names it)
+    source = Path(__file__).read_text()
+    assert all(f'"{name}"' in source for name in REGISTRY), sorted(name for name in REGISTRY if f'"{name}"' not in source)
 
 
 def test_the_committed_reports_are_not_stale():
@@ -75,10 +89,11 @@ def _criterion(document: dict, start: str) -> dict:
 # computed from the data, the full-d spot check agreeing with the chain, and the findings that survive the
 # reduction. Other criteria are reported, not asserted here (a reduced run may legitimately differ; the
 # committed full reports say what holds).
-@pytest.mark.xslow
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["fig2", "fig3", "fig4", "fig5", "fig6"])
 def test_quick_figures_write_their_reports_and_the_chain_agrees_with_full_d_sgd(tmp_path, name):
-    run_reproduction(name, quick=True, out=tmp_path, workers=2)
+    # in this process (workers=0): the kernels compiled by the other tests are reused, no Dask start-up
+    run_reproduction(name, quick=True, out=tmp_path, workers=0)
     document = _check_files(tmp_path, name)
     assert all(criterion["value"] is not None for criterion in document["criteria"])
     assert _criterion(document, "full-d SGD vs chain")["pass"]
@@ -91,9 +106,9 @@ def test_quick_figures_write_their_reports_and_the_chain_agrees_with_full_d_sgd(
         assert _criterion(document, "xi = 25 plateaus")["pass"] and _criterion(document, "xi = 25 escapes")["pass"]
 
 
-@pytest.mark.xslow
+@pytest.mark.slow
 def test_quick_scaling_fine_tuning_is_linear_in_d():
-    report = REGISTRY["scaling"].run(quick=True, workers=2)
+    report = REGISTRY["scaling"].run(quick=True, workers=0)
     fits = {(fit["case"], fit["variable"]): fit for fit in report.fits}
     assert fits[("finetuning", "d")]["ci"][0] <= 1.0 <= fits[("finetuning", "d")]["ci"][1]
     assert {("glm_He_3", "d"), ("glm_He_4", "d")} <= set(fits)
@@ -123,3 +138,12 @@ def test_the_transition_point_interpolates_in_log_log():
     assert transition_point(xis, [100 * x**4 for x in xis]) == pytest.approx(10**0.25)
     assert transition_point(xis, [100.0, 120.0, np.inf]) > 2.0
     assert transition_point(xis, [100.0, 120.0, 130.0]) == np.inf
+
+
+@pytest.mark.xslow
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_full_reproduction_gives_the_committed_verdicts(tmp_path, name):
+    """Paper scale (opt-in): the full version, rerun, passes and fails the criteria the committed report does."""
+    report = run_reproduction(name, quick=False, out=tmp_path)
+    committed = json.loads((PAPER / f"{name}.json").read_text())
+    assert [criterion["pass"] for criterion in report.criteria] == [criterion["pass"] for criterion in committed["criteria"]]

@@ -130,6 +130,15 @@ def test_one_worker_gives_the_numbers_of_two_and_rerunning_computes_nothing(refe
     assert again["computed"] == 0 and again["skipped"] == 6
 
 
+def test_in_process_gives_the_numbers_of_the_dask_workers(reference, tmp_path):
+    from popgrad.sweeps.executor import run_sweep
+
+    spec = sweep_spec_from_dict(SMALL)
+    summary = run_sweep(spec, open_store(tmp_path / "here", spec), workers=0)
+    assert summary["computed"] == 6
+    assert _results(tmp_path / "here") == _results(reference)
+
+
 @pytest.mark.slow
 def test_a_sweep_killed_with_sigkill_resumes_to_the_same_results(reference, tmp_path):
     spec_path = _spec_file(tmp_path)
@@ -214,7 +223,8 @@ def test_the_fine_tuning_hitting_time_grows_linearly_in_d():
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--workers", "0"], "--workers must be at least 1"),
+        (["--workers", "-1"], "--workers must be at least 0"),
+        (["--workers", "0", "--scheduler", "tcp://127.0.0.1:9"], "not allowed with"),
         (["--scheduler", "tcp://127.0.0.1:9", "--timeout", "2"], "cannot reach the Dask scheduler"),
     ],
 )

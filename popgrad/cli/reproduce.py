@@ -18,7 +18,7 @@ def register(commands) -> None:
     reproduce.add_argument("name", help="a reproduction's name, or all")
     reproduce.add_argument("--quick", action="store_true", help="the reduced version (what CI runs)")
     reproduce.add_argument("--out", default="derivations/paper", help="report folder (default derivations/paper)")
-    reproduce.add_argument("--workers", type=int, default=None, help="Dask workers for the sweeps (default: one per core)")
+    reproduce.add_argument("--workers", type=int, default=None, help="Dask workers for the sweeps (default: one per core; 0: in this process, without Dask)")
     reproduce.add_argument("--strict", action="store_true", help=f"exit {EXIT_NEGATIVE} when a criterion fails")
     reproduce.set_defaults(handler=_reproduce)
 
@@ -31,8 +31,8 @@ def _reproduce(args) -> int:
     names = _names()
     if args.name != "all" and args.name not in names:
         raise UsageError(f"no reproduction named {args.name!r}; known: {', '.join(names)}, or all")
-    if args.workers is not None and args.workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers must be at least 0 (0: in this process, without Dask), got {args.workers}")
     check_output_folder(args.out, "out")
     failed = []
     for name in names if args.name == "all" else [args.name]:

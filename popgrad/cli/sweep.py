@@ -15,7 +15,7 @@ def register(commands) -> None:
     sweep.add_argument("spec", help="the sweep specification (.toml, or JSON of the same structure)")
     sweep.add_argument("--out", required=True, help="the store folder (created; rerunning the same command computes only missing cells)")
     where = sweep.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, default=None, help="worker processes of a local Dask cluster (default: one per core)")
+    where.add_argument("--workers", type=int, default=None, help="worker processes of a local Dask cluster (default: one per core; 0: in this process, without Dask)")
     where.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://host:8786 (dask-jobqueue, dask-kubernetes)")
     sweep.add_argument("--resume", action="store_true", help="require an existing store made by this spec")
     sweep.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for --scheduler (default 10)")
@@ -38,8 +38,8 @@ def _sweep(args) -> int:
         spec = load_sweep_spec(args.spec)
     except InvalidArgument as exc:
         raise UsageError(f"{args.spec}: {str(exc).splitlines()[0]}") from None
-    if args.workers is not None and args.workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers must be at least 0 (0: in this process, without Dask), got {args.workers}")
     if not args.timeout > 0:
         raise UsageError(f"--timeout must be positive, got {args.timeout}")
     store = open_store(args.out, spec, resume=args.resume)

@@ -43,7 +43,9 @@ def run_sweep(spec: SweepSpec, store: SweepStore, workers: int | None = None, sc
     spec : SweepSpec
     store : SweepStore
     workers : int, optional
-        Worker processes of the local cluster (default: the number of cores).
+        Worker processes of the local cluster (default: the number of cores); 0 runs the cells one after
+        another in this process, without Dask (numba threads: all cores) - for small sweeps, where starting
+        worker processes (and loading compiled kernels in each) costs more than the cells.
     scheduler : str, optional
         Address of an existing Dask scheduler (then ``workers`` must not be given).
     progress : bool or None, default False
@@ -63,7 +65,9 @@ def run_sweep(spec: SweepSpec, store: SweepStore, workers: int | None = None, sc
     if workers is not None and scheduler is not None:
         raise InvalidArgument("give --workers (a local cluster) or --scheduler (an existing one), not both", "workers")
     cores = os.cpu_count() or 1
-    workers = cores if workers is None else check_integer(workers, "workers", 1, 4096)
+    workers = cores if workers is None else check_integer(workers, "workers", 0, 4096)
+    if workers == 0 and scheduler is not None:
+        raise InvalidArgument("workers = 0 (in this process) cannot be used with a scheduler", "workers")
     cells = spec.cells()
     keys = [cell_key(cell) for cell in cells]
     finished = store.finished()
@@ -75,6 +79,13 @@ def run_sweep(spec: SweepSpec, store: SweepStore, workers: int | None = None, sc
     if not todo:
         return {"cells": len(cells), "skipped": len(cells), "computed": 0, "seconds": 0.0}
     _prevalidate(list(todo.values()))
+    if workers == 0:
+        threads = cores if numba_threads is None else check_integer(numba_threads, "numba_threads", 1, 4096)
+        with progress_bar(total=len(todo), progress=progress, unit="cell", desc="sweep") as bar:
+            for key, cell in todo.items():
+                store.write(key, cell, run_cell(cell, threads))
+                bar.update(1)
+        return {"cells": len(cells), "skipped": len(cells) - len(todo), "computed": len(todo), "seconds": time.perf_counter() - begin}
     if scheduler is not None:
         try:
             client = Client(scheduler, timeout=timeout)
