@@ -518,6 +518,8 @@ class Landscape:
         tolerance), ``global``. Diverged runs (gradient descent with too large a step) join no limit.
     value_tol : float
     seconds : float
+    parameters : dict
+        The study's settings (rank, starts, seed, method, the problem's sizes, the optimiser's options).
     """
 
     convex: ConvexSolution
@@ -552,7 +554,7 @@ class Landscape:
         }
 
 
-def ntk_landscape(problem: NTKProblem, rank: int, starts: int = 20, seed: int = 0, method: str = "lbfgs", value_tol: float = 1e-7, hessian: bool = True, convex: ConvexSolution | None = None, **options) -> Landscape:
+def ntk_landscape(problem: NTKProblem, rank: int, starts: int = 20, seed: int = 0, method: str = "lbfgs", value_tol: float = 1e-7, hessian: bool = True, convex: ConvexSolution | None = None, **kwargs) -> Landscape:
     """Run an optimiser from many starts and classify its limits against the convex optimum.
 
     A run is global when its F is within ``value_tol * max(1, |F*|)`` (plus the convex solution's duality gap)
@@ -570,8 +572,8 @@ def ntk_landscape(problem: NTKProblem, rank: int, starts: int = 20, seed: int = 
         Compute the smallest Hessian eigenvalue at each limit (a dense eigenproblem of size (m + n) r).
     convex : ConvexSolution, optional
         A solution already computed for this problem.
-    **options
-        Passed to :func:`ntk_lbfgs` or :func:`ntk_gradient_descent`.
+    **kwargs
+        Passed to :func:`ntk_lbfgs` or :func:`ntk_gradient_descent` (e.g. ``gtol``, ``max_iter``, ``steps``, ``lr``).
 
     Returns
     -------
@@ -590,7 +592,7 @@ def ntk_landscape(problem: NTKProblem, rank: int, starts: int = 20, seed: int = 
     begin = time.perf_counter()
     if convex is None:
         convex = ntk_convex_optimum(problem)
-    runs = ntk_lbfgs(problem, rank, starts, seed, **options) if method == "lbfgs" else ntk_gradient_descent(problem, rank, starts, seed=seed, **options)
+    runs = ntk_lbfgs(problem, rank, starts, seed, **kwargs) if method == "lbfgs" else ntk_gradient_descent(problem, rank, starts, seed=seed, **kwargs)
     finite = np.isfinite(runs.values)
     certificates = np.array([ntk_certificate(problem, B, A) if ok else np.nan for B, A, ok in zip(runs.B, runs.A, finite)])
     balances = np.array([ntk_balance(B, A) if ok else np.nan for B, A, ok in zip(runs.B, runs.A, finite)])
@@ -618,11 +620,11 @@ def ntk_landscape(problem: NTKProblem, rank: int, starts: int = 20, seed: int = 
             "converged": int(np.sum(runs.status[members] == 0)),
             "global": bool(np.all(is_global[members])),
         })
-    parameters = {"rank": rank, "starts": int(runs.starts), "seed": seed, "method": method, "count": problem.count, "threshold_rank": problem.threshold_rank, "shape": list(problem.shape), "outputs": problem.outputs, "loss": problem.loss, "weight_decay": problem.weight_decay, **{key: value for key, value in options.items() if key != "points"}}
+    parameters = {"rank": rank, "starts": int(runs.starts), "seed": seed, "method": method, "count": problem.count, "threshold_rank": problem.threshold_rank, "shape": list(problem.shape), "outputs": problem.outputs, "loss": problem.loss, "weight_decay": problem.weight_decay, **{key: value for key, value in kwargs.items() if key != "points"}}
     return Landscape(convex, rank, runs, certificates, balances, is_global, limits, value_tol, time.perf_counter() - begin, parameters)
 
 
-def ntk_threshold_study(builder, instances: int, ranks, starts: int = 20, seed: int = 0, **options) -> list:
+def ntk_threshold_study(builder, instances: int, ranks, starts: int = 20, seed: int = 0, **kwargs) -> list:
     """How often runs end at spurious limits, against the rank, over random instances.
 
     Parameters
@@ -634,8 +636,8 @@ def ntk_threshold_study(builder, instances: int, ranks, starts: int = 20, seed: 
     ranks : sequence of int
     starts : int, default 20
     seed : int, default 0
-    **options
-        Passed to :func:`ntk_landscape`.
+    **kwargs
+        Passed to :func:`ntk_landscape` (e.g. ``method``, ``gtol``).
 
     Returns
     -------
@@ -658,7 +660,7 @@ def ntk_threshold_study(builder, instances: int, ranks, starts: int = 20, seed: 
     convex = [ntk_convex_optimum(problem) for problem in problems]
     rows = []
     for r in ranks:
-        studies = [ntk_landscape(problem, r, starts, seed=seed + 1000 * i, convex=solution, hessian=False, **options) for i, (problem, solution) in enumerate(zip(problems, convex))]
+        studies = [ntk_landscape(problem, r, starts, seed=seed + 1000 * i, convex=solution, hessian=False, **kwargs) for i, (problem, solution) in enumerate(zip(problems, convex))]
         global_rho = [rho for s in studies for rho, ok in zip(s.certificates, s.is_global) if ok]
         spurious_rho = [rho for s in studies for rho, ok in zip(s.certificates, s.is_global) if not ok]
         rows.append({
