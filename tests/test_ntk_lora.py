@@ -198,6 +198,8 @@ def test_check4_threshold_study_counts_limits():
     assert above["spurious_runs"] == 0 and above["best_is_global"] == 6
     # the bound on the convex optimum's rank (KN = 2: rank 1) makes rank-1 LoRA able to reach it: the best run does
     assert below["best_is_global"] == 6
+    # ... so every non-global run sits above the best rank-1 value: a spurious minimum of the rank-1 problem
+    assert below["runs_above_best"] == below["spurious_runs"] and above["runs_above_best"] == 0
     assert below["min_certificate_spurious"] is None or below["min_certificate_spurious"] > 1 + 1e-6
     assert below["max_certificate_global"] <= 1 + 1e-6
 

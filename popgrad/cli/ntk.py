@@ -186,9 +186,10 @@ def _threshold(args) -> int:
     if args.format == "json":
         write(json.dumps(payload))
         return 0
-    write(f"{'rank':>4} {'above':>6} {'instances w/ spurious':>22} {'spurious runs':>14} {'best global':>12}")
+    write("non-global: converged runs away from the convex optimum; above best: converged runs above the best value reached at that rank (spurious minima of the rank-r problem)")
+    write(f"{'rank':>4} {'above':>6} {'non-global runs':>16} {'instances':>10} {'above best':>11} {'best global':>12}")
     for row in rows:
-        write(f"{row['rank']:4d} {('yes' if row['above_threshold'] else 'no'):>6} {row['instances_with_spurious']:>15d} / {row['instances']:<4d} {row['spurious_runs']:>7d} / {row['runs']:<5d} {row['best_is_global']:>6d} / {row['instances']}")
+        write(f"{row['rank']:4d} {('yes' if row['above_threshold'] else 'no'):>6} {row['spurious_runs']:>8d} / {row['runs']:<5d} {row['instances_with_spurious']:>4d} / {row['instances']:<3d} {row['runs_above_best']:>11d} {row['best_is_global']:>6d} / {row['instances']}")
     return 0
 
 

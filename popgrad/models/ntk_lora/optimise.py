@@ -624,6 +624,15 @@ def ntk_landscape(problem: NTKProblem, rank: int, starts: int = 20, seed: int = 
     return Landscape(convex, rank, runs, certificates, balances, is_global, limits, value_tol, time.perf_counter() - begin, parameters)
 
 
+def _above_best(study: Landscape) -> int:
+    """Converged runs whose value exceeds the best converged value of the study (by its tolerance)."""
+    converged = study.runs.status == 0
+    if not np.any(converged):
+        return 0
+    best = float(np.min(study.runs.values[converged]))
+    return int(np.sum(converged & (study.runs.values > best + study.value_tol * max(1.0, abs(best)))))
+
+
 def ntk_threshold_study(builder, instances: int, ranks, starts: int = 20, seed: int = 0, **kwargs) -> list:
     """How often runs end at spurious limits, against the rank, over random instances.
 
@@ -643,9 +652,13 @@ def ntk_threshold_study(builder, instances: int, ranks, starts: int = 20, seed: 
     -------
     list of dict
         Per rank: ``rank``, ``above_threshold`` (r(r+1)/2 > KN), ``instances``, ``instances_with_spurious``,
-        ``runs``, ``spurious_runs``, ``convex_ranks`` (rank of each instance's convex optimum),
-        ``best_is_global`` (instances whose best run reached the convex optimum), ``max_certificate_global``
-        (the largest rho among global runs), ``min_certificate_spurious``.
+        ``runs``, ``spurious_runs`` (converged runs away from the convex optimum), ``not_converged``,
+        ``convex_ranks`` (rank of each instance's convex optimum), ``best_is_global`` (instances whose best run
+        reached the convex optimum), ``runs_above_best`` and ``instances_with_runs_above_best`` (converged runs
+        above the best value any run reached at this rank: local minima of the rank-r problem that are not its
+        best - the spurious minima in the rank-constrained sense, which below the threshold differ from the
+        runs that merely cannot reach a convex optimum of higher rank), ``max_certificate_global`` (the largest rho
+        among global runs), ``min_certificate_spurious``, ``seconds``.
 
     Examples
     --------
@@ -661,6 +674,7 @@ def ntk_threshold_study(builder, instances: int, ranks, starts: int = 20, seed: 
     rows = []
     for r in ranks:
         studies = [ntk_landscape(problem, r, starts, seed=seed + 1000 * i, convex=solution, hessian=False, **kwargs) for i, (problem, solution) in enumerate(zip(problems, convex))]
+        above_best = [_above_best(s) for s in studies]
         global_rho = [rho for s in studies for rho, ok in zip(s.certificates, s.is_global) if ok]
         spurious_rho = [rho for s in studies for rho, ok in zip(s.certificates, s.is_global) if not ok]
         rows.append({
@@ -674,6 +688,8 @@ def ntk_threshold_study(builder, instances: int, ranks, starts: int = 20, seed: 
             "not_converged": int(sum(np.sum(s.runs.status != 0) for s in studies)),
             "convex_ranks": [c.rank for c in convex],
             "best_is_global": int(sum(bool(np.any(s.is_global)) for s in studies)),
+            "runs_above_best": int(sum(above_best)),
+            "instances_with_runs_above_best": int(sum(count > 0 for count in above_best)),
             "max_certificate_global": float(max(global_rho)) if global_rho else None,
             "min_certificate_spurious": float(min(spurious_rho)) if spurious_rho else None,
             "seconds": float(sum(s.seconds for s in studies)),
