@@ -199,6 +199,17 @@ def _weight_decay(problem: NTKProblem, weight_decay) -> float:
     return problem.weight_decay if weight_decay is None else check_real(weight_decay, "weight_decay", 0.0, 1e8)
 
 
+def _evaluate(problem: NTKProblem, B, A, weight_decay, with_gradient: bool) -> tuple:
+    """(F, gB, gA) at validated factors (gB, gA unset without ``with_gradient``)."""
+    B, A = _factors(problem, B, A)
+    G, f0, y, code, K, N, _ = _arrays(problem)
+    lam = _weight_decay(problem, weight_decay)
+    m, n = problem.shape
+    gB, gA = np.empty_like(B), np.empty_like(A)
+    value = _objective(G, f0, y, code, K, N, lam, B, A, gB, gA, np.empty((m, n)), np.empty(problem.count), np.empty(problem.count), np.empty((m, n)), with_gradient)
+    return float(value), gB, gA
+
+
 def ntk_loss_gradient(problem: NTKProblem, delta) -> tuple:
     """The loss L(delta) (without weight decay) and its gradient ``S = grad L(delta)`` (m x n).
 
@@ -253,12 +264,7 @@ def ntk_objective(problem: NTKProblem, B, A, weight_decay: float | None = None) 
     >>> ntk_objective(problem, np.array([[1.0], [0.0]]), np.array([[1.0, 0.0]]))  # (1 - 2)^2 / 2 + 0.1
     0.6
     """
-    B, A = _factors(problem, B, A)
-    G, f0, y, code, K, N, _ = _arrays(problem)
-    lam = _weight_decay(problem, weight_decay)
-    m, n = problem.shape
-    scratch = np.empty((m, n))
-    return float(_objective(G, f0, y, code, K, N, lam, B, A, np.empty_like(B), np.empty_like(A), scratch, np.empty(problem.count), np.empty(problem.count), np.empty((m, n)), False))
+    return _evaluate(problem, B, A, weight_decay, False)[0]
 
 
 def ntk_gradient(problem: NTKProblem, B, A, weight_decay: float | None = None) -> tuple:
@@ -284,12 +290,7 @@ def ntk_gradient(problem: NTKProblem, B, A, weight_decay: float | None = None) -
     >>> gB.ravel().tolist(), gA.ravel().tolist()  # S = -e1 e1^T: S A^T + 0.1 B
     ([-0.9, 0.0], [-0.9, 0.0])
     """
-    B, A = _factors(problem, B, A)
-    G, f0, y, code, K, N, _ = _arrays(problem)
-    lam = _weight_decay(problem, weight_decay)
-    m, n = problem.shape
-    gB, gA = np.empty_like(B), np.empty_like(A)
-    _objective(G, f0, y, code, K, N, lam, B, A, gB, gA, np.empty((m, n)), np.empty(problem.count), np.empty(problem.count), np.empty((m, n)), True)
+    _, gB, gA = _evaluate(problem, B, A, weight_decay, True)
     return gB, gA
 
 
