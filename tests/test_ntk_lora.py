@@ -409,3 +409,16 @@ def test_gradient_descent_landscape_converges_and_divergence_is_reported():
     diverged = ntk_landscape(problem, 3, starts=3, seed=0, method="gd", steps=1000, lr=10.0)
     assert np.all(diverged.runs.status == 3) and diverged.limits == [] and diverged.spurious_runs == 0
     assert diverged.to_dict()["runs"]["diverged"] == 3
+
+
+def test_exact_verifier_on_a_3x3_saddle():
+    # diagonal measurements e1 e1^T, e2 e2^T (3 x 3), y = (6/5, 1), lambda = 1/10: b = a = e1 is stationary
+    # (s^2 = y_1 - N lambda = 1); S = diag(-1/10, -1/2, 0), so rho = 5 > 1; the (b_2, a_2) block of the Hessian is
+    # [[lambda, -1/2], [-1/2, lambda]]: indefinite, a saddle, not a minimum
+    from fractions import Fraction as Q
+
+    e1 = [[1, 0, 0], [0, 0, 0], [0, 0, 0]]
+    e2 = [[0, 0, 0], [0, 1, 0], [0, 0, 0]]
+    report = verify_spurious_exactly([e1, e2], [Q(6, 5), 1], Q(1, 10), [1, 0, 0], [1, 0, 0])
+    assert report["stationary"] and report["rho_above_one"] and not report["positive_definite"] and not report["verified"]
+    assert report["rho_squared"] == pytest.approx(25.0)

@@ -12,12 +12,13 @@ The paper's own small examples were not available (MATH.md §7), so popgrad cons
 3. sympy verifies, exactly: the gradient of F vanishes; every leading principal minor of the 4 x 4 Hessian
    is positive (Sylvester: a strict local minimum); and ||grad L(b a^T)||_op > lambda (rho > 1), so b a^T is not
    a minimiser of the convex problem, whose optimum a rank-one point attains (r*(r*+1)/2 <= KN = 2): the
-   minimum is spurious. The largest eigenvalue of S^T S exceeds lambda^2 iff its characteristic polynomial p
-   has p(lambda^2) < 0 or (p(lambda^2) >= 0 and lambda^2 < tr/2) - rational arithmetic only.
+   minimum is spurious. The largest eigenvalue of S^T S exceeds lambda^2 iff some principal minor of
+   lambda^2 I - S^T S is negative - rational arithmetic only.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -124,13 +125,10 @@ def verify_spurious_exactly(measurements, targets, weight_decay, b, a) -> dict:
     delta = sympy.Matrix([point[v] for v in bs]) * sympy.Matrix([point[v] for v in as_]).T
     S = sum(((sum(Gj[i, k] * delta[i, k] for i in range(m) for k in range(n)) - yj) * Gj for Gj, yj in zip(G, y)), sympy.zeros(m, n)) / N
     M = S.T * S
-    if M.shape == (2, 2):
-        trace, det = M.trace(), M.det()
-        p_at = lam**4 - trace * lam**2 + det
-        # p(c) < 0: c lies between the roots; p(c) >= 0: c lies outside (or on) them, below the larger iff c < tr/2
-        above = bool(p_at < 0 or lam**2 < trace / 2)
-    else:  # the largest eigenvalue of S^T S exceeds lambda^2 iff S^T S - lambda^2 I is not negative semidefinite
-        above = bool(max(sympy.Matrix(M).eigenvals()) > lam**2)
+    # the largest eigenvalue of S^T S exceeds lambda^2 iff lambda^2 I - S^T S is not positive semidefinite, iff
+    # one of its principal minors is negative: rational arithmetic only
+    shifted = lam**2 * sympy.eye(n) - M
+    above = any(shifted.extract(list(subset), list(subset)).det() < 0 for size in range(1, n + 1) for subset in itertools.combinations(range(n), size))
     rho_squared = float(max(np.linalg.eigvalsh(np.array(M.evalf(30), dtype=float)))) / float(lam) ** 2
     stationary = all(g == 0 for g in gradient)
     positive = all(minor > 0 for minor in minors)
