@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..._validation import check_integer, check_real
-from .landscape import _arrays, _loss_terms, _measure
+from .landscape import _loss_at
 from .spec import NTKProblem
 
 __all__ = ["ConvexSolution", "ntk_convex_optimum", "ntk_dual_value"]
@@ -105,15 +105,6 @@ def ntk_dual_value(problem: NTKProblem, w) -> float:
     return -_entropy(q) / N + linear
 
 
-def _evaluate(problem: NTKProblem, delta: np.ndarray, scratch: tuple) -> tuple:
-    """(L(delta), g = dl/dz, S = grad L(delta))."""
-    G, f0, y, code, K, N, _ = _arrays(problem)
-    z, g = scratch
-    _measure(G, f0, delta, z)
-    value = _loss_terms(z, y, code, K, N, g)
-    return value, g.copy(), np.tensordot(g, G, axes=1)
-
-
 def ntk_convex_optimum(problem: NTKProblem, tol: float = 1e-11, max_iter: int = 200_000, rank_tol: float = 1e-6) -> ConvexSolution:
     """Solve ``min L(delta) + lambda ||delta||_*`` by accelerated proximal gradient to a duality gap <= tol.
 
@@ -144,13 +135,12 @@ def ntk_convex_optimum(problem: NTKProblem, tol: float = 1e-11, max_iter: int = 
     begin = time.perf_counter()
     lam = problem.weight_decay
     step = 1.0 / _lipschitz(problem)
-    scratch = (np.empty(problem.count), np.empty(problem.count))
     x = np.zeros(problem.shape)
     point = x.copy()
     t = 1.0
     value, gap, iterations = np.inf, np.inf, 0
     for iterations in range(1, max_iter + 1):
-        _, _, S = _evaluate(problem, point, scratch)
+        _, _, _, S = _loss_at(problem, point)
         U, s, Vt = np.linalg.svd(point - step * S, full_matrices=False)
         s = np.maximum(s - step * lam, 0.0)
         x_new = (U * s) @ Vt
@@ -163,19 +153,19 @@ def ntk_convex_optimum(problem: NTKProblem, tol: float = 1e-11, max_iter: int = 
             t = t_new
         x = x_new
         if iterations % 10 == 0 or iterations == max_iter:
-            value, gap = _primal_and_gap(problem, x, s, scratch)
+            value, gap = _primal_and_gap(problem, x, s)
             if gap <= tol * max(1.0, abs(value)):
                 break
-    value, gap = _primal_and_gap(problem, x, np.linalg.svd(x, compute_uv=False), scratch)
     singular = np.linalg.svd(x, compute_uv=False)
+    value, gap = _primal_and_gap(problem, x, singular)
     rank = int(np.sum(singular > rank_tol * singular[0])) if singular[0] > 0 else 0
-    _, _, S = _evaluate(problem, x, scratch)
+    _, _, _, S = _loss_at(problem, x)
     certificate = float(np.linalg.norm(S, 2) / lam)
     return ConvexSolution(x, value, gap, singular, rank, certificate, iterations, bool(gap <= tol * max(1.0, abs(value))), time.perf_counter() - begin)
 
 
-def _primal_and_gap(problem: NTKProblem, x: np.ndarray, singular: np.ndarray, scratch: tuple) -> tuple:
-    loss, g, S = _evaluate(problem, x, scratch)
+def _primal_and_gap(problem: NTKProblem, x: np.ndarray, singular: np.ndarray) -> tuple:
+    loss, _, g, S = _loss_at(problem, x)
     value = loss + problem.weight_decay * float(np.sum(singular))
     norm = float(np.linalg.norm(S, 2))
     w = g * min(1.0, problem.weight_decay / norm) if norm > 0 else g

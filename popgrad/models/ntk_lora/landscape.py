@@ -231,15 +231,20 @@ def ntk_loss_gradient(problem: NTKProblem, delta) -> tuple:
     >>> value, S.tolist()
     (2.0, [[-2.0, 0.0], [0.0, 0.0]])
     """
-    delta = check_array(delta, "delta", shape=problem.shape)
+    value, _, _, S = _loss_at(problem, check_array(delta, "delta", shape=problem.shape))
+    return value, S
+
+
+def _loss_at(problem: NTKProblem, delta: np.ndarray) -> tuple:
+    """(L(delta), z, g = dl/dz, S = grad L(delta)) at an already validated delta."""
     G, f0, y, code, K, N, _ = _arrays(problem)
     z = np.empty(problem.count)
     g = np.empty(problem.count)
-    _measure(G, f0, delta, z)
+    _measure(G, f0, np.ascontiguousarray(delta, dtype=np.float64), z)
     value = _loss_terms(z, y, code, K, N, g)
     S = np.empty(problem.shape)
     _combine(G, g, S)
-    return float(value), S
+    return float(value), z, g, S
 
 
 def ntk_objective(problem: NTKProblem, B, A, weight_decay: float | None = None) -> float:
@@ -312,12 +317,9 @@ def ntk_hvp(problem: NTKProblem, B, A, dB, dA, weight_decay: float | None = None
     B, A = _factors(problem, B, A)
     dB = check_array(dB, "dB", shape=B.shape)
     dA = check_array(dA, "dA", shape=A.shape)
-    G, f0, y, code, K, N, _ = _arrays(problem)
+    G, _, _, code, K, N, _ = _arrays(problem)
     lam = _weight_decay(problem, weight_decay)
-    z = problem.measure(B @ A)
-    g = np.empty(problem.count)
-    _loss_terms(z, y, code, K, N, g)
-    S = np.tensordot(g, G, axes=1)
+    _, z, _, S = _loss_at(problem, B @ A)
     dz = np.tensordot(G, dB @ A + B @ dA, axes=([1, 2], [0, 1]))
     curvature = np.empty(problem.count)
     _loss_curvature(z, code, K, N, dz, curvature)
