@@ -15,13 +15,13 @@ The public API, layer by layer (data flows one way):
   :func:`drift_series`, :func:`paper_drift_series`, :func:`moment_tensor`, :func:`symbolic_drift`,
   :func:`drift_interpolant`, :func:`drift_fixed_points`, :func:`glm_drift`, :func:`lemma6_frequency`,
   :func:`network_loss`, :func:`monte_carlo_gradient`
-* dynamics — :func:`solve`, :class:`DriftODE`, :func:`simulate`, :func:`predict`, :func:`noise_estimate`
-* comparison — :func:`compare`, :class:`Comparison`, :func:`load_comparison`; figures — :func:`plot_population`
-  (h and Phi), :meth:`Comparison.plot`
-* the general model (joint c_hat, free u_hat, rank r, alpha, output scale, linearised student) —
-  :func:`general_model`, :func:`load_general_model`, :func:`simulate_general` (exact state chain or full-d SGD),
-  :func:`state_population_loss`, :func:`predict_general` (gradient flow, one-step-mean map),
-  :func:`compare_general`, :class:`GeneralComparison`
+* one engine for every model (the model protocol, :mod:`popgrad.dynamics.protocol`) — :func:`simulate`
+  (-> :class:`Run`), :func:`predict` (-> :class:`Predictions`), :func:`compare` (-> :class:`Comparison`),
+  :func:`load_comparison`, :func:`model_from_dict`; ODEs — :func:`solve`, :class:`DriftODE`,
+  :func:`noise_estimate`; figures — :func:`plot_population` (h and Phi), :meth:`Comparison.plot`
+* the fine-tuning model (joint c_hat, free u_hat, rank r, alpha, output scale, linearised student; a
+  problem is the model with every switch at its default) — :func:`general_model`, :func:`load_general_model`,
+  :func:`state_observables`, :func:`state_population_loss`
 * LoRA in the NTK regime (Jang, Lee, Ryu) — :func:`ntk_problem`, :func:`gaussian_ntk_problem`,
   :func:`network_ntk_problem`, :func:`load_ntk_problem`, :func:`ntk_objective`, :func:`ntk_gradient`,
   :func:`ntk_hvp`, :func:`ntk_hessian`, :func:`ntk_certificate`, :func:`ntk_convex_optimum`, :func:`ntk_lbfgs`,
@@ -59,12 +59,11 @@ PUBLIC_MODULES = (
     "models.finetuning.series",
     "models.finetuning.checks",
     "models.finetuning.references",
-    "models.finetuning.simulation",
     "models.finetuning.noise",
     "models.finetuning.predictions",
     "models.finetuning.odes",
-    "models.finetuning.general",
-    "models.finetuning.general_predictions",
+    "models.finetuning.model",
+    "models.finetuning.observables",
     "models.matrix_factorization.spec",
     "models.matrix_factorization.flow",
     "models.matrix_factorization.theory",
@@ -73,10 +72,11 @@ PUBLIC_MODULES = (
     "models.ntk_lora.convex",
     "models.ntk_lora.optimise",
     "models.ntk_lora.examples",
+    "dynamics.protocol",
+    "dynamics.engine",
     "dynamics.solve",
     "dynamics.solvers.base",
     "analysis.comparison",
-    "analysis.general_comparison",
     "analysis.scaling",
     "report.tables",
     "report.plots",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ._validation import InvalidArgument
 
-__all__ = ["atomic_path", "write_text", "write_json", "read_json_file", "json_safe", "check_output_file", "check_output_folder", "INCOMPLETE"]
+__all__ = ["atomic_path", "write_text", "write_json", "read_json_file", "json_safe", "check_output_file", "check_output_folder", "INCOMPLETE", "ContentEqual", "canonical_json", "versions", "write_netcdf_arrays"]
 
 #: marker file present in a report folder while it is being written
 INCOMPLETE = "INCOMPLETE"
@@ -116,3 +116,100 @@ def check_output_folder(path, parameter: str = "out") -> Path:
     else:
         _writable_folder(path.parent if str(path.parent) else Path("."), parameter, str(path.name))
     return path
+
+
+def canonical_json(value) -> str:
+    """The canonical JSON text of a value (sorted keys, no spaces, numpy turned into lists): what content
+    equality and hashing of specifications compare.
+
+    Examples
+    --------
+    >>> canonical_json({"b": 1, "a": [1.5, None]})
+    '{"a":[1.5,null],"b":1}'
+    """
+    return json.dumps(json_safe(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+class ContentEqual:
+    """Equality and hash by content: two specifications are equal when their ``to_dict()`` are, as
+    canonical JSON (:func:`canonical_json`), whatever arrays they hold. The text is computed once per
+    object (specifications are immutable).
+
+    Examples
+    --------
+    >>> import popgrad
+    >>> problem = popgrad.orthonormal_problem("relu", 3, 1.0, seed=0)
+    >>> popgrad.general_model(problem) == popgrad.general_model(problem), len({popgrad.general_model(problem), popgrad.general_model(problem)})
+    (True, 1)
+    """
+
+    __slots__ = ()
+
+    def _content(self) -> str:
+        cached = self.__dict__.get("_canonical_json")
+        if cached is None:
+            cached = canonical_json({"type": type(self).__name__, "content": self.to_dict()})
+            object.__setattr__(self, "_canonical_json", cached)
+        return cached
+
+    def __eq__(self, other) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self is other or self._content() == other._content()
+
+    def __hash__(self) -> int:
+        return hash(self._content())
+
+
+def versions() -> dict:
+    """Versions of popgrad and the numerical stack (from the installed packages' metadata, importing none
+    of them), recorded with every saved result.
+
+    Returns
+    -------
+    dict of str to str
+    """
+    import platform
+    from importlib import metadata
+
+    from . import __version__
+
+    out = {"popgrad": __version__}
+    for name in ("numpy", "scipy", "sympy", "mpmath", "numba"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:  # pragma: no cover - every one is a dependency
+            out[name] = "not installed"
+    return out | {"python": platform.python_version()}
+
+
+def write_netcdf_arrays(path, dimensions: dict, variables: list, attributes: dict) -> None:
+    """The one NetCDF writer: a NetCDF3 file (64-bit offsets, written by scipy; xarray reads it back as a
+    Dataset) with every variable as float64 (step counts exact below 2^53, where NetCDF3 has no int64).
+
+    Parameters
+    ----------
+    path : str or Path
+    dimensions : dict
+        name -> size.
+    variables : list of (name, dims, values, long_name, units)
+    attributes : dict
+        Global attributes (strings).
+
+    Returns
+    -------
+    None
+    """
+    import numpy as np
+    from scipy.io import netcdf_file
+
+    with netcdf_file(path, "w", version=2) as file:
+        for name, value in attributes.items():
+            setattr(file, name, value)
+        for name, size in dimensions.items():
+            file.createDimension(name, int(size))
+        for name, dims, values, long_name, units in variables:
+            variable = file.createVariable(name, "d", dims)
+            variable[...] = np.asarray(values, dtype=np.float64)
+            variable.long_name = long_name
+            variable.units = units

@@ -1,89 +1,48 @@
-"""Theory vs Monte Carlo: statistics of m_t over trajectories against each prediction, with a verdict.
+"""Theory vs Monte Carlo for any model: every observable of a run against every prediction, with a verdict.
 
-:func:`compare` runs the simulation and the predictions on the same checkpoints and returns a
-:class:`Comparison`: mean, standard error and quantile bands of m_t; for each prediction the discrepancy
-``z_t = |mean_t - prediction_t| / SE_t`` (for the finite-step ODE the distance to its band) and the
-statistic ``max_t z_t`` over checkpoints after the start; the verdict says which predictions are
-consistent at the threshold (default 4). Results convert to an xarray Dataset (NetCDF) that records
-the problem, step size, seeds and versions, to JSON, and to a PNG plot.
+:func:`compare` simulates a model (:func:`popgrad.dynamics.engine.simulate`), predicts its observables on
+the same checkpoints (:func:`popgrad.dynamics.engine.predict`) and returns a :class:`Comparison`. For each
+prediction and observable the residual ``z_t = (mean_t - prediction_t) / SE_t`` (0 inside the prediction's
+band; SE combines the Monte Carlo standard error of the mean with the prediction's standard error over its
+starts) and the statistic ``max_t |z_t|`` over the checkpoints after the start; a prediction is
+``consistent`` with an observable when the statistic stays below the threshold (default 4) and its band is
+not wider than that, ``inconsistent`` when it exceeds it, ``inconclusive`` when the band is too wide to
+tell. Results convert to NetCDF (xarray), JSON (``schema`` ``popgrad.comparison/1``; :func:`load_comparison`
+reads that and the two formats 0.x wrote) and a PNG plot.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from .._io import INCOMPLETE, atomic_path, check_output_folder, write_json, write_text
+from .._io import INCOMPLETE, atomic_path, check_output_folder, read_json_file, versions, write_json, write_netcdf_arrays, write_text
 from .._validation import InvalidArgument, check_real
-from ..models.finetuning.population import population_loss
-from ..models.finetuning.predictions import PREDICTIONS, Predictions, initial_points, predict
-from ..models.finetuning.simulation import SimulationResult, simulate
-from ..models.finetuning.spec import FineTuningProblem
+from ..dynamics.engine import Predictions, Run, predict, simulate
+from ..dynamics.protocol import family_of, model_from_dict
+from ..numerics.statistics import QUANTILE_LEVELS, summary
 
-__all__ = ["Comparison", "compare", "load_comparison", "QUANTILES", "versions", "write_netcdf", "save_report"]
+__all__ = ["Comparison", "compare", "load_comparison", "save_report", "COMPARISON_SCHEMA", "QUANTILES"]
 
-QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-_DESCRIPTIONS = {
-    "step": ("SGD step", "steps"),
-    "trajectory": ("trajectory index (its random stream)", "1"),
-    "quantile": ("quantile level over trajectories", "1"),
-    "m": ("overlap m = <u, u_hat> of each trajectory", "1"),
-    "mean": ("mean overlap over trajectories", "1"),
-    "standard_error": ("standard error of the mean overlap", "1"),
-    "quantiles": ("quantiles of the overlap over trajectories", "1"),
-    "population_loss": ("population loss Phi(m) at each trajectory's overlap", "squared output units"),
-    "hitting_step": ("first step with m^2 >= 1 - eps (-1: not by the last checkpoint)", "steps"),
-}
-
-
-def write_netcdf(dataset, path) -> None:
-    """NetCDF3 (scipy) with the step counts stored as float64: exact below 2^53, where NetCDF3's int32 would
-    refuse counts beyond 2^31 after the simulation had run.
-
-    Parameters
-    ----------
-    dataset : xarray.Dataset
-        With a ``step`` coordinate.
-    path : str or Path
-
-    Returns
-    -------
-    None
-    """
-    dataset.to_netcdf(path, engine="scipy", encoding={"step": {"dtype": "float64"}})
-
-
-def versions() -> dict:
-    """Versions of popgrad and the numerical stack, recorded with every saved result.
-
-    Returns
-    -------
-    dict of str to str
-    """
-    import mpmath
-    import numba
-    import scipy
-    import sympy
-
-    return {"popgrad": __version__, "numpy": np.__version__, "scipy": scipy.__version__, "sympy": sympy.__version__, "mpmath": mpmath.__version__, "numba": numba.__version__, "python": platform.python_version()}
+#: the ``schema`` of a comparison's JSON report
+COMPARISON_SCHEMA = "popgrad.comparison/1"
+QUANTILES = QUANTILE_LEVELS
+#: a gap this small relative to the value is rounding (an observable both sides hold at a constant)
+ROUNDING = 1e-10
 
 
 def save_report(result, folder: str | Path) -> list:
-    """Write a comparison's ``comparison.nc`` (its ``write_netcdf``), ``comparison.json`` (its
-    ``to_json_dict``) and ``comparison.png`` (its ``plot``) into ``folder``.
-
-    Each file is written whole or not at all; the folder holds a file ``INCOMPLETE`` until all three are
-    written.
+    """Write a comparison's ``comparison.nc`` (NetCDF), ``comparison.json`` and ``comparison.png`` into
+    ``folder``. Each file is written whole or not at all; the folder holds a file ``INCOMPLETE`` until all
+    three are written.
 
     Parameters
     ----------
-    result : Comparison or GeneralComparison
+    result : Comparison
     folder : str or Path
 
     Returns
@@ -103,265 +62,320 @@ def save_report(result, folder: str | Path) -> list:
     return [folder / "comparison.nc", folder / "comparison.json", folder / "comparison.png"]
 
 
-class ReportMixin:
-    """What every comparison shares: its checkpoints (``simulation.steps``) and :func:`save_report`."""
-
-    @property
-    def steps(self) -> np.ndarray:
-        return self.simulation.steps
-
-    def save(self, folder: str | Path) -> list:
-        """Write ``comparison.nc`` (NetCDF), ``comparison.json`` and ``comparison.png`` into ``folder``
-        (:func:`save_report`)."""
-        return save_report(self, folder)
-
-
 @dataclass(frozen=True)
-class Comparison(ReportMixin):
-    """A simulation and its predictions on the same checkpoints.
+class Comparison:
+    """A run and its predictions on the same checkpoints.
 
     Attributes
     ----------
-    problem : FineTuningProblem
-    simulation : SimulationResult
-        The Monte Carlo side: ``m[trajectory, checkpoint]``.
+    run : Run
+        The Monte Carlo side: every observable per trajectory and checkpoint.
     predictions : Predictions
-        The population side, on the simulation's checkpoints.
+        The population side, on the run's checkpoints.
     threshold : float, default 4
-        Verdict threshold, in standard errors of the SGD mean.
+        Verdict threshold in standard errors.
     extra : dict
-        Further records saved with the report (e.g. the command line's settings).
+        Further records saved with the report (e.g. a command's settings).
     """
 
-    problem: FineTuningProblem
-    simulation: SimulationResult
+    run: Run
     predictions: Predictions
     threshold: float = 4.0
     extra: dict = field(default_factory=dict)
 
-    @property
-    def mean(self) -> np.ndarray:
-        return self.simulation.m.mean(axis=0)
+    def __post_init__(self):
+        if not np.array_equal(np.asarray(self.predictions.steps), np.asarray(self.run.steps)):
+            raise InvalidArgument("predictions must be made on the run's checkpoints", "predictions")
 
     @property
-    def standard_error(self) -> np.ndarray:
-        m = self.simulation.m
-        return m.std(axis=0, ddof=1) / math.sqrt(m.shape[0]) if m.shape[0] > 1 else np.full(m.shape[1], np.nan)
+    def steps(self) -> np.ndarray:
+        return self.run.steps
 
     @property
-    def population_loss(self) -> np.ndarray:
-        """``Phi(m_t)`` of every trajectory, ``[trajectory, checkpoint]``."""
-        return population_loss(self.problem, np.clip(self.simulation.m, -1.0, 1.0))
+    def model(self):
+        return self.run.model
 
     @property
-    def quantiles(self) -> np.ndarray:
-        return np.quantile(self.simulation.m, QUANTILES, axis=0)
+    def observables(self) -> list:
+        """The observables that the run records and some prediction predicts, in the run's order."""
+        predicted = set().union(*(set(values) for values in self.predictions.values.values())) if self.predictions.values else set()
+        return [name for name in self.run.observables if name in predicted]
 
-    def discrepancy(self, name: str) -> np.ndarray:
-        """``|mean - prediction| / SE`` per checkpoint (distance to the band for predictions with one)."""
-        prediction = self.predictions.values[name]
-        gap = np.abs(self.mean - prediction)
-        if name in self.predictions.bands:
-            lower, upper = np.minimum(*self.predictions.bands[name]), np.maximum(*self.predictions.bands[name])
-            gap = np.where(self.mean < lower, lower - self.mean, np.where(self.mean > upper, self.mean - upper, 0.0))
+    def mean(self, observable: str = "m") -> np.ndarray:
+        return self.run.mean(observable)
+
+    def standard_error(self, observable: str = "m") -> np.ndarray:
+        return self.run.standard_error(observable)
+
+    def quantiles(self, observable: str = "m") -> np.ndarray:
+        return self.run.quantiles(observable)
+
+    def _combined_error(self, name: str, observable: str) -> np.ndarray:
+        return np.sqrt(self.standard_error(observable) ** 2 + self.predictions.start_error(name, observable) ** 2)
+
+    def _gap(self, name: str, observable: str) -> np.ndarray:
+        mean = self.mean(observable)
+        band = self.predictions.band(name, observable)
+        if band is None:
+            gap = mean - self.predictions.mean(name, observable)
+        else:
+            lower, upper = np.minimum(*band), np.maximum(*band)
+            gap = np.where(mean < lower, mean - lower, np.where(mean > upper, mean - upper, 0.0))
+        return np.where(np.abs(gap) <= ROUNDING * np.maximum(1.0, np.abs(mean)), 0.0, gap)
+
+    def residual(self, name: str, observable: str = "m") -> np.ndarray:
+        """``(mean - prediction) / SE`` per checkpoint, signed (0 inside the prediction's band)."""
+        error = self._combined_error(name, observable)
+        gap = self._gap(name, observable)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(self.standard_error > 0, gap / self.standard_error, np.where(gap > 0, np.inf, 0.0))
+            return np.where(error > 0, gap / error, np.where(gap != 0, np.sign(gap) * np.inf, 0.0))
 
-    def statistic(self, name: str) -> float:
-        """``max_t z_t`` over the checkpoints after step 0."""
-        z = self.discrepancy(name)[self.steps > 0]
+    def statistic(self, name: str, observable: str = "m") -> float:
+        """``max_t |residual_t|`` over the checkpoints after step 0."""
+        z = np.abs(self.residual(name, observable))[self.steps > 0]
         return float(np.max(z)) if z.size else 0.0
 
-    def band_ratio(self, name: str) -> float:
-        """The widest half-width of a prediction's uncertainty band in standard errors of the mean (0 for a
-        prediction without a band): a band wider than the threshold could hide a discrepancy the
-        threshold is meant to detect."""
-        if name not in self.predictions.bands:
+    def band_ratio(self, name: str, observable: str = "m") -> float:
+        """The widest half-width of the prediction's band in standard errors (0 without a band): a band wider
+        than the threshold could hide a discrepancy the threshold is meant to detect."""
+        band = self.predictions.band(name, observable)
+        if band is None:
             return 0.0
-        lower, upper = self.predictions.bands[name]
-        later = self.steps > 0
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = (0.5 * np.abs(upper - lower) / self.standard_error)[later]
+            ratio = (0.5 * np.abs(band[1] - band[0]) / self._combined_error(name, observable))[self.steps > 0]
+        ratio = ratio[np.isfinite(ratio)]
         return float(np.max(ratio)) if ratio.size else 0.0
 
     @property
     def conclusions(self) -> dict:
-        """Per prediction: ``consistent``, ``inconsistent``, ``inconclusive`` (a band wider than the
-        threshold in standard errors, and no discrepancy beyond it), ``undefined`` (one trajectory: no
-        standard error) or ``failed`` (the prediction could not be computed: ``predictions.failures``)."""
+        """prediction -> observable -> ``consistent``, ``inconsistent``, ``inconclusive`` (a band wider than
+        the threshold, and no discrepancy beyond it), ``undefined`` (one trajectory: no standard error) or
+        ``failed`` (the prediction could not be computed: ``predictions.failures``)."""
         out = {}
-        for name in self.predictions.values:
+        for name in list(self.predictions.values) + [name for name in self.predictions.failures if name not in self.predictions.values]:
             if name in self.predictions.failures:
-                out[name] = "failed"
-            elif self.simulation.trajectories < 2:
-                out[name] = "undefined"
-            elif self.statistic(name) > self.threshold:
-                out[name] = "inconsistent"
-            elif self.band_ratio(name) > self.threshold:
-                out[name] = "inconclusive"
-            else:
-                out[name] = "consistent"
+                out[name] = {observable: "failed" for observable in self.observables or ["m"]}
+                continue
+            out[name] = {}
+            for observable in self.observables:
+                if observable not in self.predictions.values[name]:
+                    continue
+                if self.run.trajectories < 2:
+                    out[name][observable] = "undefined"
+                elif self.statistic(name, observable) > self.threshold:
+                    out[name][observable] = "inconsistent"
+                elif self.band_ratio(name, observable) > self.threshold:
+                    out[name][observable] = "inconclusive"
+                else:
+                    out[name][observable] = "consistent"
         return out
 
     @property
     def consistent(self) -> dict:
-        """Per prediction: True only for a conclusive ``consistent``."""
-        return {name: conclusion == "consistent" for name, conclusion in self.conclusions.items()}
+        """Per prediction: True only where it is conclusively consistent with every observable it predicts."""
+        return {name: all(conclusion == "consistent" for conclusion in conclusions.values()) for name, conclusions in self.conclusions.items()}
 
     @property
     def verdict(self) -> str:
-        if self.simulation.trajectories < 2:
+        if self.run.trajectories < 2:
             return "undefined: one trajectory has no standard error"
         parts = []
-        for name, conclusion in self.conclusions.items():
-            if conclusion == "failed":
+        for name, conclusions in self.conclusions.items():
+            if name in self.predictions.failures:
                 parts.append(f"{name}: failed ({self.predictions.failures[name]})")
                 continue
-            band = f", band {self.band_ratio(name):.1f} SE" if name in self.predictions.bands else ""
-            parts.append(f"{name}: max z = {self.statistic(name):.2f}{band} ({conclusion})")
+            cells = []
+            for observable, conclusion in conclusions.items():
+                band = f", band {self.band_ratio(name, observable):.1f} SE" if self.predictions.band(name, observable) is not None else ""
+                cells.append(f"{observable} max z = {self.statistic(name, observable):.2f}{band} ({conclusion})")
+            parts.append(f"{name}: " + ", ".join(cells))
         return f"threshold {self.threshold:g} SE; " + "; ".join(parts)
 
     # -- export -------------------------------------------------------------------------------------
 
     def provenance(self) -> dict:
-        simulation = self.simulation
-        return {
-            "problem": self.problem.to_dict(),
-            "d": simulation.d,
-            "eta": simulation.eta,
-            "delta": simulation.eta * simulation.d,
-            "method": simulation.method,
-            "trajectories": simulation.trajectories,
-            "first_trajectory": simulation.first_trajectory,
-            "seed": simulation.seed,
-            "m0": simulation.m0,
-            "noise_samples": None if self.predictions.noise is None else self.predictions.noise.samples,
-            "noise_seed": None if self.predictions.noise is None else self.predictions.noise.seed,
-            "threshold": self.threshold,
-            "simulation_seconds": simulation.seconds,
-            "versions": versions(),
-        } | self.extra
+        """What made the comparison: the run's parameters, the predictions' settings, the threshold, the wall
+        time and the versions."""
+        return self.run.parameters | {"predictions": self.predictions.settings, "threshold": self.threshold, "simulation_seconds": self.run.seconds, "versions": versions()} | self.extra
+
+    def hitting_times(self) -> dict | None:
+        """The run's hitting-time summary with each prediction's own (None without ``hit``)."""
+        if self.run.hitting_steps is None:
+            return None
+        record = self.run.hitting_times()
+        if self.predictions.hitting_steps:
+            record["predicted"] = {name: self.predictions.hitting_summary(name) for name in self.predictions.hitting_steps}
+        return record
 
     def to_json_dict(self) -> dict:
-        checkpoints = []
-        quantiles = self.quantiles
-        loss = self.population_loss
-        loss_mean = loss.mean(axis=0)
-        loss_error = loss.std(axis=0, ddof=1) / math.sqrt(loss.shape[0]) if loss.shape[0] > 1 else np.full(loss.shape[1], np.nan)
-        for index, step in enumerate(self.steps):
-            row = {
-                "step": int(step),
-                "mean": float(self.mean[index]),
-                "standard_error": float(self.standard_error[index]),
-                "quantiles": {f"{q:g}": float(quantiles[i, index]) for i, q in enumerate(QUANTILES)},
-                "population_loss": {"mean": float(loss_mean[index]), "standard_error": float(loss_error[index])},
-                "predicted_population_loss": {name: float(values[index]) for name, values in self.predictions.loss.items()},
-                "predictions": {name: float(values[index]) for name, values in self.predictions.values.items()},
-            }
-            row["bands"] = {name: [float(lower[index]), float(upper[index])] for name, (lower, upper) in self.predictions.bands.items()}
-            checkpoints.append(row)
+        """The report: ``schema``, ``provenance``, ``steps``; per observable the Monte Carlo ``mean``,
+        ``standard_error`` and ``quantiles`` and per prediction its ``mean``, band (``lower``, ``upper``),
+        ``start_standard_error``, ``residual``, ``max_z`` and ``band_ratio``; the ``conclusions``,
+        ``consistent``, ``verdict``, ``failures`` and ``hitting_times``."""
+        observables = {}
+        for observable, values in self.run.observables.items():
+            record = summary(values)
+            record["predictions"] = {}
+            for name in self.predictions.values:
+                if observable not in self.predictions.values[name]:
+                    continue
+                band = self.predictions.band(name, observable)
+                record["predictions"][name] = {
+                    "mean": self.predictions.mean(name, observable).tolist(),
+                    "lower": None if band is None else np.asarray(band[0]).tolist(),
+                    "upper": None if band is None else np.asarray(band[1]).tolist(),
+                    "start_standard_error": self.predictions.start_error(name, observable).tolist(),
+                    "residual": self.residual(name, observable).tolist() if observable in self.observables else None,
+                    "max_z": self.statistic(name, observable) if observable in self.observables else None,
+                    "band_ratio": self.band_ratio(name, observable) if observable in self.observables else None,
+                }
+            observables[observable] = record
         return {
+            "schema": COMPARISON_SCHEMA,
             "provenance": self.provenance(),
-            "checkpoints": checkpoints,
-            "statistics": {name: self.statistic(name) for name in self.predictions.values},
-            "consistent": self.consistent,
+            "steps": self.steps.tolist(),
+            "observables": observables,
             "conclusions": self.conclusions,
-            "band_ratios": {name: self.band_ratio(name) for name in self.predictions.bands},
+            "consistent": self.consistent,
             "verdict": self.verdict,
             "failures": dict(self.predictions.failures),
-            "hitting_time": None if self.simulation.hitting_steps is None else self.simulation.hitting_times() | {"eps": self.simulation.hit},
+            "hitting_times": self.hitting_times(),
         }
 
-    def _variables(self) -> tuple:
-        """``(coordinates, variables, attributes)``, each variable ``name -> (dims, values, attrs)`` with its
-        long_name and units: the one description that :meth:`to_dataset` and the NetCDF file are made of."""
-        described = dict(_DESCRIPTIONS)
+    def _arrays(self) -> tuple:
+        """``(dimensions, variables, attributes)``: the run's arrays and each prediction's mean, band and
+        standard error over starts per step, with long_name and units."""
+        dimensions, variables = self.run.netcdf_variables()
+        labels = family_of(self.model).labels
         for name in self.predictions.values:
-            label = name.replace("_", " ")
-            described[f"prediction_{name}"] = (f"predicted mean overlap ({label})", "1")
-            described[f"discrepancy_{name}"] = (f"|mean - {label}| in standard errors (distance to its band where it has one)", "standard errors")
-            described[f"predicted_loss_{name}"] = (f"predicted mean population loss Phi ({label}, averaged over the starting points)", "squared output units")
-            described[f"{name}_lower"] = (f"lower edge of the {label} band (2 SE of its noise Monte Carlo)", "1")
-            described[f"{name}_upper"] = (f"upper edge of the {label} band (2 SE of its noise Monte Carlo)", "1")
-        # trajectory indices as float64 like the steps: exact below 2^53, where NetCDF3 has no int64
-        coordinates = {"step": self.steps.astype(np.float64), "trajectory": (np.arange(self.simulation.trajectories) + self.simulation.first_trajectory).astype(np.float64), "quantile": np.array(QUANTILES)}
-        data = {
-            "m": (("trajectory", "step"), self.simulation.m),
-            "mean": (("step",), self.mean),
-            "standard_error": (("step",), self.standard_error),
-            "quantiles": (("quantile", "step"), self.quantiles),
-            "population_loss": (("trajectory", "step"), self.population_loss),
-        }
-        if self.simulation.hitting_steps is not None:
-            data["hitting_step"] = (("trajectory",), self.simulation.hitting_steps.astype(np.float64))
-        for name, values in self.predictions.values.items():
-            data[f"prediction_{name}"] = (("step",), values)
-            data[f"discrepancy_{name}"] = (("step",), self.discrepancy(name))
-        for name, values in self.predictions.loss.items():
-            data[f"predicted_loss_{name}"] = (("step",), values)
-        for name, (lower, upper) in self.predictions.bands.items():
-            data[f"{name}_lower"] = (("step",), lower)
-            data[f"{name}_upper"] = (("step",), upper)
-
-        def labelled(name, dims, values):
-            long_name, units = described[name]
-            return dims, np.asarray(values, dtype=np.float64), {"long_name": long_name, "units": units}
-
-        coordinates = {name: labelled(name, (name,), values) for name, values in coordinates.items()}
-        variables = {name: labelled(name, dims, values) for name, (dims, values) in data.items()}
-        return coordinates, variables, {"provenance": json.dumps(self.provenance()), "verdict": self.verdict}
-
-    def to_dataset(self):
-        """Labelled arrays (xarray.Dataset): m[trajectory, step], mean/SE/quantiles and predictions per step."""
-        import xarray as xr
-
-        coordinates, variables, attributes = self._variables()
-        return xr.Dataset(variables, coords=coordinates, attrs=attributes)
+            for observable in self.predictions.values[name]:
+                label, units = labels.get(observable, (observable, "1"))
+                what = name.replace("_", " ")
+                variables.append((f"prediction_{name}__{observable}", ("step",), self.predictions.mean(name, observable), f"{label} predicted by {what} (mean over its starts)", units))
+                variables.append((f"prediction_{name}__{observable}__start_se", ("step",), self.predictions.start_error(name, observable), f"standard error over the starts of {what}'s {label}", units))
+                band = self.predictions.band(name, observable)
+                if band is not None:
+                    variables.append((f"prediction_{name}__{observable}__lower", ("step",), band[0], f"lower edge of the {what} band of {label} (2 SE of its Monte Carlo)", units))
+                    variables.append((f"prediction_{name}__{observable}__upper", ("step",), band[1], f"upper edge of the {what} band of {label} (2 SE of its Monte Carlo)", units))
+        return dimensions, variables, {"schema": COMPARISON_SCHEMA, "provenance": json.dumps(self.provenance()), "verdict": self.verdict}
 
     def write_netcdf(self, path) -> None:
-        """The arrays of :meth:`to_dataset` as a NetCDF3 file (64-bit offsets), written with scipy: xarray
-        reads it back as the same Dataset, and saving needs no xarray (0.3 s of import)."""
-        from scipy.io import netcdf_file
+        """The arrays as a NetCDF3 file (:func:`popgrad._io.write_netcdf_arrays`); xarray reads it back as the
+        Dataset of :meth:`to_dataset`."""
+        write_netcdf_arrays(path, *self._arrays())
 
-        coordinates, variables, attributes = self._variables()
-        with netcdf_file(path, "w", version=2) as file:
-            for name, value in attributes.items():
-                setattr(file, name, value)
-            for name, (dims, values, _) in coordinates.items():
-                file.createDimension(name, values.shape[0])
-            for name, (dims, values, attrs) in {**coordinates, **variables}.items():
-                variable = file.createVariable(name, "d", dims)
-                variable[...] = values
-                for key, value in attrs.items():
-                    setattr(variable, key, value)
+    def to_dataset(self):
+        """The arrays as an xarray.Dataset: every observable ``[trajectory, step]``, each prediction's mean,
+        band and standard error over starts ``[step]``, with long_name and units."""
+        import xarray as xr
 
-    def plot(self, ax=None):
-        """The SGD quantile bands, mean ± 2 SE and every prediction against the step; returns the Figure
-        (drawn into ``ax`` when given)."""
+        _, variables, attributes = self._arrays()
+        coordinates = {name: ((name,), np.asarray(values, dtype=np.float64), {"long_name": long_name, "units": units}) for name, dims, values, long_name, units in variables if name in ("step", "trajectory")}
+        data = {name: (dims, np.asarray(values, dtype=np.float64), {"long_name": long_name, "units": units}) for name, dims, values, long_name, units in variables if name not in ("step", "trajectory")}
+        return xr.Dataset(data, coords=coordinates, attrs=attributes)
+
+    def save(self, folder: str | Path) -> list:
+        """Write ``comparison.nc``, ``comparison.json`` and ``comparison.png`` into ``folder``
+        (:func:`save_report`)."""
+        return save_report(self, folder)
+
+    def plot(self, observables=None):
+        """One column per observable: the SGD mean ± 2 SE with its 5–95% band and every prediction above, and
+        below it the residual panel ``(mean - prediction) / SE`` with the ±threshold lines; returns the
+        Figure."""
         from matplotlib.figure import Figure
 
-        if ax is None:
-            figure = Figure(figsize=(8, 5), layout="tight")
-            ax = figure.subplots()
-        steps, quantiles = self.steps, self.quantiles
-        ax.fill_between(steps, quantiles[0], quantiles[-1], color="C0", alpha=0.15, label="SGD 5–95%")
-        ax.fill_between(steps, quantiles[1], quantiles[-2], color="C0", alpha=0.3, label="SGD 25–75%")
-        ax.errorbar(steps, self.mean, yerr=2 * self.standard_error, fmt="o", ms=3, color="C0", label=f"SGD mean ± 2 SE ({self.simulation.method}, {self.simulation.trajectories} traj.)")
-        styles = {"gradient_flow": ("C3", "--"), "population_map": ("C2", ":"), "finite_step_ode": ("k", "-"), "exact_normalization_ode": ("C1", "-.")}
-        for name, values in self.predictions.values.items():
-            color, style = styles.get(name, ("C4", "-"))
-            ax.plot(steps, values, color=color, ls=style, label=f"{name.replace('_', ' ')} (max z {self.statistic(name):.1f})")
-        for name, (lower, upper) in self.predictions.bands.items():
-            ax.fill_between(steps, lower, upper, color=styles.get(name, ("C4", ""))[0], alpha=0.2)
-        ax.set(xlabel="SGD step t", ylabel="m_t = <u, u_hat_t>", title=f"{self.problem!r}\nd = {self.simulation.d}, eta = {self.simulation.eta:.3g}")
-        ax.legend(fontsize=8)
-        return ax.figure
+        names = list(self.observables if observables is None else observables) or ["m"]
+        labels = family_of(self.model).labels
+        figure = Figure(figsize=(4.2 * max(1, len(names)), 6.5), layout="constrained")
+        axes = figure.subplots(2, max(1, len(names)), sharex=True, squeeze=False, gridspec_kw={"height_ratios": [3, 1.4]})
+        steps = self.steps
+        styles = {"gradient_flow": ("C3", "--"), "population_map": ("C2", ":"), "finite_step_ode": ("k", "-"), "exact_normalization_ode": ("C1", "-."), "one_step_mean": ("k", "-")}
+        for column, observable in enumerate(names):
+            top, bottom = axes[0, column], axes[1, column]
+            quantiles = self.quantiles(observable)
+            top.fill_between(steps, quantiles[0], quantiles[-1], color="C0", alpha=0.15, label="SGD 5–95%")
+            top.errorbar(steps, self.mean(observable), yerr=2 * self.standard_error(observable), fmt="o", ms=3, color="C0", label=f"SGD mean ± 2 SE ({self.run.method}, {self.run.trajectories} traj.)")
+            for name in self.predictions.values:
+                if observable not in self.predictions.values[name]:
+                    continue
+                color, style = styles.get(name, ("C4", "-"))
+                top.plot(steps, self.predictions.mean(name, observable), color=color, ls=style, label=f"{name.replace('_', ' ')} (max z {self.statistic(name, observable):.1f})")
+                band = self.predictions.band(name, observable)
+                if band is not None:
+                    top.fill_between(steps, band[0], band[1], color=color, alpha=0.2)
+                bottom.plot(steps, self.residual(name, observable), "o-", ms=3, color=color)
+            for level in (-self.threshold, self.threshold):
+                bottom.axhline(level, color="0.5", ls=":", lw=1)
+            bottom.axhline(0.0, color="0.7", lw=0.8)
+            top.set(title=labels.get(observable, (observable,))[0], ylabel=observable)
+            bottom.set(xlabel="SGD step t", ylabel="(mean − pred.) / SE")
+            if column == 0:
+                top.legend(fontsize=7)
+        figure.suptitle(f"{self.model.describe()}\nd = {self.run.d}, eta = {self.run.eta:.3g}", fontsize=9)
+        return figure
+
+
+def compare(model, d: int, eta: float | None = None, checkpoints=None, trajectories: int = 256, method: str = "chain", m0: float | None = None, seed: int = 0, which=None, threshold: float = 4.0, progress: bool | None = False, hit: float | None = None, *, delta: float | None = None, steps: int | None = None, **prediction_options) -> Comparison:
+    """Simulate any model and predict its observables on the same checkpoints.
+
+    Parameters
+    ----------
+    model : a family's model
+        E.g. a :class:`~popgrad.models.finetuning.spec.FineTuningProblem` or
+        :func:`~popgrad.models.finetuning.model.general_model`.
+    d : int
+    eta, delta : float
+        The step size (one of the two; delta = eta d).
+    checkpoints, steps
+        The record (one of the two).
+    trajectories : int, default 256
+    method : str, default 'chain'
+        'chain', 'fast' or 'full' (see :func:`~popgrad.dynamics.engine.simulate`).
+    m0 : float, optional
+        A fixed starting overlap (rank 1).
+    seed : int, default 0
+        Seed of the simulation (and of the predictions' Monte Carlo unless ``noise_seed`` is given).
+    which : sequence of str, optional
+        The predictions (default: those that serve the model by default).
+    threshold : float, default 4
+    progress : bool or None, default False
+    hit : float in (0, 1], optional
+        Record hitting times (and each prediction's own where it has them).
+    **prediction_options
+        Options of the predictions (:func:`~popgrad.dynamics.engine.predict`): ``noise_samples``,
+        ``noise_seed``, ``flow_starts``, ``map_starts``, ``map_batches``, ``map_substeps``, ``rtol``.
+
+    Returns
+    -------
+    Comparison
+
+    Examples
+    --------
+    >>> import popgrad
+    >>> problem = popgrad.orthonormal_problem("relu", k=4, xi=1.0, seed=0)
+    >>> result = compare(problem, d=200, eta=0.05 / 200, checkpoints=[0, 5000, 20000], trajectories=64, seed=1, noise_samples=20000)
+    >>> sorted(result.consistent)
+    ['exact_normalization_ode', 'finite_step_ode', 'gradient_flow', 'population_map']
+    >>> joint = compare(popgrad.general_model(problem, train_c_hat=True), 100, delta=0.05, checkpoints=[0, 1000, 2000], trajectories=32, seed=1, which=("gradient_flow",))
+    >>> sorted(joint.conclusions["gradient_flow"])
+    ['c_hat_cosine', 'c_hat_dot_c', 'm', 'population_loss', 'projection_w']
+    """
+    threshold = check_real(threshold, "threshold", 0.0, None, low_open=True)
+    run = simulate(model, d, eta, checkpoints, trajectories=trajectories, method=method, m0=m0, seed=seed, hit=hit, delta=delta, steps=steps, progress=progress)
+    return Comparison(run, predict(run, which, **prediction_options), threshold)
+
+
+# ------------------------------------------------------------------------------------------------
+# reading reports back
+# ------------------------------------------------------------------------------------------------
 
 
 def load_comparison(folder: str | Path) -> Comparison:
-    """Read back a report folder written by :meth:`Comparison.save` (``popgrad compare``, or the ``full/`` and
-    ``chain/`` folders of ``popgrad run``): the trajectories, predictions and bands from ``comparison.nc``,
-    the problem and parameters from ``comparison.json``.
+    """Read back a report folder written by :meth:`Comparison.save` (``popgrad compare``, the ``full/`` and
+    ``chain/`` folders of ``popgrad run``), including those popgrad 0.x wrote (the rank-1 and the general
+    model's formats, without a ``schema`` key): the trajectories and predictions from ``comparison.nc``, the
+    model and parameters from ``comparison.json``.
 
     Parameters
     ----------
@@ -371,8 +385,8 @@ def load_comparison(folder: str | Path) -> Comparison:
     Returns
     -------
     Comparison
-        With the saved trajectories and predictions; its statistics and verdict are recomputed from them
-        (the Monte Carlo noise estimate itself is not saved: ``predictions.noise`` is None).
+        With the saved observables and predictions (the state and the predictions' per-start values are not
+        saved: their standard errors over starts are); its statistics and verdict are recomputed from them.
 
     Raises
     ------
@@ -381,13 +395,13 @@ def load_comparison(folder: str | Path) -> Comparison:
 
     Examples
     --------
-    >>> import tempfile
-    >>> from popgrad.models.finetuning.spec import orthonormal_problem
-    >>> result = compare(orthonormal_problem("relu", k=4, xi=1.0, seed=0), d=200, eta=0.05 / 200, checkpoints=[0, 5000], trajectories=16, seed=1, noise_samples=6400)
+    >>> import tempfile, popgrad
+    >>> problem = popgrad.orthonormal_problem("relu", k=4, xi=1.0, seed=0)
+    >>> result = compare(problem, d=200, eta=0.05 / 200, checkpoints=[0, 5000], trajectories=16, seed=1, noise_samples=6400)
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     _ = result.save(folder)
     ...     again = load_comparison(folder)
-    >>> again.verdict == result.verdict, bool(np.array_equal(again.simulation.m, result.simulation.m))
+    >>> again.verdict == result.verdict, bool(np.array_equal(again.run.m, result.run.m))
     (True, True)
     """
     from scipy.io import netcdf_file
@@ -400,77 +414,99 @@ def load_comparison(folder: str | Path) -> Comparison:
     for name in ("comparison.nc", "comparison.json"):
         if not (folder / name).is_file():
             raise InvalidArgument(f"folder {str(folder)!r} has no {name}", "folder")
-    with netcdf_file(folder / "comparison.nc", "r", mmap=False) as file:
-        dataset = {name: np.array(variable[...]) for name, variable in file.variables.items()}
-    saved = json.loads((folder / "comparison.json").read_text())
+    try:
+        with netcdf_file(folder / "comparison.nc", "r", mmap=False) as file:
+            arrays = {name: np.array(variable[...]) for name, variable in file.variables.items()}
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise InvalidArgument(f"folder {str(folder)!r}: comparison.nc is not a NetCDF file popgrad wrote ({exc})", "folder") from None
+    saved = read_json_file(folder / "comparison.json", "report", "folder")
+    if not isinstance(saved, dict) or not isinstance(saved.get("provenance"), dict):
+        raise InvalidArgument(f"folder {str(folder)!r}: comparison.json is not a popgrad comparison report", "folder")
+    schema = saved.get("schema")
+    if schema is None:
+        reader = _read_rank_one_0x if "checkpoints" in saved else _read_general_0x
+    elif schema == COMPARISON_SCHEMA:
+        reader = _read_schema_1
+    else:
+        raise InvalidArgument(f"folder {str(folder)!r}: report schema {schema!r} is newer than this popgrad reads ({COMPARISON_SCHEMA})", "folder")
+    try:
+        return reader(saved, arrays)
+    except KeyError as exc:
+        raise InvalidArgument(f"folder {str(folder)!r}: the report lacks {exc}", "folder") from None
+
+
+def _hits(arrays: dict):
+    return arrays["hitting_step"].astype(np.int64) if "hitting_step" in arrays else None
+
+
+def _run(model, info: dict, steps, observables: dict, arrays: dict, hit, settings: dict) -> Run:
+    first = int(info.get("first_trajectory", 0))
+    return Run(model, steps, observables, {}, info["method"], float(info["eta"]), int(info["d"]), int(info["seed"]), info.get("m0"), first, hit, _hits(arrays), float(info.get("simulation_seconds") or math.nan), settings, bool(info.get("stop_when_hit", False)))
+
+
+def _read_schema_1(saved: dict, arrays: dict) -> Comparison:
     info = saved["provenance"]
-    problem = FineTuningProblem.from_dict(info["problem"])
-    steps = dataset["step"].astype(np.int64)
-    names = [name.removeprefix("prediction_") for name in dataset if name.startswith("prediction_")]
-    values = {name: dataset[f"prediction_{name}"] for name in names}
-    bands = {name: (dataset[f"{name}_lower"], dataset[f"{name}_upper"]) for name in names if f"{name}_lower" in dataset}
-    loss = {name: dataset[f"predicted_loss_{name}"] for name in names if f"predicted_loss_{name}" in dataset}
-    predictions = Predictions(steps, values, bands, None, initial_points(info["d"] - problem.rank, info["m0"]), loss, saved.get("failures", {}))
+    model = model_from_dict(info["model"])
+    steps = arrays["step"].astype(np.int64)
+    observables = {name: arrays[name] for name in saved["observables"] if name in arrays}
+    values, bands, errors = {}, {}, {}
+    for variable in arrays:
+        if variable.startswith("prediction_") and variable.count("__") == 1:
+            name, observable = variable.removeprefix("prediction_").split("__")
+            values.setdefault(name, {})[observable] = arrays[variable][None, :]
+            errors.setdefault(name, {})[observable] = arrays[f"{variable}__start_se"]
+            if f"{variable}__lower" in arrays:
+                bands.setdefault(name, {})[observable] = (arrays[f"{variable}__lower"], arrays[f"{variable}__upper"])
+    hitting = saved.get("hitting_times")
+    known = set(Run.__dataclass_fields__) | {"model", "family", "delta", "trajectories", "predictions", "threshold", "simulation_seconds", "versions"}
+    settings = {key: value for key, value in info.items() if key in ("eta_c", "path")}
+    run = _run(model, info, steps, observables, arrays, None if hitting is None else hitting["eps"], settings)
+    predictions = Predictions(steps, values, bands, dict(saved.get("failures", {})), dict(info.get("predictions", {})), {}, {}, errors)
+    return Comparison(run, predictions, float(info["threshold"]), extra={key: value for key, value in info.items() if key not in known})
+
+
+def _read_rank_one_0x(saved: dict, arrays: dict) -> Comparison:
+    """A 0.x rank-1 report: ``m`` and ``population_loss`` per trajectory; ``prediction_NAME`` (mean m),
+    ``predicted_loss_NAME`` and the bands ``NAME_lower``/``NAME_upper``."""
+    from ..models.finetuning.model import general_model
+    from ..models.finetuning.spec import FineTuningProblem
+
+    info = saved["provenance"]
+    model = general_model(FineTuningProblem.from_dict(info["problem"]))
+    steps = arrays["step"].astype(np.int64)
+    observables = {name: arrays[name] for name in ("m", "population_loss") if name in arrays}
+    names = [name.removeprefix("prediction_") for name in arrays if name.startswith("prediction_")]
+    values = {name: {"m": arrays[f"prediction_{name}"][None, :]} | ({"population_loss": arrays[f"predicted_loss_{name}"][None, :]} if f"predicted_loss_{name}" in arrays else {}) for name in names}
+    bands = {name: {"m": (arrays[f"{name}_lower"], arrays[f"{name}_upper"])} for name in names if f"{name}_lower" in arrays}
     hitting = saved.get("hitting_time")
-    hits = dataset["hitting_step"].astype(np.int64) if "hitting_step" in dataset else None
-    simulation = SimulationResult(steps, dataset["m"], info["method"], info["eta"], info["d"], info["seed"], info["m0"], info["first_trajectory"], info.get("simulation_seconds", math.nan), {}, hits, None if hitting is None else hitting["eps"])
-    # what the provenance recomputes; the rest (noise samples and seed, the versions that made the data, a
-    # command's own keys) is carried over as saved
+    run = _run(model, info, steps, observables, arrays, None if hitting is None else hitting["eps"], {})
+    settings = {name: {"noise_samples": info.get("noise_samples"), "noise_seed": info.get("noise_seed")} for name in names}
+    predictions = Predictions(steps, values, bands, dict(saved.get("failures", {})), settings, {}, {name: True for name in names})
     known = {"problem", "d", "eta", "delta", "method", "trajectories", "first_trajectory", "seed", "m0", "threshold", "simulation_seconds"}
-    return Comparison(problem, simulation, predictions, info["threshold"], extra={key: value for key, value in info.items() if key not in known})
+    return Comparison(run, predictions, float(info["threshold"]), extra={key: value for key, value in info.items() if key not in known})
 
 
-def compare(problem: FineTuningProblem, d: int, eta: float | None = None, checkpoints=None, trajectories: int = 256, method: str = "chain", m0: float | None = None, seed: int = 0, which=PREDICTIONS, noise_samples: int = 200_000, threshold: float = 4.0, progress: bool | None = False, hit: float | None = None, noise_seed: int | None = None, *, delta: float | None = None, steps: int | None = None) -> Comparison:
-    """Simulate online SGD and compute the predictions on the same checkpoints.
+def _read_general_0x(saved: dict, arrays: dict) -> Comparison:
+    """A 0.x general-model report: each observable per trajectory; ``NAME_OBSERVABLE`` (mean over starts)
+    and ``NAME_OBSERVABLE_band`` (half-width); the standard errors over starts in the JSON."""
+    from ..models.finetuning.model import general_model_from_dict
 
-    Parameters
-    ----------
-    problem : FineTuningProblem
-    d : int
-        Input dimension (a problem with W has its own: d must match it for method 'full').
-    eta : float, optional
-        Step size, > 0 (the paper's scaling is eta = delta / d); or give ``delta``.
-    checkpoints : sequence of int, optional
-        Increasing step counts at which m_t is recorded, at most 1e12; or give ``steps``.
-    trajectories : int, default 256
-        Independent SGD runs (trajectory j uses stream (seed, TRAJECTORIES, j)).
-    method : {'chain', 'fast', 'full'}, default 'chain'
-        The exact d-independent chain, full-d SGD with span(W) rotated onto the first coordinates, or
-        full-d SGD with a random embedding of W.
-    m0 : float in [-1, 1], optional
-        Starting overlap (default: random, u_hat_0 uniform on the sphere of span(W)^perp).
-    seed : int, default 0
-        Seed of the simulation (and of the noise Monte Carlo unless ``noise_seed`` is given).
-    which : sequence of str, default all four predictions
-    noise_samples : int, default 200 000
-        Monte Carlo samples of the noise terms of the finite-step predictions.
-    threshold : float, default 4
-        Verdict threshold in standard errors of the SGD mean.
-    progress : bool or None, default False
-        Progress bars (None: only on a terminal).
-    hit : float in (0, 1], optional
-        Record each trajectory's first step with m^2 >= 1 - hit.
-    noise_seed : int, optional
-        Seed of the noise Monte Carlo, apart from the simulation's.
-    delta : float, optional
-        The step size as ``delta = eta d`` (``--delta``), instead of ``eta``.
-    steps : int, optional
-        The run's length, at 21 evenly spaced checkpoints (``--steps``), instead of ``checkpoints``.
-
-    Returns
-    -------
-    Comparison
-        Its ``verdict``, ``conclusions``, statistics, ``save(folder)``, ``plot()`` and ``to_dataset()``.
-
-    Examples
-    --------
-    >>> from popgrad.models.finetuning.spec import orthonormal_problem
-    >>> problem = orthonormal_problem("relu", k=4, xi=1.0, seed=0)
-    >>> result = compare(problem, d=200, eta=0.05 / 200, checkpoints=[0, 5000, 20000], trajectories=64, seed=1, noise_samples=20000)
-    >>> sorted(result.consistent)
-    ['exact_normalization_ode', 'finite_step_ode', 'gradient_flow', 'population_map']
-    """
-    threshold = check_real(threshold, "threshold", 0.0, None, low_open=True)
-    simulation = simulate(problem, d, eta, checkpoints, trajectories=trajectories, method=method, m0=m0, seed=seed, progress=progress, hit=hit, delta=delta, steps=steps)
-    predictions = predict(problem, simulation.d, simulation.eta, simulation.steps, m0=m0, which=which, noise_samples=noise_samples, seed=seed if noise_seed is None else noise_seed)
-    return Comparison(problem, simulation, predictions, threshold)
+    info = saved["provenance"]
+    switches = {key: value for key, value in info["model"].items()}
+    model = general_model_from_dict(info["problem"] | switches)
+    steps = arrays["step"].astype(np.int64)
+    observables = {name: arrays[name] for name in saved["observables"] if name in arrays}
+    values, bands, errors = {}, {}, {}
+    for observable, record in saved["observables"].items():
+        for name, predicted in record.get("predictions", {}).items():
+            mean = arrays[f"{name}_{observable}"]
+            values.setdefault(name, {})[observable] = mean[None, :]
+            errors.setdefault(name, {})[observable] = np.asarray(predicted["start_standard_error"], dtype=float)
+            if f"{name}_{observable}_band" in arrays:
+                half = arrays[f"{name}_{observable}_band"]
+                bands.setdefault(name, {})[observable] = (mean - half, mean + half)
+    hitting = saved.get("hitting_times")
+    run = _run(model, info, steps, observables, arrays, None if hitting is None else hitting["eps"], {"eta_c": info.get("eta_c")})
+    predictions = Predictions(steps, values, bands, dict(saved.get("failures", {})), dict(info.get("predictions", {})), {}, {}, errors)
+    known = {"problem", "model", "d", "eta", "delta", "eta_c", "method", "trajectories", "seed", "predictions", "threshold", "simulation_seconds", "versions"}
+    return Comparison(run, predictions, float(info["threshold"]), extra={key: value for key, value in info.items() if key not in known})

@@ -185,7 +185,8 @@ def joint_flow_table() -> Table:
     -------
     Table
     """
-    from ..models.finetuning.general import general_model, state_population_loss
+    from ..models.finetuning.model import general_model
+    from ..models.finetuning.observables import state_population_loss
     from ..models.finetuning.state_flow import state_gradient
 
     rows, latex_rows = [], []

@@ -136,17 +136,17 @@ def spot_check(cell: dict, steps: int, checkpoints: int = 4, full_trajectories: 
 
     from scipy.stats import ks_2samp
 
-    from ..models.finetuning.general import simulate_general
-    from ..sweeps.tasks import build_problem
+    from ..dynamics.engine import simulate
+    from ..sweeps.tasks import build_model
 
-    _, model = build_problem(cell)
+    model = build_model(cell)
     d = cell["d"]
     eta = cell["eta"] if cell.get("eta") is not None else cell["delta"] / d
     grid = np.unique(np.linspace(0, steps, checkpoints + 1).round().astype(np.int64)).tolist()
     begin = time.perf_counter()
-    full = simulate_general(model, d, eta, grid, trajectories=full_trajectories, method="full", seed=seed)
+    full = simulate(model, d, eta, grid, trajectories=full_trajectories, method="fast", seed=seed)
     seconds = time.perf_counter() - begin
-    chain = simulate_general(model, d, eta, grid, trajectories=chain_trajectories, method="chain", seed=seed + 1)
+    chain = simulate(model, d, eta, grid, trajectories=chain_trajectories, method="chain", seed=seed + 1)
     tests = [ks_2samp(full.m[:, j], chain.m[:, j]) for j in range(1, len(grid))]
     p_values = [float(test.pvalue) for test in tests]
     adjusted = min(1.0, min(p_values) * len(p_values))

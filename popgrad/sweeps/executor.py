@@ -17,7 +17,7 @@ from .._progress import progress_bar
 from .._validation import InvalidArgument, check_integer
 from .spec import SweepSpec, cell_key
 from .store import SweepStore
-from .tasks import build_problem, run_cell
+from .tasks import build_model, run_cell
 
 __all__ = ["run_sweep"]
 
@@ -32,7 +32,7 @@ def _prevalidate(cells: list) -> None:
         if signature in seen or (cell["generator"] == "random" and cell["d"] > 100_000):
             continue
         seen.add(signature)
-        build_problem(cell)
+        build_model(cell)
 
 
 def run_sweep(spec: SweepSpec, store: SweepStore, workers: int | None = None, scheduler: str | None = None, progress: bool | None = False, timeout: float = 10.0, numba_threads: int | None = None) -> dict:

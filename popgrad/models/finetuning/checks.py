@@ -93,7 +93,8 @@ def example1() -> dict:
     """
     import sympy
 
-    from .general import general_model, state_population_loss
+    from .model import general_model
+    from .observables import state_population_loss
     from .spec import FineTuningProblem
 
     root2, root3, root6 = sympy.sqrt(2), sympy.sqrt(3), sympy.sqrt(6)

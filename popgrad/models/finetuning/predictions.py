@@ -1,4 +1,8 @@
-"""Deterministic predictions of m_t in units of SGD steps (MATH.md §4).
+"""The fine-tuning model's predictions, registered with the model protocol (:mod:`popgrad.dynamics.protocol`)
+so that :func:`popgrad.dynamics.engine.predict` runs those that serve a run's model (MATH.md §4, §4b).
+
+Where the model reduces to the overlap, deterministic predictions of m_t (and Phi(m_t)) in units of SGD
+steps:
 
 * ``gradient_flow`` — ``dm/dt = eta h(m) (1 - m^2)`` (tau = eta t);
 * ``population_map`` — the exact population step with normalisation,
@@ -14,30 +18,34 @@
   accurate where the second-order expansion drifts (measured: delta = 0.25, d = 300).
 
 With a random start (u_hat_0 uniform on the sphere of span(W)^perp) each prediction is averaged over the
-law of m_0 (m_0 = 2 B - 1, B ~ Beta((n-1)/2, (n-1)/2)) at equal-probability quantiles.
+law of m_0 (m_0 = 2 B - 1, B ~ Beta((n-1)/2, (n-1)/2)) at equal-probability quantiles (a quadrature of the
+initial law: no standard error over starts).
+
+For every other model ``gradient_flow`` is the population gradient flow on the state; ``one_step_mean``
+(the exact chain's one-step mean, integrated) serves every model (:mod:`.state_predictions`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit
 from scipy import special
 
-from ..._validation import InvalidArgument, check_choices, check_integer, check_real
+from ...dynamics.engine import PredictionFailed
+from ...dynamics.protocol import Predictor, register_predictor
 from ...dynamics.solve import SolverFailed, solve
-from ...dynamics.trajectories import step_schedule
 from ...numerics.chebyshev import chebyshev_evaluate_scalar
-from .noise import NoiseEstimate, noise_estimate
+from .noise import noise_estimate
 from .odes import DriftODE
 from .population import drift_interpolant, population_loss
-from .spec import FineTuningProblem
+from .state_predictions import one_step_mean_prediction, state_flow_prediction
 
-__all__ = ["Predictions", "predict", "PREDICTIONS", "initial_points"]
+__all__ = ["PREDICTIONS", "initial_points", "predicted_hitting_steps"]
 
-PREDICTIONS = ("gradient_flow", "population_map", "finite_step_ode", "exact_normalization_ode")
+#: the fine-tuning model's predictions, in the order they are reported
+PREDICTIONS = ("gradient_flow", "population_map", "finite_step_ode", "exact_normalization_ode", "one_step_mean")
 
 
 @njit(cache=True)
@@ -53,41 +61,6 @@ def _population_map(h_breaks, h_coefficients, eta, m0, checkpoints):
             done += 1
         out[index] = m
     return out
-
-
-@dataclass(frozen=True)
-class Predictions:
-    """Predicted mean m at the checkpoints: ``values[name]``; ``bands[name]`` holds (lower, upper) of the
-    ODEs with a Monte Carlo noise term, under 2 standard errors of that term (comparison principle);
-    ``loss[name]`` the predicted mean population loss, the average of Phi(m_t) over the starting points
-    (to set beside the mean of Phi(m_t) over trajectories: Phi of the mean m is not the mean of Phi).
-
-    Attributes
-    ----------
-    steps : ndarray
-        The checkpoints.
-    values : dict of str to ndarray
-        Predicted mean m per prediction.
-    bands : dict of str to (ndarray, ndarray)
-        Lower and upper band of the predictions with a Monte Carlo noise term.
-    noise : NoiseEstimate or None
-        The noise terms used (None when no finite-step prediction was asked for).
-    initial_points : ndarray
-        The starting overlaps averaged over (33 quantiles of m_0, or [m0]).
-    loss : dict of str to ndarray
-        Predicted mean population loss per prediction.
-    failures : dict of str to str
-        Predictions that could not be computed, with the reason (their values are nan).
-    """
-
-    steps: np.ndarray
-    values: dict
-    bands: dict
-    noise: NoiseEstimate | None
-    initial_points: np.ndarray
-    loss: dict = field(default_factory=dict)
-    failures: dict = field(default_factory=dict)
-    """name -> why that prediction could not be computed (its values are nan)"""
 
 
 #: dopri5 steps before a prediction switches to the implicit solver (a non-stiff prediction takes hundreds)
@@ -115,100 +88,124 @@ def initial_points(n: int, m0: float | None, count: int = 33) -> np.ndarray:
     return 2.0 * special.betaincinv((n - 1) / 2, (n - 1) / 2, levels) - 1.0  # the Beta quantiles (scipy.stats: +0.3 s import)
 
 
-def predict(problem: FineTuningProblem, d: int, eta: float | None = None, checkpoints=None, m0: float | None = None, which=PREDICTIONS, samples: int | None = None, seed: int = 0, rtol: float = 1e-10, noise_samples: int | None = None, *, delta: float | None = None, steps: int | None = None) -> Predictions:
-    """The predictions of m_t at the checkpoints (steps), averaged over the law of m_0 when it is random.
-
-    ``noise_samples`` (the name :func:`popgrad.compare` and ``--noise-samples`` use) and ``samples`` are
-    the same parameter, the Monte Carlo samples of the noise terms; ``seed`` seeds that Monte Carlo.
+def predicted_hitting_steps(problem, d: int, eta: float, eps: float, horizon: int, starts=None) -> np.ndarray:
+    """Gradient flow's hitting step ``dm/dstep = eta h(m) (1 - m^2)`` from each start (default: the
+    equal-probability quantiles of the random m_0): the first step with m^2 >= 1 - eps (inf if not by
+    ``horizon``).
 
     Parameters
     ----------
     problem : FineTuningProblem
     d : int
-        Input dimension.
-    eta : float, optional
-        Step size, > 0; or give ``delta``.
-    checkpoints : sequence of int, optional
-        Increasing step counts, at most 1e12; or give ``steps``.
-    m0 : float in [-1, 1], optional
-        Starting overlap; by default m_0 is random (u_hat_0 uniform on the sphere of span(W)^perp) and each
-        prediction is averaged over 33 equal-probability quantiles of its law.
-    which : sequence of str, default all four
-        'gradient_flow', 'population_map', 'finite_step_ode', 'exact_normalization_ode'.
-    samples, noise_samples : int, default 200 000
-        One parameter under two names: Monte Carlo samples of the noise terms.
-    seed : int, default 0
-        Seed of that Monte Carlo.
-    rtol : float, default 1e-10
-        Relative tolerance of the ODE integration.
-    delta : float, optional
-        The step size as ``delta = eta d``, instead of ``eta``.
-    steps : int, optional
-        The run's length, at 21 evenly spaced checkpoints, instead of ``checkpoints``.
+    eta : float
+    eps : float
+    horizon : int
+    starts : array, optional
 
     Returns
     -------
-    Predictions
-        ``values`` (mean m), ``bands`` (2 SE of the noise terms) and ``loss`` (mean Phi) per prediction.
-
-    Examples
-    --------
-    >>> from popgrad.models.finetuning.spec import orthonormal_problem
-    >>> problem = orthonormal_problem("relu", k=4, xi=1.0, seed=0)
-    >>> p = predict(problem, d=200, eta=0.05 / 200, checkpoints=[0, 20000], m0=0.0, which=("gradient_flow",))
-    >>> round(float(p.values["gradient_flow"][1]), 6)
-    -0.999982
+    ndarray
     """
-    if samples is not None and noise_samples is not None and samples != noise_samples:
-        raise InvalidArgument(f"noise_samples and samples are one parameter: give one of them (got {noise_samples} and {samples})", "noise_samples")
-    samples = next((value for value in (noise_samples, samples) if value is not None), 200_000)
-    d = check_integer(d, "d", problem.rank + 3)
-    eta, steps = step_schedule(d, eta, delta, checkpoints, steps)
-    steps = steps.astype(np.float64)
-    which = check_choices(which, "which", PREDICTIONS)
-    if m0 is not None:
-        m0 = check_real(m0, "m0", -1.0, 1.0)
-    n = d - problem.rank
-    starts = initial_points(n, m0)
+    ode = DriftODE(drift_interpolant(problem).interpolant, a=eta)
+    level = math.sqrt(1.0 - eps)
+    out = []
+    for m0 in initial_points(d - problem.rank, None) if starts is None else starts:
+        if m0 * m0 >= 1.0 - eps:
+            out.append(0.0)
+            continue
+        times = []
+        for target in (level, -level):
+            solution = solve(ode, float(m0), [float(horizon)], target=target, stop_at_event=True)
+            times.append(solution.event_time)
+        finite = [t for t in times if math.isfinite(t)]
+        out.append(min(finite) if finite else math.inf)
+    return np.array(out)
+
+
+def _integrate(ode, starts, steps, rtol):
+    """dopri5, and where it gives up (a stiff ODE: large step sizes) the implicit Radau method."""
+    try:
+        return solve(ode, starts, steps, rtol=rtol, atol=1e-14, max_steps=DOPRI5_STEPS).values
+    except SolverFailed as first:
+        try:
+            return solve(ode, starts, steps, method="radau", rtol=rtol, atol=1e-14, max_steps=DOPRI5_STEPS).values
+        except SolverFailed as second:
+            raise PredictionFailed(f"{first}; then {second}") from None
+
+
+def _setting(run) -> tuple:
+    """``(problem, starts, steps)`` of a reduced run: its problem, the starting overlaps (quantiles of m_0's
+    law, or [m0]) and the checkpoints as floats."""
+    problem = run.model.reduced_problem()
+    return problem, initial_points(run.d - problem.rank, run.m0), np.asarray(run.steps, dtype=np.float64)
+
+
+def _overlap_values(problem, paths) -> dict:
+    """paths[checkpoint, start] -> observable -> (starts, checkpoints)."""
+    paths = np.asarray(paths).T
+    return {"m": paths, "population_loss": np.asarray(population_loss(problem, np.clip(paths, -1.0, 1.0)))}
+
+
+def _gradient_flow(run, flow_starts: int = 64, rtol: float = 1e-10) -> dict:
+    if not run.model.reduces_to_overlap:
+        return state_flow_prediction(run, flow_starts, rtol)
+    problem, starts, steps = _setting(run)
+    paths = _integrate(DriftODE(drift_interpolant(problem).interpolant, run.eta), starts, steps, rtol)
+    hitting = None if run.hit is None else predicted_hitting_steps(problem, run.d, run.eta, run.hit, int(run.steps[-1]), starts)
+    return {"values": _overlap_values(problem, paths), "hitting_steps": hitting, "exact_mean": True, "settings": {"starts": int(starts.size), "rtol": rtol}}
+
+
+def _population_map_prediction(run) -> dict:
+    problem, starts, steps = _setting(run)
     h = drift_interpolant(problem).interpolant
-    values, bands, loss, failures, noise = {}, {}, {}, {}, None
+    paths = np.array([_population_map(h.breaks, h.coefficients, run.eta, float(s), steps.astype(np.int64)) for s in starts]).T
+    return {"values": _overlap_values(problem, paths), "exact_mean": True, "settings": {"starts": int(starts.size)}}
 
-    def record(name, paths):  # paths[checkpoint, start]
-        values[name] = paths.mean(axis=1)
-        loss[name] = population_loss(problem, np.clip(paths, -1.0, 1.0)).mean(axis=1)
 
-    def integrate(ode):
-        """dopri5, and where it gives up (a stiff ODE: large step sizes) the implicit Radau method."""
-        try:
-            return solve(ode, starts, steps, rtol=rtol, atol=1e-14, max_steps=DOPRI5_STEPS).values
-        except SolverFailed as first:
-            try:
-                return solve(ode, starts, steps, method="radau", rtol=rtol, atol=1e-14, max_steps=DOPRI5_STEPS).values
-            except SolverFailed as second:
-                raise SolverFailed(f"{first}; then {second}") from None
+_NOISE: dict = {}
 
-    if "gradient_flow" in which:
-        try:
-            record("gradient_flow", integrate(DriftODE(h, eta)))
-        except SolverFailed as exc:
-            failures["gradient_flow"] = str(exc)
-    if "population_map" in which:
-        integer_steps = steps.astype(np.int64)
-        record("population_map", np.array([_population_map(h.breaks, h.coefficients, eta, float(s), integer_steps) for s in starts]).T)
-    if "finite_step_ode" in which or "exact_normalization_ode" in which:
-        noise = noise_estimate(problem, d, samples=samples, seed=seed, eta=eta)
-    noisy = {"finite_step_ode": (noise.N, noise.N_error, 0.5 * eta**2, True), "exact_normalization_ode": (noise.E, noise.E_error, 1.0, False)} if noise else {}
-    for name, (term, error, weight, times_m) in noisy.items():
-        if name not in which:
-            continue
-        try:
-            runs = {side: integrate(DriftODE(h, eta, term, weight, error, side, times_m)) for side in (-1.0, 0.0, 1.0)}
-        except SolverFailed as exc:
-            failures[name] = str(exc)
-            continue
-        record(name, runs[0.0])
-        bands[name] = (runs[-1.0].mean(axis=1), runs[1.0].mean(axis=1))
-    for name in failures:  # reported, with nan values, so that the simulation beside them is kept
-        values[name] = np.full(steps.shape, np.nan)
-        loss[name] = np.full(steps.shape, np.nan)
-    return Predictions(steps.astype(np.int64), values, bands, noise, starts, loss, failures)
+
+def _noise(problem, d: int, samples: int, seed: int, eta: float):
+    """The noise terms, estimated once for the finite-step and the exact-normalisation ODE together."""
+    key = (problem, int(d), int(samples), int(seed), float(eta))
+    if key not in _NOISE:
+        if len(_NOISE) >= 4:
+            _NOISE.pop(next(iter(_NOISE)))
+        _NOISE[key] = noise_estimate(problem, d, samples=samples, seed=seed, eta=eta)
+    return _NOISE[key]
+
+
+def _noisy(name: str):
+    def compute(run, noise_samples: int = 200_000, noise_seed: int | None = None, rtol: float = 1e-10) -> dict:
+        problem, starts, steps = _setting(run)
+        seed = run.seed if noise_seed is None else noise_seed
+        noise = _noise(problem, run.d, noise_samples, seed, run.eta)
+        term, error, weight, times_m = (noise.N, noise.N_error, 0.5 * run.eta**2, True) if name == "finite_step_ode" else (noise.E, noise.E_error, 1.0, False)
+        h = drift_interpolant(problem).interpolant
+        runs = {side: _integrate(DriftODE(h, run.eta, term, weight, error, side, times_m), starts, steps, rtol) for side in (-1.0, 0.0, 1.0)}
+        values = _overlap_values(problem, runs[0.0])
+        sides = [_overlap_values(problem, runs[side]) for side in (-1.0, 1.0)]
+        bands = {}
+        for observable in values:
+            lower, upper = (side[observable].mean(axis=0) for side in sides)
+            bands[observable] = (np.minimum(lower, upper), np.maximum(lower, upper))
+        return {"values": values, "bands": bands, "exact_mean": True, "settings": {"starts": int(starts.size), "noise_samples": noise.samples, "noise_seed": noise.seed, "rtol": rtol}}
+
+    return compute
+
+
+def _reduced_only(model):
+    return None if model.reduces_to_overlap else "it predicts the overlap m alone; this model's state does not reduce to m (rank 1, alpha 0, c_hat frozen, u_hat in span(W)^perp, exact student, output scale 1)"
+
+
+def _state_flow_serves(model):
+    if model.reduces_to_overlap or (model.problem.convention == "normalized" and model.student == "exact"):
+        return None
+    return "the state gradient flow is implemented for the normalized convention and the exact student"
+
+
+register_predictor(Predictor("gradient_flow", "finetuning", _state_flow_serves, _gradient_flow, {"flow_starts": 64, "rtol": 1e-10}, description="population gradient flow: the h(m) ODE dm/dt = eta h(m)(1 - m^2) where the model reduces to the overlap, else the flow on the state"))
+register_predictor(Predictor("population_map", "finetuning", _reduced_only, _population_map_prediction, {}, description="the exact population step with normalisation, iterated step by step"))
+register_predictor(Predictor("finite_step_ode", "finetuning", _reduced_only, _noisy("finite_step_ode"), {"noise_samples": 200_000, "noise_seed": None, "rtol": 1e-10}, description="the h(m) ODE with the second-order normalisation term (Monte Carlo noise term, band)"))
+register_predictor(Predictor("exact_normalization_ode", "finetuning", _reduced_only, _noisy("exact_normalization_ode"), {"noise_samples": 200_000, "noise_seed": None, "rtol": 1e-10}, description="the h(m) ODE with the exact chain's normalisation term kept whole (Monte Carlo, band)"))
+register_predictor(Predictor("one_step_mean", "finetuning", lambda model: None, one_step_mean_prediction, {"map_starts": 4, "noise_samples": 16384, "map_batches": 4, "map_substeps": 32, "noise_seed": None}, default=lambda model: not model.reduces_to_overlap, description="the exact chain's one-step mean from the run's starting states, integrated (Monte Carlo, band)"))

@@ -221,6 +221,9 @@ class FineTuningProblem:
         """The JSON text, computed once: problems are equal when their specifications are."""
         return self.to_json()
 
+    #: the model protocol's family: a problem is the fine-tuning model with every switch at its default
+    family = "finetuning"
+
     def __eq__(self, other) -> bool:
         if not isinstance(other, FineTuningProblem):
             return NotImplemented
