@@ -8,8 +8,15 @@ import pytest
 
 import popgrad
 from popgrad._validation import InvalidArgument, check_memory
+from popgrad.dynamics.trajectories import checkpoint_grid
 
 PROBLEM = popgrad.orthonormal_problem("relu", k=4, xi=1.0, seed=0)
+
+
+def _unsimulated_run():
+    """A run of PROBLEM (d = 100, eta = 1e-3, checkpoints [0, 10]) built without simulating: predictions are
+    made from a run, and a refusal must come before any work."""
+    return popgrad.Run(popgrad.general_model(PROBLEM), np.array([0, 10]), {"m": np.zeros((1, 2))}, {}, "chain", 1e-3, 100, 0)
 
 
 @pytest.mark.parametrize(
@@ -23,7 +30,10 @@ PROBLEM = popgrad.orthonormal_problem("relu", k=4, xi=1.0, seed=0)
         (lambda: popgrad.orthonormal_problem("relu", 4, xi=1e300), "xi", "xi must lie in (0, 1e+50]"),
         (lambda: popgrad.orthonormal_problem("relu", 4, xi=1.0, lam=[1e200] * 4), "lam", "magnitude at most 1e+50"),
         (lambda: popgrad.load_comparison("/nonexistent/folder"), "folder", "is not a folder"),
-        (lambda: popgrad.predict(PROBLEM, 100, 1e-3, [0, 10], samples=200_000, noise_samples=640), "noise_samples", "one parameter"),
+        # the two names of the noise samples are one now (noise_samples); an option that none of the chosen
+        # predictions takes is refused, naming it
+        (lambda: popgrad.predict(_unsimulated_run(), samples=200_000), "samples", "samples is not an option of the predictions"),
+        (lambda: popgrad.predict(_unsimulated_run(), which=("gradient_flow",), noise_samples=640), "noise_samples", "noise_samples is not an option of the predictions gradient_flow"),
     ],
 )
 def test_bad_input_names_the_parameter_at_once(call, parameter, message):
@@ -45,14 +55,22 @@ def test_a_saved_report_reads_back_whole(tmp_path):
     result = popgrad.compare(PROBLEM, d=200, eta=0.05 / 200, checkpoints=[0, 2000, 20000], trajectories=16, seed=1, noise_samples=6400, hit=0.5, noise_seed=4)
     result.save(tmp_path / "report")
     again = popgrad.load_comparison(tmp_path / "report")
-    assert np.array_equal(again.simulation.m, result.simulation.m) and np.array_equal(again.steps, result.steps)
-    assert np.array_equal(again.simulation.hitting_steps, result.simulation.hitting_steps) and again.simulation.hit == 0.5
+    assert np.array_equal(again.run.m, result.run.m) and np.array_equal(again.steps, result.steps)
+    assert np.array_equal(again.run.hitting_steps, result.run.hitting_steps) and again.run.hit == 0.5
     assert again.verdict == result.verdict and again.conclusions == result.conclusions
+    # a report keeps each prediction's mean over its starts (not the per-start paths): those read back whole
     for name in result.predictions.values:
-        assert np.array_equal(again.predictions.values[name], result.predictions.values[name])
+        for observable in result.predictions.values[name]:
+            assert np.array_equal(again.predictions.mean(name, observable), result.predictions.mean(name, observable))
     written, read = result.to_json_dict(), again.to_json_dict()
-    assert read["checkpoints"] == written["checkpoints"] and read["hitting_time"] == written["hitting_time"]
-    assert {key: read["provenance"][key] for key in ("noise_samples", "noise_seed", "seed", "d", "eta", "problem")} == {key: written["provenance"][key] for key in ("noise_samples", "noise_seed", "seed", "d", "eta", "problem")}
+    assert read["steps"] == written["steps"] and read["observables"] == written["observables"]
+    # the run's hitting times, what this compared before (the report now also holds each prediction's own,
+    # under "predicted")
+    assert {key: value for key, value in read["hitting_times"].items() if key != "predicted"} == {key: value for key, value in written["hitting_times"].items() if key != "predicted"}
+    # noise_samples and noise_seed are recorded per prediction now; the problem as the model it runs as
+    keys = ("predictions", "seed", "d", "eta", "model")
+    assert {key: read["provenance"][key] for key in keys} == {key: written["provenance"][key] for key in keys}
+    assert written["provenance"]["predictions"]["finite_step_ode"]["noise_samples"] == 6400 and written["provenance"]["predictions"]["finite_step_ode"]["noise_seed"] == 4
 
 
 def test_an_incomplete_report_is_refused(tmp_path):
@@ -66,13 +84,15 @@ def test_an_incomplete_report_is_refused(tmp_path):
 def test_the_predicted_population_loss_is_phi_along_each_predicted_path():
     # from one starting point the prediction of Phi(m_t) is Phi of the predicted m_t; from the random start
     # it averages Phi over the starting quantiles (not Phi of the averaged m)
-    one = popgrad.predict(PROBLEM, d=200, eta=0.05 / 200, checkpoints=[0, 1000, 8000], m0=0.1, samples=640)
-    for name, values in one.values.items():
-        assert np.allclose(one.loss[name], popgrad.population_loss(PROBLEM, values), rtol=1e-12)
-    spread = popgrad.predict(PROBLEM, d=200, eta=0.05 / 200, checkpoints=[0, 8000], which=("gradient_flow",))
-    starts = spread.initial_points
-    assert spread.loss["gradient_flow"][0] == pytest.approx(np.mean(popgrad.population_loss(PROBLEM, starts)), rel=1e-12)
-    assert spread.loss["gradient_flow"][0] != pytest.approx(float(popgrad.population_loss(PROBLEM, np.mean(starts))), rel=1e-9)
+    # (predictions come from a run: its model, d, eta, checkpoints and m0; one trajectory carries them)
+    one = popgrad.predict(popgrad.simulate(PROBLEM, d=200, eta=0.05 / 200, checkpoints=[0, 1000, 8000], trajectories=1, m0=0.1), noise_samples=640)
+    for name in one.values:
+        assert np.allclose(one.mean(name, "population_loss"), popgrad.population_loss(PROBLEM, one.mean(name, "m")), rtol=1e-12)
+    spread = popgrad.predict(popgrad.simulate(PROBLEM, d=200, eta=0.05 / 200, checkpoints=[0, 8000], trajectories=1), which=("gradient_flow",))
+    starts = popgrad.initial_points(200 - PROBLEM.rank, None)  # the starting quantiles the prediction averages over
+    assert np.array_equal(spread.values["gradient_flow"]["m"][:, 0], starts)
+    assert spread.mean("gradient_flow", "population_loss")[0] == pytest.approx(np.mean(popgrad.population_loss(PROBLEM, starts)), rel=1e-12)
+    assert spread.mean("gradient_flow", "population_loss")[0] != pytest.approx(float(popgrad.population_loss(PROBLEM, np.mean(starts))), rel=1e-9)
 
 
 def _public_callables():
@@ -110,7 +130,8 @@ def test_every_public_callable_documents_its_parameters_and_result(name):
         assert "Returns\n-------\n" in doc, f"{name}: no Returns section"
         section = _section(doc, "Parameters")
     for parameter in parameters:
-        names = [line.split(" : ")[0].replace(",", " ").split() for line in section.splitlines() if line and not line[0].isspace()]
+        # a ``**options`` catch-all (named now: the predictions' options) is documented as ``**options``
+        names = [line.split(" : ")[0].replace(",", " ").replace("*", "").split() for line in section.splitlines() if line and not line[0].isspace()]
         assert any(parameter in entry for entry in names), f"{name}: {parameter} undocumented"
 
 
@@ -120,16 +141,20 @@ def test_a_stiff_prediction_is_solved_and_one_that_fails_keeps_the_simulation(tm
 
     # at eta = 0.5 (delta = 50) the finite-step ODE is stiff: dopri5 gives up within its budget and the
     # implicit Radau method takes over
-    stiff = popgrad.predict(PROBLEM, d=100, eta=0.5, checkpoints=[0, 10, 1000, 10**6], m0=0.0, which=("finite_step_ode",), noise_samples=6400)
-    assert not stiff.failures and np.all(np.isfinite(stiff.values["finite_step_ode"]))
+    stiff = popgrad.predict(popgrad.simulate(PROBLEM, d=100, eta=0.5, checkpoints=[0, 10, 1000, 10**6], trajectories=1, m0=0.0), which=("finite_step_ode",), noise_samples=6400)
+    assert not stiff.failures and np.all(np.isfinite(stiff.values["finite_step_ode"]["m"]))
+    # the noise terms the prediction used (its settings: the samples and the seed, the run's by default)
+    used = stiff.settings["finite_step_ode"]
+    noise = popgrad.noise_estimate(PROBLEM, 100, samples=used["noise_samples"], seed=used["noise_seed"], eta=0.5)
     with pytest.raises(popgrad.SolverFailed, match="dopri5 took more than"):
-        popgrad.solve(popgrad.DriftODE(popgrad.drift_interpolant(PROBLEM).interpolant, 0.5, stiff.noise.N, 0.125, stiff.noise.N_error, 0.0, True), [0.0], [0, 10**6], max_steps=predictions.DOPRI5_STEPS)
+        popgrad.solve(popgrad.DriftODE(popgrad.drift_interpolant(PROBLEM).interpolant, 0.5, noise.N, 0.125, noise.N_error, 0.0, True), [0.0], [0, 10**6], max_steps=predictions.DOPRI5_STEPS)
     # with no budget left every ODE prediction fails: each is reported with its reason, and the
     # simulation, the population map and the report are kept
     monkeypatch.setattr(predictions, "DOPRI5_STEPS", 20)
     result = popgrad.compare(PROBLEM, d=100, eta=0.5, checkpoints=[0, 10, 1000], trajectories=8, m0=0.0, seed=1, noise_samples=6400)
-    assert np.all(np.isfinite(result.simulation.m)) and np.all(np.isfinite(result.predictions.values["population_map"]))
-    assert {name for name, conclusion in result.conclusions.items() if conclusion == "failed"} == {"gradient_flow", "finite_step_ode", "exact_normalization_ode"}
+    assert np.all(np.isfinite(result.run.m)) and np.all(np.isfinite(result.predictions.values["population_map"]["m"]))
+    # conclusions are per observable now: the overlap m, as before
+    assert {name for name, conclusions in result.conclusions.items() if conclusions["m"] == "failed"} == {"gradient_flow", "finite_step_ode", "exact_normalization_ode"}
     assert "gradient_flow: failed (dopri5 took more than 20 steps" in result.verdict and "then radau: more than 20" in result.verdict
     result.save(tmp_path / "report")
     again = popgrad.load_comparison(tmp_path / "report")
@@ -154,11 +179,12 @@ def test_step_size_and_record_by_the_command_lines_names():
     # delta = eta d and steps (21 checkpoints) are the CLI's --delta and --steps; the run is the same
     problem = popgrad.orthonormal_problem("relu", 4, 1.0, seed=0)
     by_delta = popgrad.simulate(problem, 100, delta=0.1, steps=1000, trajectories=4, seed=1)
-    by_eta = popgrad.simulate(problem, 100, 0.001, popgrad.checkpoint_grid(1000), trajectories=4, seed=1)
+    by_eta = popgrad.simulate(problem, 100, 0.001, checkpoint_grid(1000), trajectories=4, seed=1)
     assert by_delta.eta == 0.001 and np.array_equal(by_delta.steps, by_eta.steps) and np.array_equal(by_delta.m, by_eta.m)
-    p = popgrad.predict(problem, 100, delta=0.1, steps=1000, m0=0.0, which=("gradient_flow",))
-    q = popgrad.predict(problem, 100, 0.001, popgrad.checkpoint_grid(1000), m0=0.0, which=("gradient_flow",))
-    assert np.array_equal(p.values["gradient_flow"], q.values["gradient_flow"])
+    # predictions take the step size and the record from the run
+    p = popgrad.predict(popgrad.simulate(problem, 100, delta=0.1, steps=1000, trajectories=1, m0=0.0), which=("gradient_flow",))
+    q = popgrad.predict(popgrad.simulate(problem, 100, 0.001, checkpoint_grid(1000), trajectories=1, m0=0.0), which=("gradient_flow",))
+    assert np.array_equal(p.values["gradient_flow"]["m"], q.values["gradient_flow"]["m"])
     for arguments, parameter in [(dict(eta=0.1, delta=1.0, steps=10), "delta"), (dict(steps=10), "eta"), (dict(eta=0.1), "checkpoints"), (dict(eta=0.1, steps=10, checkpoints=[0, 1]), "steps")]:
         with pytest.raises(ValueError) as caught:
             popgrad.simulate(problem, 100, **arguments)

@@ -9,11 +9,13 @@ import pytest
 from scipy import stats
 
 from popgrad.analysis.comparison import compare
+from popgrad.dynamics.engine import predict, simulate
+from popgrad.dynamics.protocol import model_from_dict
+from popgrad.dynamics.trajectories import Diverged
 from popgrad.models.finetuning.gradients import neuron_divisors
+from popgrad.models.finetuning.model import general_model
 from popgrad.models.finetuning.spec import orthonormal_problem, random_features_problem
 from popgrad.models.finetuning.noise import noise_estimate
-from popgrad.models.finetuning.predictions import predict
-from popgrad.models.finetuning.simulation import SimulationDiverged, simulate
 
 CHECKPOINTS = [0, 1000, 3000]
 
@@ -52,16 +54,16 @@ def test_finite_step_ode_follows_sgd_where_gradient_flow_does_not():
     # central prediction is tested too
     small = compare(problem, d, 0.05 / d, np.linspace(0, 60000, 7).astype(int), trajectories=1000, method="chain", seed=2, noise_samples=2_000_000)
     assert small.statistic("finite_step_ode") <= 4.0, small.verdict
-    central = np.abs(small.mean - small.predictions.values["finite_step_ode"]) / np.where(small.standard_error > 0, small.standard_error, np.inf)
+    central = np.abs(small.mean() - small.predictions.mean("finite_step_ode", "m")) / np.where(small.standard_error() > 0, small.standard_error(), np.inf)
     assert np.max(central) <= 4.0, central
     assert small.statistic("gradient_flow") > 4.0
     # MATH.md's measured example: at eta = 0.5/d SGD stalls near m = -0.027 where gradient flow converges
     stalled = orthonormal_problem("relu", 8, 1.0, seed=3)
     large = compare(stalled, d, 0.5 / d, np.linspace(0, 60000, 7).astype(int), trajectories=1000, method="chain", seed=2)
-    assert abs(large.mean[-1]) < 0.06
-    assert abs(large.predictions.values["gradient_flow"][-1]) > 0.999
+    assert abs(large.mean()[-1]) < 0.06
+    assert abs(large.predictions.mean("gradient_flow", "m")[-1]) > 0.999
     assert large.statistic("gradient_flow") > 100
-    assert abs(large.predictions.values["finite_step_ode"][-1] - large.mean[-1]) < 0.01
+    assert abs(large.predictions.mean("finite_step_ode", "m")[-1] - large.mean()[-1]) < 0.01
 
 
 @pytest.mark.slow
@@ -72,7 +74,7 @@ def test_exact_normalization_ode_where_the_second_order_expansion_drifts():
     problem = orthonormal_problem("relu", 8, 1.0, seed=0)
     result = compare(problem, 300, 0.25 / 300, np.linspace(0, 60000, 7).astype(int), trajectories=2000, method="chain", seed=3, noise_samples=2_000_000)
     assert result.statistic("exact_normalization_ode") <= 4.0, result.verdict
-    central = np.abs(result.mean - result.predictions.values["finite_step_ode"])[1:] / result.standard_error[1:]
+    central = np.abs(result.mean() - result.predictions.mean("finite_step_ode", "m"))[1:] / result.standard_error()[1:]
     assert np.max(central) > 4.0, central
 
 
@@ -110,8 +112,9 @@ def test_given_m0_and_divergence_message():
     problem = orthonormal_problem("He_3", 3, 1.0, seed=0)
     result = simulate(problem, 30, 1e-3, [0, 10], trajectories=3, method="full", m0=0.25)
     np.testing.assert_allclose(result.m[:, 0], 0.25, atol=1e-14)
-    with pytest.raises(SimulationDiverged, match="eta = 1e\\+305"):
+    with pytest.raises(Diverged, match="eta = 1e\\+305") as caught:
         simulate(problem, 30, 1e305, [0, 50], trajectories=3, method="full", m0=0.25)
+    assert caught.value.parameter == "eta"
 
 
 def _numpy_noise(problem, m, samples, seed):
@@ -145,9 +148,11 @@ def test_noise_estimate_against_an_independent_sampler(name):
 def test_predictions_agree_with_each_other_for_tiny_steps():
     problem = orthonormal_problem("tanh", 4, 1.0, seed=1)
     steps = [0, 100_000, 400_000]
-    result = predict(problem, 1000, 1e-6, steps, m0=0.1, samples=20_000)
+    # predictions come from a run (its model, d, eta, checkpoints, m0); one trajectory carries them
+    run = simulate(problem, 1000, 1e-6, steps, trajectories=1, m0=0.1)
+    result = predict(run, noise_samples=20_000)
     for name in ("population_map", "finite_step_ode"):
-        np.testing.assert_allclose(result.values[name], result.values["gradient_flow"], atol=2e-4)
+        np.testing.assert_allclose(result.mean(name, "m"), result.mean("gradient_flow", "m"), atol=2e-4)
 
 
 def test_results_record_provenance(tmp_path):
@@ -160,11 +165,12 @@ def test_results_record_provenance(tmp_path):
     dataset = xr.open_dataset(tmp_path / "comparison.nc", engine="scipy")
     provenance = json.loads(dataset.attrs["provenance"])
     assert provenance["seed"] == 3 and provenance["eta"] == pytest.approx(0.1 / 60) and "numba" in provenance["versions"]
-    assert provenance["problem"] == problem.to_dict()
-    np.testing.assert_array_equal(dataset["m"].values, result.simulation.m)
+    # the problem is recorded as the model it runs as (the general model with every switch at its default)
+    assert provenance["model"] == general_model(problem).to_dict() and model_from_dict(provenance["model"]).reduced_problem() == problem
+    np.testing.assert_array_equal(dataset["m"].values, result.run.m)
     payload = json.loads((tmp_path / "comparison.json").read_text())
-    assert [row["step"] for row in payload["checkpoints"]] == [0, 200, 400]
-    assert set(payload["checkpoints"][1]["predictions"]) == {"gradient_flow", "population_map", "finite_step_ode", "exact_normalization_ode"}
+    assert payload["steps"] == [0, 200, 400]
+    assert set(payload["observables"]["m"]["predictions"]) == {"gradient_flow", "population_map", "finite_step_ode", "exact_normalization_ode"}
 
 
 @pytest.mark.parametrize("arguments, error", [({"eta": -1.0}, "eta must lie"), ({"method": "magic"}, "method must be one of"), ({"checkpoints": [5, 2]}, "strictly increasing"), ({"trajectories": 0}, "trajectories must lie"), ({"m0": 1.5}, "m0 must lie"), ({"d": 4}, "d must lie")])
@@ -203,7 +209,7 @@ def test_hitting_steps_are_the_first_crossings(method):
     hit = expected >= 0
     np.testing.assert_array_equal(stopped.m[hit, -1], every.m[hit, expected[hit]])  # frozen at the hit
     summary = stopped.hitting_times()
-    assert summary["censored_fraction"] == pytest.approx(np.mean(~hit)) and summary["horizon"] == horizon
+    assert summary["censored_fraction"] == pytest.approx(np.mean(~hit)) and summary["horizon"] == horizon and summary["eps"] == eps
 
 
 def test_step_counts_beyond_int32_are_saved(tmp_path):
@@ -213,11 +219,12 @@ def test_step_counts_beyond_int32_are_saved(tmp_path):
 
     problem = orthonormal_problem("relu", 3, 1.0, seed=0)
     result = compare(problem, 60, 0.1 / 60, [0, 100], trajectories=4, noise_samples=640, seed=1)
-    big = dataclasses.replace(result, simulation=dataclasses.replace(result.simulation, steps=np.array([0, 3_000_000_001])))
+    steps = np.array([0, 3_000_000_001])
+    big = dataclasses.replace(result, run=dataclasses.replace(result.run, steps=steps), predictions=dataclasses.replace(result.predictions, steps=steps))
     big.save(tmp_path)
     saved = xr.open_dataset(tmp_path / "comparison.nc", engine="scipy")
     assert saved["step"].values.tolist() == [0, 3_000_000_001] and saved["m"].attrs["long_name"].startswith("overlap")
-    assert json.loads((tmp_path / "comparison.json").read_text())["checkpoints"][1]["step"] == 3_000_000_001
+    assert json.loads((tmp_path / "comparison.json").read_text())["steps"][1] == 3_000_000_001
 
 
 def test_a_band_wider_than_the_threshold_is_inconclusive_and_one_trajectory_is_undefined():
@@ -225,12 +232,14 @@ def test_a_band_wider_than_the_threshold_is_inconclusive_and_one_trajectory_is_u
     # 640 noise samples against 2000 trajectories: the noise band is many standard errors wide, so agreement
     # within it proves nothing
     wide = compare(problem, 100, 0.25 / 100, [0, 2000, 4000], trajectories=2000, seed=1, noise_samples=640)
+    # conclusions are per observable now (m and population_loss): what this tested is the overlap m
     for name in ("finite_step_ode", "exact_normalization_ode"):
         assert wide.band_ratio(name) > wide.threshold
-        assert wide.conclusions[name] in ("inconclusive", "inconsistent") and not wide.consistent[name]
-    assert wide.band_ratio("gradient_flow") == 0.0 and wide.conclusions["gradient_flow"] == "inconsistent"
+        assert wide.conclusions[name]["m"] in ("inconclusive", "inconsistent") and not wide.consistent[name]
+    assert wide.band_ratio("gradient_flow") == 0.0 and wide.conclusions["gradient_flow"]["m"] == "inconsistent"
     single = compare(problem, 100, 0.25 / 100, [0, 2000], trajectories=1, seed=1, noise_samples=640)
-    assert set(single.conclusions.values()) == {"undefined"} and single.verdict.startswith("undefined")
+    assert {conclusion for conclusions in single.conclusions.values() for conclusion in conclusions.values()} == {"undefined"} and single.verdict.startswith("undefined")
     from popgrad._io import json_safe
 
-    assert json_safe(single.to_json_dict())["checkpoints"][1]["standard_error"] is None  # null in saved JSON
+    # one trajectory: the whole standard-error record is null in saved JSON (it was null per checkpoint)
+    assert json_safe(single.to_json_dict())["observables"]["m"]["standard_error"] is None

@@ -8,8 +8,14 @@ import pytest
 from scipy import stats
 
 import popgrad
-from popgrad.models.finetuning.general import general_model, simulate_general
+from popgrad.dynamics.engine import simulate
+from popgrad.models.finetuning.model import general_model
 from popgrad.models.finetuning.overlaps import inverse_square_root, smallest_squared_singular_value
+
+
+def _overlap(run):
+    """U^T U_hat per trajectory and checkpoint, from the run's state."""
+    return np.einsum("sq,tcqr->tcsr", run.model.UF, run.state["Y"])
 
 #: KS p-values below this fail; each case makes 4 comparisons, about 60 in all (fixed seeds: deterministic)
 ALPHA = 1e-3
@@ -43,20 +49,22 @@ CASES = {
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("method", ["fast", "full"])
 @pytest.mark.parametrize("name", CASES)
-def test_the_state_chain_has_the_law_of_full_d_sgd(name):
+def test_the_state_chain_has_the_law_of_full_d_sgd(name, method):
+    # 'fast': F on the first p axes; 'full': the model in a random embedding (or the problem's own W)
     kind, options = CASES[name]
     model = general_model(_problem(kind), seed=2, **options)
     delta = 0.3 if kind != "glm" else 0.05
-    runs = [simulate_general(model, D, delta=delta, checkpoints=[0, 300, 1500], trajectories=TRAJECTORIES, method=method, seed=seed) for method, seed in (("chain", 11), ("full", 12))]
+    runs = [simulate(model, D, delta=delta, checkpoints=[0, 300, 1500], trajectories=TRAJECTORIES, method=which, seed=seed, fast_path=False) for which, seed in (("chain", 11), (method, 12))]
     for index in (1, 2):
         for observable in ("m", "c_hat_dot_c", "projection_w"):
             if observable == "m":
-                samples = [run.overlap[:, index].reshape(TRAJECTORIES, -1)[:, 0] for run in runs]
+                samples = [_overlap(run)[:, index].reshape(TRAJECTORIES, -1)[:, 0] for run in runs]
             elif observable == "c_hat_dot_c":
-                samples = [run.c_hat_dot_c(model.C)[:, index] for run in runs]
+                samples = [run.observables["c_hat_dot_c"][:, index] for run in runs]
             else:
-                samples = [run.projection_w[:, index] for run in runs]
+                samples = [run.observables["projection_w"][:, index] for run in runs]
             if max(np.ptp(samples[0]), np.ptp(samples[1])) < 1e-9:
                 # frozen (c_hat) or zero up to rounding (|Π_W u_hat| when constrained) in both
                 assert np.allclose(samples[0].mean(), samples[1].mean(), atol=1e-9), (name, observable)
@@ -66,11 +74,19 @@ def test_the_state_chain_has_the_law_of_full_d_sgd(name):
 
 
 def test_the_rank_one_frozen_perpendicular_chain_is_todays_scalar_chain():
+    # the model that reduces to the overlap: its fast path (the scalar chain) against its general state chain
     problem = popgrad.orthonormal_problem("relu", 8, 1.0, seed=0)
-    general = simulate_general(general_model(problem), 500, delta=0.5, checkpoints=[0, 1000, 4000], trajectories=TRAJECTORIES, seed=5)
-    scalar = popgrad.simulate(problem, 500, delta=0.5, checkpoints=[0, 1000, 4000], trajectories=TRAJECTORIES, seed=6)
+    model = general_model(problem)
+    assert model.reduces_to_overlap and not general_model(problem, train_c_hat=True).reduces_to_overlap
+    general = simulate(model, 500, delta=0.5, checkpoints=[0, 1000, 4000], trajectories=TRAJECTORIES, seed=5, fast_path=False)
+    scalar = simulate(model, 500, delta=0.5, checkpoints=[0, 1000, 4000], trajectories=TRAJECTORIES, seed=6)
+    assert general.state and not scalar.state and general.settings["path"] == "state chain" and scalar.settings["path"] == "scalar overlap chain"
     for index in range(3):
-        assert stats.ks_2samp(general.m[:, index], scalar.m[:, index]).pvalue > ALPHA
+        for name in ("m", "population_loss"):
+            assert stats.ks_2samp(general.observables[name][:, index], scalar.observables[name][:, index]).pvalue > ALPHA, name
+    # the observables that stay constant agree exactly (up to rounding)
+    for name in ("c_hat_dot_c", "c_hat_cosine", "projection_w"):
+        assert np.allclose(general.observables[name], scalar.observables[name][:, :1], atol=1e-12), name
 
 
 def test_the_initial_student_is_uniform_on_the_sphere_of_the_allowed_space():
@@ -79,8 +95,8 @@ def test_the_initial_student_is_uniform_on_the_sphere_of_the_allowed_space():
     problem = popgrad.orthonormal_problem("relu", 4, 1.0, seed=0)
     for unconstrained, n in ((False, D - 4), (True, D)):
         model = general_model(problem, unconstrained=unconstrained)
-        for method in ("chain", "full"):
-            m0 = simulate_general(model, D, delta=0.1, checkpoints=[0, 1], trajectories=4000, method=method, seed=3).m[:, 0]
+        for method in ("chain", "fast", "full"):
+            m0 = simulate(model, D, delta=0.1, checkpoints=[0, 1], trajectories=4000, method=method, seed=3, fast_path=False).m[:, 0]
             # n m0^2 ~ Beta(1/2, (n-1)/2) n: mean 1, standard deviation about sqrt(2)
             assert abs(np.mean(n * m0**2) - 1.0) < 4 * np.sqrt(2.0 / 4000), (unconstrained, method)
 
@@ -113,13 +129,13 @@ def test_one_full_d_step_moves_along_the_finite_difference_gradient(options):
     # here with explicit vectors, on the sample x that the kernel draws from stream (seed, TRAJECTORIES, 0).
     # At eta = 1e-7 one step moves C_hat by -eta_c dL/dC_hat and U^T U_hat by -eta U^T (tangent, projected
     # gradient), up to O(eta^2)
-    from popgrad.models.finetuning.general import _initial_frames
+    from popgrad.models.finetuning.initial import initial_frames as _initial_frames
     from popgrad.numerics import random_streams as streams
 
     problem = popgrad.random_features_problem("tanh", 3, 1.5, d=12, seed=3, c_distribution="sphere")
     model = general_model(problem, train_c_hat=True, c_hat_lr=2.0, seed=1, **options)
     d, eta, seed = 12, 1e-7, 4
-    run = simulate_general(model, d, eta, [0, 1], trajectories=1, method="full", seed=seed)
+    run = simulate(model, d, eta, [0, 1], trajectories=1, method="fast", seed=seed, fast_path=False)
     V = _initial_frames(model, d, 1, seed, 0)[0]
     state = np.empty(4, dtype=np.uint64)
     streams.seed_stream(np.uint64(seed), streams.TRAJECTORIES, 0, state)
@@ -159,14 +175,14 @@ def test_one_full_d_step_moves_along_the_finite_difference_gradient(options):
 
     grad_c = gradient(lambda C_hat: loss(C_hat, V), model.C_hat)
     expected_c = model.C_hat - eta * model.c_hat_lr * grad_c
-    assert np.allclose(run.c_hat[0, 1], expected_c, rtol=0, atol=1e-12 + 1e-6 * eta * np.abs(grad_c).max())
+    assert np.allclose(run.state["C_hat"][0, 1], expected_c, rtol=0, atol=1e-12 + 1e-6 * eta * np.abs(grad_c).max())
     G = gradient(lambda rows: loss(model.C_hat, rows), V)  # rows: the columns of U_hat
     if not model.unconstrained:
         G[:, :rank_w] = 0.0
     H = V @ G.T
     tangent = G - 0.5 * (H + H.T) @ V
     expected_overlap = U @ (V - eta * tangent).T
-    moved = run.overlap[0, 1] - run.overlap[0, 0]
+    moved = _overlap(run)[0, 1] - _overlap(run)[0, 0]
     assert np.allclose(moved, expected_overlap - U @ V.T, rtol=1e-4, atol=1e-6 * eta * np.abs(tangent).max() + 1e-15)
 
 
@@ -196,7 +212,7 @@ LOSS_CASES = {
 
 @pytest.mark.parametrize("name", LOSS_CASES)
 def test_the_closed_form_loss_on_the_state_matches_monte_carlo(name):
-    from popgrad.models.finetuning.general import state_loss_monte_carlo, state_population_loss
+    from popgrad.models.finetuning.observables import state_loss_monte_carlo, state_population_loss
 
     problem, options = LOSS_CASES[name]
     model = general_model(problem, seed=4, **options)
@@ -207,7 +223,7 @@ def test_the_closed_form_loss_on_the_state_matches_monte_carlo(name):
 
 
 def test_the_loss_on_the_state_is_todays_phi_of_m_in_the_rank_one_case():
-    from popgrad.models.finetuning.general import state_population_loss
+    from popgrad.models.finetuning.observables import state_population_loss
 
     problem = popgrad.orthonormal_problem("relu", 6, 1.2, seed=2)
     model = general_model(problem)
@@ -229,7 +245,7 @@ FLOW_CASES = {
 def test_the_state_flow_is_minus_the_projected_gradient_of_the_closed_form_loss(name):
     # Price's theorem in the flow against central differences of the closed-form Phi (a separate route:
     # dual kernels K, not K'), projected off span(W) when constrained and onto the tangent space
-    from popgrad.models.finetuning.general import state_population_loss
+    from popgrad.models.finetuning.observables import state_population_loss
     from popgrad.models.finetuning.state_flow import state_gradient
 
     problem, options = FLOW_CASES[name]
@@ -270,16 +286,16 @@ def test_the_state_flow_predicts_the_sgd_mean_at_a_small_step(options):
     # delta = eta d = 0.02: gradient flow from each trajectory's own initial state against the chain's mean,
     # m and <C_hat, C>, within 4 SE of the SGD mean while m moves (near convergence the finite-step
     # normalisation shifts the SGD mean by O(delta): there the one-step-mean map is the prediction)
-    from popgrad.models.finetuning.general import _initial_states
+    from popgrad.models.finetuning.initial import initial_states as _initial_states
     from popgrad.models.finetuning.state_flow import predict_state_flow
 
     d, trajectories, delta, checkpoints = 200, 200, 0.02, [0, 2000, 5000]
     model = general_model(popgrad.orthonormal_problem("relu", 4, 1.0, seed=0), **options)
-    simulation = simulate_general(model, d, delta=delta, checkpoints=checkpoints, trajectories=trajectories, seed=3)
+    simulation = simulate(model, d, delta=delta, checkpoints=checkpoints, trajectories=trajectories, seed=3)
     Y, Gamma = _initial_states(model, d, trajectories, 3, 0)
     Y_flow, _, c_hat = predict_state_flow(model, Y, Gamma, np.repeat(model.C_hat[None], trajectories, axis=0), delta / d, checkpoints)
     overlap = np.einsum("sq,tcqr->tcsr", model.UF, Y_flow)
-    for observed, predicted in ((simulation.m, overlap[:, :, 0, 0]), (simulation.c_hat_dot_c(model.C), np.einsum("tcir,ir->tc", c_hat, model.C))):
+    for observed, predicted in ((simulation.m, overlap[:, :, 0, 0]), (simulation.observables["c_hat_dot_c"], np.einsum("tcir,ir->tc", c_hat, model.C))):
         error = observed.std(axis=0, ddof=1) / np.sqrt(trajectories)
         moving = error > 0
         assert np.all(np.abs(observed.mean(axis=0) - predicted.mean(axis=0))[moving] < 4 * error[moving])
@@ -294,15 +310,17 @@ def test_the_command_line_runs_the_general_model_and_reports_each_observable(cap
     arguments = ["simulate", "--train-c-hat", "--c-hat-lr", "0.5", "--unconstrained", "--rank", "2", "--k", "3", "--d", "60", "--steps", "200", "--trajectories", "8", "--hit", "0.5", "--format", "json", "--quiet"]
     assert main(arguments) == 0
     record = json.loads(capsys.readouterr().out)
-    switches = {key: record["model"][key] for key in ("rank", "alpha", "output_scale", "student", "train_c_hat", "c_hat_lr", "unconstrained")}
-    assert switches == {"rank": 2, "alpha": 0.0, "output_scale": "one", "student": "exact", "train_c_hat": True, "c_hat_lr": 0.5, "unconstrained": True}
-    assert np.array(record["model"]["C_hat"]).shape == (3, 2) and set(record["versions"]) >= {"popgrad", "numba"}
-    assert record["eta_c"] == 0.5 * record["eta"] and len(record["steps"]) == 21
-    for name in ("m", "c_hat_dot_c", "c_hat_cosine", "projection_w", "population_loss"):
+    assert record["schema"] == "popgrad.run/1"
+    parameters = record["parameters"]
+    switches = {key: parameters["model"][key] for key in ("rank", "output_scale", "student", "train_c_hat", "c_hat_lr", "unconstrained")}
+    assert switches == {"rank": 2, "output_scale": "one", "student": "exact", "train_c_hat": True, "c_hat_lr": 0.5, "unconstrained": True} and parameters["model"]["alpha"] == 0.0
+    assert np.array(parameters["model"]["C_hat"]).shape == (3, 2) and set(parameters["versions"]) >= {"popgrad", "numba"}
+    assert parameters["eta_c"] == 0.5 * parameters["eta"] and len(record["steps"]) == 21
+    # rank 2 with one teacher column: U^T U_hat has one singular value, which is m
+    for name in ("m", "c_hat_dot_c", "c_hat_cosine", "projection_w", "population_loss", "singular_value_1"):
         observable = record["observables"][name]
         assert set(observable) == {"mean", "standard_error", "quantiles"} and len(observable["mean"]) == 21
-    # rank 2: the overlap matrix U^T U_hat (r* = 1 teacher column, r = 2 student columns) and its singular value
-    assert np.array(record["overlap_matrix"]["mean"]).shape == (21, 1, 2) and np.array(record["singular_values"]["standard_error"]).shape == (21, 1)
+    assert record["observables"]["singular_value_1"]["mean"] == record["observables"]["m"]["mean"]
     assert set(record["hitting_times"]) >= {"median", "censored_fraction", "horizon", "eps"}
     # the same seed gives the same numbers
     assert main(arguments) == 0
@@ -315,10 +333,10 @@ def test_the_command_line_runs_the_general_model_and_reports_each_observable(cap
         (["--rank", "0"], "--rank must"),
         (["--alpha", "1.5"], "--alpha must"),
         (["--c-hat-lr", "0", "--train-c-hat"], "--c-hat-lr must"),
-        (["--train-c-hat", "--method", "fast"], "--method fast is not available"),
         (["--rank", "60"], "--rank must be at most"),
         (["--stop-when-hit"], "--stop-when-hit needs --hit"),
-        (["--student", "linearized", "--m0", "0.1"], "--m0 is not available"),
+        (["--rank", "2", "--m0", "0.1"], "--m0 is the rank-1 overlap"),
+        (["--alpha", "0.8", "--m0", "0.7"], "--m0 must lie in"),
     ],
 )
 def test_bad_general_flags_end_in_one_line(arguments, message, capsys):
@@ -335,24 +353,24 @@ def test_bad_general_flags_end_in_one_line(arguments, message, capsys):
 def test_the_loss_over_many_states_is_the_loss_state_by_state(activation, convention):
     # state_population_losses (one Gram matrix per state, vectorised kernels) against the per-state closed
     # form built from explicit neuron vectors (neuron_vectors), at states the chain visits
-    from popgrad.models.finetuning.general import closed_form_loss, state_population_loss
+    from popgrad.models.finetuning.observables import closed_form_loss, state_population_loss
 
     problem = popgrad.random_features_problem(activation, 4, 1.5, d=60, seed=3, c_distribution="sphere", convention=convention)
     model = general_model(problem, seed=2, train_c_hat=True, unconstrained=True, rank=2, alpha=0.5)
     assert closed_form_loss(model)
-    run = simulate_general(model, 60, delta=0.3, checkpoints=[0, 100, 300], trajectories=6, seed=1)
-    many = run.observables()["population_loss"]
-    one = np.array([[state_population_loss(model, run.Y[j, c], run.Gamma[j, c], run.c_hat[j, c]) for c in range(3)] for j in range(6)])
+    run = simulate(model, 60, delta=0.3, checkpoints=[0, 100, 300], trajectories=6, seed=1)
+    many = run.observables["population_loss"]
+    one = np.array([[state_population_loss(model, run.state["Y"][j, c], run.state["Gamma"][j, c], run.state["C_hat"][j, c]) for c in range(3)] for j in range(6)])
     np.testing.assert_allclose(many, one, rtol=1e-12, atol=1e-14)
 
 
 def test_loss_is_absent_where_it_has_no_closed_form_here():
     problem = popgrad.orthonormal_problem("tanh", 3, 1.0, seed=0, convention="raw")
-    run = simulate_general(general_model(problem, train_c_hat=True), 60, delta=0.3, checkpoints=[0, 10], trajectories=2, seed=1)
-    assert set(run.observables()) == {"m", "c_hat_dot_c", "c_hat_cosine", "projection_w"}
+    run = simulate(general_model(problem, train_c_hat=True), 60, delta=0.3, checkpoints=[0, 10], trajectories=2, seed=1)
+    assert set(run.observables) == {"m", "c_hat_dot_c", "c_hat_cosine", "projection_w"}
     free_raw = general_model(popgrad.orthonormal_problem("relu", 3, 1.0, seed=0, convention="raw"), student="linearized", unconstrained=True)
-    linearized = simulate_general(free_raw, 60, delta=0.3, checkpoints=[0, 10], trajectories=2, seed=1)
-    assert "population_loss" not in linearized.observables()
+    linearized = simulate(free_raw, 60, delta=0.3, checkpoints=[0, 10], trajectories=2, seed=1)
+    assert "population_loss" not in linearized.observables
 
 
 @pytest.mark.slow
@@ -360,10 +378,10 @@ def test_the_one_step_mean_map_tracks_sgd_where_gradient_flow_is_off():
     # delta = eta d = 0.5: gradient flow misses the SGD mean by tens of standard errors (the normalisation
     # noise of a finite step), the one-step-mean map of the chain's own step keeps within 4 SE, with a band
     # narrower than the threshold (a conclusive verdict), for m, <c_hat, c> and Phi
-    from popgrad.analysis.general_comparison import compare_general
+    from popgrad.analysis.comparison import compare as compare_general
 
     model = general_model(popgrad.orthonormal_problem("relu", 4, 1.0, seed=0), train_c_hat=True)
-    result = compare_general(model, 200, delta=0.5, checkpoints=[0, 500, 1000, 2000, 4000], trajectories=200, seed=3, map_samples=32768)
+    result = compare_general(model, 200, delta=0.5, checkpoints=[0, 500, 1000, 2000, 4000], trajectories=200, seed=3, noise_samples=32768)
     conclusions = result.conclusions
     for observable in ("m", "c_hat_dot_c", "population_loss"):
         assert conclusions["gradient_flow"][observable] == "inconsistent" and result.statistic("gradient_flow", observable) > 10, (observable, result.verdict)
@@ -381,7 +399,7 @@ def test_compare_writes_a_general_report_with_every_observable(tmp_path, capsys)
     arguments = ["compare", "--unconstrained", "--train-c-hat", "--k", "3", "--d", "60", "--delta", "0.2", "--checkpoints", "0,100,300", "--trajectories", "16", "--map-starts", "2", "--noise-samples", "2048", "--map-substeps", "4", "--flow-starts", "4", "--out", str(out), "--quiet"]
     assert main(arguments) == 0
     printed = capsys.readouterr().out
-    assert "verdict: threshold 4 SE; gradient_flow: m max z" in printed and "one_step_mean: m max z" in printed
+    assert "verdict [chain]: threshold 4 SE; gradient_flow: m max z" in printed and "one_step_mean: m max z" in printed
     record = json.loads((out / "comparison.json").read_text())
     assert record["provenance"]["model"]["unconstrained"] and record["provenance"]["predictions"]["one_step_mean"]["samples"] == 2048
     for name in ("m", "c_hat_dot_c", "c_hat_cosine", "projection_w", "population_loss"):
@@ -393,11 +411,12 @@ def test_compare_writes_a_general_report_with_every_observable(tmp_path, capsys)
     from scipy.io import netcdf_file
 
     with netcdf_file(out / "comparison.nc", "r", mmap=False) as file:
-        assert file.variables["m"].shape == (16, 3) and file.variables["one_step_mean_m_band"].long_name.startswith(b"half-width")
+        assert file.variables["m"].shape == (16, 3) and file.variables["prediction_one_step_mean__m__lower"].long_name.startswith(b"lower edge")
+    assert record["schema"] == "popgrad.comparison/1"
 
 
 def test_one_trajectory_gives_an_undefined_verdict():
-    from popgrad.analysis.general_comparison import compare_general
+    from popgrad.analysis.comparison import compare as compare_general
 
     model = general_model(popgrad.orthonormal_problem("relu", 3, 1.0, seed=0))
     result = compare_general(model, 60, delta=0.2, checkpoints=[0, 50], trajectories=1, which=("gradient_flow",))
@@ -413,16 +432,19 @@ def test_simulate_saves_the_general_model_as_netcdf(tmp_path, capsys):
     assert main(["simulate", "--rank", "2", "--alpha", "0.5", "--k", "3", "--d", "60", "--checkpoints", "0,50,100", "--trajectories", "5", "--hit", "0.5", "--out", str(out), "--quiet"]) == 0
     capsys.readouterr()
     data = xr.open_dataset(out)
-    assert data["overlap"].shape == (5, 3, 1, 2) and data["c_hat"].shape == (5, 3, 3, 2) and data["m"].shape == (5, 3)
-    assert data["singular_values"].attrs["long_name"].startswith("singular values") and data["hitting_step"].shape == (5,)
-    np.testing.assert_allclose(data["m"].values, data["singular_values"].values[..., -1])
-    assert '"alpha": 0.5' in data.attrs["provenance"]
+    # the state where it does not reduce: Y (p x r in F's coordinates; p = rank W + r* = 4), Gamma, C_hat
+    assert data["Y"].shape == (5, 3, 4, 2) and data["Gamma"].shape == (5, 3, 2, 2) and data["C_hat"].shape == (5, 3, 3, 2) and data["m"].shape == (5, 3)
+    model = popgrad.model_from_dict(json.loads(data.attrs["provenance"])["parameters"]["model"])
+    overlap = np.einsum("sq,tcqr->tcsr", model.UF, data["Y"].values)
+    np.testing.assert_allclose(data["m"].values, np.linalg.svd(overlap, compute_uv=False)[..., -1], atol=1e-12)
+    assert data["singular_value_1"].attrs["long_name"].startswith("singular_value_1") and data["hitting_step"].shape == (5,)
+    assert model.alpha == 0.5
 
 
 def test_a_teacher_given_in_r_d_has_the_same_geometry_in_the_state_coordinates():
     # u given explicitly next to an explicit W: the model's coordinates on F must reproduce every inner
     # product of the teacher's neurons and of W with u computed directly in R^d
-    from popgrad.models.finetuning.general import general_model_from_dict
+    from popgrad.models.finetuning.model import general_model_from_dict
 
     problem = popgrad.random_features_problem("relu", 4, 1.5, d=30, seed=3, c_distribution="sphere")
     W = problem.W
@@ -464,7 +486,7 @@ def test_a_teacher_given_in_r_d_has_the_same_geometry_in_the_state_coordinates()
     ],
 )
 def test_bad_general_specifications_name_the_key(extra, parameter, message):
-    from popgrad.models.finetuning.general import general_model_from_dict
+    from popgrad.models.finetuning.model import general_model_from_dict
 
     problem = popgrad.random_features_problem("relu", 4, 1.5, d=30, seed=3)
     with pytest.raises(ValueError, match=message) as caught:
@@ -475,7 +497,7 @@ def test_bad_general_specifications_name_the_key(extra, parameter, message):
 
 
 def test_an_explicit_u_needs_an_explicit_w():
-    from popgrad.models.finetuning.general import general_model_from_dict
+    from popgrad.models.finetuning.model import general_model_from_dict
 
     with pytest.raises(ValueError, match="needs the problem's W"):
         general_model_from_dict(popgrad.orthonormal_problem("relu", 3, 1.0, seed=0).to_dict() | {"u": [0.0, 0.0, 0.0, 1.0]})
@@ -489,10 +511,11 @@ def test_a_problem_file_with_general_keys_runs_the_general_model(tmp_path, capsy
     path.write_text(json.dumps(problem.to_dict() | {"alpha": 0.5, "train_c_hat": True, "student": "linearized", "seed": 3}))
     assert main(["simulate", "--problem", str(path), "--steps", "40", "--trajectories", "4", "--format", "json", "--quiet"]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["model"]["student"] == "linearized" and record["model"]["train_c_hat"] and record["d"] == 40
+    parameters = record["parameters"]
+    assert parameters["model"]["student"] == "linearized" and parameters["model"]["train_c_hat"] and parameters["d"] == 40
     assert main(["simulate", "--problem", str(path), "--rank", "2", "--steps", "10"]) == 2
     error = capsys.readouterr().err
-    assert "the problem file sets the general model" in error and len(error.strip().splitlines()) == 1
+    assert "the model file sets the model" in error and len(error.strip().splitlines()) == 1
     path.write_text(json.dumps(problem.to_dict() | {"u": [2.0] + [0.0] * 39}))
     assert main(["simulate", "--problem", str(path), "--steps", "10"]) == 2
     error = capsys.readouterr().err
@@ -520,7 +543,7 @@ def test_proposition_4_is_the_rank_one_frozen_perpendicular_case_of_the_state_fl
 def test_gradient_flow_predicts_its_own_hitting_time():
     # the flow's hitting step per start (interpolated on a fine grid) next to the simulation's: at a small
     # step the medians agree within the spread of the trajectories' hitting steps
-    from popgrad.analysis.general_comparison import compare_general
+    from popgrad.analysis.comparison import compare as compare_general
 
     model = general_model(popgrad.orthonormal_problem("relu", 4, 1.0, seed=0), train_c_hat=True)
     result = compare_general(model, 300, delta=0.02, steps=120000, trajectories=64, seed=3, which=("gradient_flow",), hit=0.1, flow_starts=16)
@@ -539,7 +562,7 @@ def test_example_1_two_perturbations_one_teacher():
     report = example1()
     assert report["identity"] and report["different"]
     assert abs(report["loss_u_prime_learning_u"]) < 1e-8 and abs(report["loss_u_learning_u_prime"]) < 1e-8
-    from popgrad.models.finetuning.general import state_population_loss
+    from popgrad.models.finetuning.observables import state_population_loss
 
     c = np.array([-(1 + np.sqrt(2)) * (2 + np.sqrt(3)), (1 + np.sqrt(2)) * (np.sqrt(2) + np.sqrt(3))])
     problem = popgrad.FineTuningProblem("quadratic", [1.0, 1.0], c=c, c_hat=c, xi=1.0, W=np.eye(2), convention="raw")
@@ -554,7 +577,7 @@ def test_example_1_two_perturbations_one_teacher():
 def test_the_symbolic_joint_flow_is_the_numeric_one(activation):
     import sympy
 
-    from popgrad.models.finetuning.general import state_population_loss
+    from popgrad.models.finetuning.observables import state_population_loss
     from popgrad.models.finetuning.series import symbolic_joint_flow
     from popgrad.models.finetuning.state_flow import state_gradient
 
@@ -578,7 +601,7 @@ def test_the_state_flow_is_the_mean_of_per_sample_gradients(name):
     # a third route to the population gradient: the average over Gaussian inputs of the per-sample gradient of
     # (f* - f_hat)^2, written here for explicit networks on F ⊕ range(R) (U_hat = [Y; R]), projected like the
     # flow (tangent to the Stiefel manifold; off span(W) when constrained); within 4 SE in every entry
-    from popgrad.models.finetuning.general import neuron_vectors
+    from popgrad.models.finetuning.observables import neuron_vectors
     from popgrad.models.finetuning.state_flow import state_gradient
 
     problem, options = LOSS_CASES[name]

@@ -73,7 +73,7 @@ def test_an_interrupted_report_is_marked_incomplete(tmp_path, monkeypatch):
 
     result = compare(orthonormal_problem("relu", 3, 1.0, seed=0), 60, 0.1 / 60, [0, 100], trajectories=4, noise_samples=640, seed=1)
 
-    def broken_plot(self, ax=None):
+    def broken_plot(self, observables=None):  # Comparison.plot's signature
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Comparison, "plot", broken_plot)

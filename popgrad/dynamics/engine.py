@@ -155,13 +155,18 @@ class Run:
 
     def netcdf_variables(self) -> tuple:
         """``(dimensions, variables)`` of the run for :func:`popgrad._io.write_netcdf_arrays`: every
-        observable ``[trajectory, step]`` with its label and units, and the hitting steps."""
+        observable ``[trajectory, step]`` with its label and units, the state blocks ``[trajectory, step,
+        ...]`` where the state does not reduce, and the hitting steps."""
         labels = family_of(self.model).labels
         dimensions = {"step": self.steps.size, "trajectory": self.trajectories}
         variables = [("step", ("step",), self.steps, "SGD step", "steps"), ("trajectory", ("trajectory",), np.arange(self.trajectories) + self.first_trajectory, "trajectory index (its random stream)", "1")]
         for name, values in self.observables.items():
             label, units = labels.get(name, (name, "1"))
             variables.append((name, ("trajectory", "step"), values, f"{label} of each trajectory", units))
+        for name, values in self.state.items():  # the state where it does not reduce: its own axes after (trajectory, step)
+            axes = tuple(f"{name}_axis{i}" for i in range(values.ndim - 2))
+            dimensions |= dict(zip(axes, values.shape[2:]))
+            variables.append((name, ("trajectory", "step") + axes, values, f"state block {name} of each trajectory", "1"))
         if self.hitting_steps is not None:
             variables.append(("hitting_step", ("trajectory",), self.hitting_steps, f"first step at the hitting level (eps = {self.hit:g}; -1: not by the last checkpoint)", "steps"))
         return dimensions, variables
@@ -174,7 +179,7 @@ class Run:
         write_netcdf_arrays(path, dimensions, variables, {"provenance": json.dumps({key: value for key, value in record.items() if key != "observables"})})
 
 
-def simulate(model, d: int, eta: float | None = None, checkpoints=None, trajectories: int = 100, method: str = "chain", m0: float | None = None, seed: int = 0, first_trajectory: int = 0, hit: float | None = None, stop_when_hit: bool = False, *, delta: float | None = None, steps: int | None = None, progress: bool | None = False) -> Run:
+def simulate(model, d: int, eta: float | None = None, checkpoints=None, trajectories: int = 100, method: str = "chain", m0: float | None = None, seed: int = 0, first_trajectory: int = 0, hit: float | None = None, stop_when_hit: bool = False, *, delta: float | None = None, steps: int | None = None, progress: bool | None = False, fast_path: bool = True) -> Run:
     """Online SGD of any model, by its exact chain or in dimension d, recorded at the checkpoints.
 
     Parameters
@@ -206,6 +211,10 @@ def simulate(model, d: int, eta: float | None = None, checkpoints=None, trajecto
         Stop each trajectory at its hitting step, and the run once every trajectory has hit.
     progress : bool or None, default False
         A progress bar (None: only on a terminal).
+    fast_path : bool, default True
+        Let the family take its fast path where the model reduces (e.g. the scalar overlap chain of the
+        rank-1 fine-tuning model); False runs the general state chain / SGD of the model, the independent
+        route the fast paths are checked against.
 
     Returns
     -------
@@ -238,9 +247,11 @@ def simulate(model, d: int, eta: float | None = None, checkpoints=None, trajecto
     level = math.inf if hit is None else 1.0 - check_real(hit, "hit", 0.0, 1.0, low_open=True)
     if stop_when_hit and hit is None:
         raise InvalidArgument("stop_when_hit needs hit (the level 1 - hit that the overlap must reach)", "stop_when_hit")
-    d = model.check_dimension(d, method)
+    if not isinstance(fast_path, (bool, np.bool_)):
+        raise InvalidArgument(f"fast_path must be True or False, got {fast_path!r}", "fast_path")
+    d = model.check_dimension(d, method, bool(fast_path))
     eta, checkpoints = step_schedule(d, eta, delta, checkpoints, steps)
-    stepper = family.stepper(model, d, eta, method=method, trajectories=trajectories, seed=seed, first_trajectory=first_trajectory, m0=m0, level=level, stop_when_hit=bool(stop_when_hit))
+    stepper = family.stepper(model, d, eta, method=method, trajectories=trajectories, seed=seed, first_trajectory=first_trajectory, m0=m0, level=level, stop_when_hit=bool(stop_when_hit), fast_path=bool(fast_path))
     first = stepper.record()
     per_checkpoint = sum(np.asarray(value).nbytes for value in first.values())
     check_memory(float(per_checkpoint) * checkpoints.size + 64.0 * trajectories, f"the record of {trajectories} trajectories at {checkpoints.size} checkpoints", "trajectories")
@@ -369,7 +380,7 @@ def predict(run: Run, which=None, **options) -> Predictions:
     if which is None:
         names = [name for name, (predictor, reason) in available.items() if reason is None and predictor.default(run.model)]
     else:
-        names = list(check_choices(which, "which", tuple(available)))
+        names = list(check_choices((which,) if isinstance(which, str) else which, "which", tuple(available)))
         for name in names:
             reason = available[name][1]
             if reason is not None:

@@ -21,12 +21,16 @@ What a family provides
     The simulation methods it offers (``chain``: an exact dimension-free chain on the state; ``fast``:
     SGD in dimension d with the structure rotated onto the first coordinates; ``full``: SGD in dimension d
     in the model's own, or a randomly embedded, geometry).
-``stepper(model, d, eta, *, method, trajectories, seed, first_trajectory, m0, level, stop_when_hit)``
-    A :class:`Stepper`: the state of ``trajectories`` trajectories and the kernels that advance it, record
+``stepper(model, d, eta, *, method, trajectories, seed, first_trajectory, m0, level, stop_when_hit, fast_path)``
+    A :class:`~popgrad.dynamics.engine.Stepper` (``fast_path=False``: the model's general route even where it
+    reduces, to check the fast paths against): the state of ``trajectories`` trajectories and the kernels that advance it, record
     it at a checkpoint and turn the records into named observables (and the state, where it does not reduce
     to the observables). ``m0`` is refused there, naming the reason, where it does not make sense.
-``observables(model)``
-    The names of the observables a run of the model records, with their labels and units (``LABELS``).
+``labels``
+    observable -> (label, units) of the observables its runs record.
+
+The model itself has ``check_dimension(d, method, fast_path)`` (d checked for a run, or refused naming the
+reason) besides ``to_dict``, ``family`` and ``describe``.
 
 Predictions are registered apart (:func:`register_predictor`), each saying which models it serves and
 which options it takes, so that :func:`popgrad.dynamics.engine.predict` runs every prediction that

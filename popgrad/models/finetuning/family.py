@@ -192,11 +192,11 @@ def _state_stepper(model: GeneralModel, d: int, eta: float, method: str, traject
     return Stepper(advance, record, finish, hits, float(work), f"general SGD ({method}, {trajectories} traj.)", {"eta_c": eta * model.c_hat_lr, "path": path})
 
 
-def finetuning_stepper(model: GeneralModel, d: int, eta: float, *, method: str, trajectories: int, seed: int, first_trajectory: int, m0, level: float, stop_when_hit: bool) -> Stepper:
+def finetuning_stepper(model: GeneralModel, d: int, eta: float, *, method: str, trajectories: int, seed: int, first_trajectory: int, m0, level: float, stop_when_hit: bool, fast_path: bool = True) -> Stepper:
     """The protocol's ``stepper`` for the fine-tuning model: its fast paths where it reduces to the
-    overlap, else the state chain or general full-d SGD."""
+    overlap (unless ``fast_path`` is False), else the state chain or general full-d SGD."""
     m0 = check_m0(model, m0)
-    build = _overlap_stepper if model.reduces_to_overlap else _state_stepper
+    build = _overlap_stepper if model.reduces_to_overlap and fast_path else _state_stepper
     return build(model, d, eta, method, trajectories, seed, first_trajectory, m0, level, stop_when_hit)
 
 

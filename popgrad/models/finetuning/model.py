@@ -102,9 +102,10 @@ class GeneralModel(ContentEqual):
             return problem
         return problem.replace(c=self.C[:, 0].copy(), c_hat=self.C_hat[:, 0].copy())
 
-    def check_dimension(self, d, method: str) -> int:
-        """``d`` checked for a run by ``method``: at least p + r + 2 (the state chain's Wishart part), and the
-        explicit W's own dimension where the problem has one."""
+    def check_dimension(self, d, method: str, fast_path: bool = True) -> int:
+        """``d`` checked for a run by ``method``: at least p + r + 2 (the state chain's Wishart part; rank W
+        + 3 on the fast paths of a model that reduces to the overlap), and the explicit W's own dimension
+        where the problem has one."""
         p, r = self.p, self.rank
         W = self.problem.W
         if W is not None and method == "full":
@@ -114,7 +115,7 @@ class GeneralModel(ContentEqual):
         if isinstance(d, (int, np.integer)) and not isinstance(d, bool) and r > d - p - 2 and d >= 1 and r > 1:
             raise InvalidArgument(f"rank must be at most d - p - 2 = {int(d) - p - 2} here (p = rank W + r* = {p}), got {r}", "rank")
         # the scalar chain needs n = d - rank W >= 3; the state chain a Wishart part of d - p - r + 1 >= 1 dof
-        return check_integer(d, "d", self.L.shape[1] + 3 if self.reduces_to_overlap else p + r + 2, 10**9)
+        return check_integer(d, "d", self.L.shape[1] + 3 if self.reduces_to_overlap and fast_path else p + r + 2, 10**9)
 
     def describe(self) -> str:
         """One line: the problem and the switches."""

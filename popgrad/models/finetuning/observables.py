@@ -25,7 +25,8 @@ def state_observables(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray, C_h
     """The named observables of states (any leading axes), the one definition shared by simulations and
     predictions.
 
-    ``m``: <u, u_hat> at rank 1, else the smallest singular value of U^T U_hat; ``c_hat_dot_c``: <C_hat, C>
+    ``m``: <u, u_hat> at rank 1, else the smallest singular value of U^T U_hat (and then every singular
+    value, descending, as ``singular_value_1``, ...); ``c_hat_dot_c``: <C_hat, C>
     (Frobenius, C_hat's first r* columns) and ``c_hat_cosine`` its cosine; ``projection_w``: |Π_W U_hat|;
     ``population_loss``: Phi at the state in closed form, where :func:`closed_form_loss` says it is available
     (absent otherwise: the linearised student, or the raw convention with a series-only activation).
@@ -41,7 +42,8 @@ def state_observables(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray, C_h
     dict of str to ndarray (the leading axes)
     """
     overlap = np.einsum("sq,...qr->...sr", model.UF, Y)
-    m = overlap[..., 0, 0] if overlap.shape[-2:] == (1, 1) else np.linalg.svd(overlap, compute_uv=False)[..., -1]
+    singular = None if overlap.shape[-2:] == (1, 1) else np.linalg.svd(overlap, compute_uv=False)
+    m = overlap[..., 0, 0] if singular is None else singular[..., -1]
     C = model.C
     head = C_hat[..., : C.shape[1]]
     dot = np.einsum("...ir,ir->...", head, C)
@@ -49,6 +51,8 @@ def state_observables(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray, C_h
         cosine = dot / (np.linalg.norm(head, axis=(-2, -1)) * np.linalg.norm(C))
     rank_w = model.L.shape[1]
     out = {"m": m, "c_hat_dot_c": dot, "c_hat_cosine": cosine, "projection_w": np.sqrt(np.sum(Y[..., :rank_w, :] ** 2, axis=(-2, -1)))}
+    if singular is not None:  # rank r or r* > 1: every singular value of U^T U_hat (m is the smallest)
+        out |= {f"singular_value_{i + 1}": singular[..., i] for i in range(singular.shape[-1])}
     if closed_form_loss(model):
         out["population_loss"] = state_population_losses(model, Y, Gamma, C_hat)
     return out
