@@ -65,14 +65,22 @@ def test_h_json_and_problem_round_trip(tmp_path, capsys):
 
 
 def test_simulate_json(capsys):
-    without_steps = SMALL[:2] + SMALL[4:]  # no --steps: --checkpoints sets them
-    assert main(["simulate", *without_steps, "--checkpoints", "0,1000,2000", "--format", "json"]) == 0
+    # simulate simulates: the run's record (schema popgrad.run/1), every observable, no predictions
+    assert main(["simulate", "--d", "100", "--trajectories", "8", "--quiet", "--checkpoints", "0,1000,2000", "--format", "json"]) == 0
     payload = json.loads(capsys.readouterr().out)
-    rows = payload["checkpoints"]
-    assert [row["step"] for row in rows] == [0, 1000, 2000]
-    assert set(rows[1]) >= {"step", "mean", "standard_error", "quantiles", "predictions"}
-    assert set(rows[1]["predictions"]) == {"gradient_flow", "population_map", "finite_step_ode", "exact_normalization_ode"}
-    assert payload["provenance"]["eta"] == pytest.approx(0.25 / 100)
+    assert payload["schema"] == "popgrad.run/1" and payload["steps"] == [0, 1000, 2000]
+    assert set(payload["observables"]) == {"m", "c_hat_dot_c", "c_hat_cosine", "projection_w", "population_loss"}
+    assert set(payload["observables"]["m"]) == {"mean", "standard_error", "quantiles"} and len(payload["observables"]["m"]["mean"]) == 3
+    assert payload["parameters"]["eta"] == pytest.approx(0.25 / 100) and payload["parameters"]["path"] == "scalar overlap chain"
+
+
+def test_compare_json_has_every_prediction_per_observable(tmp_path, capsys):
+    assert main(["compare", *SMALL[:2], *SMALL[4:], "--checkpoints", "0,1000,2000", "--format", "json", "--out", str(tmp_path / "c")]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["schema"] == "popgrad.comparison/1" and payload["steps"] == [0, 1000, 2000]
+    assert set(payload["observables"]["m"]["predictions"]) == {"gradient_flow", "population_map", "finite_step_ode", "exact_normalization_ode"}
+    assert set(payload["conclusions"]["finite_step_ode"]) == {"m", "population_loss"}
+    assert payload == json.loads((tmp_path / "c" / "comparison.json").read_text()) | {"provenance": payload["provenance"]}
 
 
 def test_compare_and_run_write_reports(tmp_path, capsys):
@@ -96,7 +104,9 @@ def test_compare_and_run_write_reports(tmp_path, capsys):
         (["simulate", "--m0", "3"], "--m0 must lie in [-1, 1]"),
         (["h", "--k", "0"], "--k must lie in [1, 4096]"),
         (["simulate", "--trajectories", "0"], "--trajectories must lie in [1, 100000000], got 0"),
-        (["simulate", "--noise-samples", "3"], "samples must lie in [64, 10000000000], got 3"),
+        (["compare", "--noise-samples", "3"], "--noise-samples must lie in [64, 10000000000], got 3"),
+        (["simulate", "--noise-samples", "640"], "unrecognized arguments: --noise-samples"),
+        (["compare", "--rank", "2", "--m0", "0.1"], "--m0 is the rank-1 overlap"),
         (["h", "--activation", "os.system('x')"], "only plain function calls"),
         # flags that would be ignored, and values that would overflow or exceed the machine
         (["simulate", "--problem", "p.json", "--k", "5"], "--k cannot be used with --problem"),
@@ -167,8 +177,8 @@ def test_a_problem_file_sets_d_and_contradictions_are_refused(tmp_path, capsys):
     assert main(["problem", "--features", "random", "--d", "30", "--k", "3", "--out", str(path)]) == 0
     assert main(["simulate", "--problem", str(path), "--d", "80", "--steps", "10", "--trajectories", "2", "--quiet"]) == 2
     assert "--d 80 contradicts the problem's W, which has input dimension 30" in capsys.readouterr().err
-    assert main(["simulate", "--problem", str(path), "--steps", "10", "--trajectories", "2", "--noise-samples", "640", "--format", "json", "--quiet"]) == 0
-    assert json.loads(capsys.readouterr().out)["provenance"]["d"] == 30
+    assert main(["simulate", "--problem", str(path), "--steps", "10", "--trajectories", "2", "--format", "json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["parameters"]["d"] == 30
 
 
 def test_separate_seeds_for_the_problem_the_simulation_and_the_noise(tmp_path, capsys):
@@ -183,12 +193,14 @@ def test_separate_seeds_for_the_problem_the_simulation_and_the_noise(tmp_path, c
     capsys.readouterr()
 
     def run(*flags):
-        common = ["simulate", "--k", "4", "--problem-seed", "3", "--d", "100", "--steps", "200", "--trajectories", "4", "--noise-samples", "640", "--format", "json", "--quiet"]
+        common = ["compare", "--k", "4", "--problem-seed", "3", "--d", "100", "--steps", "200", "--trajectories", "4", "--noise-samples", "640", "--format", "json", "--quiet", "--out", str(tmp_path / "report")]
         assert main([*common, *flags]) == 0
         payload = json.loads(capsys.readouterr().out)
-        return [row["mean"] for row in payload["checkpoints"]], [row["bands"]["finite_step_ode"] for row in payload["checkpoints"]], payload["provenance"]
+        m = payload["observables"]["m"]
+        band = m["predictions"]["finite_step_ode"]
+        return m["mean"], (band["lower"], band["upper"]), payload["provenance"]
 
     means, bands, provenance = run("--seed", "5")
     same_means, other_bands, other = run("--seed", "5", "--noise-seed", "9")
     assert means == same_means and bands != other_bands
-    assert (provenance["seed"], provenance["noise_seed"], other["noise_seed"]) == (5, 5, 9)
+    assert (provenance["seed"], provenance["predictions"]["finite_step_ode"]["noise_seed"], other["predictions"]["finite_step_ode"]["noise_seed"]) == (5, 5, 9)

@@ -115,7 +115,7 @@ class GeneralModel(ContentEqual):
         if isinstance(d, (int, np.integer)) and not isinstance(d, bool) and r > d - p - 2 and d >= 1 and r > 1:
             raise InvalidArgument(f"rank must be at most d - p - 2 = {int(d) - p - 2} here (p = rank W + r* = {p}), got {r}", "rank")
         # the scalar chain needs n = d - rank W >= 3; the state chain a Wishart part of d - p - r + 1 >= 1 dof
-        return check_integer(d, "d", self.L.shape[1] + 3 if self.reduces_to_overlap and fast_path else p + r + 2, 10**9)
+        return check_integer(d, "d", self.L.shape[1] + 3 if self.reduces_to_overlap and fast_path else p + r + 2)
 
     def describe(self) -> str:
         """One line: the problem and the switches."""
