@@ -88,57 +88,35 @@ from .models.finetuning.references import (
     network_loss as network_loss,
     monte_carlo_gradient as monte_carlo_gradient,
 )
-from .models.finetuning.simulation import (
-    simulate as simulate,
-    SimulationResult as SimulationResult,
-    SimulationDiverged as SimulationDiverged,
-    METHODS as METHODS,
-    checkpoint_grid as checkpoint_grid,
-)
 from .models.finetuning.noise import (
     NoiseEstimate as NoiseEstimate,
     noise_estimate as noise_estimate,
 )
 from .models.finetuning.predictions import (
-    Predictions as Predictions,
-    predict as predict,
     PREDICTIONS as PREDICTIONS,
     initial_points as initial_points,
+    predicted_hitting_steps as predicted_hitting_steps,
 )
 from .models.finetuning.odes import (
     DriftODE as DriftODE,
 )
-from .dynamics.solve import (
-    ODE as ODE,
-    Solution as Solution,
-    solve as solve,
-    SolverFailed as SolverFailed,
-)
-from .dynamics.solvers.base import (
-    RHS_SIGNATURE as RHS_SIGNATURE,
-    RHS_TYPE as RHS_TYPE,
-    right_hand_side as right_hand_side,
-)
-from .models.finetuning.general import (
+from .models.finetuning.model import (
     GeneralModel as GeneralModel,
     general_model as general_model,
     general_model_from_dict as general_model_from_dict,
     load_general_model as load_general_model,
-    GeneralSimulation as GeneralSimulation,
-    simulate_general as simulate_general,
+    OUTPUT_SCALES as OUTPUT_SCALES,
+)
+from .models.finetuning.observables import (
+    OBSERVABLES as OBSERVABLES,
+    LABELS as LABELS,
     state_observables as state_observables,
+    overlap_observables as overlap_observables,
+    closed_form_loss as closed_form_loss,
     state_population_loss as state_population_loss,
     state_population_losses as state_population_losses,
-    closed_form_loss as closed_form_loss,
     state_loss_monte_carlo as state_loss_monte_carlo,
-    OUTPUT_SCALES as OUTPUT_SCALES,
-    OBSERVABLES as OBSERVABLES,
-)
-from .models.finetuning.general_predictions import (
-    GENERAL_PREDICTIONS as GENERAL_PREDICTIONS,
-    GeneralPredictions as GeneralPredictions,
-    predict_general as predict_general,
-    one_step_mean as one_step_mean,
+    neuron_vectors as neuron_vectors,
 )
 from .models.matrix_factorization.spec import (
     MFProblem as MFProblem,
@@ -206,20 +184,50 @@ from .models.ntk_lora.examples import (
     ntk_spurious_example as ntk_spurious_example,
     verify_spurious_exactly as verify_spurious_exactly,
 )
+from .dynamics.protocol import (
+    ModelFamily as ModelFamily,
+    Predictor as Predictor,
+    FAMILY_MODULES as FAMILY_MODULES,
+    register_family as register_family,
+    register_predictor as register_predictor,
+    family_of as family_of,
+    family_named as family_named,
+    model_from_dict as model_from_dict,
+    predictors_for as predictors_for,
+    PREDICTORS as PREDICTORS,
+)
+from .dynamics.engine import (
+    Stepper as Stepper,
+    Run as Run,
+    simulate as simulate,
+    Predictions as Predictions,
+    predict as predict,
+    PredictionFailed as PredictionFailed,
+    RUN_SCHEMA as RUN_SCHEMA,
+)
+from .dynamics.solve import (
+    ODE as ODE,
+    Solution as Solution,
+    solve as solve,
+    SolverFailed as SolverFailed,
+)
+from .dynamics.solvers.base import (
+    RHS_SIGNATURE as RHS_SIGNATURE,
+    RHS_TYPE as RHS_TYPE,
+    right_hand_side as right_hand_side,
+)
 from .analysis.comparison import (
     Comparison as Comparison,
     compare as compare,
     load_comparison as load_comparison,
-    QUANTILES as QUANTILES,
-    versions as versions,
-    write_netcdf as write_netcdf,
     save_report as save_report,
+    COMPARISON_SCHEMA as COMPARISON_SCHEMA,
+    QUANTILES as QUANTILES,
 )
-from .analysis.general_comparison import (
-    GeneralComparison as GeneralComparison,
-    compare_general as compare_general,
-    simulation_record as simulation_record,
-    write_simulation_netcdf as write_simulation_netcdf,
+from .analysis.scaling import (
+    PowerLawFit as PowerLawFit,
+    power_law_fit as power_law_fit,
+    censored_median as censored_median,
 )
 from .report.tables import (
     joint_flow_table as joint_flow_table,
@@ -235,14 +243,6 @@ from .report.tables import (
 )
 from .report.plots import (
     plot_population as plot_population,
-)
-
-__version__: str
-PUBLIC_MODULES: tuple[str, ...]
-from .analysis.scaling import (
-    PowerLawFit as PowerLawFit,
-    power_law_fit as power_law_fit,
-    censored_median as censored_median,
 )
 from .sweeps.spec import (
     SweepSpec as SweepSpec,
@@ -267,3 +267,5 @@ from .sweeps.report import (
     plot_scaling as plot_scaling,
     plot_phase as plot_phase,
 )
+
+__version__: str
