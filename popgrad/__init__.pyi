@@ -202,8 +202,10 @@ from .dynamics.engine import (
     simulate as simulate,
     Predictions as Predictions,
     predict as predict,
+    chosen_predictions as chosen_predictions,
     PredictionFailed as PredictionFailed,
     RUN_SCHEMA as RUN_SCHEMA,
+    checkpoint_grid as checkpoint_grid,
 )
 from .dynamics.solve import (
     ODE as ODE,

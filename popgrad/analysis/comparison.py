@@ -22,7 +22,7 @@ import numpy as np
 
 from .._io import INCOMPLETE, atomic_path, check_output_folder, read_json_file, versions, write_json, write_netcdf_arrays, write_text
 from .._validation import InvalidArgument, check_real
-from ..dynamics.engine import Predictions, Run, predict, simulate
+from ..dynamics.engine import Predictions, Run, chosen_predictions, predict, simulate
 from ..dynamics.protocol import family_of, model_from_dict
 from ..numerics.statistics import QUANTILE_LEVELS, summary
 
@@ -257,6 +257,9 @@ class Comparison:
                 if band is not None:
                     variables.append((f"prediction_{name}__{observable}__lower", ("step",), band[0], f"lower edge of the {what} band of {label} (2 SE of its Monte Carlo)", units))
                     variables.append((f"prediction_{name}__{observable}__upper", ("step",), band[1], f"upper edge of the {what} band of {label} (2 SE of its Monte Carlo)", units))
+        for name, steps in self.predictions.hitting_steps.items():
+            dimensions[f"start_{name}"] = steps.size
+            variables.append((f"predicted_hitting_step__{name}", (f"start_{name}",), steps, f"first step of {name.replace('_', ' ')} at the hitting level, per start (inf: not by the last checkpoint)", "steps"))
         return dimensions, variables, {"schema": COMPARISON_SCHEMA, "provenance": json.dumps(self.provenance()), "verdict": self.verdict}
 
     def write_netcdf(self, path) -> None:
@@ -362,6 +365,8 @@ def compare(model, d: int, eta: float | None = None, checkpoints=None, trajector
     ['c_hat_cosine', 'c_hat_dot_c', 'm', 'population_loss', 'projection_w']
     """
     threshold = check_real(threshold, "threshold", 0.0, None, low_open=True)
+    family = family_of(model)
+    chosen_predictions(family.as_model(model) or model, which, prediction_options)  # refused before the simulation
     run = simulate(model, d, eta, checkpoints, trajectories=trajectories, method=method, m0=m0, seed=seed, hit=hit, delta=delta, steps=steps, progress=progress)
     return Comparison(run, predict(run, which, **prediction_options), threshold)
 
@@ -461,7 +466,8 @@ def _read_schema_1(saved: dict, arrays: dict) -> Comparison:
     known = set(Run.__dataclass_fields__) | {"model", "family", "delta", "trajectories", "predictions", "threshold", "simulation_seconds", "versions"}
     settings = {key: value for key, value in info.items() if key in ("eta_c", "path")}
     run = _run(model, info, steps, observables, arrays, None if hitting is None else hitting["eps"], settings)
-    predictions = Predictions(steps, values, bands, dict(saved.get("failures", {})), dict(info.get("predictions", {})), {}, {}, errors)
+    predicted = {variable.removeprefix("predicted_hitting_step__"): arrays[variable] for variable in arrays if variable.startswith("predicted_hitting_step__")}
+    predictions = Predictions(steps, values, bands, dict(saved.get("failures", {})), dict(info.get("predictions", {})), predicted, {}, errors)
     return Comparison(run, predictions, float(info["threshold"]), extra={key: value for key, value in info.items() if key not in known})
 
 

@@ -22,9 +22,9 @@ from .._io import versions, write_netcdf_arrays
 from .._validation import InvalidArgument, check_choice, check_choices, check_integer, check_memory, check_real
 from ..numerics.statistics import QUANTILE_LEVELS, standard_error, summary
 from .protocol import family_of, predictors_for
-from .trajectories import Diverged, hitting_summary, run_to_checkpoints, step_schedule
+from .trajectories import Diverged, checkpoint_grid, hitting_summary, run_to_checkpoints, step_schedule
 
-__all__ = ["Stepper", "Run", "simulate", "Predictions", "predict", "PredictionFailed", "RUN_SCHEMA"]
+__all__ = ["Stepper", "Run", "simulate", "Predictions", "predict", "chosen_predictions", "PredictionFailed", "RUN_SCHEMA", "checkpoint_grid"]
 
 #: the ``schema`` of a run's JSON record
 RUN_SCHEMA = "popgrad.run/1"
@@ -251,10 +251,11 @@ def simulate(model, d: int, eta: float | None = None, checkpoints=None, trajecto
         raise InvalidArgument(f"fast_path must be True or False, got {fast_path!r}", "fast_path")
     d = model.check_dimension(d, method, bool(fast_path))
     eta, checkpoints = step_schedule(d, eta, delta, checkpoints, steps)
+    # before anything is allocated: the record at every checkpoint (the kernels' own state is checked by the family)
+    per_checkpoint = float(family.record_bytes(model, bool(fast_path))) * trajectories
+    check_memory(per_checkpoint * (checkpoints.size + 2) + 64.0 * trajectories, f"the record of {trajectories} trajectories at {checkpoints.size} checkpoints", "trajectories")
     stepper = family.stepper(model, d, eta, method=method, trajectories=trajectories, seed=seed, first_trajectory=first_trajectory, m0=m0, level=level, stop_when_hit=bool(stop_when_hit), fast_path=bool(fast_path))
     first = stepper.record()
-    per_checkpoint = sum(np.asarray(value).nbytes for value in first.values())
-    check_memory(float(per_checkpoint) * checkpoints.size + 64.0 * trajectories, f"the record of {trajectories} trajectories at {checkpoints.size} checkpoints", "trajectories")
     wanted = set(int(s) for s in checkpoints)
     records = {0: first}
 
@@ -346,6 +347,38 @@ class Predictions:
         return {key: result[key] for key in ("median", "q25", "q75", "censored_fraction")} | {"starts": int(steps.size)}
 
 
+def chosen_predictions(model, which=None, options: dict | None = None) -> list:
+    """The predictions :func:`predict` runs for ``model`` (``which``, or the model's defaults), with
+    ``options`` checked against what they take: a prediction that does not serve the model, or an option
+    none of them takes, is refused (before any simulation, where :func:`~popgrad.analysis.comparison.compare`
+    calls it).
+
+    Parameters
+    ----------
+    model : a family's model
+    which : str or sequence of str, optional
+    options : dict, optional
+
+    Returns
+    -------
+    list of str
+    """
+    available = predictors_for(model)
+    if which is None:
+        names = [name for name, (predictor, reason) in available.items() if reason is None and predictor.default(model)]
+    else:
+        names = list(check_choices((which,) if isinstance(which, str) else which, "which", tuple(available)))
+        for name in names:
+            reason = available[name][1]
+            if reason is not None:
+                raise InvalidArgument(f"which: {name} does not serve this model: {reason}", "which")
+    taken = set().union(*(set(available[name][0].options) for name in names)) if names else set()
+    unknown = sorted(set(options or {}) - taken)
+    if unknown:
+        raise InvalidArgument(f"{unknown[0]} is not an option of the predictions {', '.join(names)} (they take: {', '.join(sorted(taken)) or 'none'})", unknown[0])
+    return names
+
+
 def predict(run: Run, which=None, **options) -> Predictions:
     """Predict the observables of ``run`` at its checkpoints with every prediction that serves its model
     (or those named in ``which``).
@@ -377,18 +410,7 @@ def predict(run: Run, which=None, **options) -> Predictions:
     if not isinstance(run, Run):
         raise InvalidArgument(f"run must be a Run (what simulate returns), got {type(run).__name__}", "run")
     available = predictors_for(run.model)
-    if which is None:
-        names = [name for name, (predictor, reason) in available.items() if reason is None and predictor.default(run.model)]
-    else:
-        names = list(check_choices((which,) if isinstance(which, str) else which, "which", tuple(available)))
-        for name in names:
-            reason = available[name][1]
-            if reason is not None:
-                raise InvalidArgument(f"which: {name} does not serve this model: {reason}", "which")
-    taken = set().union(*(set(available[name][0].options) for name in names)) if names else set()
-    unknown = sorted(set(options) - taken)
-    if unknown:
-        raise InvalidArgument(f"{unknown[0]} is not an option of the predictions {', '.join(names)} (they take: {', '.join(sorted(taken)) or 'none'})", unknown[0])
+    names = chosen_predictions(run.model, which, options)
     values, bands, failures, settings, hitting, exact = {}, {}, {}, {}, {}, {}
     for name in names:
         predictor = available[name][0]

@@ -78,6 +78,9 @@ class ModelFamily:
     methods : tuple of str
     labels : dict
         observable -> (label, units).
+    record_bytes : callable
+        ``(model, fast_path) -> int``: bytes one trajectory's record takes per checkpoint (checked against
+        the memory before anything is allocated).
     as_model : callable
         ``value -> model or None``.
     """
@@ -88,6 +91,7 @@ class ModelFamily:
     stepper: Callable
     methods: tuple
     labels: dict
+    record_bytes: Callable
     as_model: Callable = lambda value: None
 
 
@@ -125,13 +129,33 @@ class Predictor:
 
 
 def register_family(family: ModelFamily) -> ModelFamily:
-    """Register a model family (its module calls this once, on import)."""
+    """Register a model family (its module calls this once, on import).
+
+    Parameters
+    ----------
+    family : ModelFamily
+
+    Returns
+    -------
+    ModelFamily
+        ``family`` itself.
+    """
     _FAMILIES[family.name] = family
     return family
 
 
 def register_predictor(predictor: Predictor) -> Predictor:
-    """Register a prediction (the family's prediction modules call this once, on import)."""
+    """Register a prediction (the family's prediction modules call this once, on import).
+
+    Parameters
+    ----------
+    predictor : Predictor
+
+    Returns
+    -------
+    Predictor
+        ``predictor`` itself.
+    """
     PREDICTORS[predictor.name] = predictor
     return predictor
 

@@ -200,11 +200,18 @@ def finetuning_stepper(model: GeneralModel, d: int, eta: float, *, method: str, 
     return build(model, d, eta, method, trajectories, seed, first_trajectory, m0, level, stop_when_hit)
 
 
+def _record_bytes(model: GeneralModel, fast_path: bool) -> int:
+    """A trajectory's record per checkpoint: m alone on the fast paths, else the state (Y, Gamma, C_hat)."""
+    if model.reduces_to_overlap and fast_path:
+        return 8
+    return 8 * (model.p * model.rank + model.rank**2 + model.problem.k * model.rank)
+
+
 def _as_model(value):
     """A fine-tuning problem is the model with every switch at its default."""
     return general_model(value) if isinstance(value, FineTuningProblem) else None
 
 
-FAMILY = register_family(ModelFamily("finetuning", GeneralModel, general_model_from_dict, finetuning_stepper, METHODS, LABELS, _as_model))
+FAMILY = register_family(ModelFamily("finetuning", GeneralModel, general_model_from_dict, finetuning_stepper, METHODS, LABELS, _record_bytes, _as_model))
 
 from . import predictions  # noqa: E402,F401  (registers the fine-tuning predictions)

@@ -196,9 +196,21 @@ def state_population_losses(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarra
 
 def neuron_vectors(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray, C_hat: np.ndarray) -> tuple:
     """The teacher's and the student's neuron vectors ``(A, B)`` (k x (p + r) each) in coordinates of
-    F ⊕ range(R): ``U_hat = [Y; R]`` with ``R^T R = Gamma`` (R upper triangular), ``W = [L, 0; 0]``,
+    F ⊕ range(R): ``U_hat = [Y; R]`` with ``R^T R = Gamma`` (R the symmetric square root), ``W = [L, 0; 0]``,
     ``U = [UF^T; 0]``. Every inner product of the model's neurons, hence every Gaussian expectation of the
-    network, is the same as in R^d."""
+    network, is the same as in R^d.
+
+    Parameters
+    ----------
+    model : GeneralModel
+    Y, Gamma, C_hat : ndarray (p, r), (r, r), (k, r)
+        The state.
+
+    Returns
+    -------
+    tuple of ndarray
+        ``(teacher, student)``, each k x (p + r).
+    """
     p, r, rank_w = model.p, model.rank, model.L.shape[1]
     values, vectors = np.linalg.eigh(0.5 * (Gamma + Gamma.T))
     R = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T  # symmetric square root: R^T R = Gamma
