@@ -231,4 +231,5 @@ def predictors_for(model) -> dict:
     dict
     """
     family = family_of(model)
+    model = family.as_model(model) or model
     return {name: (predictor, predictor.serves(model)) for name, predictor in PREDICTORS.items() if predictor.family == family.name}

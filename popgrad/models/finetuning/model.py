@@ -146,7 +146,7 @@ class GeneralModel(ContentEqual):
         """The problem's keys and the model's, as :func:`general_model_from_dict` reads them back: the
         teacher as ``U`` where it was given in R^d, else as ``alpha`` with the ``seed`` that draws its
         direction in span(W)."""
-        data = self.problem.to_dict() | {key: value for key, value in self.settings().items() if key != "alpha"}
+        data = {"model": "finetuning"} | self.problem.to_dict() | {key: value for key, value in self.settings().items() if key != "alpha"}
         return data | ({"U": self.U.tolist()} if self.U is not None else {"alpha": self.alpha, "seed": self.seed})
 
     def replace(self, **changes) -> "GeneralModel":
@@ -284,6 +284,9 @@ def general_model_from_dict(data: dict) -> GeneralModel:
 
     if not isinstance(data, dict):
         raise InvalidArgument("a problem must be a JSON object", "data")
+    if data.get("model", "finetuning") != "finetuning":
+        raise InvalidArgument(f"model: this is the fine-tuning model's reader, got model {data['model']!r}", "model")
+    data = {key: value for key, value in data.items() if key != "model"}
     general = {key: data[key] for key in GENERAL_MODEL_KEYS if key in data}
     problem = FineTuningProblem.from_dict({key: value for key, value in data.items() if key not in GENERAL_MODEL_KEYS})
     if "u" in general and "U" in general:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..._io import check_output_file, write_text
+from ..._io import ContentEqual, check_output_file, write_text
 from ..._validation import MAX_MAGNITUDE, InvalidArgument, InvalidArgumentType, check_array, check_choice, check_integer, check_real
 from ...gaussian.activations import Activation, not_square_integrable
 from ...gaussian.activations import activation as _activation
@@ -44,11 +44,11 @@ __all__ = [
 CONVENTIONS = ("normalized", "raw")
 _KEYS = {"activation", "lam", "gram", "W", "c", "c_hat", "xi", "convention"}
 #: keys of the general model (MATH.md §4b) in a problem file, read by general.general_model_from_dict
-GENERAL_MODEL_KEYS = ("u", "U", "alpha", "C", "C_hat", "rank", "output_scale", "student", "train_c_hat", "c_hat_lr", "unconstrained", "seed")
+GENERAL_MODEL_KEYS = ("model", "u", "U", "alpha", "C", "C_hat", "rank", "output_scale", "student", "train_c_hat", "c_hat_lr", "unconstrained", "seed")
 
 
 @dataclass(frozen=True, eq=False)
-class FineTuningProblem:
+class FineTuningProblem(ContentEqual):
     """A frozen rank-1 fine-tuning problem.
 
     Parameters
@@ -216,21 +216,8 @@ class FineTuningProblem:
             raise InvalidArgument("problem: give 'gram' (k x k) or 'W' (k x d)")
         return cls(**data)
 
-    @cached_property
-    def _identity(self) -> str:
-        """The JSON text, computed once: problems are equal when their specifications are."""
-        return self.to_json()
-
     #: the model protocol's family: a problem is the fine-tuning model with every switch at its default
     family = "finetuning"
-
-    def __eq__(self, other) -> bool:
-        if not isinstance(other, FineTuningProblem):
-            return NotImplemented
-        return self is other or self._identity == other._identity
-
-    def __hash__(self) -> int:
-        return hash(self._identity)
 
     def __repr__(self) -> str:
         kind = "quantized" if self.quantized else "general"

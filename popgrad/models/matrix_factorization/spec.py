@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..._io import read_json_file, write_text
+from ..._io import ContentEqual, read_json_file, write_text
 from ..._validation import InvalidArgument, check_array, check_choice, check_integer, check_real
 
 __all__ = ["MFProblem", "mf_problem", "paper_mf_problem", "load_mf_problem", "MF_PAIRS"]
@@ -29,7 +29,7 @@ MAX_ENTRY = 1e12
 
 
 @dataclass(frozen=True, eq=False)
-class MFProblem:
+class MFProblem(ContentEqual):
     """A validated LoRA matrix-factorization problem.
 
     Attributes

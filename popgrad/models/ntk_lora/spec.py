@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..._io import read_json_file, write_text
+from ..._io import ContentEqual, read_json_file, write_text
 from ..._validation import InvalidArgument, InvalidArgumentType, check_array, check_choice, check_integer, check_real
 
 __all__ = ["NTKProblem", "ntk_problem", "gaussian_ntk_problem", "network_ntk_problem", "load_ntk_problem", "NTK_LOSSES", "NTK_ACTIVATIONS"]
@@ -45,7 +45,7 @@ LOSS_CODES = {"squared": 0, "cross_entropy": 1}
 
 
 @dataclass(frozen=True, eq=False)
-class NTKProblem:
+class NTKProblem(ContentEqual):
     """A validated linearised fine-tuning problem.
 
     Attributes
