@@ -6,7 +6,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "popgrad"
 #: layer of each top-level part of the package; an import must go to a lower layer or stay in its part
-LAYERS = {"_validation": 0, "_progress": 0, "_io": 1, "numerics": 1, "gaussian": 2, "dynamics": 2, "reference": 3, "models": 4, "analysis": 5, "report": 6, "sweeps": 7, "reproductions": 8, "cli": 9}
+LAYERS = {"_validation": 0, "_progress": 0, "_lazy": 0, "_io": 1, "numerics": 1, "gaussian": 2, "dynamics": 2, "reference": 3, "models": 4, "analysis": 5, "report": 6, "sweeps": 7, "reproductions": 8, "cli": 9}
 #: parts on the fast evaluation path, which must not import the reference routes
 FAST = {"numerics", "gaussian", "dynamics", "models"}
 
@@ -115,3 +115,44 @@ def test_compiled_code_lives_only_where_the_kernel_cache_key_looks():
             if isinstance(node, (ast.Name, ast.Attribute)) and (node.id if isinstance(node, ast.Name) else node.attr) in {"njit", "jit", "vectorize", "guvectorize", "cfunc"}:
                 offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert offenders == []
+
+
+#: the evaluation paths: they never import sympy or mpmath at module level (the derive and verify side,
+#: 1.3 s to import), so loading a kernel loads no computer algebra
+EVALUATE = ("numerics", "dynamics", "models", "gaussian/programs.py", "gaussian/unary.py", "gaussian/families")
+#: derive-side modules inside those parts, with the reason
+DERIVE_INSIDE = {"models/finetuning/series.py": "the symbolic drift series (sympy) behind the derivation tables"}
+
+
+def _module_level_imports(path: Path) -> list:
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in tree.body:  # top-level statements only: imports inside functions load on use
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name.split(".")[0]) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.append((node.lineno, node.module.split(".")[0]))
+    return found
+
+
+def test_the_evaluation_paths_import_no_computer_algebra_at_module_level():
+    offenders = []
+    for part in EVALUATE:
+        paths = [PACKAGE / part] if part.endswith(".py") else sorted((PACKAGE / part).rglob("*.py"))
+        for path in paths:
+            relative = str(path.relative_to(PACKAGE))
+            if relative in DERIVE_INSIDE:
+                continue
+            offenders += [f"{relative}:{line} imports {name}" for line, name in _module_level_imports(path) if name in ("sympy", "mpmath")]
+    assert offenders == []
+
+
+def test_loading_the_kernels_loads_no_sympy_or_mpmath():
+    import subprocess
+    import sys
+
+    modules = ["popgrad.dynamics.engine", "popgrad.models.finetuning.chain", "popgrad.models.finetuning.overlaps", "popgrad.models.finetuning.sgd", "popgrad.models.finetuning.spec", "popgrad.models.matrix_factorization.flow", "popgrad.models.ntk_lora.landscape", "popgrad.models.ntk_lora.optimise"]
+    script = "import sys\n" + "".join(f"import {name}\n" for name in modules) + "print(sorted(name for name in ('sympy', 'mpmath') if name in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=PACKAGE.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

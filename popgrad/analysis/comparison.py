@@ -14,7 +14,6 @@ reads that and the two formats 0.x wrote) and a PNG plot.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 from .._io import INCOMPLETE, atomic_path, check_output_folder, read_json_file, versions, write_json, write_netcdf_arrays, write_text
 from .._validation import InvalidArgument, check_real
 from ..dynamics.engine import Predictions, Run, chosen_predictions, predict, simulate
-from ..dynamics.protocol import family_of, model_from_dict
+from ..dynamics.protocol import family_of
 from ..numerics.statistics import QUANTILE_LEVELS, summary
 
 __all__ = ["Comparison", "compare", "load_comparison", "save_report", "COMPARISON_SCHEMA", "QUANTILES"]
@@ -427,92 +426,16 @@ def load_comparison(folder: str | Path) -> Comparison:
     saved = read_json_file(folder / "comparison.json", "report", "folder")
     if not isinstance(saved, dict) or not isinstance(saved.get("provenance"), dict):
         raise InvalidArgument(f"folder {str(folder)!r}: comparison.json is not a popgrad comparison report", "folder")
+    from .report_formats import read_general_0x, read_rank_one_0x, read_schema_1
+
     schema = saved.get("schema")
     if schema is None:
-        reader = _read_rank_one_0x if "checkpoints" in saved else _read_general_0x
+        reader = read_rank_one_0x if "checkpoints" in saved else read_general_0x
     elif schema == COMPARISON_SCHEMA:
-        reader = _read_schema_1
+        reader = read_schema_1
     else:
         raise InvalidArgument(f"folder {str(folder)!r}: report schema {schema!r} is newer than this popgrad reads ({COMPARISON_SCHEMA})", "folder")
     try:
         return reader(saved, arrays)
     except KeyError as exc:
         raise InvalidArgument(f"folder {str(folder)!r}: the report lacks {exc}", "folder") from None
-
-
-def _hits(arrays: dict):
-    return arrays["hitting_step"].astype(np.int64) if "hitting_step" in arrays else None
-
-
-def _run(model, info: dict, steps, observables: dict, arrays: dict, hit, settings: dict) -> Run:
-    first = int(info.get("first_trajectory", 0))
-    return Run(model, steps, observables, {}, info["method"], float(info["eta"]), int(info["d"]), int(info["seed"]), info.get("m0"), first, hit, _hits(arrays), float(info.get("simulation_seconds") or math.nan), settings, bool(info.get("stop_when_hit", False)))
-
-
-def _read_schema_1(saved: dict, arrays: dict) -> Comparison:
-    info = saved["provenance"]
-    model = model_from_dict(info["model"])
-    steps = arrays["step"].astype(np.int64)
-    observables = {name: arrays[name] for name in saved["observables"] if name in arrays}
-    values, bands, errors = {}, {}, {}
-    for variable in arrays:
-        if variable.startswith("prediction_") and variable.count("__") == 1:
-            name, observable = variable.removeprefix("prediction_").split("__")
-            values.setdefault(name, {})[observable] = arrays[variable][None, :]
-            errors.setdefault(name, {})[observable] = arrays[f"{variable}__start_se"]
-            if f"{variable}__lower" in arrays:
-                bands.setdefault(name, {})[observable] = (arrays[f"{variable}__lower"], arrays[f"{variable}__upper"])
-    hitting = saved.get("hitting_times")
-    known = set(Run.__dataclass_fields__) | {"model", "family", "delta", "trajectories", "predictions", "threshold", "simulation_seconds", "versions"}
-    settings = {key: value for key, value in info.items() if key in ("eta_c", "path")}
-    run = _run(model, info, steps, observables, arrays, None if hitting is None else hitting["eps"], settings)
-    predicted = {variable.removeprefix("predicted_hitting_step__"): arrays[variable] for variable in arrays if variable.startswith("predicted_hitting_step__")}
-    predictions = Predictions(steps, values, bands, dict(saved.get("failures", {})), dict(info.get("predictions", {})), predicted, {}, errors)
-    return Comparison(run, predictions, float(info["threshold"]), extra={key: value for key, value in info.items() if key not in known})
-
-
-def _read_rank_one_0x(saved: dict, arrays: dict) -> Comparison:
-    """A 0.x rank-1 report: ``m`` and ``population_loss`` per trajectory; ``prediction_NAME`` (mean m),
-    ``predicted_loss_NAME`` and the bands ``NAME_lower``/``NAME_upper``."""
-    from ..models.finetuning.model import general_model
-    from ..models.finetuning.spec import FineTuningProblem
-
-    info = saved["provenance"]
-    model = general_model(FineTuningProblem.from_dict(info["problem"]))
-    steps = arrays["step"].astype(np.int64)
-    observables = {name: arrays[name] for name in ("m", "population_loss") if name in arrays}
-    names = [name.removeprefix("prediction_") for name in arrays if name.startswith("prediction_")]
-    values = {name: {"m": arrays[f"prediction_{name}"][None, :]} | ({"population_loss": arrays[f"predicted_loss_{name}"][None, :]} if f"predicted_loss_{name}" in arrays else {}) for name in names}
-    bands = {name: {"m": (arrays[f"{name}_lower"], arrays[f"{name}_upper"])} for name in names if f"{name}_lower" in arrays}
-    hitting = saved.get("hitting_time")
-    run = _run(model, info, steps, observables, arrays, None if hitting is None else hitting["eps"], {})
-    settings = {name: {"noise_samples": info.get("noise_samples"), "noise_seed": info.get("noise_seed")} for name in names}
-    predictions = Predictions(steps, values, bands, dict(saved.get("failures", {})), settings, {}, {name: True for name in names})
-    known = {"problem", "d", "eta", "delta", "method", "trajectories", "first_trajectory", "seed", "m0", "threshold", "simulation_seconds"}
-    return Comparison(run, predictions, float(info["threshold"]), extra={key: value for key, value in info.items() if key not in known})
-
-
-def _read_general_0x(saved: dict, arrays: dict) -> Comparison:
-    """A 0.x general-model report: each observable per trajectory; ``NAME_OBSERVABLE`` (mean over starts)
-    and ``NAME_OBSERVABLE_band`` (half-width); the standard errors over starts in the JSON."""
-    from ..models.finetuning.model import general_model_from_dict
-
-    info = saved["provenance"]
-    switches = {key: value for key, value in info["model"].items()}
-    model = general_model_from_dict(info["problem"] | switches)
-    steps = arrays["step"].astype(np.int64)
-    observables = {name: arrays[name] for name in saved["observables"] if name in arrays}
-    values, bands, errors = {}, {}, {}
-    for observable, record in saved["observables"].items():
-        for name, predicted in record.get("predictions", {}).items():
-            mean = arrays[f"{name}_{observable}"]
-            values.setdefault(name, {})[observable] = mean[None, :]
-            errors.setdefault(name, {})[observable] = np.asarray(predicted["start_standard_error"], dtype=float)
-            if f"{name}_{observable}_band" in arrays:
-                half = arrays[f"{name}_{observable}_band"]
-                bands.setdefault(name, {})[observable] = (mean - half, mean + half)
-    hitting = saved.get("hitting_times")
-    run = _run(model, info, steps, observables, arrays, None if hitting is None else hitting["eps"], {"eta_c": info.get("eta_c")})
-    predictions = Predictions(steps, values, bands, dict(saved.get("failures", {})), dict(info.get("predictions", {})), {}, {}, errors)
-    known = {"problem", "model", "d", "eta", "delta", "eta_c", "method", "trajectories", "seed", "predictions", "threshold", "simulation_seconds", "versions"}
-    return Comparison(run, predictions, float(info["threshold"]), extra={key: value for key, value in info.items() if key not in known})

@@ -8,7 +8,6 @@ import argparse
 import json
 import time
 from functools import partial
-from pathlib import Path
 
 from .. import __version__
 from .._io import INCOMPLETE, atomic_path, check_output_file, check_output_folder, json_safe, write_json, write_text

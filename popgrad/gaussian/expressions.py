@@ -4,22 +4,19 @@ User strings are never given to ``eval`` or ``sympify``. :func:`parse_expression
 ``ast`` of the string and admits only numbers, the variable ``z``, the constants ``pi`` and ``e``,
 the arithmetic operators and a whitelist of functions; the sympy expression is built node by node.
 
-:data:`UNARY_FUNCTIONS` holds one row per elementary function — its sympy class, numpy and mpmath
-evaluators — in opcode order; the stack programs of :mod:`popgrad.gaussian.programs` (and their numba
+:data:`UNARY_FUNCTIONS` (:mod:`.unary`) holds one row per elementary function — its sympy class, numpy and
+mpmath evaluators — in opcode order; the stack programs of :mod:`popgrad.gaussian.programs` (and their numba
 evaluator) are driven by it. :data:`MACROS` are names the parser expands (relu, sigmoid, softplus, sqrt).
 """
 
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
 
-import mpmath
-import numpy as np
 import sympy
-from scipy import special
 
 from .._validation import InvalidArgument
+from .unary import UNARY_FUNCTIONS, UnaryFunction
 
 __all__ = ["Z", "ExpressionError", "parse_expression", "UnaryFunction", "UNARY_FUNCTIONS", "MACROS", "ALLOWED_FUNCTIONS"]
 
@@ -35,52 +32,6 @@ MAX_CONSTANT = 1e6
 class ExpressionError(InvalidArgument):
     """An activation expression that is not in the admitted language."""
 
-
-@dataclass(frozen=True)
-class UnaryFunction:
-    """One elementary function: its sympy class and its numpy and mpmath evaluators. ``parseable`` is
-    False for functions that only arise from differentiation (``DiracDelta``).
-
-    Attributes
-    ----------
-    sympy : type
-        The sympy function class.
-    numpy : callable
-        Vectorised float64 evaluator.
-    mpmath : callable
-        Arbitrary-precision evaluator.
-    parseable : bool, default True
-        Admitted by the expression parser.
-    """
-
-    sympy: type
-    numpy: object
-    mpmath: object
-    parseable: bool = True
-
-
-def _mp_heaviside(x):
-    return mpmath.mpf(1) if x > 0 else (mpmath.mpf(0) if x < 0 else mpmath.mpf(1) / 2)
-
-
-#: opcode of row i is ``programs.FIRST_UNARY_OPCODE + i``: the order is part of the program format
-UNARY_FUNCTIONS = {
-    "exp": UnaryFunction(sympy.exp, np.exp, mpmath.exp),
-    "log": UnaryFunction(sympy.log, np.log, mpmath.log),
-    "sin": UnaryFunction(sympy.sin, np.sin, mpmath.sin),
-    "cos": UnaryFunction(sympy.cos, np.cos, mpmath.cos),
-    "tanh": UnaryFunction(sympy.tanh, np.tanh, mpmath.tanh),
-    "sinh": UnaryFunction(sympy.sinh, np.sinh, mpmath.sinh),
-    "cosh": UnaryFunction(sympy.cosh, np.cosh, mpmath.cosh),
-    "atan": UnaryFunction(sympy.atan, np.arctan, mpmath.atan),
-    "asinh": UnaryFunction(sympy.asinh, np.arcsinh, mpmath.asinh),
-    "erf": UnaryFunction(sympy.erf, special.erf, mpmath.erf),
-    "erfc": UnaryFunction(sympy.erfc, special.erfc, mpmath.erfc),
-    "abs": UnaryFunction(sympy.Abs, np.abs, abs),
-    "sign": UnaryFunction(sympy.sign, np.sign, mpmath.sign),
-    "heaviside": UnaryFunction(sympy.Heaviside, lambda x: np.heaviside(x, 0.5), _mp_heaviside),
-    "delta": UnaryFunction(sympy.DiracDelta, np.zeros_like, lambda x: mpmath.mpf(0), parseable=False),
-}
 
 #: names the parser expands into table functions
 MACROS = {

@@ -11,12 +11,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import mpmath
 import numpy as np
-import sympy
 from numba import njit
 
-from .expressions import UNARY_FUNCTIONS, Z, ExpressionError
+from .._lazy import LazyModule
+from .unary import UNARY_FUNCTIONS
+
+sympy = LazyModule("sympy")
+mpmath = LazyModule("mpmath")
 
 __all__ = ["Program", "compile_program", "evaluate_numpy", "evaluate_mpmath", "mpmath_function", "program_eval", "UNARY_OPCODES", "STACK_SIZE"]
 
@@ -123,6 +125,8 @@ def compile_program(expr: sympy.Expr) -> Program:
         ops.append(op)
         args.append(arg)
         constants.append(exact)
+
+    from .expressions import Z, ExpressionError
 
     def walk(node: sympy.Expr) -> None:
         if node == Z:

@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from ..numerics.statistics import standard_error
 from .base import ReproductionReport, register, sweep_records
 
 __all__ = ["fig2_reproduction", "fig3_reproduction", "fig4_reproduction", "fig5_reproduction", "fig6_reproduction", "rise_check", "spot_check"]
@@ -137,12 +138,13 @@ def spot_check(cell: dict, steps: int, checkpoints: int = 4, full_trajectories: 
     from scipy.stats import ks_2samp
 
     from ..dynamics.engine import simulate
+    from ..dynamics.trajectories import checkpoint_grid
     from ..sweeps.tasks import build_model
 
     model = build_model(cell)
     d = cell["d"]
     eta = cell["eta"] if cell.get("eta") is not None else cell["delta"] / d
-    grid = np.unique(np.linspace(0, steps, checkpoints + 1).round().astype(np.int64)).tolist()
+    grid = checkpoint_grid(steps, checkpoints + 1).tolist()
     begin = time.perf_counter()
     full = simulate(model, d, eta, grid, trajectories=full_trajectories, method="fast", seed=seed)
     seconds = time.perf_counter() - begin
@@ -174,7 +176,7 @@ def _bootstrap_ratio(first: list, second: list, replicates: int = 2000, seed: in
 def _band(ax, steps, values, label, color, style="-"):
     values = np.asarray(values, dtype=float)
     mean = values.mean(axis=0)
-    error = values.std(axis=0, ddof=1) / math.sqrt(values.shape[0]) if values.shape[0] > 1 else np.zeros_like(mean)
+    error = standard_error(values, fill=0.0)
     ax.plot(steps, mean, style, color=color, lw=1.8, label=label)
     ax.fill_between(steps, mean - error, mean + error, color=color, alpha=0.25, lw=0)
 

@@ -18,11 +18,9 @@ name -> [trajectory][checkpoint]) to ``simulate`` and to ``hitting_time`` cells 
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -94,12 +92,9 @@ def checkpoint_steps(steps: int, count: int, spacing: str = "linear") -> list:
     >>> checkpoint_steps(1000, 4), checkpoint_steps(1000, 4, "log")
     ([0, 250, 500, 750, 1000], [0, 1, 10, 100, 1000])
     """
-    count = max(int(count), 1)
-    if spacing == "log" and steps > 1:
-        grid = np.concatenate([[0.0], np.geomspace(1.0, steps, count)])
-    else:
-        grid = np.linspace(0, steps, count + 1)
-    return np.unique(grid.round().astype(np.int64)).tolist()
+    from ..dynamics.trajectories import checkpoint_grid
+
+    return checkpoint_grid(steps, max(int(count), 1) + 1, spacing).tolist()
 
 
 def _per_trajectory(observables: dict) -> dict:

@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import sympy
 
+from ..._lazy import LazyModule
 from ..._validation import InvalidArgument
+
+sympy = LazyModule("sympy")  # the exact side, imported on use: the kernels' fast paths need none of it
 
 __all__ = ["Family", "NoClosedForm", "hermite_at_zero", "double_factorial"]
 

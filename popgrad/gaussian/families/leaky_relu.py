@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 
-import sympy
 from numba import njit
 
+from ..._lazy import LazyModule
 from .base import CODE_LEAKY_RELU, KERNEL_LEAKY_RELU, Family, hermite_at_zero
+
+sympy = LazyModule("sympy")  # the exact side, imported on use: the kernels' fast paths need none of it
 
 __all__ = ["FAMILIES", "relu_unit"]
 

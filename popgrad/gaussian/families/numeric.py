@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import math
 
-import sympy
 from numba import njit
 
-from ..expressions import Z
+from ..._lazy import LazyModule
 from .base import CODE_PROGRAM, CODE_SIGMOID, CODE_TANH, Family
+
+sympy = LazyModule("sympy")  # the exact side, imported on use: the kernels' fast paths need none of it
 
 __all__ = ["FAMILY"]
 
-_FAST = {sympy.tanh(Z): CODE_TANH, 1 / (1 + sympy.exp(-Z)): CODE_SIGMOID}
-
-
 def _fast_code(sigma) -> int:
-    return _FAST.get(sigma.expression, CODE_PROGRAM)
+    from ..expressions import Z
+
+    fast = {sympy.tanh(Z): CODE_TANH, 1 / (1 + sympy.exp(-Z)): CODE_SIGMOID}
+    return fast.get(sigma.expression, CODE_PROGRAM)
 
 
 FAMILY = Family("numeric", None, None, _fast_code)

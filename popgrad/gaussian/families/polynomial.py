@@ -6,11 +6,12 @@ for n ≥ p of the same parity. Kernels are the finite series (exact), so no clo
 
 from __future__ import annotations
 
-import sympy
 from numba import njit
 
-from ..expressions import Z
+from ..._lazy import LazyModule
 from .base import CODE_POLYNOMIAL, Family
+
+sympy = LazyModule("sympy")  # the exact side, imported on use: the kernels' fast paths need none of it
 
 __all__ = ["FAMILY", "gaussian_moment_polynomial"]
 
@@ -27,6 +28,8 @@ def gaussian_moment_polynomial(coefficients: list, p: int, r: sympy.Expr) -> sym
 
 
 def _coefficients(sigma, order: int, r: sympy.Expr) -> tuple:
+    from ..expressions import Z
+
     coefficients = list(reversed(sympy.Poly(sigma.expression, Z).all_coeffs()))
     return tuple(gaussian_moment_polynomial(coefficients, p, r) for p in range(order + 1))
 

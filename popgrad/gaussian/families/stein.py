@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import sympy
 
-from ..expressions import Z
+from ..._lazy import LazyModule
 from .base import CODE_PROGRAM, Family, double_factorial
+
+sympy = LazyModule("sympy")  # the exact side, imported on use: the kernels' fast paths need none of it
 
 __all__ = ["SteinForm", "FAMILY", "stein_coefficients"]
 
@@ -29,6 +30,8 @@ class SteinForm:
 
 
 def _derivatives(stein: SteinForm, order: int) -> list:
+    from ..expressions import Z
+
     polys = [sympy.Poly(stein.polynomial, Z)]
     two_c_z = sympy.Poly(2 * stein.c * Z, Z)
     for _ in range(stein.p0, order):

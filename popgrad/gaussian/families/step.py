@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import math
 
-import sympy
 from numba import njit
 
+from ..._lazy import LazyModule
 from .base import CODE_STEP, KERNEL_STEP, Family, hermite_at_zero
 from .leaky_relu import step_kernel
+
+sympy = LazyModule("sympy")  # the exact side, imported on use: the kernels' fast paths need none of it
 
 __all__ = ["FAMILY"]
 

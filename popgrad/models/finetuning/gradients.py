@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 
 from ...gaussian.families.fast import activation_derivative, activation_value
-from .spec import FineTuningProblem
+from .spec import FineTuningProblem  # noqa: F401  (annotations; spec imports the catalogue only on use)
 
 __all__ = ["gradient_coefficient", "neuron_divisors", "model_arrays"]
 

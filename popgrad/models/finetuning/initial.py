@@ -117,7 +117,7 @@ def embedded_geometry(model: GeneralModel, d: int, seed: int) -> tuple:
     (``W = L Q_W^T`` with ``Q_W = W^T L (L^T L)^(-1)``) or L placed on a random rank-W subspace, U the
     model's explicit columns or UF placed on ``QF = [Q_W, Q_perp]`` with Q_perp random and orthogonal to
     span(W) (numpy generator ``[seed, 3]``)."""
-    rank_w, p, r_star = model.L.shape[1], model.p, model.C.shape[1]
+    rank_w, r_star = model.L.shape[1], model.C.shape[1]
     generator = np.random.default_rng([seed, 3])
     L = model.L
     if model.problem.W is not None:

@@ -16,6 +16,8 @@ non-unit rows give per-neuron scales, handled by the two-scale kernels.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 import math
 from dataclasses import dataclass, field
@@ -26,9 +28,10 @@ import numpy as np
 
 from ..._io import ContentEqual, check_output_file, write_text
 from ..._validation import MAX_MAGNITUDE, InvalidArgument, InvalidArgumentType, check_array, check_choice, check_integer, check_real
-from ...gaussian.activations import Activation, not_square_integrable
-from ...gaussian.activations import activation as _activation
 from ...numerics.linalg import numerical_rank
+
+if TYPE_CHECKING:
+    from ...gaussian.activations import Activation
 
 __all__ = [
     "FineTuningProblem",
@@ -84,6 +87,8 @@ class FineTuningProblem(ContentEqual):
     W: np.ndarray | None = field(default=None)
 
     def __init__(self, activation, lam, gram=None, c=None, c_hat=None, xi=1.0, convention="normalized", W=None):
+        from ...gaussian.activations import activation as _activation  # the catalogue (sympy) on first use
+
         sigma = _activation(activation)
         lam = check_array(lam, "lam", ndim=1, bound=MAX_MAGNITUDE)
         k = lam.shape[0]
@@ -118,6 +123,8 @@ class FineTuningProblem(ContentEqual):
             # raw neurons see pre-activations of standard deviation r_i = sqrt(G_ii + xi^2 c_i^2): an
             # expression square-integrable at scale 1 (exp(z^2/8)) need not be at r_i (sqrt 2)
             scale = float(np.sqrt(np.max(np.diag(gram)) + xi**2 * max(np.max(c**2), np.max(c_hat**2))))
+            from ...gaussian.activations import not_square_integrable
+
             reason = not_square_integrable(sigma.expression, scale)
             if reason:
                 raise InvalidArgument(f"xi = {xi:g} is too large for {sigma.name!r} with raw neurons: {reason}, so h(m) is infinite (use a smaller xi or convention 'normalized')", "xi")

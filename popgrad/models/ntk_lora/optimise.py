@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..._validation import InvalidArgument, check_choice, check_integer, check_real
+from ...dynamics.trajectories import checkpoint_grid
 from .convex import ConvexSolution, ntk_convex_optimum
 from .landscape import _arrays, _flat_objective, ntk_balance, ntk_certificate, ntk_hessian
 from .spec import NTKProblem
@@ -413,7 +414,7 @@ def ntk_gradient_descent(problem: NTKProblem, rank: int, starts: int = 20, steps
     records = check_integer(records, "records", 1, 10**6)
     B, A = _start_points(problem, rank, starts, seed, init, scale, points)
     X = _flat(B, A)
-    grid = np.unique(np.round(np.linspace(0, steps, min(records, steps) + 1)).astype(np.int64))
+    grid = checkpoint_grid(steps, min(records, steps) + 1)
     out = np.empty((X.shape[0], grid.size, 3))
     G, f0, y, code, K, N, lam = _arrays(problem)
     if weight_decay is not None:
