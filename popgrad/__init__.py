@@ -71,6 +71,7 @@ PUBLIC_MODULES = (
     "models.ntk_lora.landscape",
     "models.ntk_lora.convex",
     "models.ntk_lora.optimise",
+    "models.ntk_lora.study",
     "models.ntk_lora.examples",
     "dynamics.protocol",
     "dynamics.engine",

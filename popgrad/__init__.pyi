@@ -175,6 +175,8 @@ from .models.ntk_lora.optimise import (
     ntk_lbfgs as ntk_lbfgs,
     ntk_gradient_descent as ntk_gradient_descent,
     ntk_gradient_flow as ntk_gradient_flow,
+)
+from .models.ntk_lora.study import (
     Landscape as Landscape,
     ntk_landscape as ntk_landscape,
     ntk_threshold_study as ntk_threshold_study,

@@ -13,7 +13,8 @@ import pytest
 from popgrad.models.ntk_lora.convex import ntk_convex_optimum, ntk_dual_value
 from popgrad.models.ntk_lora.examples import ntk_spurious_example, verify_spurious_exactly
 from popgrad.models.ntk_lora.landscape import ntk_balance, ntk_certificate, ntk_gradient, ntk_hessian, ntk_hvp, ntk_loss_gradient, ntk_objective
-from popgrad.models.ntk_lora.optimise import ntk_gradient_descent, ntk_gradient_flow, ntk_initial_points, ntk_landscape, ntk_lbfgs, ntk_threshold_study
+from popgrad.models.ntk_lora.optimise import ntk_gradient_descent, ntk_gradient_flow, ntk_initial_points, ntk_lbfgs
+from popgrad.models.ntk_lora.study import ntk_landscape, ntk_threshold_study
 from popgrad.models.ntk_lora.spec import gaussian_ntk_problem, load_ntk_problem, network_ntk_problem, ntk_problem
 
 PROBLEMS = {

@@ -102,7 +102,7 @@ def _check_positive(value: float, flag: str) -> None:
 
 
 def _landscape(args) -> int:
-    from ..models.ntk_lora.optimise import ntk_landscape
+    from ..models.ntk_lora.study import ntk_landscape
     from ..models.ntk_lora.spec import load_ntk_problem
 
     try:
@@ -168,7 +168,7 @@ def _build(args) -> int:
 
 
 def _threshold(args) -> int:
-    from ..models.ntk_lora.optimise import ntk_threshold_study
+    from ..models.ntk_lora.study import ntk_threshold_study
 
     if args.instances < 1 or args.starts < 1:
         raise UsageError("--instances and --starts must be at least 1")

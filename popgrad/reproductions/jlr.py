@@ -8,7 +8,6 @@ Jacobian of a small network, with the convex optimum certified by a duality gap 
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -39,7 +38,8 @@ def jlr_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
 
     from ..models.ntk_lora.convex import ntk_convex_optimum
     from ..models.ntk_lora.examples import ntk_spurious_example
-    from ..models.ntk_lora.optimise import ntk_gradient_flow, ntk_landscape, ntk_threshold_study
+    from ..models.ntk_lora.optimise import ntk_gradient_flow
+    from ..models.ntk_lora.study import ntk_landscape, ntk_threshold_study
     from ..models.ntk_lora.spec import gaussian_ntk_problem, network_ntk_problem
 
     instances = 3 if quick else 10
@@ -49,7 +49,6 @@ def jlr_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
     criteria, notes, tables = [], [], {}
     figure = Figure(figsize=(17, 4.8), layout="constrained")
     axes = figure.subplots(1, 4)
-    all_runs = []  # (certificate, is_global) of every run, for the equivalence check
 
     # 1. the convex optimum's rank: r*(r*+1)/2 <= KN
     rank_rows = []
@@ -157,7 +156,7 @@ def jlr_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
     notes += [
         "MATH.md §7 holds what is certain about the paper (abstract, public code): its own experiments (RoBERTa few-shot Jacobians) are not CPU-sized; the synthetic Gaussian measurements and the exact Jacobian of a small mean-pooled tanh network stand in for them. The statements checked are Theorem 3.1 (low-rank optimum) and Theorem 4.1 (no spurious minima above the threshold) as recorded there.",
         "Below the threshold, rank-1 LoRA on 8x8 instances whose convex optimum has rank 2 cannot reach F* at all: those runs count as non-global (the r = 1 rows), which is not a spurious local minimum of the rank-1 problem in the strict sense; the 2x2 rows with KN = 2 (where a rank-1 optimum exists) and check 3 are the genuine spurious minima.",
-        f"L-BFGS (compiled, gradient tolerance 1e-10) from i.i.d. N(0, 1) starts for B and A; the convex optimum by accelerated proximal gradient to a duality gap below 1e-11; a run is global when F <= F* + 1e-7 max(1, |F*|) + gap.",
+        "L-BFGS (compiled, gradient tolerance 1e-10) from i.i.d. N(0, 1) starts for B and A; the convex optimum by accelerated proximal gradient to a duality gap below 1e-11; a run is global when F <= F* + 1e-7 max(1, |F*|) + gap.",
         "The public code's weight decay is inactive (papers/jang-lee-ryu-2024.md B.5): popgrad implements lambda/2 (||A||^2 + ||B||^2) explicitly in the objective.",
     ]
     parameters = {"instances": instances, "small_instances": small_instances, "starts": starts, "weight_decay": lam, "gtol": 1e-10, "rho_tol": RHO_TOL, "seeds": "instance i of a study has seed (study seed) + i; starts of instance i use seed (study seed) + 1000 i", "tables": tables, "example": {key: example.exact[key] for key in ("measurements", "targets", "weight_decay", "b", "a", "hessian_minors", "rho_squared")}}

@@ -217,7 +217,6 @@ def xu_theory_reproduction(quick: bool = False, workers=None) -> ReproductionRep
     """
     from matplotlib.figure import Figure
 
-    from ..dynamics.solve import ODE, solve
     from ..models.matrix_factorization import theory
     from ..models.matrix_factorization.flow import MFState, mf_gradient, mf_gradient_descent, mf_gradient_flow, mf_initial_states, mf_loss
     from ..models.matrix_factorization.spec import paper_mf_problem

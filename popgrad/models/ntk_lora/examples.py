@@ -27,7 +27,7 @@ import numpy as np
 
 from ..._validation import InvalidArgument, check_integer, check_real
 from .convex import ntk_convex_optimum
-from .optimise import ntk_landscape
+from .study import ntk_landscape
 from .spec import NTKProblem, gaussian_ntk_problem, ntk_problem
 
 __all__ = ["SpuriousExample", "ntk_spurious_example", "verify_spurious_exactly"]
