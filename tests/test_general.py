@@ -513,9 +513,12 @@ def test_a_problem_file_with_general_keys_runs_the_general_model(tmp_path, capsy
     record = json.loads(capsys.readouterr().out)
     parameters = record["parameters"]
     assert parameters["model"]["student"] == "linearized" and parameters["model"]["train_c_hat"] and parameters["d"] == 40
-    assert main(["simulate", "--problem", str(path), "--rank", "2", "--steps", "10"]) == 2
+    assert main(["simulate", "--problem", str(path), "--student", "exact", "--steps", "10"]) == 2
     error = capsys.readouterr().err
-    assert "the model file sets the model" in error and len(error.strip().splitlines()) == 1
+    assert "--student next to --problem: the model file sets it" in error and len(error.strip().splitlines()) == 1
+    # a switch the file leaves at its default may be set by its flag
+    assert main(["simulate", "--problem", str(path), "--rank", "2", "--steps", "10", "--trajectories", "2", "--format", "json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["parameters"]["model"]["rank"] == 2
     path.write_text(json.dumps(problem.to_dict() | {"u": [2.0] + [0.0] * 39}))
     assert main(["simulate", "--problem", str(path), "--steps", "10"]) == 2
     error = capsys.readouterr().err

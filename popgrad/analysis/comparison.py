@@ -120,14 +120,19 @@ class Comparison:
         else:
             lower, upper = np.minimum(*band), np.maximum(*band)
             gap = np.where(mean < lower, mean - lower, np.where(mean > upper, mean - upper, 0.0))
-        return np.where(np.abs(gap) <= ROUNDING * np.maximum(1.0, np.abs(mean)), 0.0, gap)
+            gap = np.where(np.isfinite(lower) & np.isfinite(upper), gap, np.nan)  # an undefined band hides nothing
+        return gap
 
     def residual(self, name: str, observable: str = "m") -> np.ndarray:
-        """``(mean - prediction) / SE`` per checkpoint, signed (0 inside the prediction's band)."""
+        """``(mean - prediction) / SE`` per checkpoint, signed (0 inside the prediction's band); where both
+        sides hold the observable at a constant (|P_W u_hat| = 0 when constrained, a frozen c_hat: the gap and
+        the spread both of rounding size) it is 0; nan where the prediction is undefined."""
         error = self._combined_error(name, observable)
         gap = self._gap(name, observable)
+        scale = ROUNDING * np.maximum(1.0, np.abs(self.mean(observable)))
+        rounding = (np.abs(gap) <= scale) & (error <= scale)  # both the gap and the spread at rounding level
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(error > 0, gap / error, np.where(gap != 0, np.sign(gap) * np.inf, 0.0))
+            return np.where(rounding, 0.0, np.where(error > 0, gap / error, np.sign(gap) * np.inf))
 
     def statistic(self, name: str, observable: str = "m") -> float:
         """``max_t |residual_t|`` over the checkpoints after step 0."""
@@ -159,9 +164,10 @@ class Comparison:
             for observable in self.observables:
                 if observable not in self.predictions.values[name]:
                     continue
-                if self.run.trajectories < 2:
+                statistic = self.statistic(name, observable)
+                if self.run.trajectories < 2 or np.isnan(statistic):
                     out[name][observable] = "undefined"
-                elif self.statistic(name, observable) > self.threshold:
+                elif statistic > self.threshold:
                     out[name][observable] = "inconsistent"
                 elif self.band_ratio(name, observable) > self.threshold:
                     out[name][observable] = "inconclusive"
@@ -172,7 +178,7 @@ class Comparison:
     @property
     def consistent(self) -> dict:
         """Per prediction: True only where it is conclusively consistent with every observable it predicts."""
-        return {name: all(conclusion == "consistent" for conclusion in conclusions.values()) for name, conclusions in self.conclusions.items()}
+        return {name: bool(conclusions) and all(conclusion == "consistent" for conclusion in conclusions.values()) for name, conclusions in self.conclusions.items()}
 
     @property
     def verdict(self) -> str:
@@ -209,7 +215,8 @@ class Comparison:
     def to_json_dict(self) -> dict:
         """The report: ``schema``, ``provenance``, ``steps``; per observable the Monte Carlo ``mean``,
         ``standard_error`` and ``quantiles`` and per prediction its ``mean``, band (``lower``, ``upper``),
-        ``start_standard_error``, ``residual``, ``max_z`` and ``band_ratio``; the ``conclusions``,
+        ``start_standard_error``, ``residual``, ``max_z`` and ``band_ratio``; ``state`` (the names of the state
+        blocks saved in the NetCDF file, where the state does not reduce); the ``conclusions``,
         ``consistent``, ``verdict``, ``failures`` and ``hitting_times``."""
         observables = {}
         for observable, values in self.run.observables.items():
@@ -234,6 +241,7 @@ class Comparison:
             "provenance": self.provenance(),
             "steps": self.steps.tolist(),
             "observables": observables,
+            "state": list(self.run.state),
             "conclusions": self.conclusions,
             "consistent": self.consistent,
             "verdict": self.verdict,
@@ -318,7 +326,7 @@ class Comparison:
         return figure
 
 
-def compare(model, d: int, eta: float | None = None, checkpoints=None, trajectories: int = 256, method: str = "chain", m0: float | None = None, seed: int = 0, which=None, threshold: float = 4.0, progress: bool | None = False, hit: float | None = None, *, delta: float | None = None, steps: int | None = None, **prediction_options) -> Comparison:
+def compare(model, d: int, eta: float | None = None, checkpoints=None, trajectories: int = 256, method: str = "chain", m0: float | None = None, seed: int = 0, which=None, *, threshold: float = 4.0, progress: bool | None = False, hit: float | None = None, delta: float | None = None, steps: int | None = None, **prediction_options) -> Comparison:
     """Simulate any model and predict its observables on the same checkpoints.
 
     Parameters

@@ -7,6 +7,7 @@ Called by :func:`~.comparison.load_comparison`, which checks the folder and the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -44,6 +45,7 @@ def read_schema_1(saved: dict, arrays: dict) -> Comparison:
     known = set(Run.__dataclass_fields__) | {"model", "family", "delta", "trajectories", "predictions", "threshold", "simulation_seconds", "versions"}
     settings = {key: value for key, value in info.items() if key in ("eta_c", "path")}
     run = _run(model, info, steps, observables, arrays, None if hitting is None else hitting["eps"], settings)
+    run = dataclasses.replace(run, state={name: arrays[name] for name in saved.get("state", []) if name in arrays})
     predicted = {variable.removeprefix("predicted_hitting_step__"): arrays[variable] for variable in arrays if variable.startswith("predicted_hitting_step__")}
     predictions = Predictions(steps, values, bands, dict(saved.get("failures", {})), dict(info.get("predictions", {})), predicted, {}, errors)
     return Comparison(run, predictions, float(info["threshold"]), extra={key: value for key, value in info.items() if key not in known})

@@ -31,6 +31,7 @@ def register(commands) -> None:
     _prediction_options(run)
     run.add_argument("--chain-trajectories", type=int, default=RUN_CHAIN_TRAJECTORIES, help=f"trajectories of the exact chain (default {RUN_CHAIN_TRAJECTORIES})")
     run.add_argument("--out", default="popgrad-report", help="report folder (default popgrad-report/)")
+    run.add_argument("--strict", action="store_true", help=f"exit {EXIT_NEGATIVE} unless every prediction is conclusively consistent with both runs")
     run.set_defaults(handler=_run)
 
     simulate = commands.add_parser("simulate", help="online SGD of any model: its observables per checkpoint")
@@ -100,7 +101,7 @@ def _problem_from_args(args):
     if getattr(args, "handler", None) in (_h, _problem) and given(args, "dimension") and (args.problem or args.features != "random"):
         raise UsageError(f"{given(args, 'dimension')[0]} has no effect here: it is the input dimension of --features random only")
     if args.problem:
-        return spec.load_problem(args.problem)
+        return _reduced_problem_from_file(args.problem)
     seed = args.seed if args.problem_seed is None else args.problem_seed
     common = {"seed": seed, "convention": args.convention}
     if args.features == "random":
@@ -111,6 +112,22 @@ def _problem_from_args(args):
         return spec.claim2_problem(args.activation, args.k, args.xi, **common)
     constructor = spec.orthonormal_problem if args.features == "orthonormal" else spec.glm_problem
     return constructor(args.activation, args.k, args.xi, c_distribution=args.c_distribution, **common)
+
+
+def _reduced_problem_from_file(path):
+    """The problem of a problem file, or of a model file whose model reduces to the overlap (``popgrad run``'s
+    ``model.json``): h(m) and Phi(m) are the reduced model's."""
+    from .._io import read_json_file
+    from ..dynamics.protocol import model_from_dict
+    from ..models.finetuning import spec
+
+    data = read_json_file(path, "problem file", "problem")
+    if isinstance(data, dict) and set(data) & set(spec.GENERAL_MODEL_KEYS):
+        model = model_from_dict(data)
+        if not getattr(model, "reduces_to_overlap", False):
+            raise UsageError(f"--problem: {path} holds a model that does not reduce to the overlap m; h(m) and Phi(m) are defined for the rank-1 model with every switch at its default")
+        return model.reduced_problem()
+    return spec.load_problem(path)
 
 
 def _progress(args):
@@ -207,19 +224,35 @@ def _model_from_args(args):
     """The model: a model file (any family, ``--problem``), or the fine-tuning model from the flags."""
     from ..models.finetuning.model import general_model
 
+    switches = {"rank": args.rank, "alpha": args.alpha, "output_scale": args.output_scale, "train_c_hat": args.train_c_hat, "c_hat_lr": args.c_hat_lr, "unconstrained": args.unconstrained, "student": args.student}
     if args.problem:
         from .._io import read_json_file
         from ..dynamics.protocol import model_from_dict
 
-        refuse_together(args, "problem", PROBLEM_FLAGS + MODEL_FLAGS, "the model file sets the model (edit the file, or drop --problem)")
-        return model_from_dict(read_json_file(args.problem, "model file", "problem"))
+        refuse_together(args, "problem", PROBLEM_FLAGS, "the model file sets the problem (edit the file, or drop --problem)")
+        data = read_json_file(args.problem, "model file", "problem")
+        if not isinstance(data, dict):
+            raise UsageError(f"--problem: {args.problem} holds no JSON object")
+        if data.get("model", "finetuning") != "finetuning":
+            refuse_together(args, "problem", MODEL_FLAGS, f"the fine-tuning model's switches do not apply to a {data['model']!r} model")
+            return model_from_dict(data)
+        # a problem file with switch flags: the flags set the switches the file leaves at their defaults
+        set_by_file = [name for name in MODEL_FLAGS if name in data or (name == "alpha" and ("u" in data or "U" in data))]
+        clash = [flag for flag in given(args, *set_by_file)]
+        if clash:
+            raise UsageError(f"{clash[0]} next to --problem: the model file sets it (edit the file, or drop the flag)")
+        given_switches = {name: switches[name] for name in MODEL_FLAGS if given(args, name)}
+        return model_from_dict(data | given_switches)
     problem = _problem_from_args(args)
-    return general_model(problem, rank=args.rank, alpha=args.alpha, output_scale=args.output_scale, train_c_hat=args.train_c_hat, c_hat_lr=args.c_hat_lr, unconstrained=args.unconstrained, student=args.student, seed=args.seed)
+    seed = args.seed if args.problem_seed is None else args.problem_seed  # the model's own draws go with the problem's
+    return general_model(problem, seed=seed, **switches)
 
 
-def _prediction_settings(args) -> dict:
+def _prediction_settings(args, model=None) -> dict:
     """The prediction options given on the command line (the predictions' own defaults otherwise)."""
     names = ("noise_samples", "noise_seed", "flow_starts", "map_starts", "map_substeps")
+    if model is not None and getattr(model, "reduces_to_overlap", False) and args.flow_starts is not None:
+        raise UsageError("--flow-starts sets the starts of the state gradient flow; this model reduces to the overlap, whose gradient flow starts from 33 quantiles of m_0")
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
@@ -315,7 +348,7 @@ def _compare(args) -> int:
     check_output_folder(args.out, "out")
     model = _model_from_args(args)
     d, eta, checkpoints = _dynamics_settings(args, model)
-    result = compare(model, d, eta, checkpoints, trajectories=args.trajectories, method=args.method, m0=args.m0, seed=args.seed, threshold=args.threshold, progress=_progress(args), hit=args.hit, **_prediction_settings(args))
+    result = compare(model, d, eta, checkpoints, trajectories=args.trajectories, method=args.method, m0=args.m0, seed=args.seed, threshold=args.threshold, progress=_progress(args), hit=args.hit, **_prediction_settings(args, model))
     paths = result.save(args.out)
     if args.format == "json":
         print(json.dumps(json_safe(result.to_json_dict()), indent=1, allow_nan=False))
@@ -336,7 +369,7 @@ def _run(args) -> int:
     side, into one report folder."""
     from .._io import versions
     from ..analysis.comparison import Comparison
-    from ..dynamics.engine import predict, simulate
+    from ..dynamics.engine import chosen_predictions, predict, simulate
     from ..numerics.compiled import compile_ahead
     from ..report.plots import plot_population
 
@@ -347,11 +380,14 @@ def _run(args) -> int:
     model = _model_from_args(args)
     d, eta, checkpoints = _dynamics_settings(args, model)
     reduced = model.reduces_to_overlap
+    options = _prediction_settings(args, model)
+    if reduced:
+        options = {"noise_samples": RUN_DEFAULTS["noise_samples"]} | options
+    chosen_predictions(model, None, options)  # bad prediction options end here, before the simulations
     print(f"popgrad {__version__} — theory vs Monte Carlo for low-rank fine-tuning (Dayi & Chen)")
     print(f"model: {model.describe()}; d = {d}, eta = {eta:.4g} (delta = eta d = {eta * d:g}), {checkpoints[-1]} steps")
     # compile the simulations' kernels while the predictions compute (kernels release the GIL)
     ahead = compile_ahead(*(partial(simulate, model, d, eta, [0, 1], trajectories=1, method=method, m0=args.m0, seed=args.seed) for method in ("fast", "chain")))
-    options = _prediction_settings(args)
     if reduced:
         from ..models.finetuning.population import drift_fixed_points, drift_interpolant
 
@@ -360,7 +396,6 @@ def _run(args) -> int:
         fast = drift_interpolant(problem)
         print(f"h(0) = {points.h0:.6g}; zeros of h on [-1, 1]: {', '.join(f'{z:.6g}' for z in points.zeros) or 'none'}; "
               f"fast evaluator: {fast.interpolant.panels} Chebyshev panels, measured error {fast.measured_error:.1e}")
-        options = {"noise_samples": RUN_DEFAULTS["noise_samples"]} | options
     # full-d SGD with the structure rotated onto the first coordinates: the same law as a random embedding
     # (the Gaussian input is rotation invariant) at 2.5x the speed; `popgrad compare --method full` runs the other
     full = simulate(model, d, eta, checkpoints, trajectories=args.trajectories, method="fast", m0=args.m0, seed=args.seed, progress=_progress(args), hit=args.hit)
@@ -384,4 +419,6 @@ def _run(args) -> int:
     (out / INCOMPLETE).unlink()
     print(f"report: {out}/ ({'drift.png, ' if reduced else ''}model.json, provenance.json, full/ and chain/: comparison.png, .json, .nc)")
     print(f"done in {time.perf_counter() - begin:.1f} s")
+    if args.strict and not all(all(comparison.consistent.values()) for comparison in results.values()):
+        return EXIT_NEGATIVE
     return 0

@@ -150,8 +150,9 @@ class Run:
 
     def to_json_dict(self) -> dict:
         """The run's record: ``schema``, ``parameters`` (with the versions and wall time), ``steps``, per
-        observable its summary, and the hitting times."""
-        return {"schema": RUN_SCHEMA, "parameters": self.parameters | {"seconds": self.seconds, "versions": versions()}, "steps": self.steps.tolist(), "observables": self.summary(), "hitting_times": None if self.hitting_steps is None else self.hitting_times()}
+        observable its summary, ``state`` (the names of the state blocks its NetCDF file holds) and the
+        hitting times."""
+        return {"schema": RUN_SCHEMA, "parameters": self.parameters | {"seconds": self.seconds, "versions": versions()}, "steps": self.steps.tolist(), "observables": self.summary(), "state": list(self.state), "hitting_times": None if self.hitting_steps is None else self.hitting_times()}
 
     def netcdf_variables(self) -> tuple:
         """``(dimensions, variables)`` of the run for :func:`popgrad._io.write_netcdf_arrays`: every
@@ -179,7 +180,7 @@ class Run:
         write_netcdf_arrays(path, dimensions, variables, {"provenance": json.dumps({key: value for key, value in record.items() if key != "observables"})})
 
 
-def simulate(model, d: int, eta: float | None = None, checkpoints=None, trajectories: int = 100, method: str = "chain", m0: float | None = None, seed: int = 0, first_trajectory: int = 0, hit: float | None = None, stop_when_hit: bool = False, *, delta: float | None = None, steps: int | None = None, progress: bool | None = False, fast_path: bool = True) -> Run:
+def simulate(model, d: int, eta: float | None = None, checkpoints=None, trajectories: int = 100, method: str = "chain", m0: float | None = None, seed: int = 0, first_trajectory: int = 0, *, hit: float | None = None, stop_when_hit: bool = False, delta: float | None = None, steps: int | None = None, progress: bool | None = False, fast_path: bool = True) -> Run:
     """Online SGD of any model, by its exact chain or in dimension d, recorded at the checkpoints.
 
     Parameters
@@ -372,10 +373,14 @@ def chosen_predictions(model, which=None, options: dict | None = None) -> list:
             reason = available[name][1]
             if reason is not None:
                 raise InvalidArgument(f"which: {name} does not serve this model: {reason}", "which")
+    options = options or {}
     taken = set().union(*(set(available[name][0].options) for name in names)) if names else set()
-    unknown = sorted(set(options or {}) - taken)
+    unknown = sorted(set(options) - taken)
     if unknown:
         raise InvalidArgument(f"{unknown[0]} is not an option of the predictions {', '.join(names)} (they take: {', '.join(sorted(taken)) or 'none'})", unknown[0])
+    for name in names:  # each prediction checks the values it will take
+        predictor = available[name][0]
+        predictor.check(model, {key: options.get(key, default) for key, default in predictor.options.items()})
     return names
 
 

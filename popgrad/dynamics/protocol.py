@@ -117,6 +117,9 @@ class Predictor:
     default : callable
         ``model -> bool``: whether :func:`~popgrad.dynamics.engine.predict` runs it when no ``which`` is given.
     description : str
+    check : callable
+        ``(model, options) -> None``: refuses (``InvalidArgument`` naming the option) values it cannot take,
+        before any simulation.
     """
 
     name: str
@@ -126,6 +129,7 @@ class Predictor:
     options: dict = field(default_factory=dict)
     default: Callable = lambda model: True
     description: str = ""
+    check: Callable = lambda model, options: None
 
 
 def register_family(family: ModelFamily) -> ModelFamily:

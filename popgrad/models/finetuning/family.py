@@ -176,10 +176,12 @@ def _state_stepper(model: GeneralModel, d: int, eta: float, method: str, traject
 
         work, path = d * (k + 4) * r, "general SGD in dimension d" + (" (F on the first axes)" if QF is None else " (the model's geometry in R^d)")
 
+    moving = (Y, Gam, Ch) if method == "chain" else (V, Ch)
+
     def advance(done, count):
         run(done, count)
-        # what the driver checks for divergence: every entry of every trajectory's state
-        return sum(np.sum(part, axis=tuple(range(1, part.ndim))) for part in record().values())
+        # what the driver checks for divergence: every entry of every trajectory's state (no copy)
+        return sum(np.sum(part, axis=tuple(range(1, part.ndim))) for part in moving)
 
     initial = record()
     overlap = np.einsum("sq,tqr->tsr", model.UF, initial["Y"])

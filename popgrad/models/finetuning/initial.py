@@ -14,7 +14,7 @@ import numpy as np
 
 from ..._validation import InvalidArgument
 from ...numerics import random_streams as streams
-from .model import GeneralModel
+from .model import GeneralModel, perpendicular_part
 
 __all__ = ["initial_frames", "initial_states", "embedded_geometry", "states_from_overlap", "starting_states", "check_m0"]
 
@@ -127,8 +127,7 @@ def embedded_geometry(model: GeneralModel, d: int, seed: int) -> tuple:
     else:
         Q_W = np.linalg.qr(generator.standard_normal((d, rank_w)))[0] if rank_w else np.zeros((d, 0))
     if model.U is not None:
-        outside = model.U - Q_W @ (Q_W.T @ model.U)
-        Q_perp = np.linalg.qr(outside)[0]
+        Q_perp, _ = perpendicular_part(Q_W, model.U)
     else:
         G = generator.standard_normal((d, r_star))
         G -= Q_W @ (Q_W.T @ G)
@@ -145,7 +144,7 @@ def states_from_overlap(model: GeneralModel, m: np.ndarray) -> tuple:
     m = np.asarray(m, dtype=float)
     n, p = m.shape[0], model.p
     Y = np.zeros((n, p, 1))
-    Y[:, p - 1, 0] = m
+    Y[:, p - 1, 0] = m / model.UF[0, p - 1]  # u = UF[0, p-1] e_p (|UF[0, p-1]| = 1 when reduced)
     Gamma = (1.0 - m * m).reshape(n, 1, 1)
     C_hat = np.repeat(model.C_hat[None], n, axis=0)
     return Y, Gamma, C_hat
@@ -156,4 +155,6 @@ def starting_states(run, count: int) -> tuple:
     state, or from m where the model reduces to the overlap)."""
     if run.state:
         return tuple(run.state[name][:count, 0].copy() for name in ("Y", "Gamma", "C_hat"))
+    if not run.model.reduces_to_overlap:
+        raise InvalidArgument("this run holds no state (it was read back without it) and its model does not reduce to the overlap: its starting states are unknown", "run")
     return states_from_overlap(run.model, run.observables["m"][:count, 0])

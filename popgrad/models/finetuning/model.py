@@ -91,7 +91,8 @@ class GeneralModel(ContentEqual):
         and output scale 1. Then the scalar chain, rotated/embedded full-d SGD and the h(m) predictions
         serve it (bit for bit the numbers of a problem run on its own)."""
         rank_w = self.L.shape[1]
-        return self.rank == 1 and self.C.shape[1] == 1 and not np.any(self.UF[:, :rank_w]) and not self.train_c_hat and not self.unconstrained and self.student == "exact" and self.output_scale == "one"
+        # a teacher ⟂ span(W) computed in floating point keeps a part of rounding size there: still reduced
+        return self.rank == 1 and self.C.shape[1] == 1 and not np.any(np.abs(self.UF[:, :rank_w]) > 1e-12) and not self.train_c_hat and not self.unconstrained and self.student == "exact" and self.output_scale == "one"
 
     def reduced_problem(self) -> FineTuningProblem:
         """The rank-1 problem whose overlap chain this model is (its c and c_hat the model's C and C_hat)."""
@@ -227,6 +228,11 @@ def general_model(problem: FineTuningProblem, *, rank: int = 1, alpha: float = 0
         B1, _ = np.linalg.qr(direction.standard_normal((rank_w, r_star)))
         UF[:, :rank_w] = alpha * B1.T
     UF[:, rank_w:] = math.sqrt(1.0 - alpha**2) * np.eye(r_star)
+    # switches without effect take one value, so that models that run alike compare equal: the seed draws
+    # only u's direction in span(W) (C_hat's drawn columns are part of the model), eta_c only acts when
+    # c_hat is trained
+    seed = seed if alpha > 0 else 0
+    c_hat_lr = c_hat_lr if train_c_hat else 1.0
     return GeneralModel(problem, np.ascontiguousarray(C, dtype=float), np.ascontiguousarray(C_hat, dtype=float), float(alpha), output_scale, bool(train_c_hat), float(c_hat_lr), bool(unconstrained), student, L, UF, None, seed)
 
 
@@ -247,13 +253,42 @@ def _explicit_teacher(problem, rank_w, U, alpha, C, C_hat, output_scale, train_c
         raise InvalidArgument(f"U must have orthonormal columns (u a unit vector); |U^T U - I| = {float(np.max(np.abs(U.T @ U - np.eye(U.shape[1])))):.3g}", "U")
     _, _, right = np.linalg.svd(problem.W, full_matrices=False)
     Q_W = right[:rank_w].T  # (d, rank W)
-    outside = U - Q_W @ (Q_W.T @ U)
-    # U = Q_W (Q_W^T U) + Q_perp R_perp: U's coordinates along Q_perp are R_perp (exactly 0 where U lies in
-    # span(W), whatever direction QR then picks for Q_perp)
-    _, R_perp = np.linalg.qr(outside)
+    _, R_perp = perpendicular_part(Q_W, U)
     L = np.ascontiguousarray(problem.W @ Q_W)
     UF = np.ascontiguousarray(np.vstack([Q_W.T @ U, R_perp]).T)
+    c_hat_lr = c_hat_lr if train_c_hat else 1.0
     return GeneralModel(problem, np.ascontiguousarray(C, dtype=float), np.ascontiguousarray(C_hat, dtype=float), float(np.linalg.norm(UF[:, :rank_w])), output_scale, bool(train_c_hat), float(c_hat_lr), bool(unconstrained), student, L, UF, np.array(U, dtype=float))
+
+
+def perpendicular_part(Q_W: np.ndarray, U: np.ndarray) -> tuple:
+    """``(Q_perp, R_perp)`` with ``U = Q_W Q_W^T U + Q_perp R_perp``: Q_perp (d x r*) orthonormal and
+    orthogonal to span(W) (Q_W's columns), spanning U's part outside span(W) and, where that part has rank
+    below r* (U in span(W)), completed by fixed directions orthogonal to both; ``R_perp = Q_perp^T U`` with
+    a non-negative diagonal. The one construction behind the model's coordinates (``UF``) and the explicit
+    geometry of full-d SGD, so that both place U alike.
+
+    Parameters
+    ----------
+    Q_W : ndarray (d, rank W)
+    U : ndarray (d, r*)
+
+    Returns
+    -------
+    tuple of ndarray
+    """
+    outside = U - Q_W @ (Q_W.T @ U)
+    d, r_star = outside.shape
+    left, values, _ = np.linalg.svd(outside, full_matrices=False)
+    kept = int(np.sum(values > 1e-12 * max(1.0, float(np.max(np.abs(U))))))
+    Q_perp = left[:, :kept]
+    if kept < r_star:  # complete with fixed Gaussian directions projected off span(W) and the kept ones
+        extra = np.random.default_rng([d, r_star, 7]).standard_normal((d, r_star - kept))
+        for basis in (Q_W, Q_perp):
+            extra -= basis @ (basis.T @ extra)
+        Q_perp = np.hstack([Q_perp, np.linalg.qr(extra)[0]])
+    R_perp = Q_perp.T @ outside
+    signs = np.where(np.diag(R_perp) < 0, -1.0, 1.0)
+    return Q_perp * signs, R_perp * signs[:, None]
 
 
 def general_model_from_dict(data: dict) -> GeneralModel:

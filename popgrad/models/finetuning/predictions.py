@@ -33,6 +33,7 @@ import numpy as np
 from numba import njit
 from scipy import special
 
+from ..._validation import InvalidArgument, check_integer, check_real
 from ...dynamics.engine import PredictionFailed
 from ...dynamics.protocol import Predictor, register_predictor
 from ...dynamics.solve import SolverFailed, solve
@@ -194,6 +195,20 @@ def _noisy(name: str):
     return compute
 
 
+def _check_options(model, options: dict) -> None:
+    """The ranges of the fine-tuning predictions' options (each named as the caller wrote it)."""
+    ranges = {"flow_starts": (1, 10**6), "map_starts": (1, 10**6), "map_batches": (2, 1024), "map_substeps": (1, 10**6), "noise_samples": (64, 10**10)}
+    for key, (low, high) in ranges.items():
+        if key in options:
+            check_integer(options[key], key, low, high)
+    if "map_batches" in options and options["noise_samples"] < options["map_batches"]:
+        raise InvalidArgument(f"noise_samples must be at least map_batches = {options['map_batches']} (one sample per batch), got {options['noise_samples']}", "noise_samples")
+    if options.get("noise_seed") is not None:
+        check_integer(options["noise_seed"], "noise_seed", 0, 2**63 - 1)
+    if "rtol" in options:
+        check_real(options["rtol"], "rtol", 0.0, 1e-2, low_open=True)
+
+
 def _reduced_only(model):
     return None if model.reduces_to_overlap else "it predicts the overlap m alone; this model's state does not reduce to m (rank 1, alpha 0, c_hat frozen, u_hat in span(W)^perp, exact student, output scale 1)"
 
@@ -204,8 +219,8 @@ def _state_flow_serves(model):
     return "the state gradient flow is implemented for the normalized convention and the exact student"
 
 
-register_predictor(Predictor("gradient_flow", "finetuning", _state_flow_serves, _gradient_flow, {"flow_starts": 64, "rtol": 1e-10}, description="population gradient flow: the h(m) ODE dm/dt = eta h(m)(1 - m^2) where the model reduces to the overlap, else the flow on the state"))
-register_predictor(Predictor("population_map", "finetuning", _reduced_only, _population_map_prediction, {}, description="the exact population step with normalisation, iterated step by step"))
-register_predictor(Predictor("finite_step_ode", "finetuning", _reduced_only, _noisy("finite_step_ode"), {"noise_samples": 200_000, "noise_seed": None, "rtol": 1e-10}, description="the h(m) ODE with the second-order normalisation term (Monte Carlo noise term, band)"))
-register_predictor(Predictor("exact_normalization_ode", "finetuning", _reduced_only, _noisy("exact_normalization_ode"), {"noise_samples": 200_000, "noise_seed": None, "rtol": 1e-10}, description="the h(m) ODE with the exact chain's normalisation term kept whole (Monte Carlo, band)"))
-register_predictor(Predictor("one_step_mean", "finetuning", lambda model: None, one_step_mean_prediction, {"map_starts": 4, "noise_samples": 16384, "map_batches": 4, "map_substeps": 32, "noise_seed": None}, default=lambda model: not model.reduces_to_overlap, description="the exact chain's one-step mean from the run's starting states, integrated (Monte Carlo, band)"))
+register_predictor(Predictor("gradient_flow", "finetuning", _state_flow_serves, _gradient_flow, {"flow_starts": 64, "rtol": 1e-10}, description="population gradient flow: the h(m) ODE dm/dt = eta h(m)(1 - m^2) where the model reduces to the overlap (from 33 quantiles of m_0: flow_starts applies to the state flow), else the flow on the state", check=_check_options))
+register_predictor(Predictor("population_map", "finetuning", _reduced_only, _population_map_prediction, {}, description="the exact population step with normalisation, iterated step by step", check=_check_options))
+register_predictor(Predictor("finite_step_ode", "finetuning", _reduced_only, _noisy("finite_step_ode"), {"noise_samples": 200_000, "noise_seed": None, "rtol": 1e-10}, description="the h(m) ODE with the second-order normalisation term (Monte Carlo noise term, band)", check=_check_options))
+register_predictor(Predictor("exact_normalization_ode", "finetuning", _reduced_only, _noisy("exact_normalization_ode"), {"noise_samples": 200_000, "noise_seed": None, "rtol": 1e-10}, description="the h(m) ODE with the exact chain's normalisation term kept whole (Monte Carlo, band)", check=_check_options))
+register_predictor(Predictor("one_step_mean", "finetuning", lambda model: None, one_step_mean_prediction, {"map_starts": 4, "noise_samples": 16384, "map_batches": 4, "map_substeps": 32, "noise_seed": None}, default=lambda model: not model.reduces_to_overlap, description="the exact chain's one-step mean from the run's starting states, integrated (Monte Carlo, band)", check=_check_options))

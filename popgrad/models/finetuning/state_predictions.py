@@ -24,6 +24,7 @@ import numpy as np
 
 from ...dynamics.engine import PredictionFailed
 from ...numerics import random_streams as streams
+from ...numerics.statistics import standard_error
 from .family import chain_stepper
 from .initial import starting_states
 from .model import GeneralModel
@@ -186,6 +187,6 @@ def one_step_mean_prediction(run, map_starts: int = 4, noise_samples: int = 1638
     bands = {}
     for name in batches[0]:
         mean = values[name].mean(axis=0)
-        half = 2.0 * np.std([batch[name].mean(axis=0) for batch in batches], axis=0, ddof=1) / math.sqrt(map_batches)
+        half = 2.0 * standard_error([batch[name].mean(axis=0) for batch in batches])
         bands[name] = (mean - half, mean + half)
     return {"values": values, "bands": bands, "settings": {"starts": count, "samples": per_batch * map_batches, "batches": map_batches, "substeps": map_substeps, "seed": seed}}
