@@ -1,12 +1,14 @@
-"""Initialisations, the loss and its gradient, gradient descent (batched over repetitions, numba) and
-gradient flow (the project's adaptive Dormand–Prince integrator on the flattened state, dense output) for
+"""Initialisations, the loss and its gradient, gradient descent (eight repetitions per SIMD register, numba)
+and gradient flow (the project's adaptive Dormand–Prince integrator on the flattened state, dense output) for
 the LoRA matrix-factorization problem, with the paper's observables on a record grid.
 
 State: ``A_1`` (r x n), ``B_1`` (h x r), ``A_2`` (r x h), ``B_2`` (m x r); flattened in that order for the
 integrator. With ``M_2 = W_2 + B_2 A_2``, ``M_1 = W_1 + B_1 A_1`` and ``E = Y_ft - M_2 M_1``:
 ``dL/dA_1 = -B_1^T M_2^T E``, ``dL/dB_1 = -M_2^T E A_1^T``, ``dL/dA_2 = -B_2^T E M_1^T``, ``dL/dB_2 = -E M_1^T A_2^T``.
 The kernels evaluate these through r-sized intermediates (W_2 B_1, A_2 W_1, A_2 B_1), about four times fewer
-operations than forming M_2 M_1.
+operations than forming M_2 M_1: gradient descent (and :func:`mf_gradient`) by the lane kernel below (products
+summed in index order by fused multiply-adds, no BLAS), the flow and the recorded loss by ``_loss_and_gradient``
+(numba's BLAS products).
 
 Observables (per record): ``loss``; ``alignment`` = log10(1 - |cos(gamma_1, U^S_{Z_1})|) (floored at log10 of float64 epsilon) with U^S the top left
 singular vector of Z_1 = [B_1; A_1^T]; ``z1_norm``, ``z2_norm`` (Frobenius); ``imbalance_ratio``
@@ -22,7 +24,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
 
 from ..._validation import InvalidArgument, check_choice, check_integer, check_real
 from .spec import MFProblem
@@ -190,39 +195,563 @@ def _observe(W1, W2, D, A1, B1, A2, B2, gamma1, C1_0, C2_0, out, scratch):
     out[6] = math.sqrt(np.sum((C2 - C2_0) ** 2))
 
 
+# ------------------------------------------------------------------------------------------------
+# Gradient descent, eight repetitions per SIMD register.
+#
+# A block of LANES repetitions is stored "lane-last": each adapter is a (rows * cols, LANES) array whose
+# row a * cols + b holds entry (a, b) of the block's repetitions side by side, so one vector (a 512-bit
+# register with AVX-512, two 256-bit ones with AVX2) holds one matrix entry of eight repetitions. Every
+# product of the step is then a small matrix product whose entries are such vectors, computed by tiled
+# kernels (_lane_product, _lane_steps_b1_a2) on an explicit <8 x double> type (_Lanes, with load, store
+# and fma intrinsics) that keep their accumulators in registers. Lanes never mix: every repetition goes
+# through the same instructions whichever block and lane it occupies (and however many threads run the
+# blocks); products are summed in index order by fused multiply-adds (llvm.fma: one rounding, the same on
+# any machine; no BLAS in the loop); unused lanes hold zero adapters, a fixed point of the step.
+
+LANES = 8
+_VECTOR = ir.VectorType(ir.DoubleType(), LANES)
+
+
+class _Lanes(types.Type):
+    """LANES float64 values in one LLVM vector (a register)."""
+
+    def __init__(self):
+        super().__init__(name="popgrad.mf.Lanes8")
+
+
+_lanes = _Lanes()
+
+
+@register_model(_Lanes)
+class _LanesModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VECTOR)
+
+
+def _is_lane_array(array) -> bool:
+    return isinstance(array, types.Array) and array.ndim == 2 and array.dtype == types.float64 and array.layout == "C"
+
+
+def _row_pointer(context, builder, array_type, array, row_type, row):
+    data = context.make_array(array_type)(context, builder, array).data
+    offset = builder.mul(context.cast(builder, row, row_type, types.intp), ir.Constant(ir.IntType(64), LANES))
+    return builder.bitcast(builder.gep(data, [offset]), _VECTOR.as_pointer())
+
+
+def _splat_value(builder, value):
+    vector = builder.insert_element(ir.Constant(_VECTOR, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(vector, ir.Constant(_VECTOR, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+
+
+def _as_vector(builder, value_type, value):
+    return value if value_type == _lanes else _splat_value(builder, value)
+
+
+@intrinsic
+def _load(typingctx, array, row):
+    """Row ``row`` of a C-contiguous (rows, LANES) float64 array (no bounds check)."""
+    if not (_is_lane_array(array) and isinstance(row, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, arguments):
+        return builder.load(_row_pointer(context, builder, signature.args[0], arguments[0], signature.args[1], arguments[1]), align=8)
+
+    return _lanes(array, row), codegen
+
+
+@intrinsic
+def _store(typingctx, array, row, value):
+    """Write ``value`` into row ``row`` (no bounds check)."""
+    if not (_is_lane_array(array) and isinstance(row, types.Integer) and value == _lanes):
+        return None
+
+    def codegen(context, builder, signature, arguments):
+        builder.store(arguments[2], _row_pointer(context, builder, signature.args[0], arguments[0], signature.args[1], arguments[1]), align=8)
+        return context.get_dummy_value()
+
+    return types.none(array, row, value), codegen
+
+
+@intrinsic
+def _splat(typingctx, value):
+    """``value`` in every lane."""
+    if value != types.float64:
+        return None
+
+    def codegen(context, builder, signature, arguments):
+        return _splat_value(builder, arguments[0])
+
+    return _lanes(types.float64), codegen
+
+
+def _lane_operands(*operands):
+    return all(operand == _lanes or operand == types.float64 for operand in operands) and any(operand == _lanes for operand in operands)
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """``a * b + c`` lane by lane, rounded once (a float operand is broadcast)."""
+    if not _lane_operands(a, b, c):
+        return None
+
+    def codegen(context, builder, signature, arguments):
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3), f"llvm.fma.v{LANES}f64")
+        return builder.call(function, [_as_vector(builder, kind, value) for kind, value in zip(signature.args, arguments)])
+
+    return _lanes(a, b, c), codegen
+
+
+def _binary(a, b, operation):
+    """Signature and code of a lane-by-lane ``operation`` (fadd, fsub, fmul); a float operand is broadcast."""
+    if not _lane_operands(a, b):
+        return None
+
+    def codegen(context, builder, signature, arguments):
+        x, y = (_as_vector(builder, kind, value) for kind, value in zip(signature.args, arguments))
+        return getattr(builder, operation)(x, y)
+
+    return _lanes(a, b), codegen
+
+
+@intrinsic
+def _add(typingctx, a, b):
+    """``a + b`` lane by lane."""
+    return _binary(a, b, "fadd")
+
+
+@intrinsic
+def _sub(typingctx, a, b):
+    """``a - b`` lane by lane."""
+    return _binary(a, b, "fsub")
+
+
+@intrinsic
+def _mul(typingctx, a, b):
+    """``a * b`` lane by lane."""
+    return _binary(a, b, "fmul")
+
+
+@njit(cache=True)
+def _lane_product(out, o0, o1, M, C, init, I, S, K1, V1, a0, a1, U, u0, u1, K2, V2, b0, b1, lr):
+    """Lane matrix ``P(i, c) = J(i, c) + sum_{k < K1} S[i, k] V1(k, c) + sum_{k < K2} U(i, k) V2(k, c)`` for
+    i < M, c < C, with ``J`` zero (init 0) or ``I`` (init 1); stored as ``out(i, c) = P`` (lr = 0) or
+    ``out(i, c) += lr * P`` (mul, then add). Entry (i, c) of a lane matrix X with strides (x0, x1) is row
+    ``i * x0 + c * x1`` of X; S is a plain (M, K1) matrix, broadcast over the lanes. The sums run in k order
+    (S term first) by fused multiply-adds.
+
+    Tiles of 2 x 4 entries keep eight accumulators in registers; at the edges a tile repeats its last row
+    or column (the repeated entry is computed twice and written twice with the same value: every load of
+    the tile precedes its stores, so ``out`` may be ``I`` or be updated in place)."""
+    for i in range(0, M, 2):
+        j = min(i + 1, M - 1)
+        for c in range(0, C, 4):
+            d = min(c + 1, C - 1)
+            e = min(c + 2, C - 1)
+            f = min(c + 3, C - 1)
+            if init == 1:
+                p0 = _load(I, i * o0 + c * o1)
+                p1 = _load(I, i * o0 + d * o1)
+                p2 = _load(I, i * o0 + e * o1)
+                p3 = _load(I, i * o0 + f * o1)
+                q0 = _load(I, j * o0 + c * o1)
+                q1 = _load(I, j * o0 + d * o1)
+                q2 = _load(I, j * o0 + e * o1)
+                q3 = _load(I, j * o0 + f * o1)
+            else:
+                p0 = _splat(0.0)
+                p1 = p0
+                p2 = p0
+                p3 = p0
+                q0 = p0
+                q1 = p0
+                q2 = p0
+                q3 = p0
+            for k in range(K1):
+                s = S[i, k]
+                t = S[j, k]
+                row = k * a0
+                v0 = _load(V1, row + c * a1)
+                v1 = _load(V1, row + d * a1)
+                v2 = _load(V1, row + e * a1)
+                v3 = _load(V1, row + f * a1)
+                p0 = _fma(s, v0, p0)
+                p1 = _fma(s, v1, p1)
+                p2 = _fma(s, v2, p2)
+                p3 = _fma(s, v3, p3)
+                q0 = _fma(t, v0, q0)
+                q1 = _fma(t, v1, q1)
+                q2 = _fma(t, v2, q2)
+                q3 = _fma(t, v3, q3)
+            for k in range(K2):
+                x = _load(U, i * u0 + k * u1)
+                y = _load(U, j * u0 + k * u1)
+                row = k * b0
+                v0 = _load(V2, row + c * b1)
+                v1 = _load(V2, row + d * b1)
+                v2 = _load(V2, row + e * b1)
+                v3 = _load(V2, row + f * b1)
+                p0 = _fma(x, v0, p0)
+                p1 = _fma(x, v1, p1)
+                p2 = _fma(x, v2, p2)
+                p3 = _fma(x, v3, p3)
+                q0 = _fma(y, v0, q0)
+                q1 = _fma(y, v1, q1)
+                q2 = _fma(y, v2, q2)
+                q3 = _fma(y, v3, q3)
+            if lr != 0.0:
+                p0 = _add(_load(out, i * o0 + c * o1), _mul(lr, p0))
+                p1 = _add(_load(out, i * o0 + d * o1), _mul(lr, p1))
+                p2 = _add(_load(out, i * o0 + e * o1), _mul(lr, p2))
+                p3 = _add(_load(out, i * o0 + f * o1), _mul(lr, p3))
+                q0 = _add(_load(out, j * o0 + c * o1), _mul(lr, q0))
+                q1 = _add(_load(out, j * o0 + d * o1), _mul(lr, q1))
+                q2 = _add(_load(out, j * o0 + e * o1), _mul(lr, q2))
+                q3 = _add(_load(out, j * o0 + f * o1), _mul(lr, q3))
+            _store(out, i * o0 + c * o1, p0)
+            _store(out, i * o0 + d * o1, p1)
+            _store(out, i * o0 + e * o1, p2)
+            _store(out, i * o0 + f * o1, p3)
+            _store(out, j * o0 + c * o1, q0)
+            _store(out, j * o0 + d * o1, q1)
+            _store(out, j * o0 + e * o1, q2)
+            _store(out, j * o0 + f * o1, q3)
+
+
+@njit(cache=True)
+def _lane_matrix(buffer, start, size):
+    return buffer[start * LANES : (start + size) * LANES].reshape(size, LANES), start + size
+
+
+@njit(cache=True)
+def _lane_workspace(m, n, h, r):
+    """The block's lane matrices in one zeroed buffer, each row 64-byte aligned (one cache line): A_1, B_1,
+    A_2, B_2, W_2 B_1, A_2 W_1, A_2 B_1, M_2 B_1, A_2 M_1, E, E A_1^T, B_2^T E, X = B_2^T E A_1^T (as B_2^T (E
+    A_1^T)), Y = B_2^T E A_1^T (as (B_2^T E) A_1^T), two rows of the B_1 and A_2 steps, and the loss."""
+    total = 2 * h * r + 4 * m * r + 4 * r * n + 3 * r * r + m * n + 4 * r + 1
+    raw = np.zeros((total + 1) * LANES)
+    offset = (-(raw.ctypes.data // 8)) % LANES
+    buffer = raw[offset : offset + total * LANES]
+    A1, start = _lane_matrix(buffer, 0, r * n)
+    B1, start = _lane_matrix(buffer, start, h * r)
+    A2, start = _lane_matrix(buffer, start, r * h)
+    B2, start = _lane_matrix(buffer, start, m * r)
+    W2B1, start = _lane_matrix(buffer, start, m * r)
+    A2W1, start = _lane_matrix(buffer, start, r * n)
+    A2B1, start = _lane_matrix(buffer, start, r * r)
+    M2B1, start = _lane_matrix(buffer, start, m * r)
+    A2M1, start = _lane_matrix(buffer, start, r * n)
+    E, start = _lane_matrix(buffer, start, m * n)
+    EA1t, start = _lane_matrix(buffer, start, m * r)
+    B2tE, start = _lane_matrix(buffer, start, r * n)
+    X, start = _lane_matrix(buffer, start, r * r)
+    Y, start = _lane_matrix(buffer, start, r * r)
+    rows, start = _lane_matrix(buffer, start, 4 * r)
+    loss, start = _lane_matrix(buffer, start, 1)
+    return (A1, B1, A2, B2, W2B1, A2W1, A2B1, M2B1, A2M1, E, EA1t, B2tE, X, Y, rows, loss)
+
+
+@njit(cache=True)
+def _lane_residual(W1, W2, D, work, m, n, h, r):
+    """W_2 B_1, A_2 W_1, A_2 B_1, M_2 B_1, A_2 M_1 and E = D - M_2 B_1 A_1 - B_2 A_2 W_1 (so E = Y_ft - M_2 M_1
+    with Y_pre = W_2 W_1), and 0.5 ||E||_F^2 per lane in ``work[15]``."""
+    A1, B1, A2, B2, W2B1, A2W1, A2B1, M2B1, A2M1, E, EA1t, B2tE, X, Y, rows, loss = work
+    _lane_product(W2B1, r, 1, m, r, 0, W2B1, W2, h, B1, r, 1, B1, 0, 0, 0, B1, 0, 0, 0.0)  # W_2 B_1
+    _lane_product(A2W1, 1, n, n, r, 0, A2W1, W1.T, h, A2, 1, h, A2, 0, 0, 0, A2, 0, 0, 0.0)  # (A_2 W_1)^T = W_1^T A_2^T
+    _lane_product(A2B1, r, 1, r, r, 0, A2B1, W2, 0, A2, 0, 0, A2, h, 1, h, B1, r, 1, 0.0)  # A_2 B_1
+    _lane_product(M2B1, r, 1, m, r, 1, W2B1, W2, 0, B2, 0, 0, B2, r, 1, r, A2B1, r, 1, 0.0)  # W_2 B_1 + B_2 (A_2 B_1)
+    _lane_product(A2M1, 1, n, n, r, 1, A2W1, W2, 0, A1, 0, 0, A1, 1, n, r, A2B1, 1, r, 0.0)  # A_2 W_1 + (A_2 B_1) A_1
+    # E holds M_2 B_1 A_1 + B_2 A_2 W_1 first, then D minus it
+    _lane_product(E, n, 1, m, n, 0, E, W2, 0, A1, 0, 0, M2B1, r, 1, r, A1, n, 1, 0.0)
+    _lane_product(E, n, 1, m, n, 1, E, W2, 0, A1, 0, 0, B2, r, 1, r, A2W1, n, 1, 0.0)
+    total = _splat(0.0)
+    for i in range(m):
+        for j in range(n):
+            entry = _sub(_splat(D[i, j]), _load(E, i * n + j))
+            _store(E, i * n + j, entry)
+            total = _fma(entry, entry, total)
+    _store(loss, 0, _mul(0.5, total))
+
+
+@njit(cache=True)
+def _lane_descent_step(W1, W2, work, gA1, gB1, gA2, gB2, m, n, h, r, lr):
+    """After :func:`_lane_residual`: the negative gradients, -dL/dA_1 = (M_2 B_1)^T E into gA1 and likewise
+    (lr = 0); or, with gA1 ... gB2 the adapters themselves and lr > 0, the step X <- X + lr (-dL/dX)."""
+    A1, B1, A2, B2, W2B1, A2W1, A2B1, M2B1, A2M1, E, EA1t, B2tE, X, Y, rows, loss = work
+    _lane_product(EA1t, r, 1, m, r, 0, EA1t, W2, 0, E, 0, 0, E, n, 1, n, A1, 1, n, 0.0)  # E A_1^T
+    _lane_product(B2tE, 1, n, n, r, 0, B2tE, W2, 0, E, 0, 0, E, 1, n, m, B2, r, 1, 0.0)  # (B_2^T E)^T = E^T B_2
+    _lane_product(X, r, 1, r, r, 0, X, W2, 0, E, 0, 0, B2, 1, r, m, EA1t, r, 1, 0.0)  # B_2^T (E A_1^T)
+    _lane_product(Y, r, 1, r, r, 0, Y, W2, 0, E, 0, 0, B2tE, n, 1, n, A1, 1, n, 0.0)  # (B_2^T E) A_1^T
+    # the last reads of A_1 and B_2 are above: their steps can be written in place
+    _lane_product(gB2, r, 1, m, r, 0, gB2, W2, 0, E, 0, 0, E, n, 1, n, A2M1, 1, n, lr)  # E M_1^T A_2^T
+    _lane_product(gA1, 1, n, n, r, 0, gA1, W2, 0, E, 0, 0, E, 1, n, m, M2B1, r, 1, lr)  # (M_2 B_1)^T E, transposed
+    _lane_steps_b1_a2(W1, W2, work, gB1, gA2, m, n, h, r, lr)
+
+
+@njit(cache=True)
+def _lane_steps_b1_a2(W1, W2, work, gB1, gA2, m, n, h, r, lr):
+    """-dL/dB_1 = W_2^T (E A_1^T) + A_2^T X and (-dL/dA_2)^T = W_1 (B_2^T E)^T + B_1 Y^T, two rows l of B_1 (and
+    columns l of A_2) at a time: row l of either needs only row l of B_1 and column l of A_2, so both steps
+    are written as soon as the pair is done (one pass over the two large adapters). Tiles and sums as in
+    :func:`_lane_product`."""
+    A1, B1, A2, B2, W2B1, A2W1, A2B1, M2B1, A2M1, E, EA1t, B2tE, X, Y, rows, loss = work
+    for l in range(0, h, 2):
+        k = min(l + 1, h - 1)
+        for c in range(0, r, 4):
+            d = min(c + 1, r - 1)
+            e = min(c + 2, r - 1)
+            f = min(c + 3, r - 1)
+            # -dL/dB_1, rows l and k, columns c..f
+            p0 = _splat(0.0)
+            p1 = p0
+            p2 = p0
+            p3 = p0
+            q0 = p0
+            q1 = p0
+            q2 = p0
+            q3 = p0
+            for i in range(m):
+                s = W2[i, l]
+                t = W2[i, k]
+                v0 = _load(EA1t, i * r + c)
+                v1 = _load(EA1t, i * r + d)
+                v2 = _load(EA1t, i * r + e)
+                v3 = _load(EA1t, i * r + f)
+                p0 = _fma(s, v0, p0)
+                p1 = _fma(s, v1, p1)
+                p2 = _fma(s, v2, p2)
+                p3 = _fma(s, v3, p3)
+                q0 = _fma(t, v0, q0)
+                q1 = _fma(t, v1, q1)
+                q2 = _fma(t, v2, q2)
+                q3 = _fma(t, v3, q3)
+            for a in range(r):
+                x = _load(A2, a * h + l)
+                y = _load(A2, a * h + k)
+                v0 = _load(X, a * r + c)
+                v1 = _load(X, a * r + d)
+                v2 = _load(X, a * r + e)
+                v3 = _load(X, a * r + f)
+                p0 = _fma(x, v0, p0)
+                p1 = _fma(x, v1, p1)
+                p2 = _fma(x, v2, p2)
+                p3 = _fma(x, v3, p3)
+                q0 = _fma(y, v0, q0)
+                q1 = _fma(y, v1, q1)
+                q2 = _fma(y, v2, q2)
+                q3 = _fma(y, v3, q3)
+            # -dL/dA_2, columns l and k, rows c..f
+            u0 = _splat(0.0)
+            u1 = u0
+            u2 = u0
+            u3 = u0
+            w0 = u0
+            w1 = u0
+            w2 = u0
+            w3 = u0
+            for j in range(n):
+                s = W1[l, j]
+                t = W1[k, j]
+                v0 = _load(B2tE, c * n + j)
+                v1 = _load(B2tE, d * n + j)
+                v2 = _load(B2tE, e * n + j)
+                v3 = _load(B2tE, f * n + j)
+                u0 = _fma(s, v0, u0)
+                u1 = _fma(s, v1, u1)
+                u2 = _fma(s, v2, u2)
+                u3 = _fma(s, v3, u3)
+                w0 = _fma(t, v0, w0)
+                w1 = _fma(t, v1, w1)
+                w2 = _fma(t, v2, w2)
+                w3 = _fma(t, v3, w3)
+            for b in range(r):
+                x = _load(B1, l * r + b)
+                y = _load(B1, k * r + b)
+                v0 = _load(Y, c * r + b)
+                v1 = _load(Y, d * r + b)
+                v2 = _load(Y, e * r + b)
+                v3 = _load(Y, f * r + b)
+                u0 = _fma(x, v0, u0)
+                u1 = _fma(x, v1, u1)
+                u2 = _fma(x, v2, u2)
+                u3 = _fma(x, v3, u3)
+                w0 = _fma(y, v0, w0)
+                w1 = _fma(y, v1, w1)
+                w2 = _fma(y, v2, w2)
+                w3 = _fma(y, v3, w3)
+            if r <= 4:
+                # one tile holds the pair's whole rows: B_1 and A_2 have been read, write the steps (every
+                # load before any store, so repeated edge entries are written twice with the same value)
+                if lr != 0.0:
+                    p0 = _add(_load(gB1, l * r + c), _mul(lr, p0))
+                    p1 = _add(_load(gB1, l * r + d), _mul(lr, p1))
+                    p2 = _add(_load(gB1, l * r + e), _mul(lr, p2))
+                    p3 = _add(_load(gB1, l * r + f), _mul(lr, p3))
+                    q0 = _add(_load(gB1, k * r + c), _mul(lr, q0))
+                    q1 = _add(_load(gB1, k * r + d), _mul(lr, q1))
+                    q2 = _add(_load(gB1, k * r + e), _mul(lr, q2))
+                    q3 = _add(_load(gB1, k * r + f), _mul(lr, q3))
+                    u0 = _add(_load(gA2, c * h + l), _mul(lr, u0))
+                    u1 = _add(_load(gA2, d * h + l), _mul(lr, u1))
+                    u2 = _add(_load(gA2, e * h + l), _mul(lr, u2))
+                    u3 = _add(_load(gA2, f * h + l), _mul(lr, u3))
+                    w0 = _add(_load(gA2, c * h + k), _mul(lr, w0))
+                    w1 = _add(_load(gA2, d * h + k), _mul(lr, w1))
+                    w2 = _add(_load(gA2, e * h + k), _mul(lr, w2))
+                    w3 = _add(_load(gA2, f * h + k), _mul(lr, w3))
+                _store(gB1, l * r + c, p0)
+                _store(gB1, l * r + d, p1)
+                _store(gB1, l * r + e, p2)
+                _store(gB1, l * r + f, p3)
+                _store(gB1, k * r + c, q0)
+                _store(gB1, k * r + d, q1)
+                _store(gB1, k * r + e, q2)
+                _store(gB1, k * r + f, q3)
+                _store(gA2, c * h + l, u0)
+                _store(gA2, d * h + l, u1)
+                _store(gA2, e * h + l, u2)
+                _store(gA2, f * h + l, u3)
+                _store(gA2, c * h + k, w0)
+                _store(gA2, d * h + k, w1)
+                _store(gA2, e * h + k, w2)
+                _store(gA2, f * h + k, w3)
+            else:
+                _store(rows, c, p0)
+                _store(rows, d, p1)
+                _store(rows, e, p2)
+                _store(rows, f, p3)
+                _store(rows, r + c, q0)
+                _store(rows, r + d, q1)
+                _store(rows, r + e, q2)
+                _store(rows, r + f, q3)
+                _store(rows, 2 * r + c, u0)
+                _store(rows, 2 * r + d, u1)
+                _store(rows, 2 * r + e, u2)
+                _store(rows, 2 * r + f, u3)
+                _store(rows, 3 * r + c, w0)
+                _store(rows, 3 * r + d, w1)
+                _store(rows, 3 * r + e, w2)
+                _store(rows, 3 * r + f, w3)
+        if r > 4:
+            # wider rows took several tiles, kept in ``rows`` until all had read B_1 and A_2; with h odd,
+            # the last pair is one row (k = l), written once
+            for pair, row in ((0, l), (1, k)):
+                if pair == 1 and k == l:
+                    break
+                for b in range(r):
+                    down = _load(rows, pair * r + b)
+                    across = _load(rows, (2 + pair) * r + b)
+                    if lr != 0.0:
+                        down = _add(_load(gB1, row * r + b), _mul(lr, down))
+                        across = _add(_load(gA2, b * h + row), _mul(lr, across))
+                    _store(gB1, row * r + b, down)
+                    _store(gA2, b * h + row, across)
+
+
+@njit(cache=True)
+def _pack_lanes(A1s, B1s, A2s, B2s, first, count, work):
+    """Repetitions first .. first + count - 1 into lanes 0 .. count - 1 (the other lanes zero)."""
+    for which in range(4):
+        work[which][:, :] = 0.0
+    for q in range(count):
+        _pack_lane(A1s[first + q], work[0], q)
+        _pack_lane(B1s[first + q], work[1], q)
+        _pack_lane(A2s[first + q], work[2], q)
+        _pack_lane(B2s[first + q], work[3], q)
+
+
+@njit(cache=True)
+def _pack_lane(source, target, q):
+    rows, cols = source.shape
+    for a in range(rows):
+        for b in range(cols):
+            target[a * cols + b, q] = source[a, b]
+
+
+@njit(cache=True)
+def _unpack_lane(source, q, target):
+    rows, cols = target.shape
+    for a in range(rows):
+        for b in range(cols):
+            target[a, b] = source[a * cols + b, q]
+
+
+@njit(cache=True)
+def _descend_block(W1, W2, D, gamma1, lr, record_steps, A1s, B1s, A2s, B2s, records, first, count):
+    """Gradient descent for repetitions first .. first + count - 1 (count <= LANES) in one block of lanes."""
+    r, n = A1s.shape[1], A1s.shape[2]
+    h = B1s.shape[1]
+    m = B2s.shape[1]
+    work = _lane_workspace(m, n, h, r)
+    _pack_lanes(A1s, B1s, A2s, B2s, first, count, work)
+    # a repetition whose loss is not finite stops where it is (its lane keeps computing; its state is kept here)
+    frozen = np.zeros(LANES, dtype=np.bool_)
+    live = (work[0], work[1], work[2], work[3])
+    kept = (np.zeros_like(work[0]), np.zeros_like(work[1]), np.zeros_like(work[2]), np.zeros_like(work[3]))
+    A1 = np.empty((r, n))
+    B1 = np.empty((h, r))
+    A2 = np.empty((r, h))
+    B2 = np.empty((m, r))
+    scratch = (np.empty_like(A1), np.empty_like(B1), np.empty_like(A2), np.empty_like(B2))
+    C1_0 = np.empty((count, r, r))
+    C2_0 = np.empty((count, r, r))
+    for q in range(count):
+        C1_0[q] = A1s[first + q] @ np.ascontiguousarray(A1s[first + q].T) - np.ascontiguousarray(B1s[first + q].T) @ B1s[first + q]
+        C2_0[q] = A2s[first + q] @ np.ascontiguousarray(A2s[first + q].T) - np.ascontiguousarray(B2s[first + q].T) @ B2s[first + q]
+    done = 0
+    moving = count
+    for i in range(record_steps.size):
+        while done < record_steps[i] and moving > 0:
+            _lane_residual(W1, W2, D, work, m, n, h, r)
+            for q in range(count):
+                if not frozen[q] and not math.isfinite(work[15][0, q]):
+                    frozen[q] = True
+                    moving -= 1
+                    for which in range(4):
+                        kept[which][:, q] = live[which][:, q]
+            _lane_descent_step(W1, W2, work, work[0], work[1], work[2], work[3], m, n, h, r, lr)
+            done += 1
+        for q in range(count):
+            source = kept if frozen[q] else live
+            _unpack_lane(source[0], q, A1)
+            _unpack_lane(source[1], q, B1)
+            _unpack_lane(source[2], q, A2)
+            _unpack_lane(source[3], q, B2)
+            _observe(W1, W2, D, A1, B1, A2, B2, gamma1, C1_0[q], C2_0[q], records[first + q, i], scratch)
+    for q in range(count):
+        source = kept if frozen[q] else live
+        _unpack_lane(source[0], q, A1s[first + q])
+        _unpack_lane(source[1], q, B1s[first + q])
+        _unpack_lane(source[2], q, A2s[first + q])
+        _unpack_lane(source[3], q, B2s[first + q])
+
+
 @njit(cache=True, parallel=True)
 def _descend(W1, W2, D, gamma1, lr, record_steps, A1s, B1s, A2s, B2s, records):
-    """Gradient descent for every repetition (in parallel); ``records[j, i]`` = observables at
-    record_steps[i]."""
-    repetitions = A1s.shape[0]
-    for j in prange(repetitions):
-        A1 = A1s[j].copy()
-        B1 = B1s[j].copy()
-        A2 = A2s[j].copy()
-        B2 = B2s[j].copy()
-        gA1 = np.empty_like(A1)
-        gB1 = np.empty_like(B1)
-        gA2 = np.empty_like(A2)
-        gB2 = np.empty_like(B2)
-        scratch = (np.empty_like(A1), np.empty_like(B1), np.empty_like(A2), np.empty_like(B2))
-        C1_0 = A1 @ np.ascontiguousarray(A1.T) - np.ascontiguousarray(B1.T) @ B1
-        C2_0 = A2 @ np.ascontiguousarray(A2.T) - np.ascontiguousarray(B2.T) @ B2
-        done = 0
-        for i in range(record_steps.size):
-            while done < record_steps[i]:
-                value = _loss_and_gradient(W1, W2, D, A1, B1, A2, B2, gA1, gB1, gA2, gB2, True)
-                if not math.isfinite(value):
-                    break
-                A1 -= lr * gA1
-                B1 -= lr * gB1
-                A2 -= lr * gA2
-                B2 -= lr * gB2
-                done += 1
-            _observe(W1, W2, D, A1, B1, A2, B2, gamma1, C1_0, C2_0, records[j, i], scratch)
-        A1s[j] = A1
-        B1s[j] = B1
-        A2s[j] = A2
-        B2s[j] = B2
+    """Gradient descent for every repetition, LANES repetitions per block and blocks in parallel;
+    ``records[j, i]`` = observables of repetition j at record_steps[i]."""
+    blocks = (A1s.shape[0] + LANES - 1) // LANES
+    for block in prange(blocks):
+        first = block * LANES
+        _descend_block(W1, W2, D, gamma1, lr, record_steps, A1s, B1s, A2s, B2s, records, first, min(LANES, A1s.shape[0] - first))
+
+
+@njit(cache=True)
+def _lane_gradient(W1, W2, D, A1s, B1s, A2s, B2s, index, gA1, gB1, gA2, gB2):
+    """dL/dA_1, ... of repetition ``index`` by the descent's arithmetic (the repetition alone in lane 0)."""
+    r, n = A1s.shape[1], A1s.shape[2]
+    h = B1s.shape[1]
+    m = B2s.shape[1]
+    work = _lane_workspace(m, n, h, r)
+    _pack_lanes(A1s, B1s, A2s, B2s, index, 1, work)
+    _lane_residual(W1, W2, D, work, m, n, h, r)
+    lanes = (np.zeros_like(work[0]), np.zeros_like(work[1]), np.zeros_like(work[2]), np.zeros_like(work[3]))
+    _lane_descent_step(W1, W2, work, lanes[0], lanes[1], lanes[2], lanes[3], m, n, h, r, 0.0)
+    _unpack_lane(lanes[0], 0, gA1)
+    _unpack_lane(lanes[1], 0, gB1)
+    _unpack_lane(lanes[2], 0, gA2)
+    _unpack_lane(lanes[3], 0, gB2)
+    for out in (gA1, gB1, gA2, gB2):
+        out *= -1.0
 
 
 def _check_consistent(problem: MFProblem) -> np.ndarray:
@@ -266,9 +795,9 @@ def mf_gradient(problem: MFProblem, state: MFState, index: int = 0) -> tuple:
     tuple of ndarray
     """
     D = _check_consistent(problem)
-    parts = [np.ascontiguousarray(array[index]) for array in (state.A1, state.B1, state.A2, state.B2)]
-    out = [np.empty_like(part) for part in parts]
-    _loss_and_gradient(problem.W1, problem.W2, D, *parts, *out, True)
+    parts = [np.ascontiguousarray(array[index], dtype=np.float64)[None] for array in (state.A1, state.B1, state.A2, state.B2)]
+    out = [np.empty_like(part[0]) for part in parts]
+    _lane_gradient(np.ascontiguousarray(problem.W1), np.ascontiguousarray(problem.W2), D, *parts, 0, *out)
     return tuple(out)
 
 
@@ -319,8 +848,10 @@ def _record_grid(steps: int, records: int) -> np.ndarray:
 
 
 def mf_gradient_descent(problem: MFProblem, init: str = "small", alpha: float = 1e-3, repetitions: int = 1, steps: int = 50_000, lr: float = 1e-4, records: int = 100, seed: int = 0, state: MFState | None = None) -> MFRun:
-    """Gradient descent ``X <- X - lr dL/dX`` on every adapter, all repetitions in parallel (numba threads;
-    each repetition's numbers do not depend on the thread count).
+    """Gradient descent ``X <- X - lr dL/dX`` on every adapter, eight repetitions per SIMD register and
+    blocks of eight on numba threads (each repetition's numbers depend neither on the thread count nor on
+    the other repetitions). A repetition whose loss stops being finite stays at the last state (its records
+    repeat it).
 
     Parameters
     ----------
