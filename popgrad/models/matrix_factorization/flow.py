@@ -1,6 +1,12 @@
 """Initialisations, the loss and its gradient, gradient descent (eight repetitions per SIMD register, numba)
-and gradient flow (the project's adaptive Dormand–Prince integrator on the flattened state, dense output) for
-the LoRA matrix-factorization problem, with the paper's observables on a record grid.
+and gradient flow for LoRA in matrix factorization.
+
+(One file of about 1000 lines, on purpose: the SIMD lane intrinsics, the lane kernels built on them and the
+loss/observable kernels they inline are cached by numba per file, keyed on this file's source alone; split
+across files, an edit of one would leave the others' cached machine code stale.)
+
+Gradient flow runs on the project's adaptive Dormand–Prince integrator (the flattened state, dense output);
+the paper's observables are recorded on a grid.
 
 State: ``A_1`` (r x n), ``B_1`` (h x r), ``A_2`` (r x h), ``B_2`` (m x r); flattened in that order for the
 integrator. With ``M_2 = W_2 + B_2 A_2``, ``M_1 = W_1 + B_1 A_1`` and ``E = Y_ft - M_2 M_1``:
@@ -30,6 +36,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 from ..._validation import InvalidArgument, check_choice, check_integer, check_real
+from ...dynamics.trajectories import checkpoint_grid
 from .spec import MFProblem
 
 __all__ = ["MFState", "mf_initial_states", "mf_loss", "mf_gradient", "mf_gradient_descent", "mf_gradient_flow", "MFRun", "MF_OBSERVABLES", "MF_INITS"]
@@ -844,7 +851,7 @@ class MFRun:
 
 
 def _record_grid(steps: int, records: int) -> np.ndarray:
-    return np.unique(np.linspace(0, steps, records + 1).round().astype(np.int64))
+    return checkpoint_grid(steps, records + 1)
 
 
 def mf_gradient_descent(problem: MFProblem, init: str = "small", alpha: float = 1e-3, repetitions: int = 1, steps: int = 50_000, lr: float = 1e-4, records: int = 100, seed: int = 0, state: MFState | None = None) -> MFRun:
