@@ -169,3 +169,48 @@ def test_sweep_cells_of_every_model_have_one_record_schema():
     assert set(reduced["observables"]) == set(joint["observables"]) and set(reduced["observables"]["m"]) == {"mean", "standard_error"}
     hitting = run_cell(base | {"kind": "hitting_time", "eps": 0.5})["result"]
     assert {"hitting_steps", "hitting_time", "predicted_hitting_time"} <= set(hitting)
+
+
+@pytest.mark.parametrize("options, parameter", [(dict(flow_starts=0), "flow_starts"), (dict(map_starts=-1), "map_starts"), (dict(map_batches=1), "map_batches"), (dict(noise_samples=10), "noise_samples"), (dict(map_substeps=0), "map_substeps"), (dict(noise_seed=-2), "noise_seed")])
+def test_prediction_options_out_of_range_are_refused_before_the_simulation(options, parameter):
+    import time
+
+    model = general_model(popgrad.orthonormal_problem("relu", 3, 1.0, seed=0), train_c_hat=True)
+    begin = time.process_time()
+    with pytest.raises(ValueError) as caught:
+        compare(model, 60, delta=0.2, checkpoints=[0, 10**9], trajectories=4, which=("gradient_flow", "one_step_mean"), **options)
+    assert getattr(caught.value, "parameter", None) == parameter and time.process_time() - begin < 5.0  # no 1e9-step simulation
+
+
+def test_an_undefined_prediction_is_never_called_consistent():
+    import dataclasses
+
+    from popgrad.analysis.comparison import Comparison
+
+    model = general_model(popgrad.orthonormal_problem("relu", 3, 1.0, seed=0), train_c_hat=True)
+    result = compare(model, 40, delta=0.2, checkpoints=[0, 100, 200], trajectories=16, which="gradient_flow", flow_starts=2)
+    values = {name: np.full_like(array, np.nan) for name, array in result.predictions.values["gradient_flow"].items()}
+    broken = Comparison(result.run, dataclasses.replace(result.predictions, values={"gradient_flow": values}))
+    assert set(broken.conclusions["gradient_flow"].values()) == {"undefined"} and broken.consistent == {"gradient_flow": False}
+
+
+def test_a_teacher_in_span_w_has_an_orthonormal_basis_of_f_and_states_rebuilt_from_m_keep_u_s_sign():
+    from popgrad.models.finetuning.initial import embedded_geometry, states_from_overlap
+    from popgrad.models.finetuning.observables import state_observables
+
+    problem = popgrad.random_features_problem("relu", 3, 1.0, d=10, seed=0)
+    inside = problem.W[0] + 0.5 * problem.W[1]
+    model = general_model(problem, U=inside / np.linalg.norm(inside), unconstrained=True, train_c_hat=True)
+    W, QF, U = embedded_geometry(model, 10, seed=1)
+    np.testing.assert_allclose(QF.T @ QF, np.eye(QF.shape[1]), atol=1e-12)
+    np.testing.assert_allclose(W, problem.W, atol=1e-12)
+    np.testing.assert_allclose(U[0], inside / np.linalg.norm(inside), atol=1e-12)
+    # an explicit u ⟂ W whose coordinate along F's last axis came out negative in 0.x's QR
+    orthogonal = popgrad.random_features_problem("relu", 2, 1.0, d=6, seed=3)
+    u = np.zeros(6)
+    u[5] = 1.0
+    u -= orthogonal.W.T @ np.linalg.solve(orthogonal.W @ orthogonal.W.T, orthogonal.W @ u)
+    reduced = general_model(orthogonal, U=u / np.linalg.norm(u))
+    assert reduced.reduces_to_overlap and reduced.UF[0, -1] > 0
+    Y, Gamma, C_hat = states_from_overlap(reduced, np.array([0.3, -0.6]))
+    np.testing.assert_allclose(state_observables(reduced, Y, Gamma, C_hat)["m"], [0.3, -0.6], atol=1e-14)
