@@ -85,9 +85,9 @@ def _run(args) -> int:
     }
     if args.curves:
         payload["curves"] = {"steps": run.steps.tolist(), **{name: {"mean": run.observable(name).mean(axis=0).tolist(), "std": run.observable(name).std(axis=0).tolist()} for name in MF_OBSERVABLES}}
-    from .. import __version__
+    from .._io import versions
 
-    payload["versions"] = {"popgrad": __version__, "numpy": np.__version__}
+    payload["versions"] = versions()
     if args.format == "json":
         write(json.dumps(payload))
         return 0

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 
+from .._io import versions
 from .._validation import InvalidArgument
 from .common import UsageError, non_negative_int, real, write
 
@@ -90,11 +90,6 @@ def _needs_command(args) -> int:
     raise UsageError("ntk needs a command: landscape, build, threshold or example")
 
 
-def _versions() -> dict:
-    from .. import __version__
-
-    return {"popgrad": __version__, "numpy": np.__version__}
-
 
 def _check_positive(value: float, flag: str) -> None:
     if not (value > 0 and math.isfinite(value)):
@@ -124,7 +119,7 @@ def _landscape(args) -> int:
     study = ntk_landscape(problem, args.rank, args.starts, args.seed, args.method, **options)
     payload = study.to_dict()
     payload["problem"] = args.problem
-    payload["versions"] = _versions()
+    payload["versions"] = versions()
     if args.format == "json":
         write(json.dumps(payload))
         return 0
@@ -182,7 +177,7 @@ def _threshold(args) -> int:
 
         with atomic_path(args.plot) as temporary:
             threshold_figure(rows, f"{args.kind} {args.m} x {args.n}, KN = {args.data * args.outputs}").savefig(temporary, dpi=120, format="png")
-    payload = {"rows": rows, "parameters": {key: getattr(args, key) for key in ("kind", "m", "n", "data", "outputs", "tokens", "activation", "weight_decay", "loss", "ranks", "instances", "starts", "seed")}, "versions": _versions()}
+    payload = {"rows": rows, "parameters": {key: getattr(args, key) for key in ("kind", "m", "n", "data", "outputs", "tokens", "activation", "weight_decay", "loss", "ranks", "instances", "starts", "seed")}, "versions": versions()}
     if args.format == "json":
         write(json.dumps(payload))
         return 0
@@ -216,7 +211,7 @@ def _example(args) -> int:
 
     _check_positive(args.weight_decay, "--weight-decay")
     example = ntk_spurious_example(args.weight_decay)
-    payload = {"verified": example.verified, "value": example.value, "convex_optimum": example.convex_value, "b": example.b.tolist(), "a": example.a.tolist(), "exact": example.exact, "found": {"seed": example.found["seed"], "starts": example.found["starts"]}, "versions": _versions()}
+    payload = {"verified": example.verified, "value": example.value, "convex_optimum": example.convex_value, "b": example.b.tolist(), "a": example.a.tolist(), "exact": example.exact, "found": {"seed": example.found["seed"], "starts": example.found["starts"]}, "versions": versions()}
     if args.format == "json":
         write(json.dumps(payload))
         return 0
