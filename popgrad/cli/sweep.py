@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from .._validation import InvalidArgument
 from .common import UsageError, print_json
@@ -69,6 +70,6 @@ def _sweep_report(args) -> int:
         print_json(document)
         return 0
     folder = args.out or f"{args.store}/report"
-    print((store.folder / "report" / "sweep.md").read_text() if args.out is None else open(f"{folder}/sweep.md").read())
+    print(Path(folder, "sweep.md").read_text())  # just written by write_sweep_report
     print(f"wrote {folder}/ (sweep.json, sweep.md, sweep.csv{', scaling.png' if document['fits'] else ''})")
     return 0
