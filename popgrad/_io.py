@@ -11,12 +11,13 @@ import contextlib
 import json
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 from ._validation import InvalidArgument
 
-__all__ = ["atomic_path", "write_text", "write_json", "read_json_file", "json_safe", "check_output_file", "check_output_folder", "INCOMPLETE", "ContentEqual", "canonical_json", "versions", "write_netcdf_arrays"]
+__all__ = ["atomic_path", "write_text", "write_json", "read_json_file", "read_toml_file", "read_user_file", "read_user_bytes", "MAX_USER_FILE", "strict_json", "json_safe", "check_output_file", "check_output_folder", "INCOMPLETE", "ContentEqual", "canonical_json", "versions", "write_netcdf_arrays"]
 
 #: marker file present in a report folder while it is being written
 INCOMPLETE = "INCOMPLETE"
@@ -70,19 +71,155 @@ def json_safe(value):
     return value
 
 
+def _non_finite_keys(value, where: str, found: list) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _non_finite_keys(item, f"{where}.{key}" if where else str(key), found)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _non_finite_keys(item, where, found)
+    elif hasattr(value, "tolist"):
+        _non_finite_keys(value.tolist(), where, found)
+    elif isinstance(value, float) and not math.isfinite(value) and where not in found:
+        found.append(where)
+
+
+def strict_json(payload, indent: int | None = 1) -> str:
+    """``payload`` as strict JSON text, which every JSON parser reads (no NaN or Infinity tokens): each
+    non-finite number becomes null, and an object payload then gains ``"non_finite"``, the keys (dotted
+    paths, list positions left out) whose values were not finite.
+
+    Examples
+    --------
+    >>> strict_json({"loss": [1.0, float("inf")], "rate": 0.5}, indent=None)
+    '{"loss": [1.0, null], "rate": 0.5, "non_finite": ["loss"]}'
+    """
+    found: list = []
+    _non_finite_keys(payload, "", found)
+    safe = json_safe(payload)
+    if found and isinstance(safe, dict):
+        safe["non_finite"] = found
+    return json.dumps(safe, indent=indent, allow_nan=False)
+
+
 def write_json(path, payload) -> Path:
     """Write ``payload`` as strict JSON (no NaN or Infinity tokens), atomically."""
     return write_text(path, json.dumps(json_safe(payload), indent=1, allow_nan=False) + "\n")
 
 
-def read_json_file(path, what: str, parameter: str):
-    """The JSON content of ``path``; a missing file or invalid JSON is refused in one line naming ``what``."""
+#: the largest user file popgrad reads (problem, model, specification, store files): 256 MiB
+MAX_USER_FILE = 256 * 2**20
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
+
+
+def read_user_bytes(path, what: str, parameter: str, limit: int = MAX_USER_FILE) -> bytes:
+    """The bytes of a user file, read through the one boundary every user file passes: a regular file
+    (folders, FIFOs, devices and sockets are refused before opening; a FIFO is never opened), at most
+    ``limit`` bytes (checked from the file's size before reading, and read with a bounded read). Anything
+    else is refused as :class:`InvalidArgument` naming ``what``, the file and what is wrong."""
+    path = Path(path)
+    name = f"{what} {str(path)!r}"
     try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InvalidArgument(f"{what} {str(path)!r} does not exist", parameter) from None
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise InvalidArgument(f"{name} does not exist", parameter) from None
+    except OSError as exc:
+        raise InvalidArgument(f"{name} cannot be read ({exc.strerror or type(exc).__name__})", parameter) from None
+    kind = _not_regular(info.st_mode)
+    if kind:
+        raise InvalidArgument(f"{name} is {kind}, not a regular file", parameter)
+    if info.st_size > limit:
+        raise InvalidArgument(f"{name} is {info.st_size} bytes; at most {limit} ({limit // 2**20} MiB) are read", parameter)
+    try:
+        # O_NONBLOCK: should the path have become a FIFO since the stat, opening it must not wait for a writer
+        handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise InvalidArgument(f"{name} cannot be read ({exc.strerror or type(exc).__name__})", parameter) from None
+    try:
+        kind = _not_regular(os.fstat(handle).st_mode)
+        if kind:
+            raise InvalidArgument(f"{name} is {kind}, not a regular file", parameter)
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(handle, min(2**20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        raise InvalidArgument(f"{name} cannot be read ({exc.strerror or type(exc).__name__})", parameter) from None
+    finally:
+        os.close(handle)
+    if total > limit:
+        raise InvalidArgument(f"{name} is more than {limit} bytes ({limit // 2**20} MiB) long", parameter)
+    return b"".join(chunks)
+
+
+def read_user_file(path, what: str, parameter: str, limit: int = MAX_USER_FILE) -> str:
+    """The text of a user file (:func:`read_user_bytes`), which must be UTF-8 (a leading byte-order mark
+    is dropped); a bad byte is named with its offset.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> read_user_file(folder, "problem file", "problem")
+    Traceback (most recent call last):
+    ...
+    popgrad._validation.InvalidArgument: problem file '...' is a folder, not a regular file
+    """
+    data = read_user_bytes(path, what, parameter, limit)
+    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = start + exc.start
+        raise InvalidArgument(f"{what} {str(path)!r} is not UTF-8 text (byte 0x{data[offset]:02x} at offset {offset})", parameter) from None
+
+
+def _check_object(data, path, what: str, parameter: str, language: str):
+    if not isinstance(data, dict):
+        found = "null" if data is None else {list: "a list", str: "a string", bool: "a boolean"}.get(type(data), "a number")
+        raise InvalidArgument(f"{what} {str(path)!r} holds {found} at the top level; expected a {language} object", parameter)
+    return data
+
+
+def read_json_file(path, what: str, parameter: str, expect_object: bool = True):
+    """The JSON content of ``path`` (read by :func:`read_user_file`); a missing, unreadable or invalid
+    file, or (with ``expect_object``) one whose top level is not an object, is refused in one line naming
+    ``what`` and the file."""
+    text = read_user_file(path, what, parameter)
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidArgument(f"{what} {str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno})", parameter) from None
+        raise InvalidArgument(f"{what} {str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})", parameter) from None
+    except RecursionError:
+        raise InvalidArgument(f"{what} {str(path)!r} is nested too deeply to be read", parameter) from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise InvalidArgument(f"{what} {str(path)!r} is not valid JSON ({str(exc).splitlines()[0]})", parameter) from None
+    return _check_object(data, path, what, parameter, "JSON") if expect_object else data
+
+
+def read_toml_file(path, what: str, parameter: str) -> dict:
+    """The TOML content of ``path`` (read by :func:`read_user_file`), refused in one line when invalid."""
+    import tomllib
+
+    text = read_user_file(path, what, parameter)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidArgument(f"{what} {str(path)!r} is not valid TOML ({str(exc).splitlines()[0]})", parameter) from None
+    except RecursionError:
+        raise InvalidArgument(f"{what} {str(path)!r} is nested too deeply to be read", parameter) from None
+    except ValueError as exc:
+        raise InvalidArgument(f"{what} {str(path)!r} is not valid TOML ({str(exc).splitlines()[0]})", parameter) from None
 
 
 def _writable_folder(folder: Path, parameter: str, what: str) -> None:

@@ -13,13 +13,14 @@ reads that and the two formats 0.x wrote) and a PNG plot.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .._io import INCOMPLETE, atomic_path, check_output_folder, read_json_file, versions, write_json, write_netcdf_arrays, write_text
+from .._io import INCOMPLETE, atomic_path, check_output_folder, json_safe, read_json_file, read_user_bytes, versions, write_json, write_netcdf_arrays, write_text
 from .._validation import InvalidArgument, check_real
 from ..dynamics.engine import Predictions, Run, chosen_predictions, predict, simulate
 from ..dynamics.protocol import family_of
@@ -267,7 +268,7 @@ class Comparison:
         for name, steps in self.predictions.hitting_steps.items():
             dimensions[f"start_{name}"] = steps.size
             variables.append((f"predicted_hitting_step__{name}", (f"start_{name}",), steps, f"first step of {name.replace('_', ' ')} at the hitting level, per start (inf: not by the last checkpoint)", "steps"))
-        return dimensions, variables, {"schema": COMPARISON_SCHEMA, "provenance": json.dumps(self.provenance()), "verdict": self.verdict}
+        return dimensions, variables, {"schema": COMPARISON_SCHEMA, "provenance": json.dumps(json_safe(self.provenance()), allow_nan=False), "verdict": self.verdict}
 
     def write_netcdf(self, path) -> None:
         """The arrays as a NetCDF3 file (:func:`popgrad._io.write_netcdf_arrays`); xarray reads it back as the
@@ -427,7 +428,7 @@ def load_comparison(folder: str | Path) -> Comparison:
         if not (folder / name).is_file():
             raise InvalidArgument(f"folder {str(folder)!r} has no {name}", "folder")
     try:
-        with netcdf_file(folder / "comparison.nc", "r", mmap=False) as file:
+        with netcdf_file(io.BytesIO(read_user_bytes(folder / "comparison.nc", "report", "folder")), "r", mmap=False) as file:
             arrays = {name: np.array(variable[...]) for name, variable in file.variables.items()}
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise InvalidArgument(f"folder {str(folder)!r}: comparison.nc is not a NetCDF file popgrad wrote ({exc})", "folder") from None

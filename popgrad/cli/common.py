@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["UsageError", "Parser", "given", "refuse_together", "non_negative_int", "real", "grid", "step_list", "FLAGS", "flag_message", "EXIT_USAGE", "EXIT_NEGATIVE", "EXIT_BUG"]
+__all__ = ["UsageError", "Parser", "given", "refuse_together", "non_negative_int", "real", "grid", "step_list", "FLAGS", "flag_message", "EXIT_USAGE", "EXIT_NEGATIVE", "EXIT_BUG", "print_json", "write", "naming_file"]
 
 #: exit statuses: a usage error, a scientific negative (--strict inconsistency, stale tables), a crash
 EXIT_USAGE, EXIT_NEGATIVE, EXIT_BUG = 2, 3, 1
@@ -151,3 +151,21 @@ def step_list(text: str) -> list:
 
 def write(text: str = "") -> None:
     sys.stdout.write(text + "\n")
+
+
+def print_json(payload) -> None:
+    """Print ``payload`` as strict JSON (:func:`popgrad._io.strict_json`): the one way every ``--format
+    json`` reaches stdout, so a diverged run prints null (and names the keys under ``non_finite``), never
+    NaN or Infinity."""
+    from .._io import strict_json
+
+    write(strict_json(payload))
+
+
+def naming_file(path, flag: str, exc: Exception) -> UsageError:
+    """The usage error for ``exc``, raised while reading the file ``path`` given as ``flag``: its first
+    line, prefixed by the flag and the file unless the message names the file already."""
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if str(path) in message:
+        return UsageError(message)
+    return UsageError(f"{flag} {path}: {flag_message(message, getattr(exc, 'parameter', None))}")

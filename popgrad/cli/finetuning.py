@@ -5,13 +5,13 @@ Ranges are checked once, by the library; the command line only turns flags into 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from functools import partial
 
 from .. import __version__
-from .._io import INCOMPLETE, atomic_path, check_output_file, check_output_folder, json_safe, write_json, write_text
-from .common import EXIT_NEGATIVE, UsageError, given, grid, real, refuse_together, step_list
+from .._io import INCOMPLETE, atomic_path, check_output_file, check_output_folder, write_json, write_text
+from .._validation import InvalidArgument
+from .common import EXIT_NEGATIVE, UsageError, given, grid, naming_file, print_json, real, refuse_together, step_list
 
 __all__ = ["register"]
 
@@ -101,7 +101,10 @@ def _problem_from_args(args):
     if getattr(args, "handler", None) in (_h, _problem) and given(args, "dimension") and (args.problem or args.features != "random"):
         raise UsageError(f"{given(args, 'dimension')[0]} has no effect here: it is the input dimension of --features random only")
     if args.problem:
-        return _reduced_problem_from_file(args.problem)
+        try:
+            return _reduced_problem_from_file(args.problem)
+        except InvalidArgument as exc:
+            raise naming_file(args.problem, "--problem", exc) from None
     seed = args.seed if args.problem_seed is None else args.problem_seed
     common = {"seed": seed, "convention": args.convention}
     if args.features == "random":
@@ -159,7 +162,7 @@ def _h(args) -> int:
             plot_population(problem).savefig(temporary, dpi=120, format="png")
     if args.format == "json":
         payload = {"problem": problem.to_dict(), "m": args.m.tolist(), "h": h.tolist(), "Phi": loss.tolist(), "h0": points.h0, "zeros": list(points.zeros), "popgrad": __version__}
-        print(json.dumps(json_safe(payload), indent=1, allow_nan=False))
+        print_json(payload)
         return 0
     rows = tuple((f"{a:.6g}", f"{b:.12g}", f"{c:.12g}") for a, b, c in zip(args.m, h, loss))
     table = Table("h(m) and Phi(m)", ("m", "h(m)", "Phi(m)"), rows, note=repr(problem))
@@ -230,19 +233,25 @@ def _model_from_args(args):
         from ..dynamics.protocol import model_from_dict
 
         refuse_together(args, "problem", PROBLEM_FLAGS, "the model file sets the problem (edit the file, or drop --problem)")
-        data = read_json_file(args.problem, "model file", "problem")
-        if not isinstance(data, dict):
-            raise UsageError(f"--problem: {args.problem} holds no JSON object")
+        data = read_json_file(args.problem, "model file", "problem")  # an object, or refused naming the file
         if data.get("model", "finetuning") != "finetuning":
             refuse_together(args, "problem", MODEL_FLAGS, f"the fine-tuning model's switches do not apply to a {data['model']!r} model")
-            return model_from_dict(data)
+            try:
+                return model_from_dict(data)
+            except InvalidArgument as exc:
+                raise naming_file(args.problem, "--problem", exc) from None
         # a problem file with switch flags: the flags set the switches the file leaves at their defaults
         set_by_file = [name for name in MODEL_FLAGS if name in data or (name == "alpha" and ("u" in data or "U" in data))]
         clash = [flag for flag in given(args, *set_by_file)]
         if clash:
             raise UsageError(f"{clash[0]} next to --problem: the model file sets it (edit the file, or drop the flag)")
         given_switches = {name: switches[name] for name in MODEL_FLAGS if given(args, name)}
-        return model_from_dict(data | given_switches)
+        try:
+            return model_from_dict(data | given_switches)
+        except InvalidArgument as exc:
+            if exc.parameter in given_switches:  # a flag's value, not the file
+                raise
+            raise naming_file(args.problem, "--problem", exc) from None
     problem = _problem_from_args(args)
     seed = args.seed if args.problem_seed is None else args.problem_seed  # the model's own draws go with the problem's
     return general_model(problem, seed=seed, **switches)
@@ -305,7 +314,7 @@ def _simulate(args) -> int:
         with atomic_path(args.out) as temporary:
             run.write_netcdf(temporary)
     if args.format == "json":
-        print(json.dumps(json_safe(run.to_json_dict()), indent=1, allow_nan=False))
+        print_json(run.to_json_dict())
         return 0
     _header(model, run)
     names = list(run.observables)
@@ -351,7 +360,7 @@ def _compare(args) -> int:
     result = compare(model, d, eta, checkpoints, trajectories=args.trajectories, method=args.method, m0=args.m0, seed=args.seed, threshold=args.threshold, progress=_progress(args), hit=args.hit, **_prediction_settings(args, model))
     paths = result.save(args.out)
     if args.format == "json":
-        print(json.dumps(json_safe(result.to_json_dict()), indent=1, allow_nan=False))
+        print_json(result.to_json_dict())
     else:
         _header(model, result.run)
         _print_comparison({args.method: result})

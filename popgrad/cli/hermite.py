@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import csv
-import json
 import sys
 
-from .common import non_negative_int, real
+from .common import non_negative_int, print_json, real
 
 __all__ = ["register"]
 
@@ -36,7 +35,7 @@ def _hermite(args) -> int:
             for p, (exact, value, digits, zero) in enumerate(zip(check.exact, check.value, check.digits, check.zero))
         ]
         payload = {"activation": check.activation, "scale": check.scale, "digits": args.digits, "method": check.method, "information_exponent": exponent, "coefficients": coefficients}
-        print(json.dumps(payload, indent=2))
+        print_json(payload)
         return 0
     table = hermite_table(check, exponent, digits=args.digits)
     if args.format == "markdown":

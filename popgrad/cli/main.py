@@ -44,8 +44,9 @@ def main(argv: list | None = None) -> int:
     show_traceback = "--traceback" in (sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
-        if args.command is None:
-            parser.print_help()
+        if args.command is None:  # the usage on stderr: stdout stays for what a command prints
+            parser.print_usage(sys.stderr)
+            print("popgrad: error: a command is required (popgrad --help lists them)", file=sys.stderr)
             return EXIT_USAGE
         # floating-point conditions are handled where they matter (divergence, overflow checks): numpy's
         # warnings about them are noise on the command line

@@ -4,12 +4,12 @@ the Figure 1 setting by default (m = n = 10, h = 100, r = 4, s = 5 on the top pa
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 
-from .common import UsageError, non_negative_int, real, write
+from .._validation import InvalidArgument
+from .common import UsageError, naming_file, non_negative_int, print_json, real, write
 
 __all__ = ["register"]
 
@@ -54,7 +54,10 @@ def _run(args) -> int:
         typed = given(args, "m", "n", "h", "rank", "s", "beta", "pair", "problem_seed")
         if typed:
             raise UsageError(f"{typed[0]} cannot be used with --problem: the file sets the problem")
-        problem = load_mf_problem(args.problem)
+        try:
+            problem = load_mf_problem(args.problem)
+        except InvalidArgument as exc:
+            raise naming_file(args.problem, "--problem", exc) from None
     else:
         for name in ("m", "n", "h", "rank"):
             if getattr(args, name) < 1:
@@ -77,6 +80,7 @@ def _run(args) -> int:
     final = run.final_loss()
     logs = np.log10(np.maximum(final, 1e-300))
     payload = {
+        "diverged": bool(not np.all(np.isfinite(final))),
         "final_loss": final.tolist(),
         "log10_final_loss_mean": float(logs.mean()),
         "log10_final_loss_std": float(logs.std(ddof=1)) if final.size > 1 else None,
@@ -89,7 +93,7 @@ def _run(args) -> int:
 
     payload["versions"] = versions()
     if args.format == "json":
-        write(json.dumps(payload))
+        print_json(payload)
         return 0
     write(f"LoRA matrix factorization: {args.method}, init {args.init}, alpha {args.alpha:g}, {args.repeats} repetitions, {args.steps} steps of {args.lr:g} (delta_w = {problem.delta_w:.4g})")
     write(f"final log10 loss: mean {payload['log10_final_loss_mean']:.3f}" + (f", std {payload['log10_final_loss_std']:.3f}" if payload["log10_final_loss_std"] is not None else ""))

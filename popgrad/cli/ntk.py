@@ -9,13 +9,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 
 from .._io import versions
 from .._validation import InvalidArgument
-from .common import UsageError, non_negative_int, real, write
+from .common import UsageError, naming_file, non_negative_int, print_json, real, write
 
 __all__ = ["register"]
 
@@ -103,7 +102,7 @@ def _landscape(args) -> int:
     try:
         problem = load_ntk_problem(args.problem)
     except InvalidArgument as exc:
-        raise UsageError(f"{args.problem}: {str(exc).splitlines()[0]}") from None
+        raise naming_file(args.problem, "problem file", exc) from None
     if args.rank < 1:
         raise UsageError(f"--rank must be at least 1, got {args.rank}")
     if args.starts < 1:
@@ -121,7 +120,7 @@ def _landscape(args) -> int:
     payload["problem"] = args.problem
     payload["versions"] = versions()
     if args.format == "json":
-        write(json.dumps(payload))
+        print_json(payload)
         return 0
     m, n = problem.shape
     where = "above" if payload["threshold"]["above"] else "at or below"
@@ -179,7 +178,7 @@ def _threshold(args) -> int:
             threshold_figure(rows, f"{args.kind} {args.m} x {args.n}, KN = {args.data * args.outputs}").savefig(temporary, dpi=120, format="png")
     payload = {"rows": rows, "parameters": {key: getattr(args, key) for key in ("kind", "m", "n", "data", "outputs", "tokens", "activation", "weight_decay", "loss", "ranks", "instances", "starts", "seed")}, "versions": versions()}
     if args.format == "json":
-        write(json.dumps(payload))
+        print_json(payload)
         return 0
     write("non-global: converged runs away from the convex optimum; above best: converged runs above the best value reached at that rank (spurious minima of the rank-r problem)")
     write(f"{'rank':>4} {'above':>6} {'non-global runs':>16} {'instances':>10} {'above best':>11} {'best global':>12}")
@@ -213,7 +212,7 @@ def _example(args) -> int:
     example = ntk_spurious_example(args.weight_decay)
     payload = {"verified": example.verified, "value": example.value, "convex_optimum": example.convex_value, "b": example.b.tolist(), "a": example.a.tolist(), "exact": example.exact, "found": {"seed": example.found["seed"], "starts": example.found["starts"]}, "versions": versions()}
     if args.format == "json":
-        write(json.dumps(payload))
+        print_json(payload)
         return 0
     exact = example.exact
     write("A 2 x 2 instance (K = 1, N = 2, squared loss) whose r = 1 LoRA objective has a spurious local minimum:")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import json
+import re
+from pathlib import Path
 
 from .._validation import InvalidArgument
-from .common import UsageError
+from .common import UsageError, print_json
 
 __all__ = ["register"]
+
+#: the longest wait for --scheduler, in seconds
+MAX_TIMEOUT = 86_400
+#: a Dask address: an optional protocol, a host (name, IPv4, or [IPv6]) and an optional port
+SCHEDULER_ADDRESS = re.compile(r"(?:[a-z][a-z0-9+.-]*://)?(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?/?")
 
 
 def register(commands) -> None:
@@ -34,14 +40,13 @@ def _sweep(args) -> int:
     from ..sweeps.spec import load_sweep_spec
     from ..sweeps.store import open_store
 
-    try:
-        spec = load_sweep_spec(args.spec)
-    except InvalidArgument as exc:
-        raise UsageError(f"{args.spec}: {str(exc).splitlines()[0]}") from None
+    spec = load_sweep_spec(args.spec)  # refused in one line naming the file
     if args.workers is not None and args.workers < 0:
         raise UsageError(f"--workers must be at least 0 (0: in this process, without Dask), got {args.workers}")
-    if not args.timeout > 0:
-        raise UsageError(f"--timeout must be positive, got {args.timeout}")
+    if not 0 < args.timeout <= MAX_TIMEOUT:
+        raise UsageError(f"--timeout must be a positive number of seconds, at most {MAX_TIMEOUT} (a day), got {args.timeout}")
+    if args.scheduler is not None and not SCHEDULER_ADDRESS.fullmatch(args.scheduler):
+        raise UsageError(f"--scheduler: {args.scheduler!r} is not a scheduler address (e.g. tcp://host:8786 or host:8786)")
     store = open_store(args.out, spec, resume=args.resume)
     try:
         summary = run_sweep(spec, store, workers=args.workers, scheduler=args.scheduler, progress=None if not args.quiet else False, timeout=args.timeout)
@@ -62,11 +67,9 @@ def _sweep_report(args) -> int:
     store = SweepStore(args.store)
     document = write_sweep_report(store, args.out, replicates=args.replicates)
     if args.format == "json":
-        from .._io import json_safe
-
-        print(json.dumps(json_safe(document), indent=1, allow_nan=False))
+        print_json(document)
         return 0
     folder = args.out or f"{args.store}/report"
-    print((store.folder / "report" / "sweep.md").read_text() if args.out is None else open(f"{folder}/sweep.md").read())
+    print(Path(folder, "sweep.md").read_text())  # just written by write_sweep_report
     print(f"wrote {folder}/ (sweep.json, sweep.md, sweep.csv{', scaling.png' if document['fits'] else ''})")
     return 0

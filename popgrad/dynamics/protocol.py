@@ -220,7 +220,10 @@ def model_from_dict(data: dict):
     """
     if not isinstance(data, dict):
         raise InvalidArgument(f"a model must be a JSON object, got {type(data).__name__}", "model")
-    return family_named(data.get("model", "finetuning")).from_dict(data)
+    name = data.get("model", "finetuning")
+    if not isinstance(name, str):
+        raise InvalidArgument(f"model must be the name of a family ({', '.join(sorted(FAMILY_MODULES))}), got {type(name).__name__}", "model")
+    return family_named(name).from_dict(data)
 
 
 def predictors_for(model) -> dict:

@@ -17,6 +17,7 @@ import numpy as np
 import sympy
 
 from .._io import check_output_folder, write_text
+from .._validation import InvalidArgument
 from .._progress import progress_bar
 from ..gaussian.activations import catalogue
 from ..gaussian.hermite import information_exponent
@@ -347,5 +348,9 @@ def stale_derivations(directory: str | Path, progress: bool | None = False) -> l
     -------
     list of str
     """
+    from .._io import read_user_bytes
+
     directory = Path(directory)
-    return [name for name, content in derivation_files(progress).items() if not (directory / name).exists() or (directory / name).read_text() != content]
+    if not directory.is_dir():
+        raise InvalidArgument(f"out: the derivations folder {str(directory)!r} {'is not a folder' if directory.exists() else 'does not exist'}", "out")
+    return [name for name, content in derivation_files(progress).items() if not (directory / name).exists() or read_user_bytes(directory / name, "derivation table", "out") != content.encode()]

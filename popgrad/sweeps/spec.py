@@ -64,6 +64,8 @@ RUN_KEYS = {
     "record_trajectories": False,
 }
 SPACINGS = ("linear", "log")
+#: the most steps a cell may run (popgrad.dynamics.trajectories.MAX_STEPS)
+MAX_STEPS = 10**12
 
 
 def numerics_version() -> str:
@@ -148,8 +150,10 @@ def cell_key(cell: dict, version: str | None = None) -> str:
         64 hexadecimal digits.
     """
     content = {"parameters": cell, "numerics": numerics_version() if version is None else version}
-    if cell.get("generator") == "file" and cell.get("path") and Path(cell["path"]).is_file():
-        content["problem_file"] = hashlib.sha256(Path(cell["path"]).read_bytes()).hexdigest()  # an edited file is a new cell
+    if cell.get("generator") == "file" and cell.get("path") and Path(cell["path"]).exists():
+        from .._io import read_user_bytes
+
+        content["problem_file"] = hashlib.sha256(read_user_bytes(cell["path"], "model file", "path")).hexdigest()  # an edited file is a new cell
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
@@ -182,6 +186,8 @@ def _checked_cell(cell: dict) -> dict:
         raise InvalidArgument(f"generator must be one of {', '.join(GENERATORS)}, got {cell['generator']!r}", "generator")
     if cell["generator"] == "file" and not cell.get("path"):
         raise InvalidArgument("generator 'file' needs path = \"problem.json\"", "path")
+    if cell["generator"] == "file" and not isinstance(cell["path"], str):
+        raise InvalidArgument(f"path must be a file name, got {cell['path']!r}", "path")
     if cell["d"] is None:
         raise InvalidArgument("d (the input dimension) is required, in [problem], [run] or [grid]", "d")
     if (cell["delta"] is None) == (cell["eta"] is None):
@@ -199,6 +205,11 @@ def _checked_cell(cell: dict) -> dict:
     for key in ("xi", "eps", "delta", "eta", "horizon"):
         if cell[key] is not None and (not _is_number(cell[key]) or not math.isfinite(cell[key]) or cell[key] <= 0):
             raise InvalidArgument(f"{key} must be a positive number, got {cell[key]!r}", key)
+    steps = cell["steps"]
+    if steps is not None and (not _is_number(steps) or not math.isfinite(steps) or steps != int(steps) or not 1 <= steps <= MAX_STEPS):
+        raise InvalidArgument(f"steps must be an integer in [1, {MAX_STEPS:.0e}], got {steps!r}", "steps")
+    if cell["horizon"] is not None and not 0.5 <= cell["horizon"] * cell["d"] < MAX_STEPS + 0.5:
+        raise InvalidArgument(f"horizon = {cell['horizon']:g} makes horizon * d = {cell['horizon'] * cell['d']:.6g} steps; they must lie in [1, {MAX_STEPS:.0e}]", "horizon")
     return cell
 
 
@@ -262,6 +273,21 @@ def sweep_spec_from_dict(data: dict) -> SweepSpec:
     return spec
 
 
+def _check_model_files(spec: SweepSpec) -> None:
+    """Read every model file the sweep names (generator 'file') now, before any store is made: one that
+    cannot be read, or is not a model, is refused naming it."""
+    from .._io import read_json_file
+    from ..dynamics.protocol import model_from_dict
+
+    paths = {cell["path"] for cell in spec.cells() if cell["generator"] == "file"}
+    for path in sorted(paths):
+        try:
+            model_from_dict(read_json_file(path, "model file", "path"))
+        except InvalidArgument as exc:
+            message = str(exc).splitlines()[0]
+            raise InvalidArgument(message if path in message else f"model file {path!r}: {message}", "path") from None
+
+
 def load_sweep_spec(path) -> SweepSpec:
     """Read a sweep specification from a TOML file (``.toml``) or a JSON file (anything else).
 
@@ -273,19 +299,20 @@ def load_sweep_spec(path) -> SweepSpec:
     -------
     SweepSpec
     """
-    import tomllib
+    from .._io import read_json_file, read_toml_file
 
     path = Path(path)
-    if not path.is_file():
-        raise InvalidArgument(f"sweep specification {str(path)!r} does not exist", "spec")
-    text = path.read_text()
-    try:
-        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidArgument(f"sweep specification {str(path)!r} is not valid TOML ({exc})", "spec") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidArgument(f"sweep specification {str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno})", "spec") from None
-    if data.get("problem", {}).get("generator") == "file" and "path" in data.get("problem", {}):
+    if path.suffix.lower() == ".toml":
+        data = read_toml_file(path, "sweep specification", "spec")
+    else:
+        data = read_json_file(path, "sweep specification", "spec")
+    problem = data.get("problem")
+    if isinstance(problem, dict) and problem.get("generator") == "file" and isinstance(problem.get("path"), str):
         # a problem file is read relative to the specification's folder
-        data["problem"]["path"] = str((path.parent / data["problem"]["path"]).resolve())
-    return sweep_spec_from_dict(data)
+        problem["path"] = str((path.parent / problem["path"]).resolve())
+    try:
+        spec = sweep_spec_from_dict(data)
+        _check_model_files(spec)
+        return spec
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"sweep specification {str(path)!r}: {str(exc).splitlines()[0]}", exc.parameter) from None

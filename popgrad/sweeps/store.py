@@ -13,11 +13,10 @@ specification is refused, with the keys that differ.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-from .._io import check_output_folder, write_json
+from .._io import check_output_folder, read_json_file, write_json
 from .._validation import InvalidArgument
 from .spec import SweepSpec, cell_key, numerics_version
 
@@ -39,9 +38,11 @@ class SweepStore:
     def __init__(self, folder):
         self.folder = Path(folder)
         manifest = self.folder / MANIFEST
-        if not manifest.is_file():
+        if not manifest.exists() and not manifest.is_symlink():  # anything else there is read, and refused, below
             raise InvalidArgument(f"{str(self.folder)!r} is not a sweep store (no {MANIFEST})", "store")
-        self.manifest = json.loads(manifest.read_text())
+        self.manifest = read_json_file(manifest, "sweep store manifest", "store")
+        if not isinstance(self.manifest.get("spec"), dict) or not isinstance(self.manifest.get("digest"), str):
+            raise InvalidArgument(f"sweep store manifest {str(manifest)!r} is not a manifest popgrad wrote (no spec or digest)", "store")
 
     @property
     def cells_folder(self) -> Path:
@@ -50,24 +51,39 @@ class SweepStore:
     def path(self, key: str) -> Path:
         return self.cells_folder / f"{key}.json"
 
+    def read_cell(self, key: str) -> dict | None:
+        """The stored cell ``key``, or None when its file is missing or is not a whole cell popgrad wrote
+        (not a regular file, not JSON, not an object with its key, parameters, result and provenance):
+        such a cell is computed again, never counted."""
+        try:
+            record = read_json_file(self.path(key), "sweep cell", "store")
+        except InvalidArgument:
+            return None
+        if record.get("key") != key or not all(isinstance(record.get(name), dict) for name in ("parameters", "result", "provenance")):
+            return None
+        return record
+
     def finished(self) -> set:
-        """Keys of the cells whose results are stored (whole files only: temporary files are skipped)."""
-        return {path.stem for path in self.cells_folder.glob("*.json") if len(path.stem) == 64}
+        """Keys of the cells whose results are stored (whole, readable cells only: temporary files and
+        corrupt cells are skipped, and so computed again)."""
+        return {path.stem for path in self.cells_folder.glob("*.json") if len(path.stem) == 64 and self.read_cell(path.stem) is not None}
 
     def write(self, key: str, cell: dict, outcome: dict) -> bool:
-        """Store a finished cell once: False (and nothing written) if it is already there."""
+        """Store a finished cell once: False (and nothing written) if it is already there; a corrupt cell
+        file in its place is replaced."""
         target = self.path(key)
-        if target.exists():
+        if self.read_cell(key) is not None:
             return False
+        if target.is_dir():
+            raise InvalidArgument(f"sweep cell {str(target)!r} is a folder; remove it", "store")
         write_json(target, {"key": key, "parameters": cell, "result": outcome["result"], "provenance": outcome["provenance"] | {"stored": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}})
         return True
 
     def records(self) -> list:
         """The stored cells of the specification under today's numerics (``key``, ``parameters``,
         ``result``, ``provenance``), in grid order; cells computed by other numerics are left aside."""
-        finished = self.finished()
         keys = [cell_key(cell) for cell in self.spec().cells()]
-        return [json.loads(self.path(key).read_text()) for key in keys if key in finished]
+        return [record for record in (self.read_cell(key) for key in keys) if record is not None]
 
     def spec(self) -> SweepSpec:
         from .spec import sweep_spec_from_dict

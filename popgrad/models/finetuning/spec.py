@@ -202,7 +202,7 @@ class FineTuningProblem(ContentEqual):
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1)
+        return json.dumps(self.to_dict(), indent=1, allow_nan=False)
 
     def save(self, path: str | Path) -> None:
         write_text(check_output_file(path, "path"), self.to_json() + "\n")
@@ -249,13 +249,9 @@ def load_problem(path: str | Path) -> FineTuningProblem:
     InvalidArgument
         A missing file, invalid JSON, unknown or missing keys, or values out of range (named).
     """
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InvalidArgument(f"problem file {str(path)!r} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidArgument(f"problem file {str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    return FineTuningProblem.from_dict(data)
+    from ..._io import read_json_file
+
+    return FineTuningProblem.from_dict(read_json_file(path, "problem file", "problem"))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -109,7 +109,7 @@ class MFProblem(ContentEqual):
 
     def save(self, path) -> None:
         """Write the problem as JSON (:func:`load_mf_problem` reads it back)."""
-        write_text(Path(path), json.dumps(self.to_dict()))
+        write_text(Path(path), json.dumps(self.to_dict(), allow_nan=False))
 
 
 def mf_problem(W1, W2, Y_ft, rank: int, Y_pre=None, G=None, construction: dict | None = None) -> MFProblem:

@@ -122,7 +122,7 @@ class NTKProblem(ContentEqual):
 
     def save(self, path) -> None:
         """Write the problem as JSON (:func:`load_ntk_problem` reads it back)."""
-        write_text(Path(path), json.dumps(self.to_dict()))
+        write_text(Path(path), json.dumps(self.to_dict(), allow_nan=False))
 
 
 def ntk_problem(measurements, targets, weight_decay: float, loss: str = "squared", outputs: int = 1, offsets=None, construction: dict | None = None, network: dict | None = None) -> NTKProblem:
