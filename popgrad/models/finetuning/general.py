@@ -19,7 +19,7 @@ from ...dynamics.trajectories import Diverged, hitting_summary, run_to_checkpoin
 from ...numerics import random_streams as streams
 from ...numerics.linalg import gram_factor
 from .overlaps import general_chain_kernel
-from .sgd import general_sgd_kernel
+from .sgd import general_sgd_stepper
 from .spec import FineTuningProblem
 
 __all__ = ["GeneralModel", "general_model", "general_model_from_dict", "load_general_model", "GeneralSimulation", "simulate_general", "state_observables", "state_population_loss", "state_population_losses", "closed_form_loss", "state_loss_monte_carlo", "OUTPUT_SCALES", "OBSERVABLES"]
@@ -473,9 +473,9 @@ def simulate_general(model: GeneralModel, d: int, eta: float | None = None, chec
         U = np.zeros((model.C.shape[1], d))
         U[:, :p] = model.UF
         V = _initial_frames(model, d, trajectories, seed, first_trajectory)
-        kernel = general_sgd_kernel(code, normalized, not model.unconstrained, model.train_c_hat, model.student == "linearized", r)
         reals = np.array([eta, eta_c, problem.xi, model.s_out])
         w_squared = np.sum(W**2, axis=1)  # from the explicit rows
+        stepper = general_sgd_stepper(code, normalized, not model.unconstrained, model.train_c_hat, model.student == "linearized", r, V, W, QW, U, model.C, lam, inverse_teacher, w_squared, reals, parameters, ops, args, d_ops, d_args)
 
         def observe():
             # the state in F's coordinates: Y = V_F^T, Gamma = V_perp V_perp^T (F = the first p axes here)
@@ -483,7 +483,7 @@ def simulate_general(model: GeneralModel, d: int, eta: float | None = None, chec
             return np.swapaxes(V[:, :, :p], 1, 2).copy(), np.einsum("tlq,tmq->tlm", outside, outside), Ch.copy()
 
         def run(done, count):
-            streams.run_blocks(kernel, trajectories, V, Ch, states, hits, level, bool(stop_when_hit), done, count, W, QW, U, model.C, lam, inverse_teacher, w_squared, reals, parameters, ops, args, d_ops, d_args)
+            stepper(Ch, states, hits, level, bool(stop_when_hit), done, count)
 
         work = d * (k + 4) * r
     check_memory(8.0 * trajectories * len(checkpoints) * (p * r + r * r + k * r), f"the record of the state of {trajectories} trajectories at {len(checkpoints)} checkpoints", "trajectories")
