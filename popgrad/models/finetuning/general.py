@@ -485,7 +485,7 @@ def simulate_general(model: GeneralModel, d: int, eta: float | None = None, chec
         def run(done, count):
             stepper(Ch, states, hits, level, bool(stop_when_hit), done, count)
 
-        work = d * (k + 4) * r
+        work = d * r  # a call costs about one step's pass over W to write V: chunks of >= ~10 steps amortise it
     check_memory(8.0 * trajectories * len(checkpoints) * (p * r + r * r + k * r), f"the record of the state of {trajectories} trajectories at {len(checkpoints)} checkpoints", "trajectories")
     records = {}
     wanted = set(int(s) for s in checkpoints)

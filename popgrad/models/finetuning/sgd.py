@@ -5,6 +5,9 @@ projection and normalisation. ``basis`` (rank x d) spans span(W) and the kernel 
 so the pre-activations ``a = W (basis x)`` reuse the coordinates the projection needs. ``structured``
 selects the rotated geometry (span(W) = the first rank coordinates, u = e_rank): the same law at O(k rank + d)
 per step instead of O(d rank).
+
+The general model (MATH.md §4b): :func:`general_sgd_stepper` runs :func:`general_sgd_kernel` on blocks of
+trajectories that share each pass over W.
 """
 
 from __future__ import annotations
@@ -138,7 +141,12 @@ def sgd_kernel(code: int, structured: bool):
 BLOCK = 8
 #: columns per tile: the block's samples meet a tile of every row of W (or the basis) while it is in cache
 TILE = 512
-FAST = {"reassoc", "contract", "nsz"}
+FAST = {"reassoc", "contract", "nsz"}  # the fastmath flags of the kernels below
+#: steps between foldings of E into the students' d-vectors in :func:`general_sgd_kernel`: each costs two
+#: passes over R (64 instead of 16: 10.7 instead of 11.3 us per trajectory and step at d = 2000, k = 50,
+#: measured). The growth of rounding along span(W) that REPROJECT bounds (1e-16 to O(1) in 4e4 steps at
+#: d = 200, eta = 1e-3) is 6% over 64 steps
+ABSORB = 64
 
 
 @njit(cache=True, nogil=True, fastmath=FAST)
@@ -320,6 +328,149 @@ def _absorb(rows, E, EG, PsT, R, items, count, add, zero, spare):
             EG[items[p], i] = 0.0
 
 
+@njit(cache=True, nogil=True, fastmath=FAST)
+def _student_products(constrained, E, PsT, EG, aR, ghs, Ss, gx, WQ, a, g, gh, P, S, PRT):
+    """The sample's and the student's inner products from the tracked ones (U_hat^T = rows + E R): ``PRT =
+    U_hat^T R^T``, ``gh = U_hat^T x``, ``S = U_hat^T U_hat``, ``g = U^T x``, ``a = W x`` (``WQ a_R`` when
+    constrained) and ``P = W U_hat`` (left 0 when constrained: U_hat is kept in span(W)^perp)."""
+    r, m_R = E.shape
+    for l in range(r):
+        for i in range(m_R):
+            PRT[l, i] = PsT[l, i] + EG[l, i]
+        total = ghs[l]
+        for i in range(m_R):
+            total += E[l, i] * aR[i]
+        gh[l] = total
+        for m in range(l + 1):
+            total = Ss[l, m]
+            for i in range(m_R):
+                total += PsT[l, i] * E[m, i] + E[l, i] * PsT[m, i] + EG[l, i] * E[m, i]
+            S[l, m] = total
+            S[m, l] = total
+    for m in range(gx.shape[0]):
+        g[m] = gx[m]
+    if constrained:
+        for i in range(a.shape[0]):
+            total = 0.0
+            for m in range(m_R):
+                total += WQ[i, m] * aR[m]
+            a[i] = total
+    else:
+        for i in range(a.shape[0]):
+            a[i] = aR[i]
+            for l in range(r):
+                P[i, l] = PRT[l, i]
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def _step(constrained, curved, eta, xi, av, kappa, ch, aR, xx, gh, S, PRT, GR, E, PsT, EG, TA, Tb, Zg, ZG, square, vector):
+    """The step's coefficients ``U_hat' = TA rows + Tb x^T + E' R`` from the sample's gradient (``av``,
+    ``kappa``: :func:`.overlaps.neuron_terms`), and the tracked E, PsT and EG carried to the new student;
+    False (and nothing carried) when the Gram matrix of the retraction overflows.
+
+    The Euclidean gradient is ``G_l = av_l x + sum_i Zg_li R_i - sum_m M_lm U_hat_m``, R's part being
+    ``-kappa_i c_hat_il w_i`` (free) or ``-av_l a_R`` (the projection of x, constrained), M the curvature of
+    the exact normalized student (``curved``). With ``H = U_hat^T G``, ``X = U_hat - eta (G - U_hat sym(H)) =
+    A U_hat + b x^T + Z R`` (``Z = -eta Zg``), its Gram matrix K follows in closed form and ``T =
+    K^(-1/2)``. Scratch: ``Zg``, ``ZG`` (r x rows of R), ``square`` (6 x r x r), ``vector`` (6 x r)."""
+    r, m_R = E.shape
+    M, ZP, A, H, K, T = square[0], square[1], square[2], square[3], square[4], square[5]
+    b, Agh, Za, moved = vector[0], vector[1], vector[2], vector[3:]
+    for l in range(r):
+        for m in range(r):
+            total = 0.0
+            if curved:
+                for i in range(kappa.shape[0]):
+                    total += kappa[i] * ch[i, l] * ch[i, m]
+            M[l, m] = xi * total
+    for l in range(r):
+        for i in range(m_R):
+            Zg[l, i] = -av[l] * aR[i] if constrained else -kappa[i] * ch[i, l]
+        total = 0.0
+        for i in range(m_R):
+            total += Zg[l, i] * aR[i]
+        Za[l] = -eta * total
+        for m in range(r):
+            total = 0.0
+            for i in range(m_R):
+                total += Zg[l, i] * PRT[m, i]
+            ZP[l, m] = total
+        for i in range(m_R):
+            if constrained:
+                ZG[l, i] = -eta * Zg[l, i]  # R R^T = I
+            else:
+                total = 0.0
+                for m in range(m_R):
+                    total += Zg[l, m] * GR[i, m]  # GR is symmetric
+                ZG[l, i] = -eta * total
+    for l in range(r):
+        for m in range(r):
+            total = av[l] * gh[m] + ZP[l, m]
+            for n in range(r):
+                total -= M[l, n] * S[n, m]
+            H[m, l] = total
+    for l in range(r):
+        b[l] = -eta * av[l]
+        for m in range(r):
+            A[l, m] = (1.0 if l == m else 0.0) + eta * (0.5 * (H[l, m] + H[m, l]) + M[l, m])
+    for l in range(r):
+        total = 0.0
+        for m in range(r):
+            total += A[l, m] * gh[m]
+        Agh[l] = total
+    for l in range(r):
+        for m in range(l + 1):
+            total = xx * b[l] * b[m] + Agh[l] * b[m] + b[l] * Agh[m] + b[l] * Za[m] + Za[l] * b[m]
+            for n in range(r):
+                for o in range(r):
+                    total += A[l, n] * S[n, o] * A[m, o]
+                total -= eta * (A[l, n] * ZP[m, n] + ZP[l, n] * A[m, n])
+            for i in range(m_R):
+                total -= eta * ZG[l, i] * Zg[m, i]
+            K[l, m] = total
+            K[m, l] = total
+    if not (K[0, 0] < math.inf):
+        return False
+    inverse_square_root(K, T)
+    for l in range(r):
+        total = 0.0
+        for m in range(r):
+            total += T[l, m] * b[m]
+        Tb[l] = total
+        for m in range(r):
+            total = 0.0
+            for n in range(r):
+                total += T[l, n] * A[n, m]
+            TA[l, m] = total
+    # E' = TA E + T Z, PsT' = TA PsT + Tb a_R^T, EG' = TA EG + T ZG (EG is E itself when constrained)
+    if r == 1:  # the loop below with its trip counts of 1 cost 1 us per step at k = 50 (measured)
+        scale, along, t = TA[0, 0], Tb[0], T[0, 0]
+        for i in range(m_R):
+            E[0, i] = scale * E[0, i] - eta * t * Zg[0, i]
+            PsT[0, i] = scale * PsT[0, i] + along * aR[i]
+            if not constrained:
+                EG[0, i] = scale * EG[0, i] + t * ZG[0, i]
+        return True
+    for i in range(m_R):
+        for l in range(r):
+            e_total = 0.0
+            p_total = Tb[l] * aR[i]
+            g_total = 0.0
+            for m in range(r):
+                e_total += TA[l, m] * E[m, i] - eta * T[l, m] * Zg[m, i]
+                p_total += TA[l, m] * PsT[m, i]
+                g_total += TA[l, m] * EG[m, i] + T[l, m] * ZG[m, i]
+            moved[0, l] = e_total
+            moved[1, l] = p_total
+            moved[2, l] = g_total
+        for l in range(r):
+            E[l, i] = moved[0, l]
+            PsT[l, i] = moved[1, l]
+            if not constrained:
+                EG[l, i] = moved[2, l]
+    return True
+
+
 @specialised
 def general_sgd_kernel(code: int, normalized: bool, constrained: bool, joint: bool, linear: bool, rank: int):
     """``advance`` of full-d online SGD for the general model (MATH.md §4b), the independent check of
@@ -336,7 +487,7 @@ def general_sgd_kernel(code: int, normalized: bool, constrained: bool, joint: bo
     R R^T`` carried by the same update. Every inner product of the step (W U_hat, U_hat^T U_hat, U^T U_hat,
     the tangent projection and the Gram matrix of the retraction) then follows from ``a_R``, ``rows x``,
     ``rows rows^T``, ``U x``, ``|x|^2``, E, EG and PsT, and the d-vectors move by ``rows <- TA rows + Tb x``.
-    Every :data:`REPROJECT` steps (counted from step 0) E is folded into the rows and PsT recomputed; when
+    Every :data:`ABSORB` steps (counted from step 0) E is folded into the rows and PsT recomputed; when
     constrained, that is the re-projection of :func:`sgd_kernel`, and U_hat's component in span(W) (W U_hat,
     taken as 0) stays at rounding level between them. ``V_out`` (trajectories x r x d) receives ``rows + E
     R`` at the end of each call; the rest is the stepper's state between calls.
@@ -371,17 +522,9 @@ def general_sgd_kernel(code: int, normalized: bool, constrained: bool, joint: bo
         updated = np.zeros(BLOCK, dtype=np.bool_)
         order = np.empty(BLOCK, dtype=np.int64)
         items = np.empty(BLOCK * r, dtype=np.int64)
-        a, g, gh, P, S, beta, kappa, av, H, K, T, O, grad_c, stack = sample_buffers(k, rs, r)
-        PRT = np.empty((r, m_R))
-        Zg = np.empty((r, m_R))
-        ZG = np.empty((r, m_R))
-        M = np.zeros((r, r))
-        A = np.empty((r, r))
-        ZP = np.empty((r, r))
-        Agh = np.empty(r)
-        Za = np.empty(r)
-        b = np.empty(r)
-        moved = np.empty((3, r))
+        a, g, gh, P, S, beta, kappa, av, _, _, _, O, grad_c, stack = sample_buffers(k, rs, r)
+        PRT, Zg, ZG = np.empty((r, m_R)), np.empty((r, m_R)), np.empty((r, m_R))
+        square, vector = np.empty((6, r, r)), np.empty((6, r))
         column = np.empty(r)
         for first in range(start, stop, BLOCK):
             slots = min(BLOCK, stop - first)
@@ -428,129 +571,17 @@ def general_sgd_kernel(code: int, normalized: bool, constrained: bool, joint: bo
                     j = first + s
                     Ej, Pj, ch = E[j * r : (j + 1) * r], PsT[j * r : (j + 1) * r], Ch[j]
                     EGj = Ej if constrained else EG[j * r : (j + 1) * r]  # R R^T = I when constrained
-                    for l in range(r):
-                        for i in range(m_R):
-                            PRT[l, i] = Pj[l, i] + EGj[l, i]  # U_hat^T R^T
-                        total = ghs[s, l]
-                        for i in range(m_R):
-                            total += Ej[l, i] * aR[s, i]
-                        gh[l] = total  # U_hat^T x
-                        for m in range(l + 1):
-                            total = Ss[s, l, m]
-                            for i in range(m_R):
-                                total += Pj[l, i] * Ej[m, i] + Ej[l, i] * Pj[m, i] + EGj[l, i] * Ej[m, i]
-                            S[l, m] = total  # U_hat^T U_hat
-                            S[m, l] = total
-                    for m in range(rs):
-                        g[m] = gx[s, m]
-                    if constrained:
-                        for i in range(k):
-                            total = 0.0
-                            for m in range(m_R):
-                                total += WQ[i, m] * aR[s, m]
-                            a[i] = total  # P = W U_hat stays 0: U_hat is kept in span(W)^perp
-                    else:
-                        for i in range(k):
-                            a[i] = aR[s, i]
-                            for l in range(r):
-                                P[i, l] = PRT[l, i]
+                    _student_products(constrained, Ej, Pj, EGj, aR[s], ghs[s], Ss[s], gx[s], WQ, a, g, gh, P, S, PRT)
                     neuron_terms(code, normalized, linear, a, g, gh, C, ch, P, S, w_squared, inverse_teacher, lam, xi, s_out, beta, kappa, parameters, ops, args, d_ops, d_args, stack)
                     weighted_columns(beta, ch, av)
                     if joint:
                         c_hat_gradient(normalized, linear, beta, kappa, gh, P, S, ch, xi, grad_c)
-                    # the Euclidean gradient is G_l = av_l x + sum_i Zg_li R_i - sum_m M_lm U_hat_m, R's part being
-                    # -kappa_i c_hat_il w_i (free) or -av_l a_R (the projection of x, constrained)
-                    if normalized and not linear:
-                        for l in range(r):
-                            for m in range(r):
-                                total = 0.0
-                                for i in range(k):
-                                    total += kappa[i] * ch[i, l] * ch[i, m]
-                                M[l, m] = xi * total
-                    for l in range(r):
-                        for i in range(m_R):
-                            Zg[l, i] = -av[l] * aR[s, i] if constrained else -kappa[i] * ch[i, l]
-                        total = 0.0
-                        for i in range(m_R):
-                            total += Zg[l, i] * aR[s, i]
-                        Za[l] = -eta * total
-                        for m in range(r):
-                            total = 0.0
-                            for i in range(m_R):
-                                total += Zg[l, i] * PRT[m, i]
-                            ZP[l, m] = total
-                        for i in range(m_R):
-                            if constrained:
-                                ZG[l, i] = -eta * Zg[l, i]
-                            else:
-                                total = 0.0
-                                for m in range(m_R):
-                                    total += Zg[l, m] * GR[i, m]  # GR is symmetric
-                                ZG[l, i] = -eta * total
-                    # H = U_hat^T G; X = U_hat - eta (G - U_hat sym(H)) = A U_hat + b x^T + Z R, Z = -eta Zg, ZG = Z R R^T
-                    for l in range(r):
-                        for m in range(r):
-                            total = av[l] * gh[m] + ZP[l, m]
-                            for n in range(r):
-                                total -= M[l, n] * S[n, m]
-                            H[m, l] = total
-                    for l in range(r):
-                        b[l] = -eta * av[l]
-                        for m in range(r):
-                            A[l, m] = (1.0 if l == m else 0.0) + eta * (0.5 * (H[l, m] + H[m, l]) + M[l, m])
-                    for l in range(r):
-                        total = 0.0
-                        for m in range(r):
-                            total += A[l, m] * gh[m]
-                        Agh[l] = total
-                    # K = X X^T in closed form
-                    for l in range(r):
-                        for m in range(l + 1):
-                            total = xx[s, 0] * b[l] * b[m] + Agh[l] * b[m] + b[l] * Agh[m] + b[l] * Za[m] + Za[l] * b[m]
-                            for n in range(r):
-                                for o in range(r):
-                                    total += A[l, n] * S[n, o] * A[m, o]
-                                total -= eta * (A[l, n] * ZP[m, n] + ZP[l, n] * A[m, n])
-                            for i in range(m_R):
-                                total -= eta * ZG[l, i] * Zg[m, i]
-                            K[l, m] = total
-                            K[m, l] = total
-                    if not (K[0, 0] < math.inf):
+                    if not _step(constrained, normalized and not linear, eta, xi, av, kappa, ch, aR[s], xx[s, 0], gh, S, PRT, GR, Ej, Pj, EGj, TA[s], Tb[s], Zg, ZG, square, vector):
                         for l in range(r):
                             for q in range(d):
                                 rows[j * r + l, q] = math.nan
                         live[s] = False
                         continue
-                    inverse_square_root(K, T)
-                    for l in range(r):
-                        total = 0.0
-                        for m in range(r):
-                            total += T[l, m] * b[m]
-                        Tb[s, l] = total
-                        for m in range(r):
-                            total = 0.0
-                            for n in range(r):
-                                total += T[l, n] * A[n, m]
-                            TA[s, l, m] = total
-                    # E' = TA E + T Z, PsT' = TA PsT + Tb a_R^T, EG' = TA EG + T ZG (free)
-                    for i in range(m_R):
-                        for l in range(r):
-                            e_total = 0.0
-                            p_total = Tb[s, l] * aR[s, i]
-                            g_total = 0.0
-                            for m in range(r):
-                                e_total += TA[s, l, m] * Ej[m, i] - eta * T[l, m] * Zg[m, i]
-                                p_total += TA[s, l, m] * Pj[m, i]
-                                if not constrained:
-                                    g_total += TA[s, l, m] * EGj[m, i] + T[l, m] * ZG[m, i]
-                            moved[0, l] = e_total
-                            moved[1, l] = p_total
-                            moved[2, l] = g_total
-                        for l in range(r):
-                            Ej[l, i] = moved[0, l]
-                            Pj[l, i] = moved[1, l]
-                            if not constrained:
-                                EGj[l, i] = moved[2, l]
                     if joint:
                         for i in range(k):
                             for l in range(r):
@@ -591,7 +622,7 @@ def general_sgd_kernel(code: int, normalized: bool, constrained: bool, joint: bo
                                 column[l] = total
                             for l in range(r):
                                 V[l, q] = column[l]
-                if (offset + step) % REPROJECT == REPROJECT - 1:
+                if (offset + step) % ABSORB == ABSORB - 1:
                     count = 0
                     for s in range(slots):
                         if updated[s]:
