@@ -154,21 +154,23 @@ def bench_population() -> None:
     report("  tanh k = 50: panels / measured max error", f"{smooth.interpolant.panels} / {smooth.measured_error:.1e}", f"relative {smooth.measured_error / smooth.scale:.1e}")
 
 
+def _batch(xp, dtype, shape, seed: int) -> tuple:
+    """``(x, draw, asarray)`` for a batched reference in numpy or torch (``xp``) at ``dtype``: the sample
+    buffer, a function that fills it with standard normals in place, and a conversion of arrays."""
+    if xp is np:
+        generator = np.random.default_rng(seed)
+        x = np.empty(shape, dtype=dtype)
+        return x, lambda: generator.standard_normal(out=x, dtype=dtype), lambda a: np.array(a, dtype=dtype)
+    generator = xp.Generator().manual_seed(seed)
+    x = xp.empty(shape, dtype=dtype)
+    return x, lambda: x.normal_(generator=generator), lambda a: xp.as_tensor(np.array(a), dtype=dtype)
+
+
 def _batched_sgd(problem, W, u, basis, eta, steps, trajectories, seed, xp=np, dtype=np.float64) -> float:
     """Plain reference a competent user would write: the paper's update vectorised over trajectories
     (relu, normalized), in numpy or torch (``xp=torch``) at ``dtype``, the samples drawn into one buffer.
     Returns the mean final overlap."""
-    d = W.shape[1]
-    if xp is np:
-        generator = np.random.default_rng(seed)
-        x = np.empty((trajectories, d), dtype=dtype)
-        draw = lambda: generator.standard_normal(out=x, dtype=dtype)  # noqa: E731
-        asarray = lambda a: np.asarray(a, dtype=dtype)  # noqa: E731
-    else:
-        generator = xp.Generator().manual_seed(seed)
-        x = xp.empty((trajectories, d), dtype=dtype)
-        draw = lambda: x.normal_(generator=generator)  # noqa: E731
-        asarray = lambda a: xp.as_tensor(np.array(a), dtype=dtype)  # noqa: E731
+    x, draw, asarray = _batch(xp, dtype, (trajectories, W.shape[1]), seed)
     basis, u = asarray(basis), asarray(u)
     lam, c_hat = asarray(problem.lam), asarray(problem.c_hat)
     r_s = asarray(problem.student_norms)
@@ -307,17 +309,8 @@ def _general_sgd_reference(model, W, QW, U, V, eta: float, steps: int, seed: int
     current state (|u_hat| = 1), u_hat's projected onto span(W)^perp (where W's own term vanishes and W u_hat
     = 0) and the tangent space, then normalised. Returns (u_hat, c_hat)."""
     problem = model.problem
-    trajectories, d = V.shape[0], W.shape[1]
-    if xp is np:
-        generator = np.random.default_rng(seed)
-        x = np.empty((trajectories, d), dtype=dtype)
-        normal = lambda: generator.standard_normal(out=x, dtype=dtype)  # noqa: E731
-        asarray = lambda a: np.array(a, dtype=dtype)  # noqa: E731
-    else:
-        generator = xp.Generator().manual_seed(seed)
-        x = xp.empty((trajectories, d), dtype=dtype)
-        normal = lambda: x.normal_(generator=generator)  # noqa: E731
-        asarray = lambda a: xp.as_tensor(np.array(a), dtype=dtype)  # noqa: E731
+    trajectories = V.shape[0]
+    x, normal, asarray = _batch(xp, dtype, (trajectories, W.shape[1]), seed)
     xi, scale = problem.xi, -2.0 * model.s_out**2 * problem.xi
     Wt, Q, u, u_hat = asarray(W), asarray(QW), asarray(U[0]), asarray(V[:, 0])
     lam, c, teacher_norms, w_squared = asarray(problem.lam), asarray(model.C[:, 0]), asarray(model.teacher_norms()), asarray(np.sum(W**2, axis=1))
