@@ -4,12 +4,15 @@
     python benchmarks/bench.py            # everything (includes a cold `popgrad run`, about a minute)
     python benchmarks/bench.py --quick    # skip the cold/warm `popgrad run` timings
 
-Simulation kernels are timed on one core (numba.set_num_threads(1)) after compilation.
+Simulation kernels are timed on one core (numba.set_num_threads(1)) after compilation, and so are the
+references: BLAS through threadpoolctl (or OPENBLAS_NUM_THREADS), torch.set_num_threads(1); each row names
+its reference's dtype (torch float32, numpy float64).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 import platform
@@ -19,12 +22,20 @@ import tempfile
 import time
 from pathlib import Path
 
-import numba
-import numpy as np
-from scipy import integrate, special
+# The references run on one thread like popgrad. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, where a machine sets
+# them, select a slower OpenBLAS kernel: they are removed from this benchmark process only (before numpy loads
+# OpenBLAS), never from the tests or CI. Without threadpoolctl the BLAS threads are pinned here instead.
+REMOVED_ENVIRONMENT = {name: os.environ.pop(name) for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if name in os.environ}
+if importlib.util.find_spec("threadpoolctl") is None:
+    for _name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_name] = "1"
 
-import popgrad
-from popgrad import (
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy import integrate, special  # noqa: E402
+
+import popgrad  # noqa: E402
+from popgrad import (  # noqa: E402
     DriftODE,
     activation,
     drift_interpolant,
@@ -55,6 +66,38 @@ def timed(function, repeat: int = 1) -> float:
 def report(what: str, value: str, reference: str = "", ratio: str = "", target: str = "") -> None:
     ROWS.append((what, value, reference, ratio, target))
     print(f"{what:52s} {value:>16s} {reference:>22s} {ratio:>10s} {target:>12s}", flush=True)
+
+
+def _torch():
+    """torch on one thread, or None where it is not installed."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    torch.set_num_threads(1)
+    return torch
+
+
+def pin_references() -> list:
+    """Pin every reference to one thread, as popgrad's kernels are timed: the BLAS libraries loaded by numpy,
+    scipy and torch (threadpoolctl), and torch's own pool; return lines that say what runs."""
+    import scipy.linalg  # noqa: F401 - load scipy's BLAS too, so that the limit reaches it
+    import scipy.optimize  # noqa: F401
+
+    torch = _torch()
+    lines = []
+    if importlib.util.find_spec("threadpoolctl") is not None:
+        from threadpoolctl import threadpool_info, threadpool_limits
+
+        threadpool_limits(1, user_api="blas")  # in force for the rest of the process
+        libraries = [f"{info['internal_api']} {info.get('version')} ({info.get('architecture')} kernel, {info['num_threads']} thread)" for info in threadpool_info() if info["user_api"] == "blas"]
+        lines.append("references' BLAS (threadpoolctl): " + "; ".join(libraries))
+    else:
+        lines.append("references' BLAS: OPENBLAS_NUM_THREADS = MKL_NUM_THREADS = 1 (threadpoolctl not installed)")
+    if REMOVED_ENVIRONMENT:
+        lines.append("removed from this process before numpy loaded: " + ", ".join(f"{name}={value}" for name, value in REMOVED_ENVIRONMENT.items()))
+    lines.append(f"torch {torch.__version__}, 1 thread" if torch is not None else "torch: not installed (its rows are skipped)")
+    return lines
 
 
 # ------------------------------------------------------------------------------------------------
@@ -111,29 +154,34 @@ def bench_population() -> None:
     report("  tanh k = 50: panels / measured max error", f"{smooth.interpolant.panels} / {smooth.measured_error:.1e}", f"relative {smooth.measured_error / smooth.scale:.1e}")
 
 
-def _batched_sgd(problem, W, u, basis, eta, steps, trajectories, seed, xp=np) -> float:
-    """Plain reference a competent user would write: the paper's update vectorised over trajectories
-    (relu, normalized), in numpy float64 (or torch, ``xp=torch``). Returns the mean final overlap."""
+def _batch(xp, dtype, shape, seed: int) -> tuple:
+    """``(x, draw, asarray)`` for a batched reference in numpy or torch (``xp``) at ``dtype``: the sample
+    buffer, a function that fills it with standard normals in place, and a conversion of arrays."""
     if xp is np:
         generator = np.random.default_rng(seed)
-        normal = lambda *shape: generator.standard_normal(shape)  # noqa: E731
-        asarray = np.asarray
-    else:
-        generator = xp.Generator().manual_seed(seed)
-        normal = lambda *shape: xp.randn(*shape, generator=generator, dtype=xp.float64)  # noqa: E731
-        asarray = lambda a: xp.as_tensor(np.asarray(a), dtype=xp.float64)  # noqa: E731
-    d = W.shape[1]
+        x = np.empty(shape, dtype=dtype)
+        return x, lambda: generator.standard_normal(out=x, dtype=dtype), lambda a: np.array(a, dtype=dtype)
+    generator = xp.Generator().manual_seed(seed)
+    x = xp.empty(shape, dtype=dtype)
+    return x, lambda: x.normal_(generator=generator), lambda a: xp.as_tensor(np.array(a), dtype=dtype)
+
+
+def _batched_sgd(problem, W, u, basis, eta, steps, trajectories, seed, xp=np, dtype=np.float64) -> float:
+    """Plain reference a competent user would write: the paper's update vectorised over trajectories
+    (relu, normalized), in numpy or torch (``xp=torch``) at ``dtype``, the samples drawn into one buffer.
+    Returns the mean final overlap."""
+    x, draw, asarray = _batch(xp, dtype, (trajectories, W.shape[1]), seed)
     basis, u = asarray(basis), asarray(u)
     lam, c_hat = asarray(problem.lam), asarray(problem.c_hat)
     r_s = asarray(problem.student_norms)
     teacher = asarray((W + problem.xi * np.outer(problem.c, np.asarray(u))) / problem.teacher_norms[:, None])
     base = asarray(W) / r_s[:, None]
-    u_hat = normal(trajectories, d)
-    u_hat = u_hat - (u_hat @ basis.T) @ basis
+    draw()
+    u_hat = x - (x @ basis.T) @ basis
     u_hat = u_hat / (u_hat * u_hat).sum(1, keepdims=True) ** 0.5
     weight = lam * problem.xi * c_hat / r_s
     for _ in range(steps):
-        x = normal(trajectories, d)
+        draw()
         z = x @ teacher.T
         g_hat = (x * u_hat).sum(1)
         z_hat = x @ base.T + g_hat[:, None] * (problem.xi * c_hat / r_s)
@@ -152,17 +200,17 @@ def bench_simulation() -> None:
     eta = 0.05 / d
     geometry = embedding(problem, d, seed=0)
     batch, reference_steps = 64, 300
-    numpy_rate = batch * reference_steps / timed(lambda: _batched_sgd(problem, geometry.W, geometry.u, geometry.basis.T, eta, reference_steps, batch, 0))
-    references = {"batched numpy": numpy_rate}
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-        references["batched torch"] = batch * reference_steps / timed(lambda: _batched_sgd(problem, geometry.W, geometry.u, geometry.basis.T, eta, reference_steps, batch, 0, xp=torch))
-    except ImportError:
-        report("  torch reference", "not installed", "", "", "")
-    best = max(references, key=references.get)
-    reference_text = f"{best}: {references[best] / 1e3:.1f} k/s"
+    references = {"numpy float64": (np, np.float64)}
+    torch = _torch()
+    if torch is not None:
+        references["torch float32"] = (torch, torch.float32)
+    rates = {}
+    for name, (xp, dtype) in references.items():
+        _batched_sgd(problem, geometry.W, geometry.u, geometry.basis.T, eta, 2, batch, 0, xp, dtype)
+        rates[name] = batch * reference_steps / timed(lambda: _batched_sgd(problem, geometry.W, geometry.u, geometry.basis.T, eta, reference_steps, batch, 0, xp, dtype), repeat=3)
+    best = "torch float32" if torch is not None else "numpy float64"
+    report(f"  references: the paper's update, {batch} trajectories", ", ".join(f"{name}: {rate / 1e3:.1f} k/s" for name, rate in rates.items()), "batched, 1 thread each")
+    reference_text = f"{best}: {rates[best] / 1e3:.1f} k/s"
     for method in ("full", "fast"):
         simulate(problem, d, eta, [0, 10], trajectories=2, method=method)
         steps, trajectories = 20000, 4
@@ -170,7 +218,7 @@ def bench_simulation() -> None:
         seconds = timed(lambda: simulate(problem, d, eta, [0, steps], trajectories=trajectories, method=method)) - set_up
         rate = steps * trajectories / seconds
         label = "general W" if method == "full" else "rotated (span W = first k coords)"
-        report(f"full-d SGD d = 1000, k = 20, one core, {label}", f"{rate / 1e3:.0f} k steps/s", reference_text, f"{rate / references[best]:.1f}x", ">= 60 k/s")
+        report(f"full-d SGD d = 1000, k = 20, one core, {label}", f"{rate / 1e3:.0f} k steps/s", reference_text, f"{rate / rates[best]:.1f}x", ">= 60 k/s")
         report("  its set-up (geometry, initial directions; excluded above)", f"{set_up * 1e3:.1f} ms")
     floor = _random_floor(k, d)
     for name, chain_problem in (("orthonormal", problem), ("random features", random_features_problem("relu", k, 1.0, d=d, seed=0)), ("orthonormal, k = 50", orthonormal_problem("relu", 50, 1.0, seed=0))):
@@ -180,7 +228,7 @@ def bench_simulation() -> None:
         rate = steps * trajectories / seconds
         fraction = f"{rate / floor:.2f} of floor" if "50" not in name else ""
         target = {"orthonormal": ">= 10 M/s", "orthonormal, k = 50": ">= 4 M/s"}.get(name, "")  # the issue's targets
-        report(f"overlap chain, one core, {name}", f"{rate / 1e6:.2f} M steps/s", reference_text + " (full d)", f"{rate / references[best]:.0f}x", ", ".join(part for part in (target, fraction) if part))
+        report(f"overlap chain, one core, {name}", f"{rate / 1e6:.2f} M steps/s", reference_text + " (full d)", f"{rate / rates[best]:.0f}x", ", ".join(part for part in (target, fraction) if part))
     report("  random-number floor, k = 20 (22 normals + chi^2 per step)", f"{floor / 1e6:.2f} M steps/s", "", "", "")
     noisy = orthonormal_problem("relu", 8, 1.0, seed=0)
     noise_estimate(noisy, d, samples=6400)
@@ -194,7 +242,8 @@ def bench_simulation() -> None:
 
 def bench_general() -> None:
     """The general model (popgrad.models.finetuning.general): the state chain and full-d SGD."""
-    from popgrad.models.finetuning.general import general_model, simulate_general
+    from popgrad import simulate as simulate_general  # the one engine; 'fast' is the rotated full-d SGD
+    from popgrad.models.finetuning.model import general_model
 
     numba.set_num_threads(1)
     d = 1000
@@ -212,10 +261,10 @@ def bench_general() -> None:
         rates[name] = steps * trajectories / seconds
         report(f"general chain, one core, {name}", f"{rates[name] / 1e6:.2f} M steps/s", "", "", target)
     model = general_model(orthonormal_problem("relu", 20, 1.0, seed=0), **joint_free)
-    simulate_general(model, d, delta=0.05, checkpoints=[0, 10], trajectories=2, method="full")
+    simulate_general(model, d, delta=0.05, checkpoints=[0, 10], trajectories=2, method="fast", fast_path=False)
     steps, trajectories = 25000, 4
-    set_up = timed(lambda: simulate_general(model, d, delta=0.05, checkpoints=[0], trajectories=trajectories, method="full"), repeat=3)
-    seconds = timed(lambda: simulate_general(model, d, delta=0.05, checkpoints=[0, steps], trajectories=trajectories, method="full")) - set_up
+    set_up = timed(lambda: simulate_general(model, d, delta=0.05, checkpoints=[0], trajectories=trajectories, method="fast", fast_path=False), repeat=3)
+    seconds = timed(lambda: simulate_general(model, d, delta=0.05, checkpoints=[0, steps], trajectories=trajectories, method="fast", fast_path=False)) - set_up
     rate = steps * trajectories / seconds
     chain = rates["rank 1, joint + free u_hat, k = 20"]
     report("general full-d SGD, d = 1000, k = 20, joint + free", f"{rate / 1e3:.0f} k steps/s", f"chain: {chain / 1e6:.2f} M/s", f"{chain / rate:.0f}x", ">= 60 k/s")
@@ -224,6 +273,173 @@ def bench_general() -> None:
     simulate_general(model, d, delta=0.05, checkpoints=[0, 10], trajectories=1)
     seconds = timed(lambda: simulate_general(model, d, delta=0.05, checkpoints=[0, 25_000_000], trajectories=1))
     report("Fig 6b length: He_3, k = 20, xi = 25, 2.5e7 steps, chain", f"{seconds:.1f} s", "", "", "< 30 s")
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+def _dense_geometry(model, d: int, seed: int) -> tuple:
+    """W (k x d), QW (orthonormal rows spanning span(W)) and U (r* x d) of a general model with every row
+    dense: simulate_general's coordinates (F = span(W) + span(U) the first p axes) mirrored by a random
+    Householder reflection; with students drawn uniformly (in span(W)^perp when constrained)."""
+    k, p, rank_w = model.problem.k, model.p, model.L.shape[1]
+    mirror = np.random.default_rng([seed, 1]).standard_normal(d)
+    mirror /= np.linalg.norm(mirror)
+
+    def reflect(rows):
+        return np.ascontiguousarray(rows - 2.0 * np.outer(rows @ mirror, mirror))
+
+    W = np.zeros((k, d))
+    W[:, :rank_w] = model.L
+    U = np.zeros((model.C.shape[1], d))
+    U[:, :p] = model.UF
+    return reflect(W), reflect(np.eye(rank_w, d)), reflect(U)
+
+
+def _students(model, QW, trajectories: int, seed: int) -> np.ndarray:
+    """U_hat_0 (trajectories x 1 x d): uniform on the sphere, of span(W)^perp when constrained."""
+    V = np.random.default_rng([seed, 2]).standard_normal((trajectories, QW.shape[1]))
+    if not model.unconstrained:
+        V -= (V @ QW.T) @ QW
+    return (V / np.linalg.norm(V, axis=1, keepdims=True))[:, None, :]
+
+
+def _general_sgd_reference(model, W, QW, U, V, eta: float, steps: int, seed: int, xp=np, dtype=np.float64, draw=None) -> tuple:
+    """Plain reference a competent user would write: online SGD of the general model (rank 1, relu, normalized
+    convention; c_hat joint or frozen, u_hat free or in span(W)^perp) vectorised over the trajectories of
+    ``V``, in numpy or torch (``xp=torch``) at ``dtype``, the samples drawn into one buffer (or taken from
+    ``draw()``). The same update as popgrad's: the gradient of (f* - f_hat)^2 in u_hat and c_hat at the
+    current state (|u_hat| = 1), u_hat's projected onto span(W)^perp (where W's own term vanishes and W u_hat
+    = 0) and the tangent space, then normalised. Returns (u_hat, c_hat)."""
+    problem = model.problem
+    trajectories = V.shape[0]
+    x, normal, asarray = _batch(xp, dtype, (trajectories, W.shape[1]), seed)
+    xi, scale = problem.xi, -2.0 * model.s_out**2 * problem.xi
+    Wt, Q, u, u_hat = asarray(W), asarray(QW), asarray(U[0]), asarray(V[:, 0])
+    lam, c, teacher_norms, w_squared = asarray(problem.lam), asarray(model.C[:, 0]), asarray(model.teacher_norms()), asarray(np.sum(W**2, axis=1))
+    c_hat = asarray(np.repeat(model.C_hat[None, :, 0], trajectories, axis=0))
+    free, eta_c = model.unconstrained, eta * model.c_hat_lr
+    for _ in range(steps):
+        if draw is None:
+            normal()
+        else:
+            x[:] = asarray(draw())
+        a = x @ Wt.T
+        g_hat = (x * u_hat).sum(1)[:, None]
+        P = u_hat @ Wt.T if free else 0.0
+        norms = (w_squared + 2 * xi * P * c_hat + xi * xi * c_hat * c_hat) ** 0.5
+        z = (a + xi * c * (x @ u)[:, None]) / teacher_norms
+        z_hat = (a + xi * c_hat * g_hat) / norms
+        residual = (lam * (z * (z > 0) - z_hat * (z_hat > 0))).sum(1)[:, None]
+        beta = scale * residual * lam * (z_hat > 0) / norms
+        kappa = beta * z_hat / norms
+        along = (beta * c_hat).sum(1)[:, None]
+        kc = kappa * c_hat
+        if free:
+            gradient = along * x - kc @ Wt - xi * (kc * c_hat).sum(1)[:, None] * u_hat
+        else:
+            gradient = along * (x - (x @ Q.T) @ Q) - xi * (kc * c_hat).sum(1)[:, None] * u_hat
+        gradient -= (gradient * u_hat).sum(1)[:, None] * u_hat
+        if model.train_c_hat:
+            c_hat = c_hat - eta_c * (beta * g_hat - kappa * (P + xi * c_hat))
+        u_hat = u_hat - eta * gradient
+        u_hat /= ((u_hat * u_hat).sum(1) ** 0.5)[:, None]
+    return u_hat, c_hat
+
+
+def _floor_rates() -> dict:
+    """This core's float64 matrix-multiply rate (FLOP/s, numpy on one thread) and popgrad's generator
+    (normals/s)."""
+    from popgrad.numerics import random_streams as streams
+
+    a = np.random.default_rng(0).standard_normal((1024, 1024))
+    flops = 2 * 1024**3 / timed(lambda: a @ a, repeat=5)
+    state = np.empty(4, dtype=np.uint64)
+    streams.seed_stream(np.uint64(1), streams.DIAGNOSTICS, 0, state)
+    draws = np.empty(2**20)
+    streams.fill_normal(state, draws)
+    return {"flops": flops, "normals": draws.size / timed(lambda: streams.fill_normal(state, draws), repeat=5)}
+
+
+def _read_bandwidth(size: int) -> float:
+    """Bytes/s of reading an array of ``size`` float64 again and again (a dot product with itself): from
+    the cache level where an array of that size stays."""
+    v = np.ones(size)
+    repeat = max(1, 2**24 // size)
+    return v.nbytes * repeat / timed(lambda: [v @ v for _ in range(repeat)], repeat=5)
+
+
+def bench_general_full() -> None:
+    """Full-d SGD of the general model with a dense W (every row in general position), popgrad against the
+    same update batched over the same trajectories in torch float32 and numpy float64, all on one thread,
+    timed alternately (best of five); and each rate as a fraction of a floor per trajectory and step: its d
+    normals at popgrad's generator rate, plus the longer of the FLOP and the memory floor of a_R = R x (R = W
+    or the basis, k x d): 2 k d flops at the core's float64 matrix-multiply rate, or one read of R per step
+    for a block of trajectories at the read bandwidth of an array of R's size."""
+    from popgrad.models.finetuning.model import general_model
+    from popgrad.models.finetuning.sgd import BLOCK, general_sgd_stepper
+    from popgrad.numerics import random_streams as streams
+
+    numba.set_num_threads(1)
+    torch = _torch()
+    rates_of = _floor_rates()
+    report("  core: float64 matmul, popgrad's normals", f"{rates_of['flops'] / 1e9:.0f} GFLOP/s", f"{rates_of['normals'] / 1e6:.0f} M normals/s")
+    models = {"joint c_hat + free u_hat": dict(train_c_hat=True, unconstrained=True), "frozen c_hat, u_hat in span(W)^perp": {}}
+    for d, k, trajectories, steps in ((2000, 50, 64, 600), (100_000, 20, 16, 40)):
+        bandwidth = _read_bandwidth(k * d)
+        floor = 1.0 / (d / rates_of["normals"] + max(2.0 * k * d / rates_of["flops"], 8.0 * k * d / BLOCK / bandwidth))
+        report(f"  floor at d = {d}, k = {k}: d normals + R x", f"{floor / 1e3:.1f} k steps/s", f"R read at {bandwidth / 1e9:.0f} GB/s")
+        for label, options in models.items():
+            model = general_model(orthonormal_problem("relu", k, 1.0, seed=0), **options)
+            problem = model.problem
+            W, QW, U = _dense_geometry(model, d, seed=0)
+            V = _students(model, QW, trajectories, seed=0)
+            eta = 0.05 / d
+            code, parameters, ops, args, d_ops, d_args = problem.activation.jit_spec
+            reals = np.array([eta, eta * model.c_hat_lr, problem.xi, model.s_out])
+            arrays = (model.C, np.asarray(problem.lam, dtype=float), 1.0 / model.teacher_norms(), np.sum(W**2, axis=1), reals, parameters, ops, args, d_ops, d_args)
+            states = np.empty((trajectories, 4), dtype=np.uint64)
+            for j in range(trajectories):
+                streams.seed_stream(np.uint64(1), streams.TRAJECTORIES, j, states[j])
+            if d <= 2000:
+                # the reference computes popgrad's update: float64, on popgrad's own samples, three steps
+                check = V[:4].copy()
+                stepper = general_sgd_stepper(code, True, not model.unconstrained, model.train_c_hat, False, 1, check, W, QW, U, *arrays)
+                Ch = np.repeat(model.C_hat[None], 4, axis=0)
+                stepper(Ch, states[:4].copy(), np.full(4, -1), math.inf, False, 0, 3)
+                mirror = states[:4].copy()
+                sample = np.empty((4, d))
+
+                def draw():
+                    for j in range(4):
+                        streams.fill_normal(mirror[j], sample[j])
+                    return sample
+
+                u_hat, c_hat = _general_sgd_reference(model, W, QW, U, V[:4], eta, 3, 0, draw=draw)
+                agreement = max(np.max(np.abs(u_hat - check[:, 0])), np.max(np.abs(c_hat - Ch[:, :, 0])))
+                assert agreement < 1e-12, agreement
+            Ch = np.repeat(model.C_hat[None], trajectories, axis=0)
+            hits = np.full(trajectories, -1)
+            stepper = general_sgd_stepper(code, True, not model.unconstrained, model.train_c_hat, False, 1, V.copy(), W, QW, U, *arrays)
+            stepper(Ch, states, hits, math.inf, False, 0, 2)  # compiled, and the kernel's state set up
+            done = [2]
+
+            def ours():
+                stepper(Ch, states, hits, math.inf, False, done[0], steps)
+                done[0] += steps
+
+            references = {"numpy float64": (np, np.float64, max(2, steps // 6))}
+            if torch is not None:
+                references["torch float32"] = (torch, torch.float32, max(2, steps // 2))
+            for xp, dtype, count in references.values():
+                _general_sgd_reference(model, W, QW, U, V, eta, 1, 0, xp, dtype)
+            best = {name: math.inf for name in ["popgrad", *references]}
+            for _ in range(5):  # alternately, so that a busy machine slows all of them alike
+                best["popgrad"] = min(best["popgrad"], timed(ours) / steps)
+                for name, (xp, dtype, count) in references.items():
+                    best[name] = min(best[name], timed(lambda: _general_sgd_reference(model, W, QW, U, V, eta, count, 0, xp, dtype)) / count)
+            rate = {name: trajectories / seconds for name, seconds in best.items()}
+            main = "torch float32" if torch is not None else "numpy float64"
+            report(f"general full-d SGD d = {d}, k = {k}, dense W, {label}", f"{rate['popgrad'] / 1e3:.2f} k steps/s", f"{main}: {rate[main] / 1e3:.2f} k/s", f"{rate['popgrad'] / rate[main]:.2f}x", ">= 1.5x torch")
+            report(f"  {trajectories} trajectories; vs numpy float64; floor", f"{rate['popgrad'] / floor:.0%} of floor", f"numpy float64: {rate['numpy float64'] / 1e3:.2f} k/s", f"{rate['popgrad'] / rate['numpy float64']:.2f}x", f"torch f32 at {rate[main] / floor:.0%}" if torch is not None else "")
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
@@ -456,7 +672,7 @@ def bench_ntk() -> None:
                 minimize(_numpy_ntk_objective, np.concatenate([B[j].ravel(), A[j].ravel()]), args=(G, y, lam, m, n, rank), jac=True, method="L-BFGS-B", options={"gtol": 1e-10, "ftol": 1e-15, "maxiter": 20_000})
 
         reference = 40 / timed(plain)
-        report(f"NTK landscape 8x8, KN=6, r={rank}: L-BFGS starts/s, 1 core", f"{ours:.0f}/s", f"scipy L-BFGS loop: {reference:.0f}/s", f"{ours / reference:.0f}x", "")
+        report(f"NTK landscape 8x8, KN=6, r={rank}: L-BFGS starts/s, 1 core", f"{ours:.0f}/s", f"scipy L-BFGS loop, 1 BLAS thread: {reference:.0f}/s", f"{ours / reference:.0f}x", "")
         report(f"  fraction of the evaluation floor ({runs.evaluations.mean():.0f} evals/start)", f"{floor:.0%}", "", "", "")
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
         begin = time.perf_counter()
@@ -469,12 +685,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="skip the cold/warm `popgrad run` timings")
     args = parser.parse_args()
     print(f"popgrad {popgrad.__version__}, numba {numba.__version__}, numpy {np.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+    for line in pin_references():
+        print(line)
     print(f"{'benchmark':52s} {'popgrad':>16s} {'reference':>22s} {'ratio':>10s} {'target':>12s}")
     bench_hermite()
     bench_population()
     bench_ode()
     bench_simulation()
     bench_general()
+    bench_general_full()
     bench_sweeps()
     bench_matrix_factorization()
     bench_ntk()

@@ -33,7 +33,7 @@ from .initial import check_m0, embedded_geometry, initial_frames, initial_states
 from .model import GeneralModel, general_model, general_model_from_dict
 from .observables import LABELS, overlap_observables, state_observables
 from .overlaps import general_chain_kernel
-from .sgd import general_sgd_kernel, initial_directions, sgd_kernel
+from .sgd import general_sgd_stepper, initial_directions, sgd_kernel
 from .spec import FineTuningProblem
 
 __all__ = ["METHODS", "chain_stepper", "finetuning_stepper"]
@@ -155,11 +155,11 @@ def _state_stepper(model: GeneralModel, d: int, eta: float, method: str, traject
             W, QF, U = embedded_geometry(model, d, seed)
             V = initial_frames(model, d, trajectories, seed, first_trajectory, m0, QW=np.ascontiguousarray(QF[:, :rank_w].T), QF=QF)
         QW = np.eye(rank_w, d) if QF is None else np.ascontiguousarray(QF[:, :rank_w].T)
-        kernel = general_sgd_kernel(code, problem.convention == "normalized", not model.unconstrained, model.train_c_hat, model.student == "linearized", r)
         reals = np.array([eta, eta * model.c_hat_lr, problem.xi, model.s_out])
         w_squared = np.sum(W**2, axis=1)  # from the explicit rows
         lam = np.asarray(problem.lam, dtype=float)
         inverse_teacher = 1.0 / model.teacher_norms()
+        sgd = general_sgd_stepper(code, problem.convention == "normalized", not model.unconstrained, model.train_c_hat, model.student == "linearized", r, V, W, QW, U, model.C, lam, inverse_teacher, w_squared, reals, parameters, ops, args, d_ops, d_args)
 
         def record():
             # the state in F's coordinates: Y = (V QF)^T, Gamma = V V^T - Y^T Y (the part outside F)
@@ -172,9 +172,10 @@ def _state_stepper(model: GeneralModel, d: int, eta: float, method: str, traject
             return {"Y": np.swapaxes(inside, 1, 2).copy(), "Gamma": gamma, "C_hat": Ch.copy()}
 
         def run(done, count):
-            streams.run_blocks(kernel, trajectories, V, Ch, states, hits, level, stop, done, count, W, QW, U, model.C, lam, inverse_teacher, w_squared, reals, parameters, ops, args, d_ops, d_args)
+            sgd(Ch, states, hits, level, stop, done, count)
 
-        work, path = d * (k + 4) * r, "general SGD in dimension d" + (" (F on the first axes)" if QF is None else " (the model's geometry in R^d)")
+        # a call costs about one step's pass over W to write V back: chunks of >= ~10 steps amortise it
+        work, path = d * r, "general SGD in dimension d" + (" (F on the first axes)" if QF is None else " (the model's geometry in R^d)")
 
     moving = (Y, Gam, Ch) if method == "chain" else (V, Ch)
 
