@@ -73,6 +73,48 @@ def test_the_rank_one_frozen_perpendicular_chain_is_todays_scalar_chain():
         assert stats.ks_2samp(general.m[:, index], scalar.m[:, index]).pvalue > ALPHA
 
 
+SPECIALISATION_CASES = {
+    "joint, free, W = I": ("orthonormal", dict(train_c_hat=True, unconstrained=True)),
+    "frozen, constrained, W = I": ("orthonormal", dict()),
+    "joint, constrained, random rows": ("random", dict(train_c_hat=True)),
+    "joint, free, alpha, random rows, 1/xi": ("random", dict(train_c_hat=True, unconstrained=True, alpha=0.5, output_scale="inverse_xi")),
+    "linearized, raw, free": ("raw", dict(student="linearized", unconstrained=True)),
+    "linearized, joint": ("orthonormal", dict(student="linearized", train_c_hat=True)),
+    "r* = 2, joint, free": ("orthonormal", dict(C=np.linalg.qr(np.random.default_rng(0).standard_normal((4, 2)))[0], train_c_hat=True, unconstrained=True)),
+    "W = 0 with He_3": ("glm", dict()),
+}
+
+
+@pytest.mark.parametrize("name", SPECIALISATION_CASES)
+def test_the_rank_one_kernel_computes_what_the_rank_r_kernel_computes_at_rank_one(name, monkeypatch):
+    # two independent implementations of the same step (the scalar specialisation, and the rank-r kernel run
+    # at r = 1), from the same states and streams: the same numbers up to rounding, the same hitting steps
+    from popgrad.models.finetuning import general
+    from popgrad.models.finetuning.overlaps import general_chain_kernel
+
+    kind, options = SPECIALISATION_CASES[name]
+    model = general_model(_problem(kind), seed=2, **options)
+    delta = 0.2 if kind != "glm" else 0.05
+    run = lambda: simulate_general(model, D, delta=delta, checkpoints=[0, 10, 300], trajectories=40, seed=9, hit=0.2)  # noqa: E731
+    fast = run()
+    monkeypatch.setattr(general, "general_chain_kernel", lambda *arguments: general_chain_kernel(*arguments, generic=True))
+    generic = run()
+    for ours, theirs in ((fast.Y, generic.Y), (fast.Gamma, generic.Gamma), (fast.c_hat, generic.c_hat)):
+        np.testing.assert_allclose(ours, theirs, rtol=0.0, atol=1e-11, err_msg=name)
+    assert np.array_equal(fast.hitting_steps, generic.hitting_steps), name
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_a_trajectory_does_not_depend_on_how_its_steps_are_split_into_calls(rank):
+    # the simulator advances in chunks whose length depends on the number of trajectories; the kernels carry
+    # nothing between calls but the state, so trajectory j's numbers are the same bit for bit
+    model = general_model(_problem("orthonormal"), seed=2, rank=rank, train_c_hat=True, unconstrained=True)
+    whole = simulate_general(model, D, delta=0.3, checkpoints=[0, 400], trajectories=3, seed=4)
+    split = simulate_general(model, D, delta=0.3, checkpoints=[0, 1, 7, 100, 400], trajectories=5, seed=4)
+    for ours, theirs in ((whole.Y, split.Y), (whole.Gamma, split.Gamma), (whole.c_hat, split.c_hat)):
+        assert np.array_equal(ours[:, -1], theirs[:3, -1])
+
+
 def test_the_initial_student_is_uniform_on_the_sphere_of_the_allowed_space():
     # m_0 = <u, u_hat_0> has the law of a coordinate of a uniform point of S^(n-1), n = d - rank W (constrained)
     # or d (free): E m_0^2 = 1/n; the chain's d-free draw and the full-d frames agree on it
