@@ -139,6 +139,24 @@ def test_small_matrix_helpers_against_numpy():
         assert np.isclose(smallest_squared_singular_value(O), np.linalg.svd(O, compute_uv=False)[-1] ** 2)
 
 
+def test_inverse_sqrt_is_within_three_units_in_the_last_place():
+    from numba import njit
+
+    from popgrad.models.finetuning.overlaps import SMALLEST_NORMAL, inverse_sqrt
+
+    @njit
+    def apply(values, out):
+        for i in range(values.shape[0]):
+            out[i] = inverse_sqrt(values[i])
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.uniform(0.5, 4.0, 100_000), 10.0 ** rng.uniform(-307, 307, 100_000), [SMALLEST_NORMAL, 1.0, 2.0, np.finfo(float).max]])
+    out = np.empty_like(values)
+    apply(values, out)
+    reference = 1.0 / np.sqrt(values)
+    assert np.max(np.abs(out - reference) / np.spacing(reference)) <= 3.0
+
+
 @pytest.mark.parametrize(
     "options, parameter",
     [(dict(rank=0), "rank"), (dict(alpha=1.5), "alpha"), (dict(output_scale="two"), "output_scale"), (dict(c_hat_lr=0.0), "c_hat_lr"), (dict(C_hat=np.ones((3, 1))), "C_hat"), (dict(C=np.ones((5, 1))), "C")],

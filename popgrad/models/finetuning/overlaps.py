@@ -572,11 +572,13 @@ SMALLEST_NORMAL = 2.2250738585072014e-308
 @njit(cache=True, inline="always")
 def inverse_sqrt(x):
     """``1 / sqrt(x)`` for a positive normal float64 x, within 3 units in the last place (``1.0 /
-    math.sqrt(x)``: within 1) by Newton's iteration ``y <- y (3/2 - x y^2 / 2)`` from the bit-level first
-    guess (relative error below 3.5%, then 1.8e-3, 4.6e-6, 3.2e-11 and rounding): multiplications only,
-    where the square root and the division occupy the core's divider for 5 cycles a number (measured at
-    a quarter of the rank-1 chain's step with k = 20). Outside (0 and subnormal, inf, nan, negative) the
-    result is meaningless: callers check the range (:data:`SMALLEST_NORMAL`)."""
+    math.sqrt(x)``: within 1; checked on 2e6 values from 1e-307 to 1e307) by Newton's iteration
+    ``y <- y (3/2 - x y^2 / 2)`` from the bit-level first guess (relative error below 3.5%, then 1.8e-3,
+    4.6e-6, 3.2e-11 and rounding): multiplications only, where ``1.0 / math.sqrt(x)`` keeps the core's
+    divider busy about 5 cycles a number (measured: with it, the students' norms took a fifth of the
+    rank-1 chain's step at k = 20; this made the step 15% faster). Deterministic (a function of x alone),
+    so results still do not depend on threads or batching. Outside (0 and subnormal, inf, nan, negative)
+    the result is meaningless: callers check the range (:data:`SMALLEST_NORMAL`)."""
     y = _bits_float(np.int64(0x5FE6EB50C7B537A9) - (_float_bits(x) >> 1))
     half = 0.5 * x
     y = y * (1.5 - half * y * y)
@@ -711,7 +713,7 @@ def _rank_one_chain_kernel(code: int, degree: int, identity: bool, normalized: b
         m = (max(k, p) + BLOCK - 1) // BLOCK * BLOCK
         # per neuron i < k (W = I: also u_hat's coordinate i, z_i = w_i.x): lam, |w|^2, 1/|w| (the linearised
         # student's), 1/|w + xi C u| (the teacher's), C's column (r* = 1), c_hat (and its next value), the
-        # teachers' pre-activations, b, q; W x, W y_raw, E where W is not the identity
+        # teachers' pre-activations, b, q; W x, W y, E where W is not the identity
         lam_p = np.zeros(m)
         padded = lam_p.shape[0]  # m as an array's length: loops over it index without sign checks (vector loads, not gathers)
         w_p = np.ones(m)
