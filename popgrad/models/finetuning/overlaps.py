@@ -796,31 +796,36 @@ def _rank_one_chain_kernel(code: int, degree: int, identity: bool, normalized: b
                 S = gam + squares  # u_hat^T u_hat
                 if tilted and not identity:
                     _rows_times(L, y, P)
-                # the teachers' pre-activations (a_i + xi C_i.g) / n*_i
-                if rs == 1:
-                    xg = xi * g[0]
-                    for i in range(padded):
-                        pre[i] = ((x[i] if identity else a[i]) + c_p[i] * xg) * inverse_t[i]
-                else:
+                # the teachers' pre-activations (a_i + xi C_i.g) / n*_i, and the students' 1 / |w_i + xi c_hat_i u_hat|
+                # (inverse_sqrt: no division; 1 / sqrt where a squared norm is not a positive normal number)
+                xg = xi * g[0]
+                if rs > 1:
                     for i in range(k):
                         total = x[i] if identity else a[i]
                         for l in range(rs):
                             total += xi * C[i, l] * g[l]
                         pre[i] = total * inverse_t[i]
                 if normalized and not linear:
-                    # the students' 1 / |w_i + xi c_hat_i u_hat| (inverse_sqrt: no division)
                     outside = 0
                     for i in range(padded):
+                        if rs == 1:
+                            pre[i] = ((x[i] if identity else a[i]) + c_p[i] * xg) * inverse_t[i]
                         cv = ch[i]
                         squared = w_p[i] + xi * xi * cv * S * cv
                         if tilted:
                             squared += 2.0 * xi * (y[i] if identity else P[i]) * cv
-                        norms[i] = squared
                         inverses[i] = inverse_sqrt(squared)
                         outside += 0 if SMALLEST_NORMAL <= squared < math.inf else 1
                     if outside > 0:
                         for i in range(padded):
-                            inverses[i] = 1.0 / math.sqrt(norms[i])
+                            cv = ch[i]
+                            squared = w_p[i] + xi * xi * cv * S * cv
+                            if tilted:
+                                squared += 2.0 * xi * (y[i] if identity else P[i]) * cv
+                            inverses[i] = 1.0 / math.sqrt(squared)
+                elif rs == 1:
+                    for i in range(padded):
+                        pre[i] = ((x[i] if identity else a[i]) + c_p[i] * xg) * inverse_t[i]
                 # the students (neuron_terms at r = 1) and the sums over neurons that the step needs
                 residual = 0.0
                 sum_b = 0.0  # sum_i b_i c_i            (av = factor sum_b)
