@@ -89,6 +89,48 @@ def test_the_rank_one_frozen_perpendicular_chain_is_todays_scalar_chain():
         assert np.allclose(general.observables[name], scalar.observables[name][:, :1], atol=1e-12), name
 
 
+SPECIALISATION_CASES = {
+    "joint, free, W = I": ("orthonormal", dict(train_c_hat=True, unconstrained=True)),
+    "frozen, constrained, W = I": ("orthonormal", dict()),
+    "joint, constrained, random rows": ("random", dict(train_c_hat=True)),
+    "joint, free, alpha, random rows, 1/xi": ("random", dict(train_c_hat=True, unconstrained=True, alpha=0.5, output_scale="inverse_xi")),
+    "linearized, raw, free": ("raw", dict(student="linearized", unconstrained=True)),
+    "linearized, joint": ("orthonormal", dict(student="linearized", train_c_hat=True)),
+    "r* = 2, joint, free": ("orthonormal", dict(C=np.linalg.qr(np.random.default_rng(0).standard_normal((4, 2)))[0], train_c_hat=True, unconstrained=True)),
+    "W = 0 with He_3": ("glm", dict()),
+}
+
+
+@pytest.mark.parametrize("name", SPECIALISATION_CASES)
+def test_the_rank_one_kernel_computes_what_the_rank_r_kernel_computes_at_rank_one(name, monkeypatch):
+    # two independent implementations of the same step (the scalar specialisation, and the rank-r kernel run
+    # at r = 1), from the same states and streams: the same numbers up to rounding, the same hitting steps
+    from popgrad.models.finetuning import family
+    from popgrad.models.finetuning.overlaps import general_chain_kernel
+
+    kind, options = SPECIALISATION_CASES[name]
+    model = general_model(_problem(kind), seed=2, **options)
+    delta = 0.2 if kind != "glm" else 0.05
+    run = lambda: simulate(model, D, delta=delta, checkpoints=[0, 10, 300], trajectories=40, seed=9, hit=0.2, fast_path=False)  # noqa: E731
+    fast = run()
+    monkeypatch.setattr(family, "general_chain_kernel", lambda *arguments: general_chain_kernel(*arguments, generic=True))
+    generic = run()
+    for ours, theirs in ((fast.state["Y"], generic.state["Y"]), (fast.state["Gamma"], generic.state["Gamma"]), (fast.state["C_hat"], generic.state["C_hat"])):
+        np.testing.assert_allclose(ours, theirs, rtol=0.0, atol=1e-11, err_msg=name)
+    assert np.array_equal(fast.hitting_steps, generic.hitting_steps), name
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_a_trajectory_does_not_depend_on_how_its_steps_are_split_into_calls(rank):
+    # the simulator advances in chunks whose length depends on the number of trajectories; the kernels carry
+    # nothing between calls but the state, so trajectory j's numbers are the same bit for bit
+    model = general_model(_problem("orthonormal"), seed=2, rank=rank, train_c_hat=True, unconstrained=True)
+    whole = simulate(model, D, delta=0.3, checkpoints=[0, 400], trajectories=3, seed=4)
+    split = simulate(model, D, delta=0.3, checkpoints=[0, 1, 7, 100, 400], trajectories=5, seed=4)
+    for ours, theirs in ((whole.state["Y"], split.state["Y"]), (whole.state["Gamma"], split.state["Gamma"]), (whole.state["C_hat"], split.state["C_hat"])):
+        assert np.array_equal(ours[:, -1], theirs[:3, -1])
+
+
 def test_the_initial_student_is_uniform_on_the_sphere_of_the_allowed_space():
     # m_0 = <u, u_hat_0> has the law of a coordinate of a uniform point of S^(n-1), n = d - rank W (constrained)
     # or d (free): E m_0^2 = 1/n; the chain's d-free draw and the full-d frames agree on it
@@ -111,6 +153,24 @@ def test_small_matrix_helpers_against_numpy():
         assert np.allclose(out @ S @ out, np.eye(r), atol=1e-10) and np.allclose(out, out.T, atol=1e-12)
         O = rng.standard_normal((2, r))
         assert np.isclose(smallest_squared_singular_value(O), np.linalg.svd(O, compute_uv=False)[-1] ** 2)
+
+
+def test_inverse_sqrt_is_within_three_units_in_the_last_place():
+    from numba import njit
+
+    from popgrad.models.finetuning.overlaps import SMALLEST_NORMAL, inverse_sqrt
+
+    @njit
+    def apply(values, out):
+        for i in range(values.shape[0]):
+            out[i] = inverse_sqrt(values[i])
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.uniform(0.5, 4.0, 100_000), 10.0 ** rng.uniform(-307, 307, 100_000), [SMALLEST_NORMAL, 1.0, 2.0, np.finfo(float).max]])
+    out = np.empty_like(values)
+    apply(values, out)
+    reference = 1.0 / np.sqrt(values)
+    assert np.max(np.abs(out - reference) / np.spacing(reference)) <= 3.0
 
 
 @pytest.mark.parametrize(

@@ -57,11 +57,14 @@ def chain_stepper(model: GeneralModel, d: int, eta: float) -> tuple:
     -------
     tuple
     """
+    from ...gaussian.families.base import CODE_POLYNOMIAL
+
     problem = model.problem
     k, r, p, rank_w = problem.k, model.rank, model.p, model.L.shape[1]
     code, parameters, ops, args, d_ops, d_args = problem.activation.jit_spec
     identity = bool(rank_w == k and np.array_equal(model.L, np.eye(k)))
-    kernel = general_chain_kernel(code, identity, problem.convention == "normalized", not model.unconstrained, model.train_c_hat, model.student == "linearized", r)
+    degree = len(parameters) - 1 if code == CODE_POLYNOMIAL else -1  # polynomials: Horner loops of fixed length
+    kernel = general_chain_kernel(code, identity, problem.convention == "normalized", not model.unconstrained, model.train_c_hat, model.student == "linearized", r, degree)
     reals = np.array([eta, eta * model.c_hat_lr, problem.xi, model.s_out, float(d - p - r)])
     w_squared = np.ascontiguousarray(np.diag(problem.gram), dtype=float)
     lam = np.asarray(problem.lam, dtype=float)

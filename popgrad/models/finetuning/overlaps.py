@@ -14,6 +14,10 @@ constrained) and onto the tangent space (``G - U_hat sym(U_hat^T G)``) the step 
 
 and C_hat moves by its own gradient at the same sample and the same (old) state. Full-d SGD of the same
 model (:mod:`.sgd`) checks this chain by two-sample tests.
+
+(About 960 lines, one job: the step above, as a scalar kernel for rank 1, a rank-r kernel and the helpers
+both inline — and :mod:`.sgd` with them, so that the chain and full-d SGD evaluate the neurons by the same
+code. Kept in one file so that numba's per-file cache of the plain helpers follows every edit of them.)
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit
+from numba.core import types
+from numba.extending import intrinsic
 
+from ...gaussian.families.base import CODE_LEAKY_RELU, CODE_POLYNOMIAL
 from ...gaussian.families.fast import activation_derivative, activation_value
 from ...gaussian.programs import STACK_SIZE
 from ...numerics import random_streams as streams
@@ -232,165 +240,726 @@ def gram_plus(base, Y, out):
             out[l, m] = total
 
 
-@specialised
-def general_chain_kernel(code: int, identity: bool, normalized: bool, constrained: bool, joint: bool, linear: bool, rank: int):
+def general_chain_kernel(code: int, identity: bool, normalized: bool, constrained: bool, joint: bool, linear: bool, rank: int, degree: int = -1, generic: bool = False):
     """``advance`` of the state chain for the activation fast path ``code`` and the model's switches
     (compile-time constants): ``identity`` (G = I, L = I), the ``normalized`` convention, u_hat
-    ``constrained`` to span(W)^perp, and ``joint`` training of C_hat.
+    ``constrained`` to span(W)^perp, ``joint`` training of C_hat, the ``linear`` (linearised) student and
+    the rank r; ``degree`` (polynomial activations: the degree, so that their Horner loops unroll; else -1).
 
-    ``reals`` = (eta, eta_c, xi, s_out, chi-square degrees of freedom d - p - r)."""
+    Rank 1 runs the scalar specialisation :func:`_rank_one_chain_kernel` (``generic``: the rank-r kernel
+    :func:`_rank_r_chain_kernel` instead, which computes the same numbers up to rounding; kept for the tests).
+    Both take the same arguments::
+
+        advance(start, stop, Y, Gam, Ch, states, hits, level, stop_at_hit, offset, steps, L, UF, C, lam,
+                inverse_teacher, w_squared, reals, parameters, ops, args, d_ops, d_args)
+
+    with ``reals`` = (eta, eta_c, xi, s_out, chi-square degrees of freedom d - p - r)."""
+    if rank == 1 and not generic:
+        return _rank_one_chain_kernel(code, degree, identity, normalized, constrained, joint, linear)
+    return _rank_r_chain_kernel(code, degree, identity, normalized, constrained, joint, linear, rank)
+
+
+@specialised
+def _rank_r_chain_kernel(code: int, degree: int, identity: bool, normalized: bool, constrained: bool, joint: bool, linear: bool, rank: int):
+    """The state chain at any rank r (a compile-time constant: the loops over r unroll), laid out as the
+    rank-1 kernel: u_hat's coordinates and c_hat as r rows of padded vectors (``yw[l, t] = Y[t, l]``,
+    ``cw[l, i] = C_hat[i, l]``), every per-neuron quantity a pass over the neurons that numba vectorises,
+    the students' norms by :func:`inverse_sqrt`, and the sums over neurons as separate one-line passes.
+    The r x r algebra (Cholesky factor of Gamma, the polar retraction's inverse square root) is as in
+    MATH.md §4b."""
     version = SOURCE_VERSION
+    r = rank
+    tilted = normalized and not constrained
 
     @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "nsz"})
     def advance(start, stop, Y, Gam, Ch, states, hits, level, stop_at_hit, offset, steps, L, UF, C, lam, inverse_teacher, w_squared, reals, parameters, ops, args, d_ops, d_args):
-        """``steps`` steps of trajectories start..stop-1 from step ``offset``; ``hits[j]`` (-1 until then)
-        records the first step where the smallest squared singular value of U^T U_hat reaches ``level``."""
         eta, eta_c, xi, s_out, dof = reals[0], reals[1], reals[2], reals[3], reals[4]
         k, rank_w = L.shape
         rs, p = UF.shape
-        r = rank  # a compile-time constant: the r x r loops unroll
-        draws = np.empty(p + r)
-        a, g, gh, P, S, beta, kappa, av, H, work, T, O, grad_c, stack = sample_buffers(k, rs, r)
+        m = (max(k, p + r) + BLOCK - 1) // BLOCK * BLOCK
+        lam_p = np.zeros(m)
+        padded = lam_p.shape[0]  # as the rank-1 kernel: vector loads, not gathers
+        w_p = np.ones(m)
+        inverse_w = np.ones(m)
+        inverse_t = np.ones(m)
+        for i in range(k):
+            lam_p[i] = lam[i]
+            w_p[i] = w_squared[i]
+            inverse_w[i] = 1.0 / math.sqrt(w_squared[i])
+            inverse_t[i] = inverse_teacher[i]
+        LT = np.ascontiguousarray(L.T)  # L's columns as rows: E = -L^T w by dot products over contiguous rows
+        kc = np.zeros(m)
+        cw = np.zeros((r, m))
+        cw_new = np.zeros((r, m))
+        yw = np.zeros((r, m))
+        yw_new = np.zeros((r, m))
+        P = np.zeros((r, m))
+        E = np.zeros((r, m))
+        a = np.zeros(m)
+        pre = np.zeros(m)
+        b = np.zeros(m)
+        q = np.zeros(m)
+        kq = np.zeros(m)  # b_i q_i
+        norms = np.ones(m)
+        inverses = np.ones(m)
+        x = np.zeros(m + 1)
+        drawn = x[: p + r]
+        g = np.empty(rs)
+        omega = np.empty(r)
         zeta = np.empty(r)
-        E = np.zeros((p, r))
+        gh = np.empty(r)
+        av = np.empty(r)
+        Bg = np.zeros((r, r))
+        S = np.empty((r, r))
         M = np.empty((r, r))
+        H = np.empty((r, r))
         Mp = np.empty((r, r))
-        Bg = np.empty((r, r))
-        Yn = np.empty((p, r))
         Gn = np.empty((r, r))
+        work = np.empty((r, r))
+        T = np.empty((r, r))
+        O = np.empty((rs, r))
+        stack = np.empty(STACK_SIZE)
+        scale = -2.0 * s_out * s_out
+        c = held_coefficients(parameters)
         for j in range(start, stop):
             if stop_at_hit and hits[j] >= 0:
                 continue
-            y = Y[j]
+            for l in range(r):
+                for t in range(p):
+                    yw[l, t] = Y[j, t, l]
+                for i in range(k):
+                    cw[l, i] = Ch[j, i, l]
             gam = Gam[j]
-            ch = Ch[j]
             s0, s1, s2, s3 = streams.load_words(states[j])
             for step in range(steps):
-                chi, s0, s1, s2, s3 = streams.fill_normal_chi_square(draws, dof, s0, s1, s2, s3)
-                # pre-activations: a = W x = L z_W, g = U^T x = UF z, g_hat = U_hat^T x = Y^T z + zeta
-                if identity:
-                    for i in range(k):
-                        a[i] = draws[i]
-                else:
-                    for i in range(k):
-                        total = 0.0
-                        for l in range(rank_w):
-                            total += L[i, l] * draws[l]
-                        a[i] = total
-                for l in range(rs):
-                    total = 0.0
-                    for q in range(p):
-                        total += UF[l, q] * draws[q]
-                    g[l] = total
-                _cholesky_lower(gam, Bg)
+                chi, s0, s1, s2, s3 = streams.fill_normal_chi_square(drawn, dof, s0, s1, s2, s3)
                 omega_squared = 0.0
                 for l in range(r):
+                    omega[l] = x[p + l]
+                    omega_squared += omega[l] * omega[l]
+                    x[p + l] = 0.0
+                # pre-activations: a = W x = L z_W, g = U^T x = UF z, g_hat = U_hat^T x = Y^T z + zeta, zeta = B omega (B B^T = Gamma)
+                if not identity:
+                    _rows_times(L, x, a)
+                for l in range(rs):
                     total = 0.0
-                    for m in range(l + 1):
-                        total += Bg[l, m] * draws[p + m]
+                    for t in range(p):
+                        total += UF[l, t] * x[t]
+                    g[l] = total
+                _cholesky_lower(gam, Bg)
+                for l in range(r):
+                    total = 0.0
+                    for n in range(l + 1):
+                        total += Bg[l, n] * omega[n]
                     zeta[l] = total
-                    omega_squared += draws[p + l] * draws[p + l]
-                for l in range(r):
-                    total = zeta[l]
-                    for q in range(p):
-                        total += y[q, l] * draws[q]
+                    for t in range(padded):
+                        total += yw[l, t] * x[t]
                     gh[l] = total
-                # S = U_hat^T U_hat and P = W U_hat = L Y_W (zero when u_hat stays in span(W)^perp)
-                gram_plus(gam, y, S)
-                if normalized and not constrained:
-                    for i in range(k):
-                        for l in range(r):
-                            total = 0.0
-                            if identity:
-                                total = y[i, l]
-                            else:
-                                for q in range(rank_w):
-                                    total += L[i, q] * y[q, l]
-                            P[i, l] = total
-                neuron_terms(code, normalized, linear, a, g, gh, C, ch, P, S, w_squared, inverse_teacher, lam, xi, s_out, beta, kappa, parameters, ops, args, d_ops, d_args, stack)
-                # gradient = x av^T + Q_F E + U_hat M
-                weighted_columns(beta, ch, av)
+                # S = U_hat^T U_hat = Y^T Y + Gamma
                 for l in range(r):
-                    for m in range(r):
+                    for n in range(l, r):
+                        total = gam[l, n]
+                        for t in range(padded):
+                            total += yw[l, t] * yw[n, t]
+                        S[l, n] = total
+                        S[n, l] = total
+                if tilted and not identity:
+                    for l in range(r):
+                        _rows_times(L, yw[l], P[l])
+                # the teachers' pre-activations (a_i + xi C_i.g) / n*_i
+                for i in range(k):
+                    total = x[i] if identity else a[i]
+                    for l in range(rs):
+                        total += xi * C[i, l] * g[l]
+                    pre[i] = total * inverse_t[i]
+                if normalized and not linear:
+                    # the students' 1 / |w_i + xi U_hat c_hat_i|: |.|^2 = |w_i|^2 + 2 xi P_i.c_hat_i + xi^2 c_hat_i^T S c_hat_i
+                    outside = 0
+                    for i in range(padded):
+                        squared = w_p[i]
+                        for l in range(r):
+                            if tilted:
+                                squared += 2.0 * xi * (yw[l, i] if identity else P[l, i]) * cw[l, i]
+                            for n in range(r):
+                                squared += xi * xi * cw[l, i] * S[l, n] * cw[n, i]
+                        norms[i] = squared
+                        inverses[i] = inverse_sqrt(squared)
+                        outside += 0 if SMALLEST_NORMAL <= squared < math.inf else 1
+                    if outside > 0:
+                        for i in range(padded):
+                            inverses[i] = 1.0 / math.sqrt(norms[i])
+                # the students (neuron_terms): the residual, b_i = lam_i sigma'(z_hat_i) xi / n_i, q_i = z_hat_i / n_i
+                residual = 0.0
+                for i in range(padded):
+                    ai = x[i] if identity else a[i]
+                    along = 0.0
+                    for l in range(r):
+                        along += cw[l, i] * gh[l]
+                    inverse = 1.0
+                    if linear:
+                        if normalized:
+                            inverse = inverse_w[i]
+                            if tilted:
+                                tilt = 0.0
+                                for l in range(r):
+                                    tilt += (yw[l, i] if identity else P[l, i]) * cw[l, i]
+                                along = (along - tilt * ai * inverse * inverse) * inverse
+                            else:
+                                along = along * inverse
+                        z_hat = ai * inverse
+                        slope = _derivative(code, degree, c, parameters, d_ops, d_args, stack, z_hat)
+                        student = _value(code, degree, c, parameters, ops, args, stack, z_hat) + xi * slope * along
+                    else:
+                        if normalized:
+                            inverse = inverses[i]
+                        z_hat = (ai + xi * along) * inverse
+                        slope = _derivative(code, degree, c, parameters, d_ops, d_args, stack, z_hat)
+                        student = _value(code, degree, c, parameters, ops, args, stack, z_hat)
+                    residual += lam_p[i] * (_value(code, degree, c, parameters, ops, args, stack, pre[i]) - student)
+                    bi = lam_p[i] * slope * xi * inverse
+                    b[i] = bi
+                    if normalized:
+                        qi = z_hat * inverse
+                        q[i] = qi
+                        kq[i] = bi * qi
+                factor = scale * residual
+                # the gradient in U_hat is x av^T + Q_F E + U_hat M: av = sum_i beta_i c_hat_i, M = -xi sum_i kappa_i c_hat_i c_hat_i^T
+                # (beta_i = factor b_i, kappa_i = factor b_i q_i)
+                for l in range(r):
+                    total = 0.0
+                    for i in range(padded):
+                        total += b[i] * cw[l, i]
+                    av[l] = factor * total
+                for l in range(r):
+                    for n in range(l, r):
                         total = 0.0
                         if normalized and not linear:
-                            for i in range(k):
-                                total += kappa[i] * ch[i, l] * ch[i, m]
-                        M[l, m] = -xi * total
+                            for i in range(padded):
+                                total += kq[i] * cw[l, i] * cw[n, i]
+                        M[l, n] = -xi * (factor * total)
+                        M[n, l] = M[l, n]
+                # E, the part along span(W); H = U_hat^T G = g_hat av^T + Y_W^T E + S M
                 if constrained:
-                    # P_W^perp: x -> x - Q_W z_W, and the W-directions of the normalisation term vanish
-                    for q in range(rank_w):
-                        for l in range(r):
-                            E[q, l] = -draws[q] * av[l]
+                    for l in range(r):
+                        for t in range(rank_w):
+                            E[l, t] = -x[t] * av[l]
                 elif normalized:
-                    for q in range(rank_w):
-                        for l in range(r):
-                            total = 0.0
-                            if identity:
-                                total = kappa[q] * ch[q, l]
-                            else:
-                                for i in range(k):
-                                    total += L[i, q] * kappa[i] * ch[i, l]
-                            E[q, l] = -total
-                # H = U_hat^T G = g_hat av^T + Y^T E + S M
+                    for l in range(r):
+                        if identity:
+                            for t in range(padded):
+                                E[l, t] = -factor * (kq[t] * cw[l, t])
+                        else:
+                            for i in range(k):
+                                kc[i] = -factor * (kq[i] * cw[l, i])
+                            _rows_times(LT, kc, E[l])
                 for l in range(r):
-                    for m in range(r):
-                        total = gh[l] * av[m]
-                        for q in range(rank_w):
-                            total += y[q, l] * E[q, m]
-                        for n in range(r):
-                            total += S[l, n] * M[n, m]
-                        H[l, m] = total
+                    for n in range(r):
+                        total = gh[l] * av[n]
+                        if constrained or normalized:
+                            for t in range(padded):
+                                total += yw[l, t] * E[n, t]
+                        for o in range(r):
+                            total += S[l, o] * M[o, n]
+                        H[l, n] = total
                 # U_hat - eta G_tan = U_hat M' + x b^T + Q_F E' with M' = I - eta (M - sym H), b = -eta av, E' = -eta E
                 for l in range(r):
-                    for m in range(r):
-                        Mp[l, m] = (1.0 if l == m else 0.0) - eta * (M[l, m] - 0.5 * (H[l, m] + H[m, l]))
+                    for n in range(r):
+                        Mp[l, n] = (1.0 if l == n else 0.0) - eta * (M[l, n] - 0.5 * (H[l, n] + H[n, l]))
                 if joint:
-                    # dL/dC_hat_i at the old state
-                    c_hat_gradient(normalized, linear, beta, kappa, gh, P, S, ch, xi, grad_c)
-                for q in range(p):
+                    # C_hat' = C_hat - eta_c dL/dC_hat at the old state: beta_i g_hat - kappa_i (P_i + xi S c_hat_i)
                     for l in range(r):
-                        total = -eta * draws[q] * av[l] - (eta * E[q, l] if q < rank_w else 0.0)
-                        for m in range(r):
-                            total += y[q, m] * Mp[m, l]
-                        Yn[q, l] = total
-                # Gamma' = M'^T Gamma M' + M'^T zeta b^T + b zeta^T M' + |x_perp|^2 b b^T (b = -eta av)
+                        for i in range(padded):
+                            total = 0.0
+                            if normalized:
+                                if tilted:
+                                    total = yw[l, i] if identity else P[l, i]
+                                if not linear:
+                                    for n in range(r):
+                                        total += xi * S[l, n] * cw[n, i]
+                            cw_new[l, i] = cw[l, i] - eta_c * factor * (b[i] * gh[l] - kq[i] * total)
+                # Y' = Y M' + z b^T + E'
+                for l in range(r):
+                    for t in range(padded):
+                        total = -eta * x[t] * av[l]
+                        if constrained or normalized:
+                            total -= eta * E[l, t]
+                        for n in range(r):
+                            total += yw[n, t] * Mp[n, l]
+                        yw_new[l, t] = total
+                # Gamma' = M'^T Gamma M' + M'^T zeta b^T + b zeta^T M' + |x_perp|^2 b b^T
                 perp = omega_squared + chi
                 congruence(Mp, gam, Gn)
                 for l in range(r):
-                    for m in range(r):
+                    for n in range(r):
                         left = 0.0
                         right = 0.0
-                        for n in range(r):
-                            left += Mp[n, l] * zeta[n]
-                            right += Mp[n, m] * zeta[n]
-                        Gn[l, m] += -eta * (left * av[m] + av[l] * right) + perp * eta * eta * av[l] * av[m]
+                        for o in range(r):
+                            left += Mp[o, l] * zeta[o]
+                            right += Mp[o, n] * zeta[o]
+                        Gn[l, n] += -eta * (left * av[n] + av[l] * right) + perp * eta * eta * av[l] * av[n]
                 # polar retraction: T = (Y'^T Y' + Gamma')^(-1/2)
-                gram_plus(Gn, Yn, work)
+                for l in range(r):
+                    for n in range(l, r):
+                        total = Gn[l, n]
+                        for t in range(padded):
+                            total += yw_new[l, t] * yw_new[n, t]
+                        work[l, n] = total
+                        work[n, l] = total
                 if not (work[0, 0] < math.inf):
-                    for q in range(p):
-                        for l in range(r):
-                            y[q, l] = math.nan
+                    for l in range(r):
+                        for t in range(p):
+                            yw[l, t] = math.nan
                     break
                 inverse_square_root(work, T)
-                for q in range(p):
-                    for l in range(r):
+                for l in range(r):
+                    for t in range(padded):
                         total = 0.0
-                        for m in range(r):
-                            total += Yn[q, m] * T[m, l]
-                        y[q, l] = total
+                        for n in range(r):
+                            total += yw_new[n, t] * T[n, l]
+                        yw[l, t] = total
                 congruence(T, Gn, work)
                 for l in range(r):
-                    for m in range(r):
-                        gam[l, m] = 0.5 * (work[l, m] + work[m, l])
+                    for n in range(r):
+                        gam[l, n] = 0.5 * (work[l, n] + work[n, l])
                 if joint:
+                    cw, cw_new = cw_new, cw
+                if level < math.inf and hits[j] < 0:
+                    for l in range(rs):
+                        for n in range(r):
+                            total = 0.0
+                            for t in range(p):
+                                total += UF[l, t] * yw[n, t]
+                            O[l, n] = total
+                    if smallest_squared_singular_value(O) >= level:
+                        hits[j] = offset + step + 1
+                        if stop_at_hit:
+                            break
+            for l in range(r):
+                for t in range(p):
+                    Y[j, t, l] = yw[l, t]
+                for i in range(k):
+                    Ch[j, i, l] = cw[l, i]
+            streams.store_words(states[j], s0, s1, s2, s3)
+        return len(version)
+
+    return advance
+
+
+@intrinsic
+def _float_bits(typingctx, value):
+    """The IEEE 754 bits of a float64, as an int64."""
+    if value != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def _bits_float(typingctx, value):
+    """The float64 with the given IEEE 754 bits."""
+    if value != types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+#: the smallest positive normal float64: :func:`inverse_sqrt` holds from here to the largest finite one
+SMALLEST_NORMAL = 2.2250738585072014e-308
+
+
+@njit(cache=True, inline="always")
+def inverse_sqrt(x):
+    """``1 / sqrt(x)`` for a positive normal float64 x, within 3 units in the last place (``1.0 /
+    math.sqrt(x)``: within 1; checked on 2e6 values from 1e-307 to 1e307) by Newton's iteration
+    ``y <- y (3/2 - x y^2 / 2)`` from the bit-level first guess (relative error below 3.5%, then 1.8e-3,
+    4.6e-6, 3.2e-11 and rounding): multiplications only, where ``1.0 / math.sqrt(x)`` keeps the core's
+    divider busy about 5 cycles a number (measured: with it, the students' norms took a fifth of the
+    rank-1 chain's step at k = 20; this made the step 15% faster). Deterministic (a function of x alone),
+    so results still do not depend on threads or batching. Outside (0 and subnormal, inf, nan, negative)
+    the result is meaningless: callers check the range (:data:`SMALLEST_NORMAL`)."""
+    y = _bits_float(np.int64(0x5FE6EB50C7B537A9) - (_float_bits(x) >> 1))
+    half = 0.5 * x
+    y = y * (1.5 - half * y * y)
+    y = y * (1.5 - half * y * y)
+    y = y * (1.5 - half * y * y)
+    return y * (1.5 - half * y * y)
+
+
+@njit(cache=True, inline="always")
+def _rows_times(L, v, out):
+    """``out[:k] = L v`` (the first rank W entries of v), one dot product per row."""
+    k, rank_w = L.shape
+    for i in range(k):
+        total = 0.0
+        for l in range(rank_w):
+            total += L[i, l] * v[l]
+        out[i] = total
+
+
+#: polynomials up to this degree have their coefficients held in registers by the chain kernels
+HELD_DEGREE = 7
+
+
+@njit(cache=True, inline="always")
+def held_coefficients(parameters):
+    """The activation's parameters as a tuple of 8 scalars (zeros beyond its own): the kernels read them
+    once, so that no neuron loop loads from an array (which would keep it from being vectorised)."""
+    c = np.zeros(HELD_DEGREE + 1)
+    for n in range(min(parameters.shape[0], HELD_DEGREE + 1)):
+        c[n] = parameters[n]
+    return (c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
+
+
+@njit(cache=True, inline="always")
+def _horner(degree, c, z):
+    """``sum_n c_n z^n`` by Horner's rule from the coefficient of ``degree`` (a compile-time constant <= 7):
+    the operations of :func:`popgrad.gaussian.families.polynomial.value`, unrolled."""
+    total = 0.0
+    if degree >= 7:
+        total = total * z + c[7]
+    if degree >= 6:
+        total = total * z + c[6]
+    if degree >= 5:
+        total = total * z + c[5]
+    if degree >= 4:
+        total = total * z + c[4]
+    if degree >= 3:
+        total = total * z + c[3]
+    if degree >= 2:
+        total = total * z + c[2]
+    if degree >= 1:
+        total = total * z + c[1]
+    return total * z + c[0]
+
+
+@njit(cache=True, inline="always")
+def _horner_derivative(degree, c, z):
+    """``sum_n n c_n z^(n-1)`` as :func:`popgrad.gaussian.families.polynomial.derivative`, unrolled."""
+    total = 0.0
+    if degree >= 7:
+        total = total * z + 7 * c[7]
+    if degree >= 6:
+        total = total * z + 6 * c[6]
+    if degree >= 5:
+        total = total * z + 5 * c[5]
+    if degree >= 4:
+        total = total * z + 4 * c[4]
+    if degree >= 3:
+        total = total * z + 3 * c[3]
+    if degree >= 2:
+        total = total * z + 2 * c[2]
+    if degree >= 1:
+        total = total * z + c[1]
+    return total
+
+
+@njit(cache=True, inline="always")
+def _value(code, degree, c, parameters, ops, args, stack, z):
+    """``sigma(z)`` as :func:`activation_value`, with the parameters ``c`` of :func:`held_coefficients` for
+    the leaky ReLU family and polynomials of degree <= 7 (``degree`` a compile-time constant, -1 if not a
+    polynomial): the same operations, with no load from an array."""
+    if code == CODE_LEAKY_RELU:
+        return z if z > 0.0 else c[0] * z
+    if code == CODE_POLYNOMIAL and 0 <= degree <= HELD_DEGREE:
+        return _horner(degree, c, z)
+    return activation_value(code, parameters, ops, args, stack, z)
+
+
+@njit(cache=True, inline="always")
+def _derivative(code, degree, c, parameters, d_ops, d_args, stack, z):
+    """``sigma'(z)`` as :func:`activation_derivative`, with held parameters as :func:`_value`."""
+    if code == CODE_LEAKY_RELU:
+        return 1.0 if z > 0.0 else (c[0] if z < 0.0 else 0.5 * (1.0 + c[0]))
+    if code == CODE_POLYNOMIAL and 0 <= degree <= HELD_DEGREE:
+        return _horner_derivative(degree, c, z)
+    return activation_derivative(code, parameters, d_ops, d_args, stack, z)
+
+
+#: the rank-1 chain's loops over neurons and over u_hat's coordinates run over max(k, p) rounded up to a
+#: multiple of this, on vectors padded with zeros (padding neurons have lam = 0 and c_hat = 0, so they add
+#: exact zeros): numba vectorises the loops 8 numbers at a time, and the scalar remainder of a loop with the
+#: activation's branches cost more than the whole vectorised part (k = 20: 4 neurons, 22% of a step)
+BLOCK = 8
+
+
+@specialised
+def _rank_one_chain_kernel(code: int, degree: int, identity: bool, normalized: bool, constrained: bool, joint: bool, linear: bool):
+    """The state chain at rank 1, where every r x r matrix is a scalar: the same formulas as
+    :func:`_rank_r_chain_kernel` at r = 1, from the same draws in the same order, arranged for speed.
+
+    * A step is a few passes over the neurons without inner loops, which numba vectorises (the activation's
+      branches become selects): the students' (the residual, and per neuron
+      ``b_i = lam_i sigma'(z_hat_i) xi / n_i`` and ``q_i = z_hat_i / n_i``, with the sums over neurons that
+      the step's scalars need: the gradient's coefficients are ``beta_i = factor b_i`` and
+      ``kappa_i = beta_i q_i`` with factor = -2 s_out^2 residual, so the sums are taken before the factor is
+      known and scaled after), then one pass that moves c_hat and y.
+    * All vectors have a common padded length (:data:`BLOCK`), zeros beyond their own.
+    * The retraction's scale T is applied to u_hat's coordinates in the next step's first pass over them
+      (which also takes g_hat and |y|^2), not in a pass of its own; a call's last step applies it when
+      the state is stored, so a trajectory's numbers do not depend on how its steps are split into calls.
+
+    The same numbers as the rank-r kernel up to rounding (sums associated differently)."""
+    version = SOURCE_VERSION
+    # P = W u_hat enters only the normalised student's norms and gradients, and vanishes when u_hat ⟂ W
+    tilted = normalized and not constrained
+
+    @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "nsz"})
+    def advance(start, stop, Y, Gam, Ch, states, hits, level, stop_at_hit, offset, steps, L, UF, C, lam, inverse_teacher, w_squared, reals, parameters, ops, args, d_ops, d_args):
+        eta, eta_c, xi, s_out, dof = reals[0], reals[1], reals[2], reals[3], reals[4]
+        k, rank_w = L.shape
+        rs, p = UF.shape
+        m = (max(k, p) + BLOCK - 1) // BLOCK * BLOCK
+        # per neuron i < k (W = I: also u_hat's coordinate i, z_i = w_i.x): lam, |w|^2, 1/|w| (the linearised
+        # student's), 1/|w + xi C u| (the teacher's), C's column (r* = 1), c_hat (and its next value), the
+        # teachers' pre-activations, b, q; W x, W y, E where W is not the identity
+        lam_p = np.zeros(m)
+        padded = lam_p.shape[0]  # m as an array's length: loops over it index without sign checks (vector loads, not gathers)
+        w_p = np.ones(m)
+        inverse_w = np.ones(m)
+        inverse_t = np.ones(m)
+        c_p = np.zeros(m)
+        for i in range(k):
+            lam_p[i] = lam[i]
+            w_p[i] = w_squared[i]
+            inverse_w[i] = 1.0 / math.sqrt(w_squared[i])
+            inverse_t[i] = inverse_teacher[i]
+            c_p[i] = C[i, 0]
+        LT = np.ascontiguousarray(L.T)  # L's columns as rows: E = -L^T w by dot products over contiguous rows
+        kc = np.zeros(m)
+        ch = np.zeros(m)
+        ch_new = np.zeros(m)
+        pre = np.zeros(m)
+        b = np.zeros(m)
+        q = np.zeros(m)
+        a = np.zeros(m)
+        P = np.zeros(m)
+        E = np.zeros(m)
+        inverses = np.ones(m)
+        # per coordinate t < p: x = z (omega drawn into x[p], then zeroed), y_raw, U's first row, span(W)'s indicator
+        x = np.zeros(m + 1)
+        drawn = x[: p + 1]
+        y = np.zeros(m)
+        u_p = np.zeros(m)
+        in_w = np.zeros(m)
+        for t in range(p):
+            u_p[t] = UF[0, t]
+        for t in range(rank_w):
+            in_w[t] = 1.0
+        g = np.empty(rs)
+        stack = np.empty(STACK_SIZE)
+        scale = -2.0 * s_out * s_out
+        c = held_coefficients(parameters)
+        for j in range(start, stop):
+            if stop_at_hit and hits[j] >= 0:
+                continue
+            for t in range(p):
+                y[t] = Y[j, t, 0]
+            T = 1.0  # between steps y holds u_hat's coordinates divided by T
+            for i in range(k):
+                ch[i] = Ch[j, i, 0]
+            gam = Gam[j, 0, 0]
+            s0, s1, s2, s3 = streams.load_words(states[j])
+            for step in range(steps):
+                chi, s0, s1, s2, s3 = streams.fill_normal_chi_square(drawn, dof, s0, s1, s2, s3)
+                omega = x[p]
+                x[p] = 0.0
+                # pre-activations: a = W x = L z_W, g = U^T x = UF z, g_hat = u_hat.x = y.z + zeta (y = T y first)
+                if not identity:
+                    _rows_times(L, x, a)
+                dot = 0.0
+                squares = 0.0
+                if rs == 1:
+                    total = 0.0
+                    for t in range(padded):
+                        value = y[t] * T
+                        y[t] = value
+                        total += u_p[t] * x[t]
+                        dot += value * x[t]
+                        squares += value * value
+                    g[0] = total
+                else:
+                    for l in range(rs):
+                        total = 0.0
+                        for t in range(p):
+                            total += UF[l, t] * x[t]
+                        g[l] = total
+                    for t in range(padded):
+                        value = y[t] * T
+                        y[t] = value
+                        dot += value * x[t]
+                        squares += value * value
+                zeta = (math.sqrt(gam) if gam > 0.0 else 0.0) * omega  # Gamma's Cholesky factor times omega
+                gh = zeta + dot
+                S = gam + squares  # u_hat^T u_hat
+                if tilted and not identity:
+                    _rows_times(L, y, P)
+                # the teachers' pre-activations (a_i + xi C_i.g) / n*_i, and the students' 1 / |w_i + xi c_hat_i u_hat|
+                # (inverse_sqrt: no division; 1 / sqrt where a squared norm is not a positive normal number)
+                xg = xi * g[0]
+                if rs > 1:
                     for i in range(k):
-                        for l in range(r):
-                            ch[i, l] -= eta_c * grad_c[i, l]
-                if level < math.inf and hits[j] < 0 and overlap_reaches(level, UF, y.T, O):
-                    hits[j] = offset + step + 1
-                    if stop_at_hit:
-                        break
+                        total = x[i] if identity else a[i]
+                        for l in range(rs):
+                            total += xi * C[i, l] * g[l]
+                        pre[i] = total * inverse_t[i]
+                if normalized and not linear:
+                    outside = 0
+                    for i in range(padded):
+                        if rs == 1:
+                            pre[i] = ((x[i] if identity else a[i]) + c_p[i] * xg) * inverse_t[i]
+                        cv = ch[i]
+                        squared = w_p[i] + xi * xi * cv * S * cv
+                        if tilted:
+                            squared += 2.0 * xi * (y[i] if identity else P[i]) * cv
+                        inverses[i] = inverse_sqrt(squared)
+                        outside += 0 if SMALLEST_NORMAL <= squared < math.inf else 1
+                    if outside > 0:
+                        for i in range(padded):
+                            cv = ch[i]
+                            squared = w_p[i] + xi * xi * cv * S * cv
+                            if tilted:
+                                squared += 2.0 * xi * (y[i] if identity else P[i]) * cv
+                            inverses[i] = 1.0 / math.sqrt(squared)
+                elif rs == 1:
+                    for i in range(padded):
+                        pre[i] = ((x[i] if identity else a[i]) + c_p[i] * xg) * inverse_t[i]
+                # the students (neuron_terms at r = 1) and the sums over neurons that the step needs
+                residual = 0.0
+                sum_b = 0.0  # sum_i b_i c_i            (av = factor sum_b)
+                sum_curvature = 0.0  # sum_i b_i q_i c_i^2  (M = -xi factor sum_curvature)
+                sum_tilt = 0.0  # sum_i y_i b_i q_i c_i   (W = I: y_W.E = -factor sum_tilt)
+                for i in range(padded):
+                    ai = x[i] if identity else a[i]
+                    cv = ch[i]
+                    along = cv * gh
+                    inverse = 1.0
+                    if linear:
+                        if normalized:
+                            inverse = inverse_w[i]
+                            if tilted:
+                                along = (along - (y[i] if identity else P[i]) * cv * ai * inverse * inverse) * inverse
+                            else:
+                                along = along * inverse
+                        z_hat = ai * inverse
+                        slope = _derivative(code, degree, c, parameters, d_ops, d_args, stack, z_hat)
+                        student = _value(code, degree, c, parameters, ops, args, stack, z_hat) + xi * slope * along
+                    else:
+                        if normalized:
+                            inverse = inverses[i]
+                        z_hat = (ai + xi * along) * inverse
+                        slope = _derivative(code, degree, c, parameters, d_ops, d_args, stack, z_hat)
+                        student = _value(code, degree, c, parameters, ops, args, stack, z_hat)
+                    residual += lam_p[i] * (_value(code, degree, c, parameters, ops, args, stack, pre[i]) - student)
+                    bi = lam_p[i] * slope * xi * inverse
+                    b[i] = bi
+                    sum_b += bi * cv
+                    if normalized:
+                        qi = z_hat * inverse
+                        q[i] = qi
+                        if not linear:
+                            sum_curvature += bi * qi * cv * cv
+                        if tilted and identity:
+                            sum_tilt += y[i] * bi * qi * cv
+                factor = scale * residual
+                av = factor * sum_b
+                M = -xi * (factor * sum_curvature) if normalized and not linear else 0.0
+                # H = u_hat^T G = g_hat av + y_W.E + S M, E the gradient's part along span(W)
+                H = gh * av
+                if constrained:
+                    # P_W^perp: x -> x - Q_W z_W (E = -z_W av), and the W-directions of the normalisation term vanish
+                    total = 0.0
+                    for t in range(rank_w):
+                        total += y[t] * x[t]
+                    H -= av * total
+                elif normalized:
+                    if identity:
+                        H -= factor * sum_tilt
+                    else:
+                        # E = -L^T (kappa_i c_i)_i
+                        for i in range(k):
+                            kc[i] = -factor * (b[i] * q[i] * ch[i])
+                        _rows_times(LT, kc, E)
+                        total = 0.0
+                        for t in range(rank_w):
+                            total += y[t] * E[t]
+                        H += total
+                H += S * M
+                # u_hat - eta G_tan = u_hat M' + x b + Q_F E' with M' = 1 - eta (M - H), b = -eta av, E' = -eta E
+                Mp = 1.0 - eta * (M - H)
+                # c_hat' = c_hat - eta_c dL/dc_hat at the old state (W = I: in the pass over y below)
+                if joint and not identity:
+                    for i in range(padded):
+                        beta = factor * b[i]
+                        if normalized:
+                            total = 0.0
+                            if tilted:
+                                total = P[i]
+                            if not linear:
+                                total += xi * S * ch[i]
+                            ch_new[i] = ch[i] - eta_c * (beta * gh - beta * q[i] * total)
+                        else:
+                            ch_new[i] = ch[i] - eta_c * (beta * gh)
+                # y' = y M' + z b + E', and |y'|^2
+                squares = 0.0
+                for t in range(padded):
+                    if joint and identity:
+                        beta = factor * b[t]
+                        if normalized:
+                            total = 0.0
+                            if tilted:
+                                total = y[t]
+                            if not linear:
+                                total += xi * S * ch[t]
+                            ch_new[t] = ch[t] - eta_c * (beta * gh - beta * q[t] * total)
+                        else:
+                            ch_new[t] = ch[t] - eta_c * (beta * gh)
+                    value = y[t] * Mp - eta * x[t] * av
+                    if constrained:
+                        value += eta * x[t] * av * in_w[t]
+                    elif normalized:
+                        if identity:
+                            value += eta * (factor * b[t] * q[t] * ch[t])
+                        else:
+                            value -= eta * E[t]
+                    y[t] = value
+                    squares += value * value
+                # Gamma' = M'^2 Gamma - 2 eta M' zeta av + |x_perp|^2 eta^2 av^2
+                perp = omega * omega + chi
+                left = Mp * zeta
+                Gn = Mp * gam * Mp - eta * (left * av + av * left) + perp * eta * eta * av * av
+                # polar retraction: T = (|y'|^2 + Gamma')^(-1/2), applied to y in the next step's first pass
+                work = Gn + squares
+                if not (work < math.inf):
+                    for t in range(p):
+                        y[t] = math.nan
+                    break
+                T = 1.0 / math.sqrt(work)
+                gam = T * Gn * T
+                if joint:
+                    ch, ch_new = ch_new, ch
+                if level < math.inf and hits[j] < 0:
+                    # the smallest squared singular value of U^T u_hat (r* x 1): |UF y|^2
+                    reached = 0.0
+                    for l in range(rs):
+                        total = 0.0
+                        for t in range(p):
+                            total += UF[l, t] * y[t]
+                        reached += (T * total) * (T * total)
+                    if reached >= level:
+                        hits[j] = offset + step + 1
+                        if stop_at_hit:
+                            break
+            for t in range(p):
+                Y[j, t, 0] = T * y[t]
+            for i in range(k):
+                Ch[j, i, 0] = ch[i]
+            Gam[j, 0, 0] = gam
             streams.store_words(states[j], s0, s1, s2, s3)
         return len(version)
 
