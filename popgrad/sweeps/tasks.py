@@ -136,7 +136,8 @@ def run_cell(cell: dict, threads: int | None = None) -> dict:
     if kind == "compare":
         from ..analysis.comparison import compare
 
-        options = {"noise_samples": cell["noise_samples"] if model.reduces_to_overlap else min(cell["noise_samples"], 65536)}
+        # the noise ODEs of a reduced model take the cell's samples; the one-step-mean map (state models) at most 65536 per evaluation
+        options = {"noise_samples": cell["noise_samples"] if getattr(model, "reduces_to_overlap", False) else min(cell["noise_samples"], 65536)}
         comparison = compare(model, d, eta, checkpoints, trajectories=trajectories, method=method, seed=seed, **options)
         result = {"verdict": comparison.verdict, "conclusions": comparison.conclusions, "statistics": {name: {observable: comparison.statistic(name, observable) for observable in conclusions} for name, conclusions in comparison.conclusions.items() if name not in comparison.predictions.failures}, "steps": checkpoints, "observables": {name: {"mean": comparison.mean(name), "standard_error": comparison.standard_error(name)} for name in comparison.observables}}
     else:
@@ -153,7 +154,7 @@ def run_cell(cell: dict, threads: int | None = None) -> dict:
             times = np.where(hits >= 0, hits.astype(float), np.inf)
             result["hitting_steps"] = [int(h) for h in hits]
             result["hitting_time"] = _quantiles(times) | {"horizon": steps, "eps": cell["eps"]}
-            if model.reduces_to_overlap:
+            if getattr(model, "reduces_to_overlap", False):  # the flow's hitting steps from the law of m_0 (other models: from their own starts, in compare)
                 predicted = predict(run, which=("gradient_flow",))
                 result["predicted_hitting_time"] = _quantiles(predicted.hitting_steps["gradient_flow"]) | {"method": "gradient flow from 33 quantiles of m_0"}
     provenance = {"seed": seed, "versions": versions(), "wall_seconds": time.time() - begin, "host": socket.gethostname(), "pid": os.getpid(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -8,6 +8,10 @@ per step instead of O(d rank).
 
 The general model (MATH.md §4b): :func:`general_sgd_stepper` runs :func:`general_sgd_kernel` on blocks of
 trajectories that share each pass over W.
+
+(About 690 lines, one job — SGD in dimension d — for the rank-1 model and the general one, whose kernels
+share the plain numba helpers here and in :mod:`.overlaps`; one file keeps numba's per-file cache of those
+helpers in step with their edits.)
 """
 
 from __future__ import annotations
