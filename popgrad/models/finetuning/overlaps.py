@@ -15,7 +15,7 @@ constrained) and onto the tangent space (``G - U_hat sym(U_hat^T G)``) the step 
 and C_hat moves by its own gradient at the same sample and the same (old) state. Full-d SGD of the same
 model (:mod:`.sgd`) checks this chain by two-sample tests.
 
-(About 960 lines, one job: the step above, as a scalar kernel for rank 1, a rank-r kernel and the helpers
+(About 1060 lines, one job: the step above, as a scalar kernel for rank 1, a rank-r kernel and the helpers
 both inline — and :mod:`.sgd` with them, so that the chain and full-d SGD evaluate the neurons by the same
 code. Kept in one file so that numba's per-file cache of the plain helpers follows every edit of them.)
 """
@@ -688,6 +688,42 @@ def _derivative(code, degree, c, parameters, d_ops, d_args, stack, z):
 BLOCK = 8
 
 
+@njit(cache=True, inline="always")
+def _load_slot(j, Y, Gam, Ch, states, s, y, ch, gam, T, words):
+    """Trajectory j's state into slot s: u_hat's coordinates and c_hat into padded rows (zeros beyond their
+    own), Gamma, T = 1 and its stream's words."""
+    p, k = Y.shape[1], Ch.shape[1]
+    for t in range(y.shape[1]):
+        y[s, t] = Y[j, t, 0] if t < p else 0.0
+    for i in range(ch.shape[1]):
+        ch[s, i] = Ch[j, i, 0] if i < k else 0.0
+    gam[s] = Gam[j, 0, 0]
+    T[s] = 1.0
+    for w in range(4):
+        words[s, w] = states[j, w]
+
+
+@njit(cache=True, inline="always")
+def _store_slot(j, Y, Gam, Ch, states, s, y, ch, gam, T, words):
+    """Slot s's state back into trajectory j (u_hat's coordinates times the scale T still owed to them)."""
+    p, k = Y.shape[1], Ch.shape[1]
+    for t in range(p):
+        Y[j, t, 0] = T[s] * y[s, t]
+    for i in range(k):
+        Ch[j, i, 0] = ch[s, i]
+    Gam[j, 0, 0] = gam[s]
+    for w in range(4):
+        states[j, w] = words[s, w]
+
+
+@njit(cache=True, inline="always")
+def _next_trajectory(j, stop, hits, stop_at_hit):
+    """The first trajectory from j on that still moves (with ``stop_at_hit``: one that has not hit), or stop."""
+    while j < stop and stop_at_hit and hits[j] >= 0:
+        j += 1
+    return j
+
+
 @specialised
 def _rank_one_chain_kernel(code: int, degree: int, identity: bool, normalized: bool, constrained: bool, joint: bool, linear: bool):
     """The state chain at rank 1, where every r x r matrix is a scalar: the same formulas as
@@ -703,6 +739,11 @@ def _rank_one_chain_kernel(code: int, degree: int, identity: bool, normalized: b
     * The retraction's scale T is applied to u_hat's coordinates in the next step's first pass over them
       (which also takes g_hat and |y|^2), not in a pass of its own; a call's last step applies it when
       the state is stored, so a trajectory's numbers do not depend on how its steps are split into calls.
+    * Two trajectories advance together, in two slots (rows of the per-trajectory buffers): each iteration
+      runs one step of slot 0, then one of slot 1, by the same code (a loop over the slots). A step is a
+      chain of dependent latencies (draws, sums over neurons, square roots) and the core overlaps the two
+      independent chains. A lone trajectory (an odd count, or when its partner stops early) is paired with
+      a copy of itself whose numbers are discarded, so a trajectory's numbers never depend on its partner.
 
     The same numbers as the rank-r kernel up to rounding (sums associated differently)."""
     version = SOURCE_VERSION
@@ -716,8 +757,7 @@ def _rank_one_chain_kernel(code: int, degree: int, identity: bool, normalized: b
         rs, p = UF.shape
         m = (max(k, p) + BLOCK - 1) // BLOCK * BLOCK
         # per neuron i < k (W = I: also u_hat's coordinate i, z_i = w_i.x): lam, |w|^2, 1/|w| (the linearised
-        # student's), 1/|w + xi C u| (the teacher's), C's column (r* = 1), c_hat (and its next value), the
-        # teachers' pre-activations, b, q; W x, W y, E where W is not the identity
+        # student's), 1/|w + xi C u| (the teacher's), C's column (r* = 1)
         lam_p = np.zeros(m)
         padded = lam_p.shape[0]  # m as an array's length: loops over it index without sign checks (vector loads, not gathers)
         w_p = np.ones(m)
@@ -731,236 +771,286 @@ def _rank_one_chain_kernel(code: int, degree: int, identity: bool, normalized: b
             inverse_t[i] = inverse_teacher[i]
             c_p[i] = C[i, 0]
         LT = np.ascontiguousarray(L.T)  # L's columns as rows: E = -L^T w by dot products over contiguous rows
-        kc = np.zeros(m)
-        ch = np.zeros(m)
-        ch_new = np.zeros(m)
-        pre = np.zeros(m)
-        b = np.zeros(m)
-        q = np.zeros(m)
-        a = np.zeros(m)
-        P = np.zeros(m)
-        E = np.zeros(m)
-        inverses = np.ones(m)
-        # per coordinate t < p: x = z (omega drawn into x[p], then zeroed), y_raw, U's first row, span(W)'s indicator
-        x = np.zeros(m + 1)
-        drawn = x[: p + 1]
-        y = np.zeros(m)
+        # per coordinate t < p: U's first row, span(W)'s indicator
         u_p = np.zeros(m)
         in_w = np.zeros(m)
         for t in range(p):
             u_p[t] = UF[0, t]
         for t in range(rank_w):
             in_w[t] = 1.0
-        g = np.empty(rs)
+        # per slot s (row s): c_hat (ch[s, cur[s]]) and its next value (ch[s, 1 - cur[s]]), the teachers'
+        # pre-activations, b, q, W x, W y, E, kappa c and the students' 1 / |w + xi c_hat u_hat| per
+        # neuron; x = z (omega drawn into x[s, p], then zeroed) and y (u_hat's coordinates divided by T) per
+        # coordinate; U^T x; T, Gamma, the stream's words, the trajectory (-1: a copy of the other slot's)
+        ch = np.zeros((2, 2, m))
+        cur = np.zeros(2, dtype=np.int64)
+        pre = np.zeros((2, m))
+        b = np.zeros((2, m))
+        q = np.zeros((2, m))
+        a = np.zeros((2, m))
+        P = np.zeros((2, m))
+        E = np.zeros((2, m))
+        kc = np.zeros((2, m))
+        inverses = np.ones((2, m))
+        x = np.zeros((2, m + 1))
+        y = np.zeros((2, m))
+        g = np.empty((2, rs))
+        T = np.ones(2)
+        gam = np.zeros(2)
+        words = np.zeros((2, 4), dtype=np.uint64)
+        slot_of = np.full(2, -1, dtype=np.int64)
+        finite = np.ones(2, dtype=np.bool_)
         stack = np.empty(STACK_SIZE)
         scale = -2.0 * s_out * s_out
         c = held_coefficients(parameters)
-        for j in range(start, stop):
-            if stop_at_hit and hits[j] >= 0:
-                continue
-            for t in range(p):
-                y[t] = Y[j, t, 0]
-            T = 1.0  # between steps y holds u_hat's coordinates divided by T
-            for i in range(k):
-                ch[i] = Ch[j, i, 0]
-            gam = Gam[j, 0, 0]
-            s0, s1, s2, s3 = streams.load_words(states[j])
+        j = _next_trajectory(start, stop, hits, stop_at_hit)
+        while j < stop:
+            slot_of[0] = j
+            j = _next_trajectory(j + 1, stop, hits, stop_at_hit)
+            slot_of[1] = -1
+            if j < stop:
+                slot_of[1] = j
+                j = _next_trajectory(j + 1, stop, hits, stop_at_hit)
+            for s in range(2):
+                cur[s] = 0
+                _load_slot(slot_of[s] if slot_of[s] >= 0 else slot_of[0], Y, Gam, Ch, states, s, y, ch[:, 0], gam, T, words)
             for step in range(steps):
-                chi, s0, s1, s2, s3 = streams.fill_normal_chi_square(drawn, dof, s0, s1, s2, s3)
-                omega = x[p]
-                x[p] = 0.0
-                # pre-activations: a = W x = L z_W, g = U^T x = UF z, g_hat = u_hat.x = y.z + zeta (y = T y first)
-                if not identity:
-                    _rows_times(L, x, a)
-                dot = 0.0
-                squares = 0.0
-                if rs == 1:
-                    total = 0.0
-                    for t in range(padded):
-                        value = y[t] * T
-                        y[t] = value
-                        total += u_p[t] * x[t]
-                        dot += value * x[t]
-                        squares += value * value
-                    g[0] = total
-                else:
-                    for l in range(rs):
+                for s in range(2):
+                    co = cur[s]
+                    no = 1 - co
+                    s0, s1, s2, s3 = words[s, 0], words[s, 1], words[s, 2], words[s, 3]
+                    chi, s0, s1, s2, s3 = streams.fill_normal_chi_square(x[s, : p + 1], dof, s0, s1, s2, s3)
+                    words[s, 0], words[s, 1], words[s, 2], words[s, 3] = s0, s1, s2, s3
+                    omega = x[s, p]
+                    x[s, p] = 0.0
+                    Ts = T[s]
+                    gs = gam[s]
+                    # pre-activations: a = W x = L z_W, g = U^T x = UF z, g_hat = u_hat.x = y.z + zeta (y = T y first)
+                    if not identity:
+                        for i in range(k):
+                            total = 0.0
+                            for l in range(rank_w):
+                                total += L[i, l] * x[s, l]
+                            a[s, i] = total
+                    dot = 0.0
+                    squares = 0.0
+                    if rs == 1:
                         total = 0.0
-                        for t in range(p):
-                            total += UF[l, t] * x[t]
-                        g[l] = total
-                    for t in range(padded):
-                        value = y[t] * T
-                        y[t] = value
-                        dot += value * x[t]
-                        squares += value * value
-                zeta = (math.sqrt(gam) if gam > 0.0 else 0.0) * omega  # Gamma's Cholesky factor times omega
-                gh = zeta + dot
-                S = gam + squares  # u_hat^T u_hat
-                if tilted and not identity:
-                    _rows_times(L, y, P)
-                # the teachers' pre-activations (a_i + xi C_i.g) / n*_i, and the students' 1 / |w_i + xi c_hat_i u_hat|
-                # (inverse_sqrt: no division; 1 / sqrt where a squared norm is not a positive normal number)
-                xg = xi * g[0]
-                if rs > 1:
-                    for i in range(k):
-                        total = x[i] if identity else a[i]
+                        for t in range(padded):
+                            value = y[s, t] * Ts
+                            y[s, t] = value
+                            total += u_p[t] * x[s, t]
+                            dot += value * x[s, t]
+                            squares += value * value
+                        g[s, 0] = total
+                    else:
                         for l in range(rs):
-                            total += xi * C[i, l] * g[l]
-                        pre[i] = total * inverse_t[i]
-                if normalized and not linear:
-                    outside = 0
-                    for i in range(padded):
-                        if rs == 1:
-                            pre[i] = ((x[i] if identity else a[i]) + c_p[i] * xg) * inverse_t[i]
-                        cv = ch[i]
-                        squared = w_p[i] + xi * xi * cv * S * cv
-                        if tilted:
-                            squared += 2.0 * xi * (y[i] if identity else P[i]) * cv
-                        inverses[i] = inverse_sqrt(squared)
-                        outside += 0 if SMALLEST_NORMAL <= squared < math.inf else 1
-                    if outside > 0:
+                            total = 0.0
+                            for t in range(p):
+                                total += UF[l, t] * x[s, t]
+                            g[s, l] = total
+                        for t in range(padded):
+                            value = y[s, t] * Ts
+                            y[s, t] = value
+                            dot += value * x[s, t]
+                            squares += value * value
+                    zeta = (math.sqrt(gs) if gs > 0.0 else 0.0) * omega  # Gamma's Cholesky factor times omega
+                    gh = zeta + dot
+                    S = gs + squares  # u_hat^T u_hat
+                    if tilted and not identity:
+                        for i in range(k):
+                            total = 0.0
+                            for l in range(rank_w):
+                                total += L[i, l] * y[s, l]
+                            P[s, i] = total
+                    # the teachers' pre-activations (a_i + xi C_i.g) / n*_i, and the students' 1 / |w_i + xi c_hat_i u_hat|
+                    # (inverse_sqrt: no division; 1 / sqrt where a squared norm is not a positive normal number)
+                    xg = xi * g[s, 0]
+                    if rs > 1:
+                        for i in range(k):
+                            total = x[s, i] if identity else a[s, i]
+                            for l in range(rs):
+                                total += xi * C[i, l] * g[s, l]
+                            pre[s, i] = total * inverse_t[i]
+                    if normalized and not linear:
+                        outside = 0
                         for i in range(padded):
-                            cv = ch[i]
+                            if rs == 1:
+                                pre[s, i] = ((x[s, i] if identity else a[s, i]) + c_p[i] * xg) * inverse_t[i]
+                            cv = ch[s, co, i]
                             squared = w_p[i] + xi * xi * cv * S * cv
                             if tilted:
-                                squared += 2.0 * xi * (y[i] if identity else P[i]) * cv
-                            inverses[i] = 1.0 / math.sqrt(squared)
-                elif rs == 1:
+                                squared += 2.0 * xi * (y[s, i] if identity else P[s, i]) * cv
+                            inverses[s, i] = inverse_sqrt(squared)
+                            outside += 0 if SMALLEST_NORMAL <= squared < math.inf else 1
+                        if outside > 0:
+                            for i in range(padded):
+                                cv = ch[s, co, i]
+                                squared = w_p[i] + xi * xi * cv * S * cv
+                                if tilted:
+                                    squared += 2.0 * xi * (y[s, i] if identity else P[s, i]) * cv
+                                inverses[s, i] = 1.0 / math.sqrt(squared)
+                    elif rs == 1:
+                        for i in range(padded):
+                            pre[s, i] = ((x[s, i] if identity else a[s, i]) + c_p[i] * xg) * inverse_t[i]
+                    # the students (neuron_terms at r = 1) and the sums over neurons that the step needs
+                    residual = 0.0
+                    sum_b = 0.0  # sum_i b_i c_i            (av = factor sum_b)
+                    sum_curvature = 0.0  # sum_i b_i q_i c_i^2  (M = -xi factor sum_curvature)
+                    sum_tilt = 0.0  # sum_i y_i b_i q_i c_i   (W = I: y_W.E = -factor sum_tilt)
                     for i in range(padded):
-                        pre[i] = ((x[i] if identity else a[i]) + c_p[i] * xg) * inverse_t[i]
-                # the students (neuron_terms at r = 1) and the sums over neurons that the step needs
-                residual = 0.0
-                sum_b = 0.0  # sum_i b_i c_i            (av = factor sum_b)
-                sum_curvature = 0.0  # sum_i b_i q_i c_i^2  (M = -xi factor sum_curvature)
-                sum_tilt = 0.0  # sum_i y_i b_i q_i c_i   (W = I: y_W.E = -factor sum_tilt)
-                for i in range(padded):
-                    ai = x[i] if identity else a[i]
-                    cv = ch[i]
-                    along = cv * gh
-                    inverse = 1.0
-                    if linear:
+                        ai = x[s, i] if identity else a[s, i]
+                        cv = ch[s, co, i]
+                        along = cv * gh
+                        inverse = 1.0
+                        if linear:
+                            if normalized:
+                                inverse = inverse_w[i]
+                                if tilted:
+                                    along = (along - (y[s, i] if identity else P[s, i]) * cv * ai * inverse * inverse) * inverse
+                                else:
+                                    along = along * inverse
+                            z_hat = ai * inverse
+                            slope = _derivative(code, degree, c, parameters, d_ops, d_args, stack, z_hat)
+                            student = _value(code, degree, c, parameters, ops, args, stack, z_hat) + xi * slope * along
+                        else:
+                            if normalized:
+                                inverse = inverses[s, i]
+                            z_hat = (ai + xi * along) * inverse
+                            slope = _derivative(code, degree, c, parameters, d_ops, d_args, stack, z_hat)
+                            student = _value(code, degree, c, parameters, ops, args, stack, z_hat)
+                        residual += lam_p[i] * (_value(code, degree, c, parameters, ops, args, stack, pre[s, i]) - student)
+                        bi = lam_p[i] * slope * xi * inverse
+                        b[s, i] = bi
+                        sum_b += bi * cv
                         if normalized:
-                            inverse = inverse_w[i]
-                            if tilted:
-                                along = (along - (y[i] if identity else P[i]) * cv * ai * inverse * inverse) * inverse
-                            else:
-                                along = along * inverse
-                        z_hat = ai * inverse
-                        slope = _derivative(code, degree, c, parameters, d_ops, d_args, stack, z_hat)
-                        student = _value(code, degree, c, parameters, ops, args, stack, z_hat) + xi * slope * along
-                    else:
-                        if normalized:
-                            inverse = inverses[i]
-                        z_hat = (ai + xi * along) * inverse
-                        slope = _derivative(code, degree, c, parameters, d_ops, d_args, stack, z_hat)
-                        student = _value(code, degree, c, parameters, ops, args, stack, z_hat)
-                    residual += lam_p[i] * (_value(code, degree, c, parameters, ops, args, stack, pre[i]) - student)
-                    bi = lam_p[i] * slope * xi * inverse
-                    b[i] = bi
-                    sum_b += bi * cv
-                    if normalized:
-                        qi = z_hat * inverse
-                        q[i] = qi
-                        if not linear:
-                            sum_curvature += bi * qi * cv * cv
-                        if tilted and identity:
-                            sum_tilt += y[i] * bi * qi * cv
-                factor = scale * residual
-                av = factor * sum_b
-                M = -xi * (factor * sum_curvature) if normalized and not linear else 0.0
-                # H = u_hat^T G = g_hat av + y_W.E + S M, E the gradient's part along span(W)
-                H = gh * av
-                if constrained:
-                    # P_W^perp: x -> x - Q_W z_W (E = -z_W av), and the W-directions of the normalisation term vanish
-                    total = 0.0
-                    for t in range(rank_w):
-                        total += y[t] * x[t]
-                    H -= av * total
-                elif normalized:
-                    if identity:
-                        H -= factor * sum_tilt
-                    else:
-                        # E = -L^T (kappa_i c_i)_i
-                        for i in range(k):
-                            kc[i] = -factor * (b[i] * q[i] * ch[i])
-                        _rows_times(LT, kc, E)
+                            qi = z_hat * inverse
+                            q[s, i] = qi
+                            if not linear:
+                                sum_curvature += bi * qi * cv * cv
+                            if tilted and identity:
+                                sum_tilt += y[s, i] * bi * qi * cv
+                    factor = scale * residual
+                    av = factor * sum_b
+                    M = -xi * (factor * sum_curvature) if normalized and not linear else 0.0
+                    # H = u_hat^T G = g_hat av + y_W.E + S M, E the gradient's part along span(W)
+                    H = gh * av
+                    if constrained:
+                        # P_W^perp: x -> x - Q_W z_W (E = -z_W av), and the W-directions of the normalisation term vanish
                         total = 0.0
                         for t in range(rank_w):
-                            total += y[t] * E[t]
-                        H += total
-                H += S * M
-                # u_hat - eta G_tan = u_hat M' + x b + Q_F E' with M' = 1 - eta (M - H), b = -eta av, E' = -eta E
-                Mp = 1.0 - eta * (M - H)
-                # c_hat' = c_hat - eta_c dL/dc_hat at the old state (W = I: in the pass over y below)
-                if joint and not identity:
-                    for i in range(padded):
-                        beta = factor * b[i]
-                        if normalized:
-                            total = 0.0
-                            if tilted:
-                                total = P[i]
-                            if not linear:
-                                total += xi * S * ch[i]
-                            ch_new[i] = ch[i] - eta_c * (beta * gh - beta * q[i] * total)
-                        else:
-                            ch_new[i] = ch[i] - eta_c * (beta * gh)
-                # y' = y M' + z b + E', and |y'|^2
-                squares = 0.0
-                for t in range(padded):
-                    if joint and identity:
-                        beta = factor * b[t]
-                        if normalized:
-                            total = 0.0
-                            if tilted:
-                                total = y[t]
-                            if not linear:
-                                total += xi * S * ch[t]
-                            ch_new[t] = ch[t] - eta_c * (beta * gh - beta * q[t] * total)
-                        else:
-                            ch_new[t] = ch[t] - eta_c * (beta * gh)
-                    value = y[t] * Mp - eta * x[t] * av
-                    if constrained:
-                        value += eta * x[t] * av * in_w[t]
+                            total += y[s, t] * x[s, t]
+                        H -= av * total
                     elif normalized:
                         if identity:
-                            value += eta * (factor * b[t] * q[t] * ch[t])
+                            H -= factor * sum_tilt
                         else:
-                            value -= eta * E[t]
-                    y[t] = value
-                    squares += value * value
-                # Gamma' = M'^2 Gamma - 2 eta M' zeta av + |x_perp|^2 eta^2 av^2
-                perp = omega * omega + chi
-                left = Mp * zeta
-                Gn = Mp * gam * Mp - eta * (left * av + av * left) + perp * eta * eta * av * av
-                # polar retraction: T = (|y'|^2 + Gamma')^(-1/2), applied to y in the next step's first pass
-                work = Gn + squares
-                if not (work < math.inf):
-                    for t in range(p):
-                        y[t] = math.nan
-                    break
-                T = 1.0 / math.sqrt(work)
-                gam = T * Gn * T
-                if joint:
-                    ch, ch_new = ch_new, ch
-                if level < math.inf and hits[j] < 0:
-                    # the smallest squared singular value of U^T u_hat (r* x 1): |UF y|^2
-                    reached = 0.0
-                    for l in range(rs):
-                        total = 0.0
+                            # E = -L^T (kappa_i c_i)_i
+                            for i in range(k):
+                                kc[s, i] = -factor * (b[s, i] * q[s, i] * ch[s, co, i])
+                            for l in range(rank_w):
+                                total = 0.0
+                                for i in range(k):
+                                    total += LT[l, i] * kc[s, i]
+                                E[s, l] = total
+                            total = 0.0
+                            for t in range(rank_w):
+                                total += y[s, t] * E[s, t]
+                            H += total
+                    H += S * M
+                    # u_hat - eta G_tan = u_hat M' + x b + Q_F E' with M' = 1 - eta (M - H), b = -eta av, E' = -eta E
+                    Mp = 1.0 - eta * (M - H)
+                    # c_hat' = c_hat - eta_c dL/dc_hat at the old state (W = I: in the pass over y below)
+                    if joint and not identity:
+                        for i in range(padded):
+                            beta = factor * b[s, i]
+                            if normalized:
+                                total = 0.0
+                                if tilted:
+                                    total = P[s, i]
+                                if not linear:
+                                    total += xi * S * ch[s, co, i]
+                                ch[s, no, i] = ch[s, co, i] - eta_c * (beta * gh - beta * q[s, i] * total)
+                            else:
+                                ch[s, no, i] = ch[s, co, i] - eta_c * (beta * gh)
+                    # y' = y M' + z b + E', and |y'|^2
+                    squares = 0.0
+                    for t in range(padded):
+                        if joint and identity:
+                            beta = factor * b[s, t]
+                            if normalized:
+                                total = 0.0
+                                if tilted:
+                                    total = y[s, t]
+                                if not linear:
+                                    total += xi * S * ch[s, co, t]
+                                ch[s, no, t] = ch[s, co, t] - eta_c * (beta * gh - beta * q[s, t] * total)
+                            else:
+                                ch[s, no, t] = ch[s, co, t] - eta_c * (beta * gh)
+                        value = y[s, t] * Mp - eta * x[s, t] * av
+                        if constrained:
+                            value += eta * x[s, t] * av * in_w[t]
+                        elif normalized:
+                            if identity:
+                                value += eta * (factor * b[s, t] * q[s, t] * ch[s, co, t])
+                            else:
+                                value -= eta * E[s, t]
+                        y[s, t] = value
+                        squares += value * value
+                    # Gamma' = M'^2 Gamma - 2 eta M' zeta av + |x_perp|^2 eta^2 av^2
+                    perp = omega * omega + chi
+                    left = Mp * zeta
+                    Gn = Mp * gs * Mp - eta * (left * av + av * left) + perp * eta * eta * av * av
+                    # polar retraction: T = (|y'|^2 + Gamma')^(-1/2), applied to y in the next step's first pass
+                    work = Gn + squares
+                    finite[s] = work < math.inf
+                    if not finite[s]:
                         for t in range(p):
-                            total += UF[l, t] * y[t]
-                        reached += (T * total) * (T * total)
-                    if reached >= level:
-                        hits[j] = offset + step + 1
-                        if stop_at_hit:
-                            break
-            for t in range(p):
-                Y[j, t, 0] = T * y[t]
-            for i in range(k):
-                Ch[j, i, 0] = ch[i]
-            Gam[j, 0, 0] = gam
-            streams.store_words(states[j], s0, s1, s2, s3)
+                            y[s, t] = math.nan
+                        continue
+                    Ts = 1.0 / math.sqrt(work)
+                    T[s] = Ts
+                    gam[s] = Ts * Gn * Ts
+                    if joint:
+                        cur[s] = no
+                # the hits, and the trajectories that stop (diverged, or hit with stop_at_hit): stored, their
+                # slot then a copy of the other's; the pair ends when neither slot holds a trajectory
+                ends = False
+                for s in range(2):
+                    jj = slot_of[s]
+                    if jj < 0:
+                        continue
+                    ending = not finite[s]
+                    if finite[s] and level < math.inf and hits[jj] < 0:
+                        # the smallest squared singular value of U^T u_hat (r* x 1): |UF y|^2
+                        reached = 0.0
+                        for l in range(rs):
+                            total = 0.0
+                            for t in range(p):
+                                total += UF[l, t] * y[s, t]
+                            reached += (T[s] * total) * (T[s] * total)
+                        if reached >= level:
+                            hits[jj] = offset + step + 1
+                            ending = stop_at_hit
+                    if ending:
+                        _store_slot(jj, Y, Gam, Ch, states, s, y, ch[:, cur[s]], gam, T, words)
+                        slot_of[s] = -1
+                        ends = True
+                if ends:
+                    if slot_of[0] < 0 and slot_of[1] < 0:
+                        break
+                    # the slot left empty copies the other's state
+                    to = 0 if slot_of[0] < 0 else 1
+                    other = 1 - to
+                    for t in range(padded):
+                        y[to, t] = y[other, t]
+                        ch[to, cur[to], t] = ch[other, cur[other], t]
+                    T[to], gam[to] = T[other], gam[other]
+                    for w in range(4):
+                        words[to, w] = words[other, w]
+            for s in range(2):
+                if slot_of[s] >= 0:
+                    _store_slot(slot_of[s], Y, Gam, Ch, states, s, y, ch[:, cur[s]], gam, T, words)
         return len(version)
 
     return advance
