@@ -43,7 +43,7 @@ FLAGS = {
     "checkpoints": "--checkpoints",
     "method": "--method",
     "convention": "--convention",
-    "c distribution": "--c-distribution",
+    "c_distribution": "--c-distribution",
     "hit": "--hit",
     "out": "--out",
     "plot": "--plot",

@@ -36,9 +36,9 @@ def register(commands) -> None:
 
 
 def _sweep(args) -> int:
-    from ..sweeps.executor import run_sweep
+    from ..sweeps.executor import check_sweep, run_sweep
     from ..sweeps.spec import load_sweep_spec
-    from ..sweeps.store import open_store
+    from ..sweeps.store import open_store, remove_empty_store
 
     spec = load_sweep_spec(args.spec)  # refused in one line naming the file
     if args.workers is not None and args.workers < 0:
@@ -47,13 +47,23 @@ def _sweep(args) -> int:
         raise UsageError(f"--timeout must be a positive number of seconds, at most {MAX_TIMEOUT} (a day), got {args.timeout}")
     if args.scheduler is not None and not SCHEDULER_ADDRESS.fullmatch(args.scheduler):
         raise UsageError(f"--scheduler: {args.scheduler!r} is not a scheduler address (e.g. tcp://host:8786 or host:8786)")
-    store = open_store(args.out, spec, resume=args.resume)
     try:
-        summary = run_sweep(spec, store, workers=args.workers, scheduler=args.scheduler, progress=None if not args.quiet else False, timeout=args.timeout)
+        check_sweep(spec, args.workers, args.scheduler)  # the whole specification, before the store is made
     except InvalidArgument as exc:
         if exc.parameter in ("scheduler", "workers"):
             raise
-        raise UsageError(f"{args.spec}: {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"sweep specification {str(args.spec)!r}: {str(exc).splitlines()[0]}") from None
+    out = Path(args.out)
+    made_folder, made_store = not out.exists(), not (out / "manifest.json").exists()
+    store = open_store(out, spec, resume=args.resume)
+    try:
+        summary = run_sweep(spec, store, workers=args.workers, scheduler=args.scheduler, progress=None if not args.quiet else False, timeout=args.timeout)
+    except BaseException as exc:
+        if made_store:
+            remove_empty_store(out, made_folder)  # a refused or interrupted command that made the store leaves none (with cells, it resumes)
+        if isinstance(exc, InvalidArgument) and exc.parameter not in ("scheduler", "workers"):
+            raise UsageError(f"sweep specification {str(args.spec)!r}: {str(exc).splitlines()[0]}") from None
+        raise
     print(f"sweep {args.spec}: {summary['cells']} cells, {summary['skipped']} already stored, {summary['computed']} computed in {summary['seconds']:.1f} s -> {args.out}")
     return 0
 

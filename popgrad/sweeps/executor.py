@@ -15,24 +15,51 @@ import time
 
 from .._progress import progress_bar
 from .._validation import InvalidArgument, check_integer
-from .spec import SweepSpec, cell_key
+from .spec import PROBLEM_KEYS, SweepSpec, cell_key
 from .store import SweepStore
-from .tasks import build_model, run_cell
+from .tasks import check_cell, run_cell
 
-__all__ = ["run_sweep"]
+__all__ = ["run_sweep", "check_sweep"]
 
 
-def _prevalidate(cells: list) -> None:
-    """Build each distinct problem before any work (cheap ones: random features beyond d = 1e5 are built by
-    the worker), so that a bad value ends the command at once instead of inside a worker."""
+def check_sweep(spec: SweepSpec, workers: int | None = None, scheduler: str | None = None) -> int:
+    """Every check a sweep makes before its work, made before anything is created: the executor's options,
+    and each distinct cell (:func:`~popgrad.sweeps.tasks.check_cell`: the model is built once per distinct
+    problem; random features beyond d = 1e5 are built by the worker only). A specification refused here
+    leaves no store.
+
+    Parameters
+    ----------
+    spec : SweepSpec
+    workers : int, optional
+    scheduler : str, optional
+
+    Returns
+    -------
+    int
+        The number of local worker processes (0: in this process; the cores by default, capped by memory).
+
+    Raises
+    ------
+    InvalidArgument
+        Naming the key or option at fault.
+    """
+    if workers is not None and scheduler is not None:
+        raise InvalidArgument("give --workers (a local cluster) or --scheduler (an existing one), not both", "workers")
+    cores = os.cpu_count() or 1
+    workers = cores if workers is None else check_integer(workers, "workers", 0, 4096)
+    if workers == 0 and scheduler is not None:
+        raise InvalidArgument("workers = 0 (in this process) cannot be used with a scheduler", "workers")
     seen = set()
-    for cell in cells:
-        problem_keys = {key: cell[key] for key in ("generator", "path", "activation", "k", "xi", "d", "problem_seed", "convention", "c_distribution", "rank", "alpha", "train_c_hat", "c_hat_lr", "unconstrained", "output_scale", "student")}
-        signature = repr(sorted(problem_keys.items()))
-        if signature in seen or (cell["generator"] == "random" and cell["d"] > 100_000):
+    for cell in spec.cells():
+        problem_keys = {key: cell[key] for key in PROBLEM_KEYS}
+        run_keys = {key: cell[key] for key in ("kind", "method", "trajectories", "d", "eta", "delta", "horizon", "steps", "checkpoints", "spacing", "noise_samples")}
+        signature = repr(sorted(problem_keys.items())) + repr(sorted(run_keys.items()))
+        if signature in seen:
             continue
         seen.add(signature)
-        build_model(cell)
+        check_cell(cell, build=not (cell["generator"] == "random" and cell["d"] > 100_000))
+    return workers
 
 
 def run_sweep(spec: SweepSpec, store: SweepStore, workers: int | None = None, scheduler: str | None = None, progress: bool | None = False, timeout: float = 10.0, numba_threads: int | None = None) -> dict:
@@ -62,12 +89,8 @@ def run_sweep(spec: SweepSpec, store: SweepStore, workers: int | None = None, sc
     """
     from dask.distributed import Client, LocalCluster, as_completed
 
-    if workers is not None and scheduler is not None:
-        raise InvalidArgument("give --workers (a local cluster) or --scheduler (an existing one), not both", "workers")
     cores = os.cpu_count() or 1
-    workers = cores if workers is None else check_integer(workers, "workers", 0, 4096)
-    if workers == 0 and scheduler is not None:
-        raise InvalidArgument("workers = 0 (in this process) cannot be used with a scheduler", "workers")
+    workers = check_sweep(spec, workers, scheduler)  # before any work (the command line calls it before the store too)
     cells = spec.cells()
     keys = [cell_key(cell) for cell in cells]
     finished = store.finished()
@@ -78,7 +101,6 @@ def run_sweep(spec: SweepSpec, store: SweepStore, workers: int | None = None, sc
     begin = time.perf_counter()
     if not todo:
         return {"cells": len(cells), "skipped": len(cells), "computed": 0, "seconds": 0.0}
-    _prevalidate(list(todo.values()))
     if workers == 0:
         threads = cores if numba_threads is None else check_integer(numba_threads, "numba_threads", 1, 4096)
         with progress_bar(total=len(todo), progress=progress, unit="cell", desc="sweep") as bar:

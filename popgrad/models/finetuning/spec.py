@@ -273,7 +273,7 @@ def draw_signs(k: int, generator: np.random.Generator, distribution: str = "quan
     ndarray, shape (k,)
         A unit vector.
     """
-    check_choice(distribution, "c distribution", ("quantized", "sphere"))
+    check_choice(distribution, "c_distribution", ("quantized", "sphere"))
     if distribution == "quantized":
         return generator.choice([-1.0, 1.0], size=k) / math.sqrt(k)
     v = generator.standard_normal(k)
