@@ -148,3 +148,132 @@ def test_a_cell_whose_content_does_not_match_is_computed_again(kind, tmp_path, c
     assert main(["sweep", str(spec), "--out", str(store), "--workers", "0", "--quiet"]) == 0
     assert ("2 already stored" if counts else "1 already stored, 1 computed") in capsys.readouterr().out
     assert SweepStore(store).finished() == {cell.stem for cell in cells}
+
+
+# ------------------------------------------------------------------------------------------------
+# class 4: no file popgrad did not write is replaced unless --force; --out - is stdout or refused
+# ------------------------------------------------------------------------------------------------
+
+NTK_BUILD = ["ntk", "build", "--m", "2", "--n", "2", "--data", "2"]
+TINY_PROBLEM = ["--k", "2"]
+
+#: (name, arguments with {out} for the output, the user's file the command would replace (relative to
+#: {out}, or "" when {out} is the file), and the option refused)
+USER_FILES = [
+    ("problem --out FILE", ["problem", *TINY_PROBLEM, "--out", "{out}"], "", "--out"),
+    ("simulate --out FILE", ["simulate", *TINY_PROBLEM, "--d", "20", "--steps", "10", "--trajectories", "2", "--out", "{out}"], "", "--out"),
+    ("h --plot FILE", ["h", *TINY_PROBLEM, "--plot", "{out}"], "", "--plot"),
+    ("ntk build --out FILE", [*NTK_BUILD, "--out", "{out}"], "", "--out"),
+    ("ntk threshold --plot FILE", ["ntk", "threshold", "--m", "2", "--n", "2", "--data", "2", "--ranks", "1", "--instances", "1", "--starts", "1", "--plot", "{out}"], "", "--plot"),
+    ("compare --out DIR", ["compare", *TINY_PROBLEM, "--d", "20", "--steps", "10", "--out", "{out}"], "comparison.json", "--out"),
+    ("run --out DIR (model.json)", ["run", *TINY_PROBLEM, "--d", "20", "--steps", "10", "--out", "{out}"], "model.json", "--out"),
+    ("run --out DIR (full/comparison.png)", ["run", *TINY_PROBLEM, "--d", "20", "--steps", "10", "--out", "{out}"], "full/comparison.png", "--out"),
+    ("reproduce --out DIR (README.md)", ["reproduce", "jlr", "--quick", "--out", "{out}"], "README.md", "--out"),
+    ("reproduce all --out DIR (a report)", ["reproduce", "all", "--quick", "--out", "{out}"], "fig2.md", "--out"),
+    ("derive --out DIR", ["derive", "--out", "{out}"], "hermite.md", "--out"),
+    ("sweep-report --out DIR", ["sweep-report", "{store}", "--out", "{out}", "--replicates", "10"], "sweep.md", "--out"),
+]
+
+
+@pytest.mark.parametrize("name, arguments, user_file, option", USER_FILES, ids=[row[0] for row in USER_FILES])
+def test_a_file_popgrad_did_not_write_is_never_replaced(name, arguments, user_file, option, tmp_path, capsys):
+    out = tmp_path / "out"
+    target = out / user_file if user_file else out
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("the user's own\n")
+    store = tmp_path / "store"
+    if "{store}" in arguments:
+        spec = tmp_path / "spec.json"
+        spec.write_text(json.dumps(SPEC))
+        assert main(["sweep", str(spec), "--out", str(store), "--workers", "0", "--quiet"]) == 0
+        capsys.readouterr()
+    command = [a.replace("{out}", str(out)).replace("{store}", str(store)) for a in arguments]
+    _run_refused(command, capsys, tmp_path, option, str(target))
+    assert target.read_text() == "the user's own\n"
+
+
+def test_force_replaces_and_popgrads_own_file_is_replaced_without_it(tmp_path, capsys):
+    path = tmp_path / "problem.json"
+    path.write_text("the user's own\n")
+    assert main(["problem", "--k", "2", "--out", str(path), "--force"]) == 0
+    assert json.loads(path.read_text())["activation"] == "relu"
+    assert main(["problem", "--k", "3", "--out", str(path)]) == 0  # popgrad's own: rerunning replaces it
+    path.write_text(path.read_text().replace('"relu"', '"tanh"'))  # edited by the user: theirs now
+    capsys.readouterr()
+    assert main(["problem", "--k", "2", "--out", str(path)]) == 2
+    assert "give --force" in capsys.readouterr().err and '"tanh"' in path.read_text()
+
+
+def test_a_symlinked_out_stays_a_link(tmp_path, capsys):
+    target = tmp_path / "target.json"
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    assert main(["problem", "--k", "2", "--out", str(link)]) == 0  # a dangling link: its target is made
+    assert link.is_symlink() and json.loads(target.read_text())["activation"] == "relu"
+    assert main(["problem", "--k", "3", "--out", str(link)]) == 0  # through the link, popgrad's own target
+    assert link.is_symlink() and len(json.loads(target.read_text())["lam"]) == 3
+
+
+@pytest.mark.parametrize("arguments", [["problem", "--k", "2", "--out", "-"], [*NTK_BUILD, "--out", "-"]], ids=["problem", "ntk build"])
+def test_out_dash_prints_the_json(arguments, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(arguments) == 0
+    assert isinstance(_strict(capsys.readouterr().out), dict)
+    assert list(tmp_path.iterdir()) == []  # no file named '-'
+
+
+DASH_REFUSED = [
+    ("simulate", ["simulate", "--k", "2", "--d", "20", "--steps", "10", "--out", "-"], "--out"),
+    ("h --plot", ["h", "--k", "2", "--plot", "-"], "--plot"),
+    ("ntk threshold --plot", ["ntk", "threshold", "--plot", "-"], "--plot"),
+    ("compare", ["compare", "--k", "2", "--d", "20", "--out", "-"], "--out"),
+    ("run", ["run", "--k", "2", "--out", "-"], "--out"),
+    ("reproduce", ["reproduce", "jlr", "--quick", "--out", "-"], "--out"),
+    ("derive", ["derive", "--out", "-"], "--out"),
+    ("sweep", ["sweep", "{spec}", "--out", "-"], "--out"),
+    ("sweep-report", ["sweep-report", "{store}", "--out", "-"], "--out"),
+]
+
+
+@pytest.mark.parametrize("name, arguments, option", DASH_REFUSED, ids=[row[0] for row in DASH_REFUSED])
+def test_out_dash_is_refused_where_the_output_is_not_text(name, arguments, option, tmp_path, capsys, monkeypatch):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(SPEC))
+    store = tmp_path / "store"
+    if "{store}" in arguments:
+        assert main(["sweep", str(spec), "--out", str(store), "--workers", "0", "--quiet"]) == 0
+        capsys.readouterr()
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    command = [a.replace("{spec}", str(spec)).replace("{store}", str(store)) for a in arguments]
+    _run_refused(command, capsys, work, option, "standard output")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_output_files_respect_the_umask(umask, tmp_path, capsys):
+    previous = os.umask(umask)
+    try:
+        assert main(["problem", "--k", "2", "--out", str(tmp_path / "problem.json")]) == 0
+        assert main(["compare", "--k", "2", "--d", "20", "--steps", "10", "--trajectories", "2", "--noise-samples", "640", "--quiet", "--out", str(tmp_path / "report")]) == 0
+    finally:
+        os.umask(previous)
+    for path in [tmp_path / "problem.json", *(tmp_path / "report").iterdir()]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+
+
+def test_reproduce_writes_the_committed_reports_only_when_asked(tmp_path, capsys, monkeypatch):
+    from popgrad.cli.reproduce import committed_reports
+
+    committed = committed_reports()
+    before = {path.name: path.stat().st_mtime_ns for path in committed.iterdir()}
+    _run_refused(["reproduce", "jlr", "--quick", "--update-derivations"], capsys, tmp_path, "--quick")
+    _run_refused(["reproduce", "jlr", "--quick", "--out", committed], capsys, tmp_path, "--update-derivations")
+    _run_refused(["reproduce", "jlr", "--update-derivations", "--out", tmp_path / "x"], capsys, tmp_path, "--update-derivations")
+    monkeypatch.chdir(committed.parent.parent)  # the repository's root, where derivations/paper is relative
+    _run_refused(["reproduce", "jlr", "--quick", "--out", "derivations/paper"], capsys, tmp_path, "--update-derivations")
+    assert {path.name: path.stat().st_mtime_ns for path in committed.iterdir()} == before
+    # the default folder is popgrad-reproductions/ (here: in the current folder)
+    from popgrad.cli import reproduce
+
+    assert reproduce.DEFAULT_OUT == "popgrad-reproductions"

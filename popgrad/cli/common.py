@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["UsageError", "Parser", "given", "refuse_together", "non_negative_int", "real", "grid", "step_list", "FLAGS", "flag_message", "EXIT_USAGE", "EXIT_NEGATIVE", "EXIT_BUG", "print_json", "write", "naming_file"]
+__all__ = ["UsageError", "Parser", "given", "refuse_together", "non_negative_int", "real", "grid", "step_list", "FLAGS", "flag_message", "EXIT_USAGE", "EXIT_NEGATIVE", "EXIT_BUG", "print_json", "write", "naming_file", "add_force", "check_outputs"]
 
 #: exit statuses: a usage error, a scientific negative (--strict inconsistency, stale tables), a crash
 EXIT_USAGE, EXIT_NEGATIVE, EXIT_BUG = 2, 3, 1
@@ -169,3 +169,16 @@ def naming_file(path, flag: str, exc: Exception) -> UsageError:
     if str(path) in message:
         return UsageError(message)
     return UsageError(f"{flag} {path}: {flag_message(message, getattr(exc, 'parameter', None))}")
+
+
+def add_force(parser) -> None:
+    """``--force``: what lets a command replace output files popgrad did not write."""
+    parser.add_argument("--force", action="store_true", help="replace output files that popgrad did not write, or that were changed since (default: refuse them)")
+
+
+def check_outputs(args, paths, parameter: str = "out") -> None:
+    """Refuse, before any work, output files among ``paths`` that popgrad did not write, unless --force
+    (:func:`popgrad._io.check_overwrite`)."""
+    from .._io import check_overwrite
+
+    check_overwrite(paths, parameter, bool(getattr(args, "force", False)))

@@ -14,7 +14,7 @@ import math
 
 from .._io import versions
 from .._validation import InvalidArgument
-from .common import UsageError, naming_file, non_negative_int, print_json, real, write
+from .common import UsageError, add_force, check_outputs, naming_file, non_negative_int, print_json, real, write
 
 __all__ = ["register"]
 
@@ -65,7 +65,8 @@ def register(commands) -> None:
     build = actions.add_parser("build", help="write a problem file")
     _add_builder_flags(build)
     build.add_argument("--seed", type=non_negative_int, default=0)
-    build.add_argument("--out", required=True, help="the problem JSON to write")
+    build.add_argument("--out", required=True, help="the problem JSON to write (-: print it)")
+    add_force(build)
     build.set_defaults(handler=_build)
 
     threshold = actions.add_parser("threshold", help="frequency of spurious limits against the rank over random instances")
@@ -76,6 +77,7 @@ def register(commands) -> None:
     threshold.add_argument("--seed", type=non_negative_int, default=0, help="instance i has seed SEED + i (default 0)")
     threshold.add_argument("--plot", default=None, help="write the frequency plot here (PNG)")
     threshold.add_argument("--format", choices=("text", "json"), default="text")
+    add_force(threshold)
     threshold.set_defaults(handler=_threshold)
 
     example = actions.add_parser("example", help="a 2 x 2 (K = 1, N = 2, r = 1) spurious local minimum, verified exactly with sympy")
@@ -154,7 +156,11 @@ def _builder(args):
 def _build(args) -> int:
     from .._io import check_output_file
 
+    if args.out == "-":  # standard output: the JSON itself, nothing else
+        print_json(_builder(args)(args.seed).to_dict())
+        return 0
     check_output_file(args.out)
+    check_outputs(args, [args.out])
     problem = _builder(args)(args.seed)
     problem.save(args.out)
     write(f"wrote {args.out}: {problem.count} measurements of a {problem.shape[0]} x {problem.shape[1]} matrix ({args.kind}, {problem.loss}, lambda = {problem.weight_decay:g}); ranks r >= {problem.threshold_rank} are above the threshold")
@@ -170,6 +176,7 @@ def _threshold(args) -> int:
         from .._io import check_output_file
 
         check_output_file(args.plot, "plot")
+        check_outputs(args, [args.plot], "plot")
     rows = ntk_threshold_study(_builder(args), args.instances, args.ranks, args.starts, args.seed)
     if args.plot is not None:
         from .._io import atomic_path

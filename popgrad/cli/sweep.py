@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from .._validation import InvalidArgument
-from .common import UsageError, print_json
+from .common import UsageError, add_force, check_outputs, print_json
 
 __all__ = ["register"]
 
@@ -32,6 +32,7 @@ def register(commands) -> None:
     report.add_argument("--format", choices=("table", "json"), default="table", help="print the table (default) or the JSON document")
     report.add_argument("--out", default=None, help="report folder (default STORE/report)")
     report.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates of the fitted exponents (default 1000)")
+    add_force(report)
     report.set_defaults(handler=_sweep_report)
 
 
@@ -75,6 +76,8 @@ def _sweep_report(args) -> int:
     if args.replicates < 10:
         raise UsageError(f"--replicates must be at least 10, got {args.replicates}")
     store = SweepStore(args.store)
+    folder = Path(args.out) if args.out is not None else store.folder / "report"
+    check_outputs(args, [folder / name for name in ("sweep.json", "sweep.md", "sweep.csv", "scaling.png", "phase.png")])
     document = write_sweep_report(store, args.out, replicates=args.replicates)
     if args.format == "json":
         print_json(document)

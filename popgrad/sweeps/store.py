@@ -93,7 +93,7 @@ class SweepStore:
         if target.is_dir():
             raise InvalidArgument(f"sweep cell {str(target)!r} is a folder; remove it", "store")
         record = {"key": key, "parameters": cell, "result": outcome["result"], "provenance": outcome["provenance"] | {"stored": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, "numerics": numerics_version()}
-        write_json(target, record | {"checksum": _checksum(record)})
+        write_json(target, record | {"checksum": _checksum(record)}, ledger=False)  # the store is checked by its manifest
         return True
 
     def records(self) -> list:
@@ -137,7 +137,7 @@ def open_store(folder, spec: SweepSpec, resume: bool = False) -> SweepStore:
         if store.manifest.get("digest") != spec.digest() and not any(store.cells_folder.glob("*.json")) and not resume:
             # a store that holds no cell (e.g. left by a run refused before its first cell) loses nothing
             # when it is made again for this specification
-            write_json(manifest, _manifest(spec))
+            write_json(manifest, _manifest(spec), ledger=False)
             return SweepStore(folder)
         if store.manifest.get("digest") != spec.digest():
             made = store.manifest.get("spec", {})
@@ -148,7 +148,7 @@ def open_store(folder, spec: SweepSpec, resume: bool = False) -> SweepStore:
         raise InvalidArgument(f"--resume: {str(folder)!r} holds no sweep store to resume", "resume")
     folder.mkdir(exist_ok=True)
     (folder / CELLS).mkdir(exist_ok=True)
-    write_json(manifest, _manifest(spec))
+    write_json(manifest, _manifest(spec), ledger=False)
     return SweepStore(folder)
 
 
