@@ -259,9 +259,11 @@ from .sweeps.spec import (
 from .sweeps.store import (
     SweepStore as SweepStore,
     open_store as open_store,
+    remove_empty_store as remove_empty_store,
 )
 from .sweeps.executor import (
     run_sweep as run_sweep,
+    check_sweep as check_sweep,
 )
 from .sweeps.report import (
     sweep_records as sweep_records,

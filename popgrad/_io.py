@@ -340,6 +340,8 @@ def check_output_file(path, parameter: str = "out") -> Path:
     a folder (a symbolic link is checked at its target)."""
     if str(path) == "-":
         raise InvalidArgument(f"{parameter}: '-' (standard output) cannot take this output; give a file name", parameter)
+    if not str(path).strip():
+        raise InvalidArgument(f"{parameter}: the file name is empty; give a file name", parameter)
     path = _target(path)
     if path.is_dir():
         raise InvalidArgument(f"{parameter}: {str(path)!r} is a folder; give a file name", parameter)
@@ -354,6 +356,8 @@ def check_output_folder(path, parameter: str = "out") -> Path:
     or ``-``: a folder of files cannot go to standard output)."""
     if str(path) == "-":
         raise InvalidArgument(f"{parameter}: '-' (standard output) cannot take a report folder; give a folder", parameter)
+    if not str(path).strip():
+        raise InvalidArgument(f"{parameter}: the folder name is empty; give a folder", parameter)
     path = Path(path)
     if path.exists():
         if not path.is_dir():

@@ -81,8 +81,25 @@ def check_scale(scale, name: str = "scale") -> float:
     return check_real(scale, name, 0.0, None, low_open=True)
 
 
+def _check_real_kind(value, name: str) -> None:
+    """Refuse what numpy would turn into real numbers by conversion, not by value: strings ('0.5'), bytes,
+    booleans and complex numbers (whose imaginary part would be dropped)."""
+    try:
+        raw = np.asarray(value) if not isinstance(value, np.ndarray) else value
+    except (TypeError, ValueError):
+        return  # ragged or otherwise not an array: the caller's conversion says so
+    kind = raw.dtype.kind
+    if kind in "iuf":
+        return
+    if kind == "O" and all(isinstance(item, numbers.Real) and not isinstance(item, (bool, np.bool_)) for item in raw.ravel()):
+        return
+    found = {"U": "a string", "S": "bytes", "b": "a boolean", "c": "a complex number"}.get(kind, "a value that is not a real number")
+    raise InvalidArgumentType(f"{name} must be a real number or an array of real numbers, got {found}{'' if raw.ndim == 0 else ' among its entries'}", name)
+
+
 def check_unit_interval(value, name: str) -> np.ndarray:
     """The one check of values that must lie in [-1, 1] (overlaps m, correlations rho): float64 array."""
+    _check_real_kind(value, name)
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -116,6 +133,7 @@ MAX_MAGNITUDE = 1e50
 
 
 def check_array(value, name: str, shape: tuple | None = None, ndim: int | None = None, bound: float | None = None) -> np.ndarray:
+    _check_real_kind(value, name)
     try:
         array = np.array(value, dtype=np.float64)
     except (TypeError, ValueError):

@@ -277,3 +277,87 @@ def test_reproduce_writes_the_committed_reports_only_when_asked(tmp_path, capsys
     from popgrad.cli import reproduce
 
     assert reproduce.DEFAULT_OUT == "popgrad-reproductions"
+
+
+# ------------------------------------------------------------------------------------------------
+# class 5: silently ignored or meaningless arguments are refused, naming them
+# ------------------------------------------------------------------------------------------------
+
+HUGE_SEED = str(2**64)
+
+#: (name, arguments; {ntk} is an NTK problem file, what the message names)
+IGNORED = [
+    ("ntk landscape gd --gtol", ["ntk", "landscape", "{ntk}", "--rank", "1", "--method", "gd", "--gtol", "1e-3"], "--gtol"),
+    ("ntk landscape gd --max-iter", ["ntk", "landscape", "{ntk}", "--rank", "1", "--method", "gd", "--max-iter", "5"], "--max-iter"),
+    ("ntk landscape lbfgs --lr", ["ntk", "landscape", "{ntk}", "--rank", "1", "--lr", "0.1"], "--lr"),
+    ("ntk landscape lbfgs --steps", ["ntk", "landscape", "{ntk}", "--rank", "1", "--steps", "5"], "--steps"),
+    ("ntk landscape lbfgs --gd-gtol", ["ntk", "landscape", "{ntk}", "--rank", "1", "--gd-gtol", "1e-3"], "--gd-gtol"),
+    ("ntk build gaussian --tokens", ["ntk", "build", "--kind", "gaussian", "--tokens", "9", "--out", "{tmp}/p.json"], "--tokens"),
+    ("ntk build gaussian --activation", ["ntk", "build", "--activation", "softplus", "--out", "{tmp}/p.json"], "--activation"),
+    ("ntk threshold gaussian --tokens", ["ntk", "threshold", "--tokens", "9", "--ranks", "1"], "--tokens"),
+    ("ntk threshold --ranks 1,1", ["ntk", "threshold", "--ranks", "1,1"], "--ranks"),
+    ("mf run --rank 11 (m = n = 10)", ["mf", "run", "--rank", "11", "--steps", "2", "--repeats", "2"], "--rank"),
+    ("mf run --rank 3 (m = 2)", ["mf", "run", "--m", "2", "--rank", "3", "--steps", "2", "--repeats", "2"], "--rank"),
+    ("h --plot ''", ["h", "--k", "2", "--plot", ""], "--plot"),
+    ("problem --out ''", ["problem", "--k", "2", "--out", ""], "--out"),
+    ("simulate --seed 2^64", ["simulate", "--k", "2", "--d", "20", "--steps", "10", "--seed", HUGE_SEED], "--seed"),
+    ("problem --seed 2^64", ["problem", "--k", "2", "--seed", HUGE_SEED, "--out", "-"], "--seed"),
+    ("simulate --problem-seed 2^64", ["simulate", "--k", "2", "--d", "20", "--steps", "10", "--problem-seed", HUGE_SEED], "--problem-seed"),
+    ("compare --noise-seed 2^64", ["compare", "--k", "2", "--d", "20", "--steps", "10", "--noise-seed", HUGE_SEED, "--out", "{tmp}/report"], "--noise-seed"),
+    ("mf run --seed 2^64", ["mf", "run", "--seed", HUGE_SEED, "--steps", "2", "--repeats", "2"], "--seed"),
+    ("mf run --problem-seed 2^64", ["mf", "run", "--problem-seed", HUGE_SEED, "--steps", "2", "--repeats", "2"], "--problem-seed"),
+    ("ntk build --seed 2^64", ["ntk", "build", "--seed", HUGE_SEED, "--out", "{tmp}/p.json"], "--seed"),
+    ("ntk threshold --seed 2^64", ["ntk", "threshold", "--seed", HUGE_SEED, "--ranks", "1"], "--seed"),
+    ("ntk landscape --seed 2^64", ["ntk", "landscape", "{ntk}", "--rank", "1", "--seed", HUGE_SEED], "--seed"),
+    ("sweep-report --replicates 2^64", ["sweep-report", "{tmp}/none", "--replicates", HUGE_SEED], ""),
+]
+
+
+@pytest.fixture(scope="module")
+def ntk_problem(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ntk") / "ntk.json"
+    assert main(["ntk", "build", "--m", "2", "--n", "2", "--data", "2", "--out", str(path)]) == 0
+    return path
+
+
+@pytest.mark.parametrize("name, arguments, named", IGNORED, ids=[row[0] for row in IGNORED])
+def test_an_ignored_or_meaningless_argument_is_refused_naming_it(name, arguments, named, ntk_problem, tmp_path, capsys):
+    command = [a.replace("{ntk}", str(ntk_problem)).replace("{tmp}", str(tmp_path)) for a in arguments]
+    _run_refused(command, capsys, tmp_path, named)
+
+
+def _api_cases():
+    import popgrad
+
+    problem = popgrad.orthonormal_problem("relu", 2, 1.0)
+    rng_cells = [[100.0, 110.0], [1000.0, 1100.0]]
+    yield "progress='yes'", lambda: popgrad.simulate(problem, 20, 0.001, [0, 10], trajectories=2, progress="yes"), "progress"
+    yield "progress=1", lambda: popgrad.simulate(problem, 20, 0.001, [0, 10], trajectories=2, progress=1), "progress"
+    yield "power_law_fit(level=2)", lambda: popgrad.power_law_fit([100, 1000], rng_cells, level=2), "level"
+    yield "power_law_fit(level=0)", lambda: popgrad.power_law_fit([100, 1000], rng_cells, level=0), "level"
+    yield "power_law_fit(level=1)", lambda: popgrad.power_law_fit([100, 1000], rng_cells, level=1.0), "level"
+    yield "power_law_fit(seed=2^64)", lambda: popgrad.power_law_fit([100, 1000], rng_cells, seed=2**64), "seed"
+    yield "moment_tensor(l=-1)", lambda: popgrad.moment_tensor(problem, -1, 1), "l"
+    yield "moment_tensor(s=-1)", lambda: popgrad.moment_tensor(problem, 1, -1), "s"
+    yield "moment_tensor(l=1.5)", lambda: popgrad.moment_tensor(problem, 1.5, 1), "l"
+    yield "complex m", lambda: popgrad.population_drift(problem, 0.5 + 0.1j), "m"
+    yield "complex m in a list", lambda: popgrad.population_drift(problem, [0.5, 0.5 + 0.1j]), "m"
+    yield "string m", lambda: popgrad.population_drift(problem, "0.5"), "m"
+    yield "string m (loss)", lambda: popgrad.population_loss(problem, "0.5"), "m"
+    yield "strings in m", lambda: popgrad.population_drift(problem, ["0.5", "0.1"]), "m"
+    yield "boolean m", lambda: popgrad.population_drift(problem, True), "m"
+    yield "string scale", lambda: popgrad.hermite_coefficients("relu", 3, "1"), "scale"
+    yield "string lam", lambda: popgrad.orthonormal_problem("relu", 2, 1.0, lam=["1", "1"]), "lam"
+    yield "complex lam", lambda: popgrad.orthonormal_problem("relu", 2, 1.0, lam=[1 + 1j, 1]), "lam"
+    yield "seed 2^64", lambda: popgrad.orthonormal_problem("relu", 2, 1.0, seed=2**64), "seed"
+    yield "mf rank above min(m, n)", lambda: popgrad.paper_mf_problem(10, 10, 100, 11), "rank"
+
+
+@pytest.mark.parametrize("name, call, parameter", list(_api_cases()), ids=[case[0] for case in _api_cases()])
+def test_an_ignored_or_meaningless_api_argument_is_refused_naming_it(name, call, parameter):
+    from popgrad._validation import InvalidArgument
+
+    with pytest.raises(InvalidArgument) as caught:
+        call()
+    assert caught.value.parameter == parameter, (caught.value.parameter, str(caught.value))
+    assert parameter in str(caught.value) and "\n" not in str(caught.value)

@@ -4,11 +4,12 @@ the library's parameter names to the flags a user typed."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 import numpy as np
 
-__all__ = ["UsageError", "Parser", "given", "refuse_together", "non_negative_int", "real", "grid", "step_list", "FLAGS", "flag_message", "EXIT_USAGE", "EXIT_NEGATIVE", "EXIT_BUG", "print_json", "write", "naming_file", "add_force", "check_outputs"]
+__all__ = ["UsageError", "Parser", "given", "refuse_together", "non_negative_int", "real", "grid", "step_list", "FLAGS", "flag_message", "EXIT_USAGE", "EXIT_NEGATIVE", "EXIT_BUG", "print_json", "write", "naming_file", "add_force", "check_outputs", "flag_for"]
 
 #: exit statuses: a usage error, a scientific negative (--strict inconsistency, stale tables), a crash
 EXIT_USAGE, EXIT_NEGATIVE, EXIT_BUG = 2, 3, 1
@@ -182,3 +183,19 @@ def check_outputs(args, paths, parameter: str = "out") -> None:
     from .._io import check_overwrite
 
     check_overwrite(paths, parameter, bool(getattr(args, "force", False)))
+
+
+@contextlib.contextmanager
+def flag_for(parameter: str, flag: str | None):
+    """Within this block, the library's refusal of ``parameter`` names ``flag``: where several flags feed
+    one parameter (``--seed`` and ``--problem-seed`` both reach a constructor's ``seed``), the message names
+    the one the user typed. ``flag`` None leaves messages as they are."""
+    from .._validation import InvalidArgument
+
+    try:
+        yield
+    except InvalidArgument as exc:
+        if flag is None or exc.parameter != parameter:
+            raise
+        message = str(exc).splitlines()[0]
+        raise UsageError(flag + message[len(parameter):] if message.startswith(parameter + " ") else f"{flag}: {message}") from None

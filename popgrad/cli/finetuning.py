@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import __version__
 from .._io import INCOMPLETE, atomic_path, check_output_file, check_output_folder, write_json, write_text
 from .._validation import InvalidArgument
-from .common import EXIT_NEGATIVE, UsageError, add_force, check_outputs, given, grid, naming_file, print_json, real, refuse_together, step_list
+from .common import EXIT_NEGATIVE, UsageError, add_force, check_outputs, flag_for, given, grid, naming_file, print_json, real, refuse_together, step_list
 
 __all__ = ["register"]
 
@@ -115,14 +115,15 @@ def _problem_from_args(args):
             raise naming_file(args.problem, "--problem", exc) from None
     seed = args.seed if args.problem_seed is None else args.problem_seed
     common = {"seed": seed, "convention": args.convention}
-    if args.features == "random":
-        if args.dimension is None:
-            raise UsageError("--features random needs --d (the input dimension)")
-        return spec.random_features_problem(args.activation, args.k, args.xi, d=args.dimension, c_distribution=args.c_distribution, **common)
-    if args.features == "claim2":
-        return spec.claim2_problem(args.activation, args.k, args.xi, **common)
-    constructor = spec.orthonormal_problem if args.features == "orthonormal" else spec.glm_problem
-    return constructor(args.activation, args.k, args.xi, c_distribution=args.c_distribution, **common)
+    if args.features == "random" and args.dimension is None:
+        raise UsageError("--features random needs --d (the input dimension)")
+    with flag_for("seed", None if args.problem_seed is None else "--problem-seed"):
+        if args.features == "random":
+            return spec.random_features_problem(args.activation, args.k, args.xi, d=args.dimension, c_distribution=args.c_distribution, **common)
+        if args.features == "claim2":
+            return spec.claim2_problem(args.activation, args.k, args.xi, **common)
+        constructor = spec.orthonormal_problem if args.features == "orthonormal" else spec.glm_problem
+        return constructor(args.activation, args.k, args.xi, c_distribution=args.c_distribution, **common)
 
 
 def _reduced_problem_from_file(path):
@@ -267,7 +268,8 @@ def _model_from_args(args):
             raise naming_file(args.problem, "--problem", exc) from None
     problem = _problem_from_args(args)
     seed = args.seed if args.problem_seed is None else args.problem_seed  # the model's own draws go with the problem's
-    return general_model(problem, seed=seed, **switches)
+    with flag_for("seed", None if args.problem_seed is None else "--problem-seed"):
+        return general_model(problem, seed=seed, **switches)
 
 
 def _prediction_settings(args, model=None) -> dict:

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from .._validation import InvalidArgument
-from .common import UsageError, naming_file, non_negative_int, print_json, real, write
+from .common import UsageError, flag_for, naming_file, non_negative_int, print_json, real, write
 
 __all__ = ["register"]
 
@@ -62,7 +62,8 @@ def _run(args) -> int:
         for name in ("m", "n", "h", "rank"):
             if getattr(args, name) < 1:
                 raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
-        problem = paper_mf_problem(args.m, args.n, args.h, args.rank, args.s, args.beta, args.pair, args.problem_seed)
+        with flag_for("seed", "--problem-seed"):
+            problem = paper_mf_problem(args.m, args.n, args.h, args.rank, args.s, args.beta, args.pair, args.problem_seed)
     if args.repeats < 1:
         raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
     if not (args.alpha > 0 and math.isfinite(args.alpha)):

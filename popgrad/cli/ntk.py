@@ -14,7 +14,7 @@ import math
 
 from .._io import versions
 from .._validation import InvalidArgument
-from .common import UsageError, add_force, check_outputs, naming_file, non_negative_int, print_json, real, write
+from .common import UsageError, add_force, check_outputs, given, naming_file, non_negative_int, print_json, real, write
 
 __all__ = ["register"]
 
@@ -28,6 +28,8 @@ def _positive_ints(text: str) -> list:
         raise argparse.ArgumentTypeError(f"expected comma-separated ranks, got {text!r}") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"ranks must be integers >= 1, got {text!r}")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"a rank is listed twice in {text!r} (each rank is studied once)")
     return values
 
 
@@ -110,6 +112,10 @@ def _landscape(args) -> int:
     if args.starts < 1:
         raise UsageError(f"--starts must be at least 1, got {args.starts}")
     _check_positive(args.scale, "--scale")
+    # each method's own options: one given to the other method would be ignored
+    ignored = given(args, "steps", "lr", "gd_gtol") if args.method == "lbfgs" else given(args, "gtol", "max_iter")
+    if ignored:
+        raise UsageError(f"{ignored[0]} has no effect with --method {args.method} ({'GD' if args.method == 'lbfgs' else 'L-BFGS'} options: {'--steps, --lr, --gd-gtol' if args.method == 'lbfgs' else '--gtol, --max-iter'})")
     if args.method == "lbfgs":
         _check_positive(args.gtol, "--gtol")
         options = {"gtol": args.gtol, "max_iter": args.max_iter, "init": args.init, "scale": args.scale}
@@ -148,6 +154,8 @@ def _builder(args):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     _check_positive(args.weight_decay, "--weight-decay")
+    if args.kind == "gaussian" and given(args, "tokens", "activation"):
+        raise UsageError(f"{given(args, 'tokens', 'activation')[0]} has no effect with --kind gaussian (it sets the network of --kind network)")
     if args.kind == "gaussian":
         return lambda seed: gaussian_ntk_problem(args.m, args.n, args.data, args.outputs, args.weight_decay, args.loss, seed)
     return lambda seed: network_ntk_problem(args.m, args.n, args.data, args.outputs, args.tokens, args.weight_decay, args.loss, args.activation, seed=seed)

@@ -114,7 +114,7 @@ def kernel_monte_carlo(sigma, rho: float, s1: float = 1.0, s2: float = 1.0, deri
     Estimate
     """
     sigma, rho, s1, s2 = _kernel_arguments(sigma, rho, s1, s2)
-    seed = check_integer(seed, "seed", 0)
+    seed = check_integer(seed, "seed", 0, 2**63 - 1)
     samples = check_integer(samples, "samples", 2)
     generator = np.random.default_rng(seed)
     g1 = generator.standard_normal(samples)

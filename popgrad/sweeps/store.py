@@ -160,7 +160,19 @@ def remove_empty_store(folder, created_folder: bool) -> bool:
     """Remove the store in ``folder`` if it holds no cell: its manifest and cells folder, and ``folder``
     itself when ``created_folder`` (it was made for this store) and nothing else is in it. What a refused or
     interrupted command that made the store calls, so it leaves nothing behind; a store with cells stays
-    (it resumes). True when removed."""
+    (it resumes).
+
+    Parameters
+    ----------
+    folder : str or Path
+    created_folder : bool
+        Whether ``folder`` itself was made for the store.
+
+    Returns
+    -------
+    bool
+        True when the store was removed.
+    """
     folder = Path(folder)
     cells = folder / CELLS
     if not (folder / MANIFEST).is_file() or (cells.exists() and (not cells.is_dir() or any(cells.iterdir()))):

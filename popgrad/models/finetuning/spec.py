@@ -283,7 +283,7 @@ def draw_signs(k: int, generator: np.random.Generator, distribution: str = "quan
 def _common(k, xi, seed, lam, c_distribution):
     k = check_integer(k, "k", 1, 4096)
     check_real(xi, "xi", 0.0, MAX_MAGNITUDE, low_open=True)
-    generator = np.random.default_rng(check_integer(seed, "seed", 0))
+    generator = np.random.default_rng(check_integer(seed, "seed", 0, 2**63 - 1))
     lam = np.ones(k) if lam is None else lam
     c = draw_signs(k, generator, c_distribution)
     c_hat = draw_signs(k, generator, c_distribution)

@@ -190,6 +190,9 @@ def paper_mf_problem(m: int = 10, n: int = 10, h: int = 100, rank: int = 4, s: f
     """
     m, n, h = (check_integer(value, name, 1, 100_000) for value, name in ((m, "m"), (n, "n"), (h, "h")))
     rank = check_integer(rank, "rank", 1, 10_000)
+    if rank > min(m, n, h):
+        # the adapted layers are h x n and m x h: a rank beyond their sizes only adds redundant parameters
+        raise InvalidArgument(f"rank {rank} exceeds min(m, n, h) = {min(m, n, h)}: the LoRA factors of the h x n and m x h layers have at most that many independent directions", "rank")
     s = check_real(s, "s", 0.0, 1e6, low_open=True)
     beta = check_real(beta, "beta", 0.0, 1e6, low_open=True)
     check_choice(pair, "pair", MF_PAIRS)
