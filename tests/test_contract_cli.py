@@ -361,3 +361,67 @@ def test_an_ignored_or_meaningless_api_argument_is_refused_naming_it(name, call,
         call()
     assert caught.value.parameter == parameter, (caught.value.parameter, str(caught.value))
     assert parameter in str(caught.value) and "\n" not in str(caught.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# class 6: messages name what the caller wrote
+# ------------------------------------------------------------------------------------------------
+
+
+def _api_naming_cases():
+    import popgrad
+
+    yield "dual_kernel(s1=0)", lambda: popgrad.dual_kernel("relu", 0.5, s1=0), "s1", "scale"
+    yield "dual_kernel(s2=-1)", lambda: popgrad.dual_kernel("relu", 0.5, s2=-1), "s2", "scale"
+    yield "information_exponent(max_order=-1)", lambda: popgrad.information_exponent("relu", max_order=-1), "max_order", None
+    yield "lam of the wrong length", lambda: popgrad.orthonormal_problem("relu", 3, 1.0, lam=[1, 1]), "lam", "gram"
+    yield "lam of the wrong length (glm)", lambda: popgrad.glm_problem("relu", 3, 1.0, lam=[1, 1]), "lam", "gram"
+    yield "c_distribution", lambda: popgrad.orthonormal_problem("relu", 3, 1.0, c_distribution="x"), "c_distribution", None
+
+    def sweep(**options):
+        import tempfile
+
+        spec = popgrad.sweep_spec_from_dict({"problem": {"k": 2}, "run": {"delta": 0.05, "horizon": 5, "trajectories": 2, "checkpoints": 2}, "grid": {"d": [20]}})
+        return popgrad.run_sweep(spec, popgrad.open_store(tempfile.mkdtemp() + "/store", spec), **options)
+
+    yield "run_sweep(timeout=-1)", lambda: sweep(timeout=-1, scheduler="tcp://127.0.0.1:9"), "timeout", "convert"
+    yield "run_sweep(timeout='x')", lambda: sweep(timeout="x", workers=0), "timeout", "convert"
+    yield "run_sweep(progress='yes')", lambda: sweep(progress="yes", workers=0), "progress", None
+
+
+@pytest.mark.parametrize("name, call, parameter, wrong", list(_api_naming_cases()), ids=[case[0] for case in _api_naming_cases()])
+def test_an_api_message_names_the_argument_the_caller_gave(name, call, parameter, wrong):
+    from popgrad._validation import InvalidArgument
+
+    with pytest.raises(InvalidArgument) as caught:
+        call()
+    message = str(caught.value)
+    assert caught.value.parameter == parameter and message.startswith(parameter), message
+    assert wrong is None or wrong not in message, message
+
+
+#: (name, arguments, what the message must name, what it must not)
+NAMING = [
+    ("--noise-seed", ["compare", "--k", "2", "--d", "20", "--steps", "10", "--noise-seed", "-1", "--out", "{tmp}/r"], "--noise-seed", "--seed "),
+    ("--problem-seed", ["simulate", "--k", "2", "--d", "20", "--steps", "10", "--problem-seed", str(2**63)], "--problem-seed", "--seed "),
+    ("--chain-trajectories", ["run", "--k", "2", "--chain-trajectories", "0", "--out", "{tmp}/r"], "--chain-trajectories", "--trajectories "),
+    ("a problem file's xi", ["h", "--problem", "{problem}"], "xi must lie", "--xi"),
+    ("a problem file's xi (simulate)", ["simulate", "--problem", "{problem}", "--steps", "10"], "xi must lie", "--xi"),
+    ("--workers beyond 4096", ["sweep", "{spec}", "--out", "{tmp}/s", "--workers", "5000"], "--workers", None),
+    ("the predictions' options as flags", ["compare", "--k", "2", "--d", "20", "--steps", "10", "--map-starts", "2", "--out", "{tmp}/r"], "--noise-samples", "noise_samples"),
+    ("--c-distribution", ["problem", "--k", "2", "--features", "glm", "--c-distribution", "sphere", "--seed", "-1", "--out", "-"], "--seed", None),
+]
+
+
+@pytest.mark.parametrize("name, arguments, named, wrong", NAMING, ids=[row[0] for row in NAMING])
+def test_a_command_line_message_names_the_flag_or_key_the_user_wrote(name, arguments, named, wrong, tmp_path, capsys):
+    problem = tmp_path / "inputs" / "problem.json"
+    problem.parent.mkdir()
+    assert main(["problem", "--k", "2", "--out", str(problem)]) == 0
+    problem.write_text(problem.read_text().replace('"xi": 1.0', '"xi": -1.0'))
+    spec = problem.parent / "spec.json"
+    spec.write_text(json.dumps(SPEC))
+    capsys.readouterr()
+    command = [a.replace("{tmp}", str(tmp_path)).replace("{problem}", str(problem)).replace("{spec}", str(spec)) for a in arguments]
+    error = _run_refused(command, capsys, tmp_path, named)
+    assert wrong is None or wrong not in error, error

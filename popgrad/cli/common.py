@@ -56,6 +56,15 @@ FLAGS = {
     "pair": "--pair",
     "init": "--init",
     "lr": "--lr",
+    "workers": "--workers",
+    "scheduler": "--scheduler",
+    "timeout": "--timeout",
+    "replicates": "--replicates",
+    "records": "--records",
+    "starts": "--starts",
+    "instances": "--instances",
+    "weight_decay": "--weight-decay",
+    "problem_seed": "--problem-seed",
 }
 
 
@@ -103,7 +112,11 @@ def flag_message(message: str, parameter: str | None) -> str:
     """The library's message with its leading parameter name replaced by the command-line flag."""
     flag = FLAGS.get(parameter or "")
     if flag and message.startswith((parameter + " ", parameter + ":")):
-        return flag + message[len(parameter):]
+        message = flag + message[len(parameter):]
+    if "(they take: " in message:  # the options a prediction takes, as the flags that set them
+        head, _, rest = message.partition("(they take: ")
+        names, _, tail = rest.partition(")")
+        message = head + "(they take: " + ", ".join(FLAGS.get(name.strip(), name.strip()) for name in names.split(",")) + ")" + tail
     return message
 
 
@@ -169,7 +182,8 @@ def naming_file(path, flag: str, exc: Exception) -> UsageError:
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if str(path) in message:
         return UsageError(message)
-    return UsageError(f"{flag} {path}: {flag_message(message, getattr(exc, 'parameter', None))}")
+    # the parameter is a key of the file, named as the file spells it (not as the flag of the same name)
+    return UsageError(f"{flag} {path}: {message}")
 
 
 def add_force(parser) -> None:

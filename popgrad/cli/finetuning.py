@@ -402,6 +402,8 @@ def _run(args) -> int:
     begin = time.perf_counter()
     if given(args, "method"):
         raise UsageError(f"{given(args, 'method')[0]} has no effect on popgrad run, which runs full-d SGD and the exact chain side by side (use popgrad compare --method)")
+    if not 1 <= args.chain_trajectories <= 10**8:
+        raise UsageError(f"--chain-trajectories must lie in [1, 100000000], got {args.chain_trajectories}")
     out = check_output_folder(args.out, "out")
     check_outputs(args, [out / name for name in ("drift.png", "model.json", "provenance.json", INCOMPLETE)] + [out / part / name for part in ("full", "chain") for name in COMPARISON_FILES])
     model = _model_from_args(args)

@@ -14,7 +14,7 @@ import os
 import time
 
 from .._progress import progress_bar
-from .._validation import InvalidArgument, check_integer
+from .._validation import InvalidArgument, check_integer, check_real
 from .spec import PROBLEM_KEYS, SweepSpec, cell_key
 from .store import SweepStore
 from .tasks import check_cell, run_cell
@@ -89,6 +89,9 @@ def run_sweep(spec: SweepSpec, store: SweepStore, workers: int | None = None, sc
     """
     from dask.distributed import Client, LocalCluster, as_completed
 
+    timeout = check_real(timeout, "timeout", 0.0, 86_400.0, low_open=True)
+    if progress is not None and not isinstance(progress, bool):
+        raise InvalidArgument(f"progress must be True, False or None (only on a terminal), got {progress!r}", "progress")
     cores = os.cpu_count() or 1
     workers = check_sweep(spec, workers, scheduler)  # before any work (the command line calls it before the store too)
     cells = spec.cells()

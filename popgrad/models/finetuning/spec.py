@@ -284,7 +284,7 @@ def _common(k, xi, seed, lam, c_distribution):
     k = check_integer(k, "k", 1, 4096)
     check_real(xi, "xi", 0.0, MAX_MAGNITUDE, low_open=True)
     generator = np.random.default_rng(check_integer(seed, "seed", 0, 2**63 - 1))
-    lam = np.ones(k) if lam is None else lam
+    lam = np.ones(k) if lam is None else check_array(lam, "lam", shape=(k,))  # one per neuron: named before the Gram matrix of k rows
     c = draw_signs(k, generator, c_distribution)
     c_hat = draw_signs(k, generator, c_distribution)
     return k, generator, lam, c, c_hat
