@@ -224,6 +224,7 @@ from .analysis.comparison import (
     Comparison as Comparison,
     compare as compare,
     load_comparison as load_comparison,
+    load_run as load_run,
     save_report as save_report,
     COMPARISON_SCHEMA as COMPARISON_SCHEMA,
     QUANTILES as QUANTILES,

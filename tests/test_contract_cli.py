@@ -425,3 +425,84 @@ def test_a_command_line_message_names_the_flag_or_key_the_user_wrote(name, argum
     command = [a.replace("{tmp}", str(tmp_path)).replace("{problem}", str(problem)).replace("{spec}", str(spec)) for a in arguments]
     error = _run_refused(command, capsys, tmp_path, named)
     assert wrong is None or wrong not in error, error
+
+
+# ------------------------------------------------------------------------------------------------
+# class 12: a loader for simulate --out; mf and ntk have --out
+# ------------------------------------------------------------------------------------------------
+
+SIMULATIONS = [
+    ("rank-1 chain with hits", ["--k", "2", "--d", "20", "--steps", "40", "--trajectories", "3", "--hit", "0.5"]),
+    ("general model, full SGD", ["--k", "2", "--d", "20", "--steps", "20", "--trajectories", "2", "--rank", "2", "--method", "full"]),
+    ("joint c_hat, stopped when hit", ["--k", "2", "--d", "20", "--steps", "40", "--trajectories", "2", "--train-c-hat", "--hit", "0.9", "--stop-when-hit", "--m0", "0.5"]),
+]
+
+
+@pytest.mark.parametrize("name, arguments", SIMULATIONS, ids=[row[0] for row in SIMULATIONS])
+def test_a_simulate_out_file_reads_back_as_the_run(name, arguments, tmp_path, capsys):
+    import numpy as np
+
+    import popgrad
+
+    path = tmp_path / "run.nc"
+    assert main(["simulate", *arguments, "--quiet", "--format", "json", "--out", str(path)]) == 0
+    printed = _strict(capsys.readouterr().out)
+    run = popgrad.load_run(path)
+    again = run.to_json_dict()
+    assert again["steps"] == printed["steps"] and again["state"] == printed["state"] and again["hitting_times"] == printed["hitting_times"]
+    assert json.loads(json.dumps(again["observables"])) == printed["observables"]
+    keys = set(printed["parameters"]) - {"seconds", "versions"}
+    assert {key: again["parameters"][key] for key in keys} == {key: printed["parameters"][key] for key in keys}
+    for block in printed["state"]:
+        assert run.state[block].ndim >= 3 and np.all(np.isfinite(run.state[block]))
+
+
+@pytest.mark.parametrize("kind", ["missing", "not_netcdf", "netcdf_without_provenance"])
+def test_load_run_refuses_what_is_not_a_run(kind, tmp_path):
+    import popgrad
+
+    path = tmp_path / "run.nc"
+    if kind == "not_netcdf":
+        path.write_text("{}")
+    elif kind == "netcdf_without_provenance":
+        from popgrad._io import write_netcdf_arrays
+
+        write_netcdf_arrays(path, {"step": 2}, [("step", ("step",), [0, 1], "step", "steps")], {})
+    from popgrad._validation import InvalidArgument
+
+    with pytest.raises(InvalidArgument) as caught:
+        popgrad.load_run(path)
+    assert caught.value.parameter == "path" and str(path) in str(caught.value)
+
+
+JSON_OUT = {
+    "mf run": ["mf", "run", "--m", "3", "--n", "3", "--h", "4", "--rank", "1", "--repeats", "2", "--steps", "20", "--records", "3"],
+    "ntk landscape": ["ntk", "landscape", "{ntk}", "--rank", "1", "--starts", "2"],
+    "ntk threshold": ["ntk", "threshold", "--m", "2", "--n", "2", "--data", "2", "--ranks", "1,2", "--instances", "1", "--starts", "2"],
+    "ntk example": ["ntk", "example"],
+}
+
+
+def _timeless(document):
+    """``document`` without its wall times and versions (what differs between two runs)."""
+    if isinstance(document, dict):
+        return {key: _timeless(value) for key, value in document.items() if "seconds" not in key and key != "versions"}
+    if isinstance(document, list):
+        return [_timeless(value) for value in document]
+    return document
+
+
+@pytest.mark.parametrize("name", sorted(JSON_OUT))
+def test_mf_and_ntk_save_their_json_with_out(name, ntk_problem, tmp_path, capsys):
+    arguments = [a.replace("{ntk}", str(ntk_problem)) for a in JSON_OUT[name]]
+    path = tmp_path / "result.json"
+    assert main([*arguments, "--out", str(path)]) == 0
+    saved = _strict(path.read_text())
+    assert main([*arguments, "--format", "json"]) == 0
+    capsys.readouterr()
+    assert main([*arguments, "--out", "-"]) == 0
+    printed = _strict(capsys.readouterr().out)
+    assert _timeless(saved) == _timeless(printed)
+    path.write_text("the user's own\n")
+    _run_refused([*arguments, "--out", str(path)], capsys, tmp_path, "--force")
+    assert main([*arguments, "--out", str(path), "--force"]) == 0

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["UsageError", "Parser", "given", "refuse_together", "non_negative_int", "real", "grid", "step_list", "FLAGS", "flag_message", "EXIT_USAGE", "EXIT_NEGATIVE", "EXIT_BUG", "print_json", "write", "naming_file", "add_force", "check_outputs", "flag_for"]
+__all__ = ["UsageError", "Parser", "given", "refuse_together", "non_negative_int", "real", "grid", "step_list", "FLAGS", "flag_message", "EXIT_USAGE", "EXIT_NEGATIVE", "EXIT_BUG", "print_json", "write", "naming_file", "add_force", "check_outputs", "flag_for", "add_json_out", "check_json_out", "save_json_out"]
 
 #: exit statuses: a usage error, a scientific negative (--strict inconsistency, stale tables), a crash
 EXIT_USAGE, EXIT_NEGATIVE, EXIT_BUG = 2, 3, 1
@@ -213,3 +213,32 @@ def flag_for(parameter: str, flag: str | None):
             raise
         message = str(exc).splitlines()[0]
         raise UsageError(flag + message[len(parameter):] if message.startswith(parameter + " ") else f"{flag}: {message}") from None
+
+
+def add_json_out(parser) -> None:
+    """``--out FILE.json`` (and ``--force``): the command's JSON document saved to a file as well."""
+    parser.add_argument("--out", default=None, metavar="FILE.json", help="also save the JSON document (what --format json prints) to this file; -: print it")
+    add_force(parser)
+
+
+def check_json_out(args) -> None:
+    """Refuse an unusable ``--out`` before any work."""
+    from .._io import check_output_file
+
+    if args.out is not None and args.out != "-":
+        check_output_file(args.out, "out")
+        check_outputs(args, [args.out])
+
+
+def save_json_out(args, payload) -> bool:
+    """Save ``payload`` to ``--out`` (strict JSON); True when it went to standard output (``--out -``),
+    which then holds nothing else."""
+    from .._io import strict_json, write_text
+
+    if args.out is None:
+        return False
+    if args.out == "-":
+        print_json(payload)
+        return True
+    write_text(args.out, strict_json(payload) + "\n")
+    return False

@@ -14,7 +14,7 @@ import math
 
 from .._io import versions
 from .._validation import InvalidArgument
-from .common import UsageError, add_force, check_outputs, given, naming_file, non_negative_int, print_json, real, write
+from .common import UsageError, add_force, add_json_out, check_json_out, check_outputs, given, save_json_out, naming_file, non_negative_int, print_json, real, write
 
 __all__ = ["register"]
 
@@ -62,6 +62,7 @@ def register(commands) -> None:
     landscape.add_argument("--init", choices=("gaussian", "lora"), default="gaussian", help="gaussian (B, A Gaussian; default) or lora (B = 0, A Gaussian)")
     landscape.add_argument("--scale", type=real, default=1.0, help="standard deviation of the initial entries (default 1)")
     landscape.add_argument("--format", choices=("text", "json"), default="text")
+    add_json_out(landscape)
     landscape.set_defaults(handler=_landscape)
 
     build = actions.add_parser("build", help="write a problem file")
@@ -79,12 +80,13 @@ def register(commands) -> None:
     threshold.add_argument("--seed", type=non_negative_int, default=0, help="instance i has seed SEED + i (default 0)")
     threshold.add_argument("--plot", default=None, help="write the frequency plot here (PNG)")
     threshold.add_argument("--format", choices=("text", "json"), default="text")
-    add_force(threshold)
+    add_json_out(threshold)
     threshold.set_defaults(handler=_threshold)
 
     example = actions.add_parser("example", help="a 2 x 2 (K = 1, N = 2, r = 1) spurious local minimum, verified exactly with sympy")
     example.add_argument("--weight-decay", type=real, default=1e-2, help="lambda of the instances searched (default 1e-2)")
     example.add_argument("--format", choices=("text", "json"), default="text")
+    add_json_out(example)
     example.set_defaults(handler=_example)
     ntk.set_defaults(handler=_needs_command)
 
@@ -123,10 +125,13 @@ def _landscape(args) -> int:
         _check_positive(args.lr, "--lr")
         _check_positive(args.gd_gtol, "--gd-gtol")
         options = {"steps": args.steps, "lr": args.lr, "init": args.init, "scale": args.scale, "gtol": args.gd_gtol}
+    check_json_out(args)
     study = ntk_landscape(problem, args.rank, args.starts, args.seed, args.method, **options)
     payload = study.to_dict()
     payload["problem"] = args.problem
     payload["versions"] = versions()
+    if save_json_out(args, payload):
+        return 0
     if args.format == "json":
         print_json(payload)
         return 0
@@ -185,6 +190,7 @@ def _threshold(args) -> int:
 
         check_output_file(args.plot, "plot")
         check_outputs(args, [args.plot], "plot")
+    check_json_out(args)
     rows = ntk_threshold_study(_builder(args), args.instances, args.ranks, args.starts, args.seed)
     if args.plot is not None:
         from .._io import atomic_path
@@ -192,6 +198,8 @@ def _threshold(args) -> int:
         with atomic_path(args.plot) as temporary:
             threshold_figure(rows, f"{args.kind} {args.m} x {args.n}, KN = {args.data * args.outputs}").savefig(temporary, dpi=120, format="png")
     payload = {"rows": rows, "parameters": {key: getattr(args, key) for key in ("kind", "m", "n", "data", "outputs", "tokens", "activation", "weight_decay", "loss", "ranks", "instances", "starts", "seed")}, "versions": versions()}
+    if save_json_out(args, payload):
+        return 0
     if args.format == "json":
         print_json(payload)
         return 0
@@ -224,8 +232,11 @@ def _example(args) -> int:
     from ..models.ntk_lora.examples import ntk_spurious_example
 
     _check_positive(args.weight_decay, "--weight-decay")
+    check_json_out(args)
     example = ntk_spurious_example(args.weight_decay)
     payload = {"verified": example.verified, "value": example.value, "convex_optimum": example.convex_value, "b": example.b.tolist(), "a": example.a.tolist(), "exact": example.exact, "found": {"seed": example.found["seed"], "starts": example.found["starts"]}, "versions": versions()}
+    if save_json_out(args, payload):
+        return 0
     if args.format == "json":
         print_json(payload)
         return 0
