@@ -265,6 +265,7 @@ from .sweeps.store import (
 from .sweeps.executor import (
     run_sweep as run_sweep,
     check_sweep as check_sweep,
+    default_workers as default_workers,
 )
 from .sweeps.report import (
     sweep_records as sweep_records,

@@ -506,3 +506,83 @@ def test_mf_and_ntk_save_their_json_with_out(name, ntk_problem, tmp_path, capsys
     path.write_text("the user's own\n")
     _run_refused([*arguments, "--out", str(path)], capsys, tmp_path, "--force")
     assert main([*arguments, "--out", str(path), "--force"]) == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# class 2: huge requests are refused before anything is allocated, against what this process can get
+# ------------------------------------------------------------------------------------------------
+
+HUGE = [
+    ("h --m=0:1:2e9", ["h", "--k", "2", "--m=0:1:2e9"], "grid values"),
+    ("h --m=0:1:2000000000", ["h", "--k", "2", "--m=0:1:2000000000"], "grid values"),
+    ("random features d = 2e9", ["problem", "--features", "random", "--k", "2", "--d", "2000000000", "--out", "-"], "--d too large"),
+    ("mf m = n = h = 1e5", ["mf", "run", "--m", "100000", "--n", "100000", "--h", "100000", "--steps", "1", "--repeats", "2"], "too large"),
+    ("full-d SGD d = 1e9", ["simulate", "--k", "2", "--d", "1000000000", "--method", "full", "--trajectories", "1000", "--steps", "10"], "--trajectories too large"),
+    ("sweep --workers 4096", ["sweep", "{spec}", "--out", "{tmp}/store", "--workers", "4096"], "--workers too large"),
+    ("sweep 1e9 checkpoints", ["sweep", "{huge_spec}", "--out", "{tmp}/store", "--workers", "0"], "checkpoints too large"),
+]
+
+
+@pytest.mark.parametrize("name, arguments, message", HUGE, ids=[row[0] for row in HUGE])
+def test_a_huge_request_is_refused_with_what_it_would_need(name, arguments, message, tmp_path, capsys):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "spec.json").write_text(json.dumps(SPEC))
+    (inputs / "huge.json").write_text(json.dumps(_spec({"run": {"checkpoints": 10**9, "horizon": None, "steps": 10**10}})))
+    command = [a.replace("{spec}", str(inputs / "spec.json")).replace("{huge_spec}", str(inputs / "huge.json")).replace("{tmp}", str(tmp_path)) for a in arguments]
+    error = _run_refused(command, capsys, tmp_path, message)
+    assert "would need" in error and "of memory" in error
+
+
+def _huge_api_cases():
+    import numpy as np
+
+    import popgrad
+
+    problem = popgrad.orthonormal_problem("relu", 2, 1.0)
+    yield "kernel_monte_carlo 1e13 samples", lambda: popgrad.kernel_monte_carlo("relu", 0.5, samples=10**13), "samples"
+    yield "random features d = 1e12", lambda: popgrad.random_features_problem("relu", 2, 1.0, d=10**12), "d"
+    yield "a broadcast m of 1e12 values", lambda: popgrad.population_drift(problem, np.broadcast_to(0.5, (10**6, 10**6))), "m"
+    yield "full-d SGD in d = 1e12", lambda: popgrad.simulate(problem, 10**12, 1e-13, [0, 10], trajectories=2, method="full"), "trajectories"
+    yield "mf construction 1e5", lambda: popgrad.paper_mf_problem(10**5, 10**5, 10**5, 4), "h"
+
+
+@pytest.mark.parametrize("name, call, parameter", list(_huge_api_cases()), ids=[case[0] for case in _huge_api_cases()])
+def test_a_huge_api_request_is_refused_before_allocation(name, call, parameter):
+    import time
+
+    from popgrad._validation import InvalidArgument
+
+    begin = time.process_time()
+    with pytest.raises(InvalidArgument) as caught:
+        call()
+    assert time.process_time() - begin < 5.0
+    assert caught.value.parameter == parameter and "would need" in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize("limit, where", [("_rlimit", "ulimit"), ("_cgroup_limit", "control group")])
+def test_the_memory_check_honours_the_process_limits(limit, where, monkeypatch):
+    from popgrad import _validation
+
+    monkeypatch.setattr(_validation, limit, lambda: 10**9)
+    assert _validation.available_memory() == (10**9, _validation.available_memory()[1]) and where in _validation.available_memory()[1]
+    with pytest.raises(_validation.InvalidArgument, match=f"would need 2 GB of memory; this process's {where} allows 1 GB"):
+        _validation.check_memory(2e9, "a thing", "trajectories")
+    _validation.check_memory(5e8, "a thing", "trajectories")
+
+
+def test_workers_default_to_this_process_on_a_small_machine_and_are_capped_by_memory(monkeypatch):
+    from popgrad._validation import InvalidArgument
+    from popgrad.sweeps import executor
+    from popgrad.sweeps.spec import sweep_spec_from_dict
+
+    monkeypatch.setattr(executor.os, "cpu_count", lambda: 2)
+    assert executor.default_workers() == 0
+    monkeypatch.setattr(executor.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(executor, "available_memory", lambda: (2 * 10**9, "this machine has"))
+    assert executor.default_workers() == 6  # 0.8 * 2 GB / 250 MB
+    monkeypatch.setattr(executor, "available_memory", lambda: (10**12, "this machine has"))
+    assert executor.default_workers() == 64
+    with pytest.raises(InvalidArgument) as caught:
+        executor.check_sweep(sweep_spec_from_dict(SPEC), workers=4096)
+    assert caught.value.parameter == "workers" and "would need 1.02 TB" in str(caught.value)

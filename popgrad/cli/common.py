@@ -142,6 +142,15 @@ def grid(text: str) -> np.ndarray:
     try:
         if ":" in text:
             low, high, count = text.split(":")
+            count = float(count)
+            if not count.is_integer() or count < 1:
+                raise ValueError(count)
+            from .._validation import InvalidArgument, check_memory
+
+            try:  # the values and what each costs downstream (h, Phi and their temporaries), before any is made
+                check_memory(64.0 * count, f"{int(count)} grid values", "grid")
+            except InvalidArgument as exc:
+                raise argparse.ArgumentTypeError(str(exc).removeprefix("grid too large: ")) from None
             values = np.linspace(float(low), float(high), int(count))
         else:
             values = np.array([float(v) for v in text.split(",") if v.strip()])

@@ -6,6 +6,7 @@ never with ``--quick``); by default the reports go to ``popgrad-reproductions/``
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .common import EXIT_NEGATIVE, UsageError, add_force, check_outputs, given
@@ -71,6 +72,10 @@ def _reproduce(args) -> int:
     chosen = names if args.name == "all" else [args.name]
     if not committed:
         check_outputs(args, [out / f"{name}.{suffix}" for name in chosen for suffix in ("png", "md", "json")] + [out / "README.md"])
+    from ..sweeps.executor import default_workers
+
+    if args.workers is None and default_workers() == 0:
+        print(f"reproduce: sweeps run in this process (the default on {os.cpu_count()} cores; --workers N starts a local Dask cluster)")
     failed = []
     for name in chosen:
         report = run_reproduction(name, quick=args.quick, out=out, workers=args.workers)

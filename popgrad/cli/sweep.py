@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def register(commands) -> None:
     sweep.add_argument("spec", help="the sweep specification (.toml, or JSON of the same structure)")
     sweep.add_argument("--out", required=True, help="the store folder (created; rerunning the same command computes only missing cells)")
     where = sweep.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, default=None, help="worker processes of a local Dask cluster (default: one per core; 0: in this process, without Dask)")
+    where.add_argument("--workers", type=int, default=None, help="worker processes of a local Dask cluster (default: one per core as memory allows; in this process on a machine of 2 cores or fewer; 0: in this process, without Dask)")
     where.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://host:8786 (dask-jobqueue, dask-kubernetes)")
     sweep.add_argument("--resume", action="store_true", help="require an existing store made by this spec")
     sweep.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for --scheduler (default 10)")
@@ -49,7 +50,7 @@ def _sweep(args) -> int:
     if args.scheduler is not None and not SCHEDULER_ADDRESS.fullmatch(args.scheduler):
         raise UsageError(f"--scheduler: {args.scheduler!r} is not a scheduler address (e.g. tcp://host:8786 or host:8786)")
     try:
-        check_sweep(spec, args.workers, args.scheduler)  # the whole specification, before the store is made
+        workers = check_sweep(spec, args.workers, args.scheduler)  # the whole specification, before the store is made
     except InvalidArgument as exc:
         if exc.parameter in ("scheduler", "workers"):
             raise
@@ -65,7 +66,8 @@ def _sweep(args) -> int:
         if isinstance(exc, InvalidArgument) and exc.parameter not in ("scheduler", "workers"):
             raise UsageError(f"sweep specification {str(args.spec)!r}: {str(exc).splitlines()[0]}") from None
         raise
-    print(f"sweep {args.spec}: {summary['cells']} cells, {summary['skipped']} already stored, {summary['computed']} computed in {summary['seconds']:.1f} s -> {args.out}")
+    where = f" in this process (the default on {os.cpu_count()} cores; --workers N starts a local Dask cluster)" if args.workers is None and args.scheduler is None and workers == 0 else ""
+    print(f"sweep {args.spec}: {summary['cells']} cells, {summary['skipped']} already stored, {summary['computed']} computed in {summary['seconds']:.1f} s{where} -> {args.out}")
     return 0
 
 

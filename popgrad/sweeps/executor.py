@@ -14,12 +14,34 @@ import os
 import time
 
 from .._progress import progress_bar
-from .._validation import InvalidArgument, check_integer, check_real
+from .._validation import InvalidArgument, available_memory, check_integer, check_memory, check_real
 from .spec import PROBLEM_KEYS, SweepSpec, cell_key
 from .store import SweepStore
 from .tasks import check_cell, run_cell
 
-__all__ = ["run_sweep", "check_sweep"]
+__all__ = ["run_sweep", "check_sweep", "default_workers"]
+
+
+#: what one local worker process holds before its cells (measured: 200-250 MB with the compiled kernels)
+WORKER_BYTES = 250e6
+#: up to this many cores the cells run in this process by default: a LocalCluster's start and its workers'
+#: imports cost more there than they save (measured on 2 cores: 33-38 s against 24 s in process)
+SMALL_MACHINE_CORES = 2
+
+
+def default_workers() -> int:
+    """Local worker processes when none are asked for: 0 (in this process) on a machine of at most
+    :data:`SMALL_MACHINE_CORES` cores, else one per core, as many as the memory this process can get holds.
+
+    Returns
+    -------
+    int
+    """
+    cores = os.cpu_count() or 1
+    if cores <= SMALL_MACHINE_CORES:
+        return 0
+    total, _ = available_memory()
+    return max(1, min(cores, int(0.8 * total // WORKER_BYTES))) if total else cores
 
 
 def check_sweep(spec: SweepSpec, workers: int | None = None, scheduler: str | None = None) -> int:
@@ -36,8 +58,9 @@ def check_sweep(spec: SweepSpec, workers: int | None = None, scheduler: str | No
 
     Returns
     -------
-    int
-        The number of local worker processes (0: in this process; the cores by default, capped by memory).
+    int or None
+        The number of local worker processes (0: in this process; by default :func:`default_workers`; None
+        with a scheduler).
 
     Raises
     ------
@@ -46,10 +69,11 @@ def check_sweep(spec: SweepSpec, workers: int | None = None, scheduler: str | No
     """
     if workers is not None and scheduler is not None:
         raise InvalidArgument("give --workers (a local cluster) or --scheduler (an existing one), not both", "workers")
-    cores = os.cpu_count() or 1
-    workers = cores if workers is None else check_integer(workers, "workers", 0, 4096)
+    workers = default_workers() if workers is None and scheduler is None else (None if workers is None else check_integer(workers, "workers", 0, 4096))
     if workers == 0 and scheduler is not None:
         raise InvalidArgument("workers = 0 (in this process) cannot be used with a scheduler", "workers")
+    if workers:
+        check_memory(WORKER_BYTES * workers, f"{workers} worker processes (about {WORKER_BYTES / 1e6:.0f} MB each: Python, numpy, numba and the compiled kernels)", "workers", "; give fewer --workers")
     seen = set()
     for cell in spec.cells():
         problem_keys = {key: cell[key] for key in PROBLEM_KEYS}
@@ -70,9 +94,10 @@ def run_sweep(spec: SweepSpec, store: SweepStore, workers: int | None = None, sc
     spec : SweepSpec
     store : SweepStore
     workers : int, optional
-        Worker processes of the local cluster (default: the number of cores); 0 runs the cells one after
-        another in this process, without Dask (numba threads: all cores) - for small sweeps, where starting
-        worker processes (and loading compiled kernels in each) costs more than the cells.
+        Worker processes of the local cluster (default: :func:`default_workers`, one per core as memory
+        allows, and 0 on a machine of 2 cores or fewer); 0 runs the cells one after another in this process,
+        without Dask (numba threads: all cores) - for small sweeps and small machines, where starting worker
+        processes (and loading compiled kernels in each) costs more than the cells.
     scheduler : str, optional
         Address of an existing Dask scheduler (then ``workers`` must not be given).
     progress : bool or None, default False
@@ -87,8 +112,6 @@ def run_sweep(spec: SweepSpec, store: SweepStore, workers: int | None = None, sc
     dict
         ``cells`` (in the grid), ``skipped`` (already stored), ``computed``, ``seconds``.
     """
-    from dask.distributed import Client, LocalCluster, as_completed
-
     timeout = check_real(timeout, "timeout", 0.0, 86_400.0, low_open=True)
     if progress is not None and not isinstance(progress, bool):
         raise InvalidArgument(f"progress must be True, False or None (only on a terminal), got {progress!r}", "progress")
@@ -111,6 +134,8 @@ def run_sweep(spec: SweepSpec, store: SweepStore, workers: int | None = None, sc
                 store.write(key, cell, run_cell(cell, threads))
                 bar.update(1)
         return {"cells": len(cells), "skipped": len(cells) - len(todo), "computed": len(todo), "seconds": time.perf_counter() - begin}
+    from dask.distributed import Client, LocalCluster, as_completed  # only here: the in-process path needs no Dask
+
     if scheduler is not None:
         try:
             client = Client(scheduler, timeout=timeout)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..._io import ContentEqual, check_output_file, write_text
-from ..._validation import MAX_MAGNITUDE, InvalidArgument, InvalidArgumentType, check_array, check_choice, check_integer, check_real
+from ..._validation import MAX_MAGNITUDE, InvalidArgument, InvalidArgumentType, check_array, check_choice, check_integer, check_real, check_memory
 from ...numerics.linalg import numerical_rank
 
 if TYPE_CHECKING:
@@ -342,6 +342,7 @@ def random_features_problem(activation, k: int, xi: float, *, d: int, seed: int 
     """
     k, generator, lam, c, c_hat = _common(k, xi, seed, lam, c_distribution)
     d = check_integer(d, "d", k + 2)
+    check_memory(8.0 * 4 * k * d, f"random features W of {k} x {d}", "d")  # W, its Gram matrix pass and copies
     W = generator.standard_normal((k, d))
     W /= np.linalg.norm(W, axis=1, keepdims=True)
     return FineTuningProblem(activation, lam, None, c, c_hat, xi, convention, W=W)

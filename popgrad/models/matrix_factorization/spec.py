@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..._io import ContentEqual, read_json_file, write_text
-from ..._validation import InvalidArgument, check_array, check_choice, check_integer, check_real
+from ..._validation import InvalidArgument, check_array, check_choice, check_integer, check_memory, check_real
 
 __all__ = ["MFProblem", "mf_problem", "paper_mf_problem", "load_mf_problem", "MF_PAIRS"]
 
@@ -199,6 +199,8 @@ def paper_mf_problem(m: int = 10, n: int = 10, h: int = 100, rank: int = 4, s: f
     seed = check_integer(seed, "seed", 0, 2**63 - 1)
     if h < min(m, n):
         raise InvalidArgument(f"h must be at least min(m, n) = {min(m, n)} so that Y_pre = W_2 W_1, got {h}", "h")
+    # Y_pre and its SVD (m x n, m x m, n x n), G and its QR (h x h), W_1, W_2, and copies
+    check_memory(8.0 * (3 * m * n + 2 * m * m + 2 * n * n + 3 * h * h + 2 * h * (m + n)), f"the m = {m}, n = {n}, h = {h} construction", "h" if h >= max(m, n) else ("m" if m >= n else "n"))
     generator = np.random.default_rng(seed)
     Y_pre = generator.standard_normal((m, n))
     U, S, Vt = np.linalg.svd(Y_pre)
