@@ -224,6 +224,7 @@ from .analysis.comparison import (
     Comparison as Comparison,
     compare as compare,
     load_comparison as load_comparison,
+    load_run as load_run,
     save_report as save_report,
     COMPARISON_SCHEMA as COMPARISON_SCHEMA,
     QUANTILES as QUANTILES,
@@ -259,9 +260,12 @@ from .sweeps.spec import (
 from .sweeps.store import (
     SweepStore as SweepStore,
     open_store as open_store,
+    remove_empty_store as remove_empty_store,
 )
 from .sweeps.executor import (
     run_sweep as run_sweep,
+    check_sweep as check_sweep,
+    default_workers as default_workers,
 )
 from .sweeps.report import (
     sweep_records as sweep_records,

@@ -17,15 +17,41 @@ from pathlib import Path
 
 from ._validation import InvalidArgument
 
-__all__ = ["atomic_path", "write_text", "write_json", "read_json_file", "read_toml_file", "read_user_file", "read_user_bytes", "MAX_USER_FILE", "strict_json", "json_safe", "check_output_file", "check_output_folder", "INCOMPLETE", "ContentEqual", "canonical_json", "versions", "write_netcdf_arrays"]
+__all__ = ["atomic_path", "LEDGER", "check_overwrite", "written_by_popgrad", "write_text", "write_json", "read_json_file", "read_toml_file", "read_user_file", "read_user_bytes", "MAX_USER_FILE", "strict_json", "json_safe", "check_output_file", "check_output_folder", "INCOMPLETE", "ContentEqual", "canonical_json", "versions", "write_netcdf_arrays"]
 
 #: marker file present in a report folder while it is being written
 INCOMPLETE = "INCOMPLETE"
 
 
+#: the file in each output folder that lists what popgrad wrote there (name -> size and SHA-256 as written):
+#: a file listed with its content unchanged is popgrad's to replace; any other is the user's
+LEDGER = ".popgrad-files.json"
+
+
+def _file_mode(target: Path) -> int:
+    """The permissions a written file gets: the replaced file's, or a new file's under the umask (what
+    ``open`` would give; a temporary file from mkstemp is 0600, unreadable to collaborators)."""
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
+def _target(path) -> Path:
+    """Where writing ``path`` lands: a symbolic link's target (the link stays a link)."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path, ledger: bool = True):
     """Yield a temporary path next to ``path``; on success rename it over ``path``, on failure remove it.
+
+    A symbolic link at ``path`` is followed (its target is replaced, the link stays); the file gets the
+    replaced file's permissions, or a new file's under the umask; with ``ledger`` the file is listed as
+    popgrad's in its folder's :data:`LEDGER` (see :func:`check_overwrite`).
 
     Examples
     --------
@@ -36,7 +62,8 @@ def atomic_path(path):
     >>> target.read_text()
     'whole'
     """
-    path = Path(path)
+    path = _target(path)
+    mode = _file_mode(path)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(handle)
     temporary = Path(name)
@@ -44,15 +71,91 @@ def atomic_path(path):
         yield temporary
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    if ledger:
+        _record(path)
 
 
-def write_text(path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically."""
-    with atomic_path(path) as temporary:
+def _digest(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _ledger(folder: Path) -> dict:
+    try:
+        files = json.loads((folder / LEDGER).read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return files if isinstance(files, dict) else {}
+
+
+def _record(path: Path) -> None:
+    """List ``path`` (just written) in its folder's ledger; a ledger that cannot be written is skipped
+    (the file is then the user's to popgrad, which only means --force next time)."""
+    files = _ledger(path.parent)
+    files[path.name] = {"size": path.stat().st_size, "sha256": _digest(path)}
+    try:
+        with atomic_path(path.parent / LEDGER, ledger=False) as temporary:
+            temporary.write_text(json.dumps({"written_by": "popgrad", "files": files}, indent=0, sort_keys=True) + "\n")
+    except OSError:
+        pass
+
+
+def written_by_popgrad(path) -> bool:
+    """Whether ``path`` is a file popgrad wrote (listed in its folder's ledger) and nobody changed since.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    bool
+    """
+    path = _target(path)
+    entry = _ledger(path.parent).get(path.name)
+    if not isinstance(entry, dict) or not path.is_file():
+        return False
+    try:
+        return path.stat().st_size == entry.get("size") and _digest(path) == entry.get("sha256")
+    except OSError:
+        return False
+
+
+def check_overwrite(paths, parameter: str, force: bool = False) -> None:
+    """Refuse, before any work, to replace a file popgrad did not write (or that was changed since it
+    wrote it) unless ``force``: the first such file among ``paths`` is named.
+
+    Parameters
+    ----------
+    paths : iterable of str or Path
+    parameter : str
+        The option that named them (``out``, ``plot``).
+    force : bool, default False
+
+    Returns
+    -------
+    None
+    """
+    if force:
+        return
+    for path in map(_target, paths):  # a symbolic link is written through: its target is what is replaced
+        if path.exists() and not path.is_dir() and not written_by_popgrad(path):
+            raise InvalidArgument(f"{parameter}: {str(path)!r} exists and popgrad did not write it (or it was changed since); give --force to replace it", parameter)
+
+
+def write_text(path, text: str, ledger: bool = True) -> Path:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_path`)."""
+    with atomic_path(path, ledger) as temporary:
         temporary.write_text(text)
     return Path(path)
 
@@ -102,9 +205,9 @@ def strict_json(payload, indent: int | None = 1) -> str:
     return json.dumps(safe, indent=indent, allow_nan=False)
 
 
-def write_json(path, payload) -> Path:
-    """Write ``payload`` as strict JSON (no NaN or Infinity tokens), atomically."""
-    return write_text(path, json.dumps(json_safe(payload), indent=1, allow_nan=False) + "\n")
+def write_json(path, payload, ledger: bool = True) -> Path:
+    """Write ``payload`` as strict JSON (no NaN or Infinity tokens), atomically (:func:`atomic_path`)."""
+    return write_text(path, json.dumps(json_safe(payload), indent=1, allow_nan=False) + "\n", ledger)
 
 
 #: the largest user file popgrad reads (problem, model, specification, store files): 256 MiB
@@ -232,9 +335,14 @@ def _writable_folder(folder: Path, parameter: str, what: str) -> None:
 
 
 def check_output_file(path, parameter: str = "out") -> Path:
-    """Refuse, before any computation, a file path that cannot be written: a missing or read-only parent
-    folder, or a path that is a folder."""
-    path = Path(path)
+    """Refuse, before any computation, a file path that cannot be written: ``-`` (standard output, which a
+    command that can print there handles before), a missing or read-only parent folder, or a path that is
+    a folder (a symbolic link is checked at its target)."""
+    if str(path) == "-":
+        raise InvalidArgument(f"{parameter}: '-' (standard output) cannot take this output; give a file name", parameter)
+    if not str(path).strip():
+        raise InvalidArgument(f"{parameter}: the file name is empty; give a file name", parameter)
+    path = _target(path)
     if path.is_dir():
         raise InvalidArgument(f"{parameter}: {str(path)!r} is a folder; give a file name", parameter)
     _writable_folder(path.parent if str(path.parent) else Path("."), parameter, str(path.name))
@@ -244,7 +352,12 @@ def check_output_file(path, parameter: str = "out") -> Path:
 
 
 def check_output_folder(path, parameter: str = "out") -> Path:
-    """Refuse, before any computation, a folder that cannot be created or written (or a file in its place)."""
+    """Refuse, before any computation, a folder that cannot be created or written (or a file in its place,
+    or ``-``: a folder of files cannot go to standard output)."""
+    if str(path) == "-":
+        raise InvalidArgument(f"{parameter}: '-' (standard output) cannot take a report folder; give a folder", parameter)
+    if not str(path).strip():
+        raise InvalidArgument(f"{parameter}: the folder name is empty; give a folder", parameter)
     path = Path(path)
     if path.exists():
         if not path.is_dir():

@@ -56,8 +56,8 @@ def test_every_reproduction_has_a_quick_test():
 
 def test_the_committed_reports_are_not_stale():
     # each committed report was made by today's definition of its reproduction (full version, not --quick);
-    # regenerate with: popgrad reproduce all
-    assert stale_reproductions(PAPER) == [], "stale: run popgrad reproduce NAME (full version) and commit derivations/paper/"
+    # regenerate with: popgrad reproduce all --update-derivations
+    assert stale_reproductions(PAPER) == [], "stale: run popgrad reproduce NAME --update-derivations (full version) and commit derivations/paper/"
 
 
 def test_the_committed_tables_are_well_formed():
@@ -71,7 +71,7 @@ def test_the_committed_tables_are_well_formed():
 def test_the_committed_summary_is_what_the_committed_reports_give():
     from popgrad.reproductions.summary import summary_markdown
 
-    assert (PAPER / "README.md").read_text() == summary_markdown(PAPER), "regenerate with: popgrad reproduce NAME (it rewrites README.md)"
+    assert (PAPER / "README.md").read_text() == summary_markdown(PAPER), "regenerate with: popgrad reproduce NAME --update-derivations (it rewrites README.md)"
 
 
 def test_every_reproduction_is_registered_with_a_description():

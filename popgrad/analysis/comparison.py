@@ -26,7 +26,7 @@ from ..dynamics.engine import Predictions, Run, chosen_predictions, predict, sim
 from ..dynamics.protocol import family_of
 from ..numerics.statistics import QUANTILE_LEVELS, summary
 
-__all__ = ["Comparison", "compare", "load_comparison", "save_report", "COMPARISON_SCHEMA", "QUANTILES"]
+__all__ = ["Comparison", "compare", "load_comparison", "load_run", "save_report", "COMPARISON_SCHEMA", "QUANTILES"]
 
 #: the ``schema`` of a comparison's JSON report
 COMPARISON_SCHEMA = "popgrad.comparison/1"
@@ -448,3 +448,60 @@ def load_comparison(folder: str | Path) -> Comparison:
         return reader(saved, arrays)
     except KeyError as exc:
         raise InvalidArgument(f"folder {str(folder)!r}: the report lacks {exc}", "folder") from None
+
+
+def load_run(path) -> Run:
+    """Read back a run saved by ``popgrad simulate --out FILE.nc`` (:meth:`~popgrad.dynamics.engine.Run.write_netcdf`):
+    every observable and state block per trajectory and checkpoint, the hitting steps, and the model, step
+    size, seeds and settings from its ``provenance`` attribute.
+
+    Parameters
+    ----------
+    path : str or Path
+        The NetCDF file.
+
+    Returns
+    -------
+    Run
+
+    Raises
+    ------
+    InvalidArgument
+        When the file is missing or not a run popgrad wrote (named, with what is wrong).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, popgrad
+    >>> problem = popgrad.orthonormal_problem("relu", k=4, xi=1.0, seed=0)
+    >>> run = simulate(problem, d=100, eta=1e-3, checkpoints=[0, 100], trajectories=4, seed=1, hit=0.5)
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "run.nc"
+    >>> run.write_netcdf(path)
+    >>> again = load_run(path)
+    >>> bool(np.array_equal(again.m, run.m)), again.eta == run.eta, again.hit
+    (True, True, 0.5)
+    """
+    from scipy.io import netcdf_file
+
+    from ..dynamics.engine import RUN_SCHEMA
+    from ..dynamics.protocol import model_from_dict
+
+    name = f"run file {str(path)!r}"
+    data = read_user_bytes(path, "run file", "path")
+    try:
+        with netcdf_file(io.BytesIO(data), "r", mmap=False) as file:
+            arrays = {key: np.array(variable[...]) for key, variable in file.variables.items()}
+            record = json.loads(file.provenance.decode() if isinstance(file.provenance, bytes) else file.provenance)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise InvalidArgument(f"{name} is not a run popgrad wrote (a NetCDF file with its provenance: {type(exc).__name__})", "path") from None
+    if not isinstance(record, dict) or record.get("schema") != RUN_SCHEMA or not isinstance(record.get("parameters"), dict):
+        raise InvalidArgument(f"{name} is not a run of schema {RUN_SCHEMA}", "path")
+    info = record["parameters"]
+    try:
+        model = model_from_dict(info["model"])
+        state = {key: arrays[key] for key in record.get("state", [])}
+        observables = {key: values for key, values in arrays.items() if key not in ("step", "trajectory", "hitting_step") and key not in state}
+        hits = arrays["hitting_step"].astype(np.int64) if "hitting_step" in arrays else None
+        settings = {key: value for key, value in info.items() if key not in ("model", "family", "d", "eta", "delta", "method", "trajectories", "first_trajectory", "seed", "m0", "hit", "stop_when_hit", "seconds", "versions")}
+        return Run(model, arrays["step"].astype(np.int64), observables, state, info["method"], float(info["eta"]), int(info["d"]), int(info["seed"]), info.get("m0"), int(info.get("first_trajectory", 0)), info.get("hit"), hits, float(info.get("seconds", float("nan"))), settings, bool(info.get("stop_when_hit", False)))
+    except KeyError as exc:
+        raise InvalidArgument(f"{name} lacks {exc}", "path") from None

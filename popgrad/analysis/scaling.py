@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import InvalidArgument, check_integer
+from .._validation import InvalidArgument, check_integer, check_real
 
 __all__ = ["PowerLawFit", "power_law_fit", "censored_median"]
 
@@ -97,6 +97,10 @@ def power_law_fit(x, hitting_steps, replicates: int = 1000, level: float = 0.05,
     >>> round(fit.exponent, 2), fit.contains(1.0)
     (1.0, True)
     """
+    level = check_real(level, "level", 0.0, 1.0, low_open=True)
+    if level == 1.0:
+        raise InvalidArgument(f"level must lie in (0, 1) (the interval covers 1 - level), got {level}", "level")
+    seed = check_integer(seed, "seed", 0, 2**63 - 1)
     x = np.asarray(x, dtype=float)
     replicates = check_integer(replicates, "replicates", 10, 10**6)
     if x.ndim != 1 or x.size != len(hitting_steps):

@@ -4,11 +4,12 @@ the library's parameter names to the flags a user typed."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 import numpy as np
 
-__all__ = ["UsageError", "Parser", "given", "refuse_together", "non_negative_int", "real", "grid", "step_list", "FLAGS", "flag_message", "EXIT_USAGE", "EXIT_NEGATIVE", "EXIT_BUG", "print_json", "write", "naming_file"]
+__all__ = ["UsageError", "Parser", "given", "refuse_together", "non_negative_int", "real", "grid", "step_list", "FLAGS", "flag_message", "EXIT_USAGE", "EXIT_NEGATIVE", "EXIT_BUG", "print_json", "write", "naming_file", "add_force", "check_outputs", "flag_for", "add_json_out", "check_json_out", "save_json_out"]
 
 #: exit statuses: a usage error, a scientific negative (--strict inconsistency, stale tables), a crash
 EXIT_USAGE, EXIT_NEGATIVE, EXIT_BUG = 2, 3, 1
@@ -43,7 +44,7 @@ FLAGS = {
     "checkpoints": "--checkpoints",
     "method": "--method",
     "convention": "--convention",
-    "c distribution": "--c-distribution",
+    "c_distribution": "--c-distribution",
     "hit": "--hit",
     "out": "--out",
     "plot": "--plot",
@@ -55,6 +56,15 @@ FLAGS = {
     "pair": "--pair",
     "init": "--init",
     "lr": "--lr",
+    "workers": "--workers",
+    "scheduler": "--scheduler",
+    "timeout": "--timeout",
+    "replicates": "--replicates",
+    "records": "--records",
+    "starts": "--starts",
+    "instances": "--instances",
+    "weight_decay": "--weight-decay",
+    "problem_seed": "--problem-seed",
 }
 
 
@@ -102,7 +112,11 @@ def flag_message(message: str, parameter: str | None) -> str:
     """The library's message with its leading parameter name replaced by the command-line flag."""
     flag = FLAGS.get(parameter or "")
     if flag and message.startswith((parameter + " ", parameter + ":")):
-        return flag + message[len(parameter):]
+        message = flag + message[len(parameter):]
+    if "(they take: " in message:  # the options a prediction takes, as the flags that set them
+        head, _, rest = message.partition("(they take: ")
+        names, _, tail = rest.partition(")")
+        message = head + "(they take: " + ", ".join(FLAGS.get(name.strip(), name.strip()) for name in names.split(",")) + ")" + tail
     return message
 
 
@@ -128,6 +142,15 @@ def grid(text: str) -> np.ndarray:
     try:
         if ":" in text:
             low, high, count = text.split(":")
+            count = float(count)
+            if not count.is_integer() or count < 1:
+                raise ValueError(count)
+            from .._validation import InvalidArgument, check_memory
+
+            try:  # the values and what each costs downstream (h, Phi and their temporaries), before any is made
+                check_memory(64.0 * count, f"{int(count)} grid values", "grid")
+            except InvalidArgument as exc:
+                raise argparse.ArgumentTypeError(str(exc).removeprefix("grid too large: ")) from None
             values = np.linspace(float(low), float(high), int(count))
         else:
             values = np.array([float(v) for v in text.split(",") if v.strip()])
@@ -168,4 +191,63 @@ def naming_file(path, flag: str, exc: Exception) -> UsageError:
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if str(path) in message:
         return UsageError(message)
-    return UsageError(f"{flag} {path}: {flag_message(message, getattr(exc, 'parameter', None))}")
+    # the parameter is a key of the file, named as the file spells it (not as the flag of the same name)
+    return UsageError(f"{flag} {path}: {message}")
+
+
+def add_force(parser) -> None:
+    """``--force``: what lets a command replace output files popgrad did not write."""
+    parser.add_argument("--force", action="store_true", help="replace output files that popgrad did not write, or that were changed since (default: refuse them)")
+
+
+def check_outputs(args, paths, parameter: str = "out") -> None:
+    """Refuse, before any work, output files among ``paths`` that popgrad did not write, unless --force
+    (:func:`popgrad._io.check_overwrite`)."""
+    from .._io import check_overwrite
+
+    check_overwrite(paths, parameter, bool(getattr(args, "force", False)))
+
+
+@contextlib.contextmanager
+def flag_for(parameter: str, flag: str | None):
+    """Within this block, the library's refusal of ``parameter`` names ``flag``: where several flags feed
+    one parameter (``--seed`` and ``--problem-seed`` both reach a constructor's ``seed``), the message names
+    the one the user typed. ``flag`` None leaves messages as they are."""
+    from .._validation import InvalidArgument
+
+    try:
+        yield
+    except InvalidArgument as exc:
+        if flag is None or exc.parameter != parameter:
+            raise
+        message = str(exc).splitlines()[0]
+        raise UsageError(flag + message[len(parameter):] if message.startswith(parameter + " ") else f"{flag}: {message}") from None
+
+
+def add_json_out(parser) -> None:
+    """``--out FILE.json`` (and ``--force``): the command's JSON document saved to a file as well."""
+    parser.add_argument("--out", default=None, metavar="FILE.json", help="also save the JSON document (what --format json prints) to this file; -: print it")
+    add_force(parser)
+
+
+def check_json_out(args) -> None:
+    """Refuse an unusable ``--out`` before any work."""
+    from .._io import check_output_file
+
+    if args.out is not None and args.out != "-":
+        check_output_file(args.out, "out")
+        check_outputs(args, [args.out])
+
+
+def save_json_out(args, payload) -> bool:
+    """Save ``payload`` to ``--out`` (strict JSON); True when it went to standard output (``--out -``),
+    which then holds nothing else."""
+    from .._io import strict_json, write_text
+
+    if args.out is None:
+        return False
+    if args.out == "-":
+        print_json(payload)
+        return True
+    write_text(args.out, strict_json(payload) + "\n")
+    return False

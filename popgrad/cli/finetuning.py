@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse
 import time
 from functools import partial
+from pathlib import Path
 
 from .. import __version__
 from .._io import INCOMPLETE, atomic_path, check_output_file, check_output_folder, write_json, write_text
 from .._validation import InvalidArgument
-from .common import EXIT_NEGATIVE, UsageError, given, grid, naming_file, print_json, real, refuse_together, step_list
+from .common import EXIT_NEGATIVE, UsageError, add_force, check_outputs, flag_for, given, grid, naming_file, print_json, real, refuse_together, step_list
 
 __all__ = ["register"]
 
@@ -20,6 +21,8 @@ FEATURES = ("orthonormal", "random", "glm", "claim2")
 # and the verdict could only be inconclusive
 RUN_DEFAULTS = {"d": 1000, "delta": 0.05, "steps": 50000, "trajectories": 24, "method": "fast", "noise_samples": 2_000_000}
 RUN_CHAIN_TRAJECTORIES = 500
+#: the files of a comparison report folder (Comparison.save)
+COMPARISON_FILES = ("comparison.nc", "comparison.json", "comparison.png", INCOMPLETE)
 SIMULATE_DEFAULTS = {"d": 1000, "delta": 0.25, "steps": 30000, "trajectories": 256, "method": "chain"}
 
 
@@ -32,6 +35,7 @@ def register(commands) -> None:
     run.add_argument("--chain-trajectories", type=int, default=RUN_CHAIN_TRAJECTORIES, help=f"trajectories of the exact chain (default {RUN_CHAIN_TRAJECTORIES})")
     run.add_argument("--out", default="popgrad-report", help="report folder (default popgrad-report/)")
     run.add_argument("--strict", action="store_true", help=f"exit {EXIT_NEGATIVE} unless every prediction is conclusively consistent with both runs")
+    add_force(run)
     run.set_defaults(handler=_run)
 
     simulate = commands.add_parser("simulate", help="online SGD of any model: its observables per checkpoint")
@@ -41,6 +45,7 @@ def register(commands) -> None:
     simulate.add_argument("--stop-when-hit", action="store_true", help="with --hit: end each trajectory at its hitting step")
     simulate.add_argument("--format", choices=["table", "json"], default="table")
     simulate.add_argument("--out", help="also save the labelled arrays (NetCDF, .nc)")
+    add_force(simulate)
     simulate.set_defaults(handler=_simulate)
 
     compare = commands.add_parser("compare", help="simulate, predict every observable, and write a report with the verdict")
@@ -51,6 +56,7 @@ def register(commands) -> None:
     compare.add_argument("--format", choices=["table", "json"], default="table")
     compare.add_argument("--out", default="popgrad-compare", help="report folder (default popgrad-compare/)")
     compare.add_argument("--strict", action="store_true", help=f"exit {EXIT_NEGATIVE} unless every prediction is conclusively consistent")
+    add_force(compare)
     compare.set_defaults(handler=_compare)
 
     h = commands.add_parser("h", help="population drift h(m) and loss Phi(m) of a problem")
@@ -58,11 +64,13 @@ def register(commands) -> None:
     h.add_argument("--m", type=grid, default=grid("-1:1:11"), help="m values: list or LOW:HIGH:COUNT (default -1:1:11)")
     h.add_argument("--format", choices=["table", "json", "latex"], default="table")
     h.add_argument("--plot", metavar="FILE.png", help="also plot h and Phi on [-1, 1]")
+    add_force(h)
     h.set_defaults(handler=_h)
 
     problem = commands.add_parser("problem", help="write a problem specification (JSON)")
     _problem_options(problem)
-    problem.add_argument("--out", required=True, help="output JSON file")
+    problem.add_argument("--out", required=True, help="output JSON file (-: print it)")
+    add_force(problem)
     problem.set_defaults(handler=_problem)
 
 
@@ -107,14 +115,15 @@ def _problem_from_args(args):
             raise naming_file(args.problem, "--problem", exc) from None
     seed = args.seed if args.problem_seed is None else args.problem_seed
     common = {"seed": seed, "convention": args.convention}
-    if args.features == "random":
-        if args.dimension is None:
-            raise UsageError("--features random needs --d (the input dimension)")
-        return spec.random_features_problem(args.activation, args.k, args.xi, d=args.dimension, c_distribution=args.c_distribution, **common)
-    if args.features == "claim2":
-        return spec.claim2_problem(args.activation, args.k, args.xi, **common)
-    constructor = spec.orthonormal_problem if args.features == "orthonormal" else spec.glm_problem
-    return constructor(args.activation, args.k, args.xi, c_distribution=args.c_distribution, **common)
+    if args.features == "random" and args.dimension is None:
+        raise UsageError("--features random needs --d (the input dimension)")
+    with flag_for("seed", None if args.problem_seed is None else "--problem-seed"):
+        if args.features == "random":
+            return spec.random_features_problem(args.activation, args.k, args.xi, d=args.dimension, c_distribution=args.c_distribution, **common)
+        if args.features == "claim2":
+            return spec.claim2_problem(args.activation, args.k, args.xi, **common)
+        constructor = spec.orthonormal_problem if args.features == "orthonormal" else spec.glm_problem
+        return constructor(args.activation, args.k, args.xi, c_distribution=args.c_distribution, **common)
 
 
 def _reduced_problem_from_file(path):
@@ -139,7 +148,11 @@ def _progress(args):
 
 
 def _problem(args) -> int:
+    if args.out == "-":  # standard output: the JSON itself, nothing else
+        print(_problem_from_args(args).to_json())
+        return 0
     check_output_file(args.out, "out")
+    check_outputs(args, [args.out])
     problem = _problem_from_args(args)
     problem.save(args.out)
     print(f"wrote {args.out}: {problem!r}")
@@ -151,8 +164,9 @@ def _h(args) -> int:
     from ..report.plots import plot_population
     from ..report.tables import Table
 
-    if args.plot:
+    if args.plot is not None:
         check_output_file(args.plot, "plot")
+        check_outputs(args, [args.plot], "plot")
     problem = _problem_from_args(args)
     h = population_drift(problem, args.m)
     loss = population_loss(problem, args.m)
@@ -254,7 +268,8 @@ def _model_from_args(args):
             raise naming_file(args.problem, "--problem", exc) from None
     problem = _problem_from_args(args)
     seed = args.seed if args.problem_seed is None else args.problem_seed  # the model's own draws go with the problem's
-    return general_model(problem, seed=seed, **switches)
+    with flag_for("seed", None if args.problem_seed is None else "--problem-seed"):
+        return general_model(problem, seed=seed, **switches)
 
 
 def _prediction_settings(args, model=None) -> dict:
@@ -303,8 +318,9 @@ def _simulate(args) -> int:
     optionally the labelled arrays as NetCDF."""
     from ..dynamics.engine import simulate
 
-    if args.out:
+    if args.out is not None:
         check_output_file(args.out, "out")
+        check_outputs(args, [args.out])
     if args.stop_when_hit and args.hit is None:
         raise UsageError("--stop-when-hit needs --hit EPS")
     model = _model_from_args(args)
@@ -355,6 +371,7 @@ def _compare(args) -> int:
     from ..analysis.comparison import compare
 
     check_output_folder(args.out, "out")
+    check_outputs(args, [Path(args.out, name) for name in COMPARISON_FILES])
     model = _model_from_args(args)
     d, eta, checkpoints = _dynamics_settings(args, model)
     result = compare(model, d, eta, checkpoints, trajectories=args.trajectories, method=args.method, m0=args.m0, seed=args.seed, threshold=args.threshold, progress=_progress(args), hit=args.hit, **_prediction_settings(args, model))
@@ -385,7 +402,10 @@ def _run(args) -> int:
     begin = time.perf_counter()
     if given(args, "method"):
         raise UsageError(f"{given(args, 'method')[0]} has no effect on popgrad run, which runs full-d SGD and the exact chain side by side (use popgrad compare --method)")
+    if not 1 <= args.chain_trajectories <= 10**8:
+        raise UsageError(f"--chain-trajectories must lie in [1, 100000000], got {args.chain_trajectories}")
     out = check_output_folder(args.out, "out")
+    check_outputs(args, [out / name for name in ("drift.png", "model.json", "provenance.json", INCOMPLETE)] + [out / part / name for part in ("full", "chain") for name in COMPARISON_FILES])
     model = _model_from_args(args)
     d, eta, checkpoints = _dynamics_settings(args, model)
     reduced = model.reduces_to_overlap

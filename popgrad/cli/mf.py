@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from .._validation import InvalidArgument
-from .common import UsageError, naming_file, non_negative_int, print_json, real, write
+from .common import UsageError, add_json_out, check_json_out, flag_for, save_json_out, naming_file, non_negative_int, print_json, real, write
 
 __all__ = ["register"]
 
@@ -37,6 +37,7 @@ def register(commands) -> None:
     run.add_argument("--records", type=non_negative_int, default=100, help="recorded points of the curves (default 100)")
     run.add_argument("--curves", action="store_true", help="include the recorded curves (loss, alignment, norms, imbalance) in the JSON")
     run.add_argument("--format", choices=("text", "json"), default="text")
+    add_json_out(run)
     run.set_defaults(handler=_run)
     mf.set_defaults(handler=_needs_command)
 
@@ -62,7 +63,8 @@ def _run(args) -> int:
         for name in ("m", "n", "h", "rank"):
             if getattr(args, name) < 1:
                 raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
-        problem = paper_mf_problem(args.m, args.n, args.h, args.rank, args.s, args.beta, args.pair, args.problem_seed)
+        with flag_for("seed", "--problem-seed"):
+            problem = paper_mf_problem(args.m, args.n, args.h, args.rank, args.s, args.beta, args.pair, args.problem_seed)
     if args.repeats < 1:
         raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
     if not (args.alpha > 0 and math.isfinite(args.alpha)):
@@ -71,6 +73,7 @@ def _run(args) -> int:
         raise UsageError(f"--lr must be a positive number, got {args.lr}")
     if args.records < 1:
         raise UsageError(f"--records must be at least 1, got {args.records}")
+    check_json_out(args)
     if args.method == "gd":
         run = mf_gradient_descent(problem, args.init, args.alpha, args.repeats, args.steps, args.lr, args.records, args.seed)
     else:
@@ -92,6 +95,8 @@ def _run(args) -> int:
     from .._io import versions
 
     payload["versions"] = versions()
+    if save_json_out(args, payload):
+        return 0
     if args.format == "json":
         print_json(payload)
         return 0

@@ -14,7 +14,7 @@ import math
 
 from .._io import versions
 from .._validation import InvalidArgument
-from .common import UsageError, naming_file, non_negative_int, print_json, real, write
+from .common import UsageError, add_force, add_json_out, check_json_out, check_outputs, given, save_json_out, naming_file, non_negative_int, print_json, real, write
 
 __all__ = ["register"]
 
@@ -28,6 +28,8 @@ def _positive_ints(text: str) -> list:
         raise argparse.ArgumentTypeError(f"expected comma-separated ranks, got {text!r}") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"ranks must be integers >= 1, got {text!r}")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"a rank is listed twice in {text!r} (each rank is studied once)")
     return values
 
 
@@ -60,12 +62,14 @@ def register(commands) -> None:
     landscape.add_argument("--init", choices=("gaussian", "lora"), default="gaussian", help="gaussian (B, A Gaussian; default) or lora (B = 0, A Gaussian)")
     landscape.add_argument("--scale", type=real, default=1.0, help="standard deviation of the initial entries (default 1)")
     landscape.add_argument("--format", choices=("text", "json"), default="text")
+    add_json_out(landscape)
     landscape.set_defaults(handler=_landscape)
 
     build = actions.add_parser("build", help="write a problem file")
     _add_builder_flags(build)
     build.add_argument("--seed", type=non_negative_int, default=0)
-    build.add_argument("--out", required=True, help="the problem JSON to write")
+    build.add_argument("--out", required=True, help="the problem JSON to write (-: print it)")
+    add_force(build)
     build.set_defaults(handler=_build)
 
     threshold = actions.add_parser("threshold", help="frequency of spurious limits against the rank over random instances")
@@ -76,11 +80,13 @@ def register(commands) -> None:
     threshold.add_argument("--seed", type=non_negative_int, default=0, help="instance i has seed SEED + i (default 0)")
     threshold.add_argument("--plot", default=None, help="write the frequency plot here (PNG)")
     threshold.add_argument("--format", choices=("text", "json"), default="text")
+    add_json_out(threshold)
     threshold.set_defaults(handler=_threshold)
 
     example = actions.add_parser("example", help="a 2 x 2 (K = 1, N = 2, r = 1) spurious local minimum, verified exactly with sympy")
     example.add_argument("--weight-decay", type=real, default=1e-2, help="lambda of the instances searched (default 1e-2)")
     example.add_argument("--format", choices=("text", "json"), default="text")
+    add_json_out(example)
     example.set_defaults(handler=_example)
     ntk.set_defaults(handler=_needs_command)
 
@@ -108,6 +114,10 @@ def _landscape(args) -> int:
     if args.starts < 1:
         raise UsageError(f"--starts must be at least 1, got {args.starts}")
     _check_positive(args.scale, "--scale")
+    # each method's own options: one given to the other method would be ignored
+    ignored = given(args, "steps", "lr", "gd_gtol") if args.method == "lbfgs" else given(args, "gtol", "max_iter")
+    if ignored:
+        raise UsageError(f"{ignored[0]} has no effect with --method {args.method} ({'GD' if args.method == 'lbfgs' else 'L-BFGS'} options: {'--steps, --lr, --gd-gtol' if args.method == 'lbfgs' else '--gtol, --max-iter'})")
     if args.method == "lbfgs":
         _check_positive(args.gtol, "--gtol")
         options = {"gtol": args.gtol, "max_iter": args.max_iter, "init": args.init, "scale": args.scale}
@@ -115,10 +125,13 @@ def _landscape(args) -> int:
         _check_positive(args.lr, "--lr")
         _check_positive(args.gd_gtol, "--gd-gtol")
         options = {"steps": args.steps, "lr": args.lr, "init": args.init, "scale": args.scale, "gtol": args.gd_gtol}
+    check_json_out(args)
     study = ntk_landscape(problem, args.rank, args.starts, args.seed, args.method, **options)
     payload = study.to_dict()
     payload["problem"] = args.problem
     payload["versions"] = versions()
+    if save_json_out(args, payload):
+        return 0
     if args.format == "json":
         print_json(payload)
         return 0
@@ -146,6 +159,8 @@ def _builder(args):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     _check_positive(args.weight_decay, "--weight-decay")
+    if args.kind == "gaussian" and given(args, "tokens", "activation"):
+        raise UsageError(f"{given(args, 'tokens', 'activation')[0]} has no effect with --kind gaussian (it sets the network of --kind network)")
     if args.kind == "gaussian":
         return lambda seed: gaussian_ntk_problem(args.m, args.n, args.data, args.outputs, args.weight_decay, args.loss, seed)
     return lambda seed: network_ntk_problem(args.m, args.n, args.data, args.outputs, args.tokens, args.weight_decay, args.loss, args.activation, seed=seed)
@@ -154,7 +169,11 @@ def _builder(args):
 def _build(args) -> int:
     from .._io import check_output_file
 
+    if args.out == "-":  # standard output: the JSON itself, nothing else
+        print_json(_builder(args)(args.seed).to_dict())
+        return 0
     check_output_file(args.out)
+    check_outputs(args, [args.out])
     problem = _builder(args)(args.seed)
     problem.save(args.out)
     write(f"wrote {args.out}: {problem.count} measurements of a {problem.shape[0]} x {problem.shape[1]} matrix ({args.kind}, {problem.loss}, lambda = {problem.weight_decay:g}); ranks r >= {problem.threshold_rank} are above the threshold")
@@ -170,6 +189,8 @@ def _threshold(args) -> int:
         from .._io import check_output_file
 
         check_output_file(args.plot, "plot")
+        check_outputs(args, [args.plot], "plot")
+    check_json_out(args)
     rows = ntk_threshold_study(_builder(args), args.instances, args.ranks, args.starts, args.seed)
     if args.plot is not None:
         from .._io import atomic_path
@@ -177,6 +198,8 @@ def _threshold(args) -> int:
         with atomic_path(args.plot) as temporary:
             threshold_figure(rows, f"{args.kind} {args.m} x {args.n}, KN = {args.data * args.outputs}").savefig(temporary, dpi=120, format="png")
     payload = {"rows": rows, "parameters": {key: getattr(args, key) for key in ("kind", "m", "n", "data", "outputs", "tokens", "activation", "weight_decay", "loss", "ranks", "instances", "starts", "seed")}, "versions": versions()}
+    if save_json_out(args, payload):
+        return 0
     if args.format == "json":
         print_json(payload)
         return 0
@@ -209,8 +232,11 @@ def _example(args) -> int:
     from ..models.ntk_lora.examples import ntk_spurious_example
 
     _check_positive(args.weight_decay, "--weight-decay")
+    check_json_out(args)
     example = ntk_spurious_example(args.weight_decay)
     payload = {"verified": example.verified, "value": example.value, "convex_optimum": example.convex_value, "b": example.b.tolist(), "a": example.a.tolist(), "exact": example.exact, "found": {"seed": example.found["seed"], "starts": example.found["starts"]}, "versions": versions()}
+    if save_json_out(args, payload):
+        return 0
     if args.format == "json":
         print_json(payload)
         return 0

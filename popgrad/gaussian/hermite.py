@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 import sympy
 
-from .._validation import InvalidArgument, check_order, check_scale
+from .._validation import MAX_ORDER, InvalidArgument, check_integer, check_order, check_scale
 from .activations import Activation, activation
 from .families import NoClosedForm
 
@@ -243,7 +243,7 @@ def information_exponent(sigma, scale=1, max_order: int = 30) -> int | None:
     (1, 2)
     """
     sigma = activation(sigma)
-    max_order = check_order(max_order)
+    max_order = check_integer(max_order, "max_order", 0, MAX_ORDER)
     if sigma.has_closed_form:
         polynomial = sigma.polynomial_coefficients
         order = max(max_order, len(polynomial) - 1) if polynomial is not None else max_order

@@ -190,6 +190,7 @@ def dual_kernel(sigma, rho, s1: float = 1.0, s2: float = 1.0, derivative: bool =
     0.75
     """
     rho = check_unit_interval(rho, "rho")
+    s1, s2 = check_scale(s1, "s1"), check_scale(s2, "s2")  # named as the caller wrote them, before the shared scale check
     spec = kernel_spec(sigma, [s1, s2], derivative, order)
     values = _evaluate(spec.code, spec.parameter, derivative, float(s1), float(s2), rho.ravel(), spec.coefficients[0], spec.coefficients[1])
     return values.reshape(rho.shape)

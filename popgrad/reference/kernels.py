@@ -11,7 +11,7 @@ import mpmath
 import numpy as np
 from scipy import integrate
 
-from .._validation import InvalidArgument, check_integer, check_real, check_scale
+from .._validation import InvalidArgument, check_integer, check_real, check_scale, check_memory
 from ..gaussian.activations import activation
 from ..gaussian.programs import mpmath_function
 from .estimate import Estimate
@@ -114,8 +114,9 @@ def kernel_monte_carlo(sigma, rho: float, s1: float = 1.0, s2: float = 1.0, deri
     Estimate
     """
     sigma, rho, s1, s2 = _kernel_arguments(sigma, rho, s1, s2)
-    seed = check_integer(seed, "seed", 0)
+    seed = check_integer(seed, "seed", 0, 2**63 - 1)
     samples = check_integer(samples, "samples", 2)
+    check_memory(8.0 * 4 * samples, f"{samples} Monte Carlo samples", "samples")  # two normal draws, the products, a temporary
     generator = np.random.default_rng(seed)
     g1 = generator.standard_normal(samples)
     g2 = rho * g1 + math.sqrt(max(0.0, 1 - rho * rho)) * generator.standard_normal(samples)

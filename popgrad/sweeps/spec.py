@@ -150,11 +150,26 @@ def cell_key(cell: dict, version: str | None = None) -> str:
         64 hexadecimal digits.
     """
     content = {"parameters": cell, "numerics": numerics_version() if version is None else version}
-    if cell.get("generator") == "file" and cell.get("path") and Path(cell["path"]).exists():
-        from .._io import read_user_bytes
-
-        content["problem_file"] = hashlib.sha256(read_user_bytes(cell["path"], "model file", "path")).hexdigest()  # an edited file is a new cell
+    if cell.get("generator") == "file" and isinstance(cell.get("path"), str) and Path(cell["path"]).exists():
+        content["problem_file"] = _file_hash(cell["path"])  # an edited file is a new cell
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+_FILE_HASHES: dict = {}
+
+
+def _file_hash(path: str) -> str:
+    """The SHA-256 of a model file, read once per (path, size, modification time): a store's cells are
+    checked against it one by one."""
+    import os
+
+    from .._io import read_user_bytes
+
+    info = os.stat(path)
+    signature = (path, info.st_size, info.st_mtime_ns)
+    if signature not in _FILE_HASHES:
+        _FILE_HASHES[signature] = hashlib.sha256(read_user_bytes(path, "model file", "path")).hexdigest()
+    return _FILE_HASHES[signature]
 
 
 def cell_seed(cell: dict) -> int:
@@ -188,6 +203,10 @@ def _checked_cell(cell: dict) -> dict:
         raise InvalidArgument("generator 'file' needs path = \"problem.json\"", "path")
     if cell["generator"] == "file" and not isinstance(cell["path"], str):
         raise InvalidArgument(f"path must be a file name, got {cell['path']!r}", "path")
+    if cell["generator"] != "file" and cell.get("path") is not None:
+        raise InvalidArgument(f"path is read with generator 'file' only, not with {cell['generator']!r}", "path")
+    if cell["generator"] == "claim2" and cell["c_distribution"] != "quantized":
+        raise InvalidArgument(f"c_distribution = {cell['c_distribution']!r} has no effect with generator 'claim2', which fixes c (c_i = ±1/sqrt(k))", "c_distribution")
     if cell["d"] is None:
         raise InvalidArgument("d (the input dimension) is required, in [problem], [run] or [grid]", "d")
     if (cell["delta"] is None) == (cell["eta"] is None):
@@ -202,9 +221,16 @@ def _checked_cell(cell: dict) -> dict:
     for key in ("d", "k", "trajectories", "checkpoints"):
         if not isinstance(cell[key], int) or isinstance(cell[key], bool) or cell[key] < 1:
             raise InvalidArgument(f"{key} must be a positive integer, got {cell[key]!r}", key)
+    for key in ("seed", "problem_seed", "noise_samples"):
+        if not isinstance(cell[key], int) or isinstance(cell[key], bool) or not (key != "noise_samples" or cell[key] >= 1) or not 0 <= cell[key] < 2**63:
+            raise InvalidArgument(f"{key} must be {'a positive' if key == 'noise_samples' else 'a non-negative'} integer below 2^63, got {cell[key]!r}", key)
+    if not isinstance(cell["method"], str):
+        raise InvalidArgument(f"method must be a name (chain, fast or full), got {cell['method']!r}", "method")
     for key in ("xi", "eps", "delta", "eta", "horizon"):
         if cell[key] is not None and (not _is_number(cell[key]) or not math.isfinite(cell[key]) or cell[key] <= 0):
             raise InvalidArgument(f"{key} must be a positive number, got {cell[key]!r}", key)
+    if cell["eps"] > 1:
+        raise InvalidArgument(f"eps must lie in (0, 1] (the level 1 - eps that m^2 must reach), got {cell['eps']!r}", "eps")
     steps = cell["steps"]
     if steps is not None and (not _is_number(steps) or not math.isfinite(steps) or steps != int(steps) or not 1 <= steps <= MAX_STEPS):
         raise InvalidArgument(f"steps must be an integer in [1, {MAX_STEPS:.0e}], got {steps!r}", "steps")

@@ -13,17 +13,23 @@ specification is refused, with the keys that differ.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
-from .._io import check_output_folder, read_json_file, write_json
+from .._io import canonical_json, check_output_folder, read_json_file, write_json
 from .._validation import InvalidArgument
 from .spec import SweepSpec, cell_key, numerics_version
 
-__all__ = ["SweepStore", "open_store"]
+__all__ = ["SweepStore", "open_store", "remove_empty_store"]
 
 MANIFEST = "manifest.json"
 CELLS = "cells"
+
+
+def _checksum(record: dict) -> str:
+    """The hash of a cell's content as stored (strict JSON: what reads back), its checksum left out."""
+    return hashlib.sha256(canonical_json({name: value for name, value in record.items() if name != "checksum"}).encode()).hexdigest()
 
 
 class SweepStore:
@@ -53,13 +59,23 @@ class SweepStore:
 
     def read_cell(self, key: str) -> dict | None:
         """The stored cell ``key``, or None when its file is missing or is not a whole cell popgrad wrote
-        (not a regular file, not JSON, not an object with its key, parameters, result and provenance):
-        such a cell is computed again, never counted."""
+        (not a regular file, not JSON, not an object with its key, parameters, result and provenance), when
+        its parameters do not hash to ``key`` (:func:`~popgrad.sweeps.spec.cell_key`, under the numerics
+        version it records) or when its content does not match its checksum: such a cell is computed again,
+        never counted."""
         try:
             record = read_json_file(self.path(key), "sweep cell", "store")
         except InvalidArgument:
             return None
         if record.get("key") != key or not all(isinstance(record.get(name), dict) for name in ("parameters", "result", "provenance")):
+            return None
+        numerics = record.get("numerics")
+        try:
+            if cell_key(record["parameters"], numerics if isinstance(numerics, str) else None) != key:
+                return None
+        except (InvalidArgument, TypeError, ValueError):
+            return None
+        if "checksum" in record and record["checksum"] != _checksum(record):
             return None
         return record
 
@@ -76,7 +92,8 @@ class SweepStore:
             return False
         if target.is_dir():
             raise InvalidArgument(f"sweep cell {str(target)!r} is a folder; remove it", "store")
-        write_json(target, {"key": key, "parameters": cell, "result": outcome["result"], "provenance": outcome["provenance"] | {"stored": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}})
+        record = {"key": key, "parameters": cell, "result": outcome["result"], "provenance": outcome["provenance"] | {"stored": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, "numerics": numerics_version()}
+        write_json(target, record | {"checksum": _checksum(record)}, ledger=False)  # the store is checked by its manifest
         return True
 
     def records(self) -> list:
@@ -117,6 +134,11 @@ def open_store(folder, spec: SweepSpec, resume: bool = False) -> SweepStore:
         raise InvalidArgument(f"{str(folder)!r} is a folder with other files, not a sweep store; give an empty or new folder", "out")
     if manifest.exists():
         store = SweepStore(folder)
+        if store.manifest.get("digest") != spec.digest() and not any(store.cells_folder.glob("*.json")) and not resume:
+            # a store that holds no cell (e.g. left by a run refused before its first cell) loses nothing
+            # when it is made again for this specification
+            write_json(manifest, _manifest(spec), ledger=False)
+            return SweepStore(folder)
         if store.manifest.get("digest") != spec.digest():
             made = store.manifest.get("spec", {})
             differing = sorted({f"{section}.{key}" for section in ("problem", "run", "grid", "zip") for key in set(made.get(section, {})) | set(spec.source.get(section, {})) if made.get(section, {}).get(key) != spec.source.get(section, {}).get(key)})
@@ -126,5 +148,38 @@ def open_store(folder, spec: SweepSpec, resume: bool = False) -> SweepStore:
         raise InvalidArgument(f"--resume: {str(folder)!r} holds no sweep store to resume", "resume")
     folder.mkdir(exist_ok=True)
     (folder / CELLS).mkdir(exist_ok=True)
-    write_json(manifest, {"spec": spec.to_dict(), "digest": spec.digest(), "numerics": numerics_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cells": len(spec.cells())})
+    write_json(manifest, _manifest(spec), ledger=False)
     return SweepStore(folder)
+
+
+def _manifest(spec: SweepSpec) -> dict:
+    return {"spec": spec.to_dict(), "digest": spec.digest(), "numerics": numerics_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cells": len(spec.cells())}
+
+
+def remove_empty_store(folder, created_folder: bool) -> bool:
+    """Remove the store in ``folder`` if it holds no cell: its manifest and cells folder, and ``folder``
+    itself when ``created_folder`` (it was made for this store) and nothing else is in it. What a refused or
+    interrupted command that made the store calls, so it leaves nothing behind; a store with cells stays
+    (it resumes).
+
+    Parameters
+    ----------
+    folder : str or Path
+    created_folder : bool
+        Whether ``folder`` itself was made for the store.
+
+    Returns
+    -------
+    bool
+        True when the store was removed.
+    """
+    folder = Path(folder)
+    cells = folder / CELLS
+    if not (folder / MANIFEST).is_file() or (cells.exists() and (not cells.is_dir() or any(cells.iterdir()))):
+        return False
+    (folder / MANIFEST).unlink()
+    if cells.is_dir():
+        cells.rmdir()
+    if created_folder and not any(folder.iterdir()):
+        folder.rmdir()
+    return True

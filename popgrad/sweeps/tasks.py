@@ -28,7 +28,7 @@ from .._io import versions
 from .._validation import InvalidArgument
 from .spec import GENERAL_KEYS, cell_seed
 
-__all__ = ["run_cell", "build_model", "checkpoint_steps"]
+__all__ = ["run_cell", "build_model", "check_cell", "checkpoint_steps"]
 
 #: fault injection for the tests (a worker killed mid-cell): when this variable names a file that does not
 #: exist yet, the first cell to see it creates the file and kills its own process
@@ -63,6 +63,57 @@ def build_model(cell: dict):
         constructor = spec.orthonormal_problem if generator == "orthonormal" else spec.glm_problem
         problem = constructor(cell["activation"], cell["k"], cell["xi"], c_distribution=cell["c_distribution"], **common)
     return general_model(problem, seed=cell["problem_seed"], **switches)
+
+
+def check_cell(cell: dict, build: bool = True) -> None:
+    """Every check :func:`run_cell` makes before its work, made without it: the model (built unless
+    ``build`` is False), the method, the dimension, the step size, the record and its memory, and for
+    ``compare`` the predictions' options. A sweep runs it on every cell before its store is made, so a
+    refused specification leaves nothing behind.
+
+    Parameters
+    ----------
+    cell : dict
+    build : bool, default True
+        Build the model (False: the checks that need no model only, for problems too large to build twice).
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    InvalidArgument
+        Naming the key at fault.
+    """
+    from .._validation import check_memory
+    from ..dynamics.protocol import family_of
+    from ..dynamics.trajectories import MAX_STEPS, step_schedule
+
+    d = cell["d"]
+    steps = int(cell["steps"]) if cell["steps"] is not None else int(round(cell["horizon"] * d))
+    count = min(int(cell["checkpoints"]), steps) + 1
+    # the recorded steps themselves, before they are laid out (a billion checkpoints is refused, not allocated)
+    check_memory(8.0 * count * (1 + cell["trajectories"]), f"{count} checkpoints of {cell['trajectories']} trajectories", "checkpoints")
+    if not 1 <= steps <= MAX_STEPS:
+        raise InvalidArgument(f"steps must lie in [1, {MAX_STEPS:.0e}], got {steps}", "steps")
+    if not build:
+        return
+    model = build_model(cell)
+    family = family_of(model)
+    model = family.as_model(model) or model
+    if cell["method"] not in family.methods:
+        raise InvalidArgument(f"method must be one of {', '.join(family.methods)}, got {cell['method']!r}", "method")
+    if cell["trajectories"] > 10**8:
+        raise InvalidArgument(f"trajectories must lie in [1, 100000000], got {cell['trajectories']}", "trajectories")
+    d = model.check_dimension(d, cell["method"])
+    eta, checkpoints = step_schedule(d, cell["eta"], None if cell["eta"] is not None else cell["delta"], checkpoint_steps(steps, cell["checkpoints"], cell.get("spacing", "linear")), None)
+    per_checkpoint = float(family.record_bytes(model, True)) * cell["trajectories"]
+    check_memory(per_checkpoint * (checkpoints.size + 2) + 64.0 * cell["trajectories"], f"the record of {cell['trajectories']} trajectories at {checkpoints.size} checkpoints", "trajectories")
+    if cell["kind"] == "compare":
+        from ..dynamics.engine import chosen_predictions
+
+        chosen_predictions(model, None, {"noise_samples": cell["noise_samples"] if getattr(model, "reduces_to_overlap", False) else min(cell["noise_samples"], 65536)})
 
 
 def _quantiles(steps: np.ndarray) -> dict:

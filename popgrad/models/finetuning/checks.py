@@ -39,7 +39,7 @@ def lemma6_frequency(sigma, k: int, xi: float, draws: int = 1000, seed: int = 0,
     """
     k = check_integer(k, "k", 1, 1024)
     draws = check_integer(draws, "draws", 1, 10**6)
-    generator = np.random.default_rng(check_integer(seed, "seed", 0))
+    generator = np.random.default_rng(check_integer(seed, "seed", 0, 2**63 - 1))
     m = np.linspace(0.0, 1.0, grid)
     ratios = []
     degenerate = 0

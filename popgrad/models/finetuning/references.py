@@ -122,7 +122,7 @@ def monte_carlo_gradient(problem: FineTuningProblem, W, u, u_hat, basis, samples
     sums = np.zeros((streams_count, d))
     squares = np.zeros_like(sums)
     code, model = model_arrays(problem)
-    streams.run_blocks(_gradient_kernel(code), streams_count, sums, squares, W, u, u_hat, basis, np.uint64(check_integer(seed, "seed", 0)), per_stream, *model)
+    streams.run_blocks(_gradient_kernel(code), streams_count, sums, squares, W, u, u_hat, basis, np.uint64(check_integer(seed, "seed", 0, 2**63 - 1)), per_stream, *model)
     total = streams_count * per_stream
     mean = sums.sum(axis=0) / total
     variance = squares.sum(axis=0) / total - mean**2

@@ -74,6 +74,10 @@ def moment_tensor(problem: FineTuningProblem, l: int, s: int) -> float:
     -------
     float
     """
+    from ..._validation import check_integer
+
+    l = check_integer(l, "l", 0)
+    s = check_integer(s, "s", 0)
     lam, gram = problem.lam, problem.gram
     power = gram**s
     if l % 2:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..._io import ContentEqual, check_output_file, write_text
-from ..._validation import MAX_MAGNITUDE, InvalidArgument, InvalidArgumentType, check_array, check_choice, check_integer, check_real
+from ..._validation import MAX_MAGNITUDE, InvalidArgument, InvalidArgumentType, check_array, check_choice, check_integer, check_real, check_memory
 from ...numerics.linalg import numerical_rank
 
 if TYPE_CHECKING:
@@ -273,7 +273,7 @@ def draw_signs(k: int, generator: np.random.Generator, distribution: str = "quan
     ndarray, shape (k,)
         A unit vector.
     """
-    check_choice(distribution, "c distribution", ("quantized", "sphere"))
+    check_choice(distribution, "c_distribution", ("quantized", "sphere"))
     if distribution == "quantized":
         return generator.choice([-1.0, 1.0], size=k) / math.sqrt(k)
     v = generator.standard_normal(k)
@@ -283,8 +283,8 @@ def draw_signs(k: int, generator: np.random.Generator, distribution: str = "quan
 def _common(k, xi, seed, lam, c_distribution):
     k = check_integer(k, "k", 1, 4096)
     check_real(xi, "xi", 0.0, MAX_MAGNITUDE, low_open=True)
-    generator = np.random.default_rng(check_integer(seed, "seed", 0))
-    lam = np.ones(k) if lam is None else lam
+    generator = np.random.default_rng(check_integer(seed, "seed", 0, 2**63 - 1))
+    lam = np.ones(k) if lam is None else check_array(lam, "lam", shape=(k,))  # one per neuron: named before the Gram matrix of k rows
     c = draw_signs(k, generator, c_distribution)
     c_hat = draw_signs(k, generator, c_distribution)
     return k, generator, lam, c, c_hat
@@ -342,6 +342,7 @@ def random_features_problem(activation, k: int, xi: float, *, d: int, seed: int 
     """
     k, generator, lam, c, c_hat = _common(k, xi, seed, lam, c_distribution)
     d = check_integer(d, "d", k + 2)
+    check_memory(8.0 * 4 * k * d, f"random features W of {k} x {d}", "d")  # W, its Gram matrix pass and copies
     W = generator.standard_normal((k, d))
     W /= np.linalg.norm(W, axis=1, keepdims=True)
     return FineTuningProblem(activation, lam, None, c, c_hat, xi, convention, W=W)

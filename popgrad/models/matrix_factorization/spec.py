@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..._io import ContentEqual, read_json_file, write_text
-from ..._validation import InvalidArgument, check_array, check_choice, check_integer, check_real
+from ..._validation import InvalidArgument, check_array, check_choice, check_integer, check_memory, check_real
 
 __all__ = ["MFProblem", "mf_problem", "paper_mf_problem", "load_mf_problem", "MF_PAIRS"]
 
@@ -190,12 +190,17 @@ def paper_mf_problem(m: int = 10, n: int = 10, h: int = 100, rank: int = 4, s: f
     """
     m, n, h = (check_integer(value, name, 1, 100_000) for value, name in ((m, "m"), (n, "n"), (h, "h")))
     rank = check_integer(rank, "rank", 1, 10_000)
+    if rank > min(m, n, h):
+        # the adapted layers are h x n and m x h: a rank beyond their sizes only adds redundant parameters
+        raise InvalidArgument(f"rank {rank} exceeds min(m, n, h) = {min(m, n, h)}: the LoRA factors of the h x n and m x h layers have at most that many independent directions", "rank")
     s = check_real(s, "s", 0.0, 1e6, low_open=True)
     beta = check_real(beta, "beta", 0.0, 1e6, low_open=True)
     check_choice(pair, "pair", MF_PAIRS)
     seed = check_integer(seed, "seed", 0, 2**63 - 1)
     if h < min(m, n):
         raise InvalidArgument(f"h must be at least min(m, n) = {min(m, n)} so that Y_pre = W_2 W_1, got {h}", "h")
+    # Y_pre and its SVD (m x n, m x m, n x n), G and its QR (h x h), W_1, W_2, and copies
+    check_memory(8.0 * (3 * m * n + 2 * m * m + 2 * n * n + 3 * h * h + 2 * h * (m + n)), f"the m = {m}, n = {n}, h = {h} construction", "h" if h >= max(m, n) else ("m" if m >= n else "n"))
     generator = np.random.default_rng(seed)
     Y_pre = generator.standard_normal((m, n))
     U, S, Vt = np.linalg.svd(Y_pre)
