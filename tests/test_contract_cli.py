@@ -586,3 +586,125 @@ def test_workers_default_to_this_process_on_a_small_machine_and_are_capped_by_me
     with pytest.raises(InvalidArgument) as caught:
         executor.check_sweep(sweep_spec_from_dict(SPEC), workers=4096)
     assert caught.value.parameter == "workers" and "would need 1.02 TB" in str(caught.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# class 2 (the rest): long-but-legal work shows progress, honours --timeout, or is refused with an estimate
+# ------------------------------------------------------------------------------------------------
+
+LONG_REFUSED = [
+    ("hermite tanh order 200 at 1000 digits", ["hermite", "tanh", "--order", "200", "--digits", "1000"], "about 49 minutes"),
+    ("hermite relu order 200 at 1000 digits", ["hermite", "relu", "--order", "200", "--digits", "1000"], "--timeout 600"),
+    ("hermite tanh order 20 at 100 digits, 1 s", ["hermite", "tanh", "--order", "20", "--digits", "100", "--timeout", "1"], "about 5 s"),
+    ("hermite order 60 at 1000 digits", ["hermite", "tanh", "--order", "60", "--digits", "1000"], "lower --digits"),
+    ("hermite --timeout 0", ["hermite", "tanh", "--order", "3", "--timeout", "0"], "--timeout"),
+    ("mf --timeout -1", ["mf", "run", "--timeout", "-1"], "--timeout"),
+    ("mf --timeout inf", ["mf", "run", "--timeout", "inf"], "--timeout"),
+]
+
+
+@pytest.mark.parametrize("name, arguments, named", LONG_REFUSED, ids=[row[0] for row in LONG_REFUSED])
+def test_long_work_beyond_its_timeout_is_refused_with_an_estimate(name, arguments, named, tmp_path, capsys):
+    _run_refused(arguments, capsys, tmp_path, named)
+
+
+def _stopped(arguments, capsys, cpu_bound: float):
+    """Run in process; the command must stop at its --timeout: exit 124, one line saying how far it got."""
+    import time
+
+    begin = time.process_time()
+    status = main(arguments)
+    spent = time.process_time() - begin
+    error = capsys.readouterr().err
+    assert status == 124, (status, error)
+    lines = error.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("popgrad: stopped: ") and "Traceback" not in error, error
+    assert spent < cpu_bound, spent
+    return lines[0]
+
+
+TIMED_OUT = [
+    # the issue's example: silent for over 5 minutes before; the limit takes effect within a piece (~0.1 s)
+    ("mf gf alpha 10 lr 1", ["mf", "run", "--method", "gf", "--alpha", "10", "--lr", "1", "--timeout", "1"], "mf_gradient_flow"),
+    ("mf gd 1e9 steps", ["mf", "run", "--steps", "1000000000", "--repeats", "8", "--timeout", "1"], "mf_gradient_descent"),
+    ("mf gf spectral 1e9 steps", ["mf", "run", "--method", "gf", "--init", "spectral", "--steps", "1000000000", "--repeats", "1", "--timeout", "1"], "mf_gradient_flow"),
+]
+
+
+@pytest.mark.parametrize("name, arguments, named", TIMED_OUT, ids=[row[0] for row in TIMED_OUT])
+def test_long_mf_runs_stop_at_their_timeout_saying_how_long_all_would_take(name, arguments, named, tmp_path, capsys):
+    out = tmp_path / "run.json"
+    # CPU time: the limit's second on two numba threads, the compile of a cold cache aside (checked warm)
+    main(["mf", "run", "--steps", "1", "--repeats", "8", "--records", "1", "--format", "json"] + (["--method", "gf"] if "gf" in name else []))
+    capsys.readouterr()
+    line = _stopped(arguments + ["--out", str(out)], capsys, cpu_bound=6.0)
+    assert named in line and "at this rate the whole run needs about" in line, line
+    assert not out.exists()
+
+
+def test_hermite_stops_at_its_timeout_when_the_estimate_was_low(monkeypatch, capsys):
+    from popgrad.cli import hermite
+
+    monkeypatch.setattr(hermite, "estimated_seconds", lambda order, digits: 0.1)
+    line = _stopped(["hermite", "tanh", "--order", "20", "--digits", "100", "--timeout", "0.5"], capsys, cpu_bound=3.0)
+    assert "--timeout 0.5" in line and "estimated" in line
+
+
+def test_hermite_estimate_follows_a_measured_point():
+    from popgrad.cli.hermite import estimated_seconds
+
+    # measured here: tanh at order 20 and 100 digits, 5.0 s; order 30 at 200 digits, ~25 s
+    assert 2.5 < estimated_seconds(20, 100) < 10 and 12 < estimated_seconds(30, 200) < 50
+
+
+def test_long_mf_runs_show_progress(capsys):
+    from popgrad.models.matrix_factorization.flow import mf_gradient_descent, mf_gradient_flow
+    from popgrad.models.matrix_factorization.spec import paper_mf_problem
+
+    problem = paper_mf_problem()
+    mf_gradient_descent(problem, repetitions=8, steps=2000, records=2, progress=True)
+    assert "mf_gradient_descent" in capsys.readouterr().err
+    mf_gradient_flow(problem, repetitions=1, time_end=0.1, records=2, progress=True)
+    assert "mf_gradient_flow" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# class 8: Ctrl-C stops mf run within a piece of work: one line, exit 130, nothing partial
+# ------------------------------------------------------------------------------------------------
+
+INTERRUPTED = [
+    ("mf gd", ["mf", "run", "--steps", "1000000000", "--repeats", "16"], "popgrad.models.matrix_factorization.flow", "_descend"),
+    ("mf gf (the issue's example)", ["mf", "run", "--method", "gf", "--alpha", "10", "--lr", "1"], "popgrad.dynamics.solve", "solve"),
+    ("mf gf, --curves --out", ["mf", "run", "--method", "gf", "--init", "spectral", "--steps", "1000000000", "--curves"], "popgrad.dynamics.solve", "solve"),
+]
+
+
+@pytest.mark.parametrize("name, arguments, module, function", INTERRUPTED, ids=[row[0] for row in INTERRUPTED])
+def test_ctrl_c_stops_mf_run_within_a_second_of_cpu(name, arguments, module, function, tmp_path, capsys, monkeypatch):
+    """SIGINT once the work has run a few pieces; then the process spends under 2 s of CPU (two numba
+    threads for at most a piece each, and the way out) before main returns 130 with one line."""
+    import importlib
+    import signal
+    import time
+
+    target = importlib.import_module(module)
+    inner = getattr(target, function)
+    calls = {"n": 0, "sent": None}
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5 and calls["sent"] is None:
+            calls["sent"] = time.process_time()
+            os.kill(os.getpid(), signal.SIGINT)
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(target, function, counting)
+    out = tmp_path / "run.json"
+    status = main(arguments + ["--out", str(out)])
+    after = time.process_time()
+    error = capsys.readouterr().err
+    assert calls["sent"] is not None, "the work never reached its fifth piece"
+    assert status == 130, (status, error)
+    assert error.strip().splitlines() == ["popgrad: interrupted"], error
+    assert after - calls["sent"] < 2.0, after - calls["sent"]
+    assert list(tmp_path.iterdir()) == []

@@ -9,10 +9,10 @@ import sys
 
 import numpy as np
 
-__all__ = ["UsageError", "Parser", "given", "refuse_together", "non_negative_int", "real", "grid", "step_list", "FLAGS", "flag_message", "EXIT_USAGE", "EXIT_NEGATIVE", "EXIT_BUG", "print_json", "write", "naming_file", "add_force", "check_outputs", "flag_for", "add_json_out", "check_json_out", "save_json_out"]
+__all__ = ["UsageError", "Parser", "given", "refuse_together", "non_negative_int", "real", "grid", "step_list", "FLAGS", "flag_message", "EXIT_USAGE", "EXIT_NEGATIVE", "EXIT_BUG", "EXIT_TIMEOUT", "print_json", "write", "naming_file", "add_force", "check_outputs", "flag_for", "add_json_out", "check_json_out", "save_json_out"]
 
 #: exit statuses: a usage error, a scientific negative (--strict inconsistency, stale tables), a crash
-EXIT_USAGE, EXIT_NEGATIVE, EXIT_BUG = 2, 3, 1
+EXIT_USAGE, EXIT_NEGATIVE, EXIT_BUG, EXIT_TIMEOUT = 2, 3, 1, 124
 
 #: library parameter name -> the flag that sets it
 FLAGS = {
