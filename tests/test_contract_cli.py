@@ -754,3 +754,54 @@ def test_the_committed_summary_counts_no_reported_value_or_unreproduced_claim_as
     for line in text.splitlines():
         if line.startswith("| [fig2]"):
             assert "| 7 / 8 |" in line
+
+
+# ------------------------------------------------------------------------------------------------
+# class 10: the command line's own figures: the format by suffix, sized for a column, axes that say what
+# ------------------------------------------------------------------------------------------------
+
+FIGURES = [
+    ("h --plot", ["h", "--k", "2", "--format", "json", "--plot"]),
+    ("ntk threshold --plot", ["ntk", "threshold", "--instances", "1", "--starts", "2", "--ranks", "1,2", "--format", "json", "--plot"]),
+]
+SUFFIXES = [(".svg", b"<svg"), (".pdf", b"%PDF"), (".eps", b"%!PS"), (".png", b"\x89PNG")]
+
+
+@pytest.mark.parametrize("suffix, magic", SUFFIXES, ids=[s for s, _ in SUFFIXES])
+@pytest.mark.parametrize("name, arguments", FIGURES, ids=[row[0] for row in FIGURES])
+def test_a_figure_is_written_in_the_format_its_suffix_names(name, arguments, suffix, magic, tmp_path, capsys):
+    path = tmp_path / f"figure{suffix}"
+    assert main(arguments + [str(path)]) == 0, capsys.readouterr().err
+    assert magic in path.read_bytes()[:400]
+    if suffix == ".svg":
+        assert 'width="237.6pt"' in path.read_text()  # 3.3 in
+
+
+@pytest.mark.parametrize("suffix", [".jpgx", ".txt", "", ".svg.bak", ".json"])
+@pytest.mark.parametrize("name, arguments", FIGURES, ids=[row[0] for row in FIGURES])
+def test_an_unknown_figure_suffix_is_refused_before_the_work(name, arguments, suffix, tmp_path, capsys):
+    _run_refused(arguments + [str(tmp_path / f"figure{suffix}")], capsys, tmp_path, "--plot", "names no figure format")
+
+
+@pytest.mark.parametrize("name, arguments", FIGURES, ids=[row[0] for row in FIGURES])
+def test_a_figure_is_sized_for_a_column_with_text_of_8_points_and_labelled_axes(name, arguments, tmp_path, capsys, monkeypatch):
+    from matplotlib.text import Text
+
+    from popgrad.cli import common
+
+    kept = []
+    original = common.fit_for_print
+
+    def keeping(figure, *args, **kwargs):
+        kept.append(original(figure, *args, **kwargs))
+        return kept[-1]
+
+    monkeypatch.setattr(common, "fit_for_print", keeping)
+    assert main(arguments + [str(tmp_path / "figure.svg")]) == 0
+    (figure,) = kept
+    figure.canvas.draw()  # the tick labels exist once drawn
+    assert figure.get_size_inches()[0] == pytest.approx(3.3)
+    sizes = [text.get_fontsize() for text in figure.findobj(Text) if text.get_text()]
+    assert sizes and min(sizes) >= 8.0, sizes
+    for axis in figure.axes:
+        assert axis.get_xlabel() and axis.get_ylabel()
