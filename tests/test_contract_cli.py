@@ -586,3 +586,222 @@ def test_workers_default_to_this_process_on_a_small_machine_and_are_capped_by_me
     with pytest.raises(InvalidArgument) as caught:
         executor.check_sweep(sweep_spec_from_dict(SPEC), workers=4096)
     assert caught.value.parameter == "workers" and "would need 1.02 TB" in str(caught.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# class 2 (the rest): long-but-legal work shows progress, honours --timeout, or is refused with an estimate
+# ------------------------------------------------------------------------------------------------
+
+LONG_REFUSED = [
+    ("hermite tanh order 200 at 1000 digits", ["hermite", "tanh", "--order", "200", "--digits", "1000"], "about 49 minutes"),
+    ("hermite relu order 200 at 1000 digits", ["hermite", "relu", "--order", "200", "--digits", "1000"], "--timeout 600"),
+    ("hermite tanh order 20 at 100 digits, 1 s", ["hermite", "tanh", "--order", "20", "--digits", "100", "--timeout", "1"], "about 5 s"),
+    ("hermite order 60 at 1000 digits", ["hermite", "tanh", "--order", "60", "--digits", "1000"], "lower --digits"),
+    ("hermite --timeout 0", ["hermite", "tanh", "--order", "3", "--timeout", "0"], "--timeout"),
+    ("mf --timeout -1", ["mf", "run", "--timeout", "-1"], "--timeout"),
+    ("mf --timeout inf", ["mf", "run", "--timeout", "inf"], "--timeout"),
+]
+
+
+@pytest.mark.parametrize("name, arguments, named", LONG_REFUSED, ids=[row[0] for row in LONG_REFUSED])
+def test_long_work_beyond_its_timeout_is_refused_with_an_estimate(name, arguments, named, tmp_path, capsys):
+    _run_refused(arguments, capsys, tmp_path, named)
+
+
+def _stopped(arguments, capsys, cpu_bound: float):
+    """Run in process; the command must stop at its --timeout: exit 124, one line saying how far it got."""
+    import time
+
+    begin = time.process_time()
+    status = main(arguments)
+    spent = time.process_time() - begin
+    error = capsys.readouterr().err
+    assert status == 124, (status, error)
+    lines = error.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("popgrad: stopped: ") and "Traceback" not in error, error
+    assert spent < cpu_bound, spent
+    return lines[0]
+
+
+TIMED_OUT = [
+    # the issue's example: silent for over 5 minutes before; the limit takes effect within a piece (~0.1 s)
+    ("mf gf alpha 10 lr 1", ["mf", "run", "--method", "gf", "--alpha", "10", "--lr", "1", "--timeout", "1"], "mf_gradient_flow"),
+    ("mf gd 1e9 steps", ["mf", "run", "--steps", "1000000000", "--repeats", "8", "--timeout", "1"], "mf_gradient_descent"),
+    ("mf gf spectral 1e9 steps", ["mf", "run", "--method", "gf", "--init", "spectral", "--steps", "1000000000", "--repeats", "1", "--timeout", "1"], "mf_gradient_flow"),
+]
+
+
+@pytest.mark.parametrize("name, arguments, named", TIMED_OUT, ids=[row[0] for row in TIMED_OUT])
+def test_long_mf_runs_stop_at_their_timeout_saying_how_long_all_would_take(name, arguments, named, tmp_path, capsys):
+    out = tmp_path / "run.json"
+    # CPU time: the limit's second on two numba threads, the compile of a cold cache aside (checked warm)
+    main(["mf", "run", "--steps", "1", "--repeats", "8", "--records", "1", "--format", "json"] + (["--method", "gf"] if "gf" in name else []))
+    capsys.readouterr()
+    line = _stopped(arguments + ["--out", str(out)], capsys, cpu_bound=6.0)
+    assert named in line and "at this rate the whole run needs about" in line, line
+    assert not out.exists()
+
+
+def test_hermite_stops_at_its_timeout_when_the_estimate_was_low(monkeypatch, capsys):
+    from popgrad.cli import hermite
+
+    monkeypatch.setattr(hermite, "estimated_seconds", lambda order, digits: 0.1)
+    line = _stopped(["hermite", "tanh", "--order", "20", "--digits", "100", "--timeout", "0.5"], capsys, cpu_bound=3.0)
+    assert "--timeout 0.5" in line and "estimated" in line
+
+
+def test_hermite_estimate_follows_a_measured_point():
+    from popgrad.cli.hermite import estimated_seconds
+
+    # measured here: tanh at order 20 and 100 digits, 5.0 s; order 30 at 200 digits, ~25 s
+    assert 2.5 < estimated_seconds(20, 100) < 10 and 12 < estimated_seconds(30, 200) < 50
+
+
+def test_long_mf_runs_show_progress(capsys):
+    from popgrad.models.matrix_factorization.flow import mf_gradient_descent, mf_gradient_flow
+    from popgrad.models.matrix_factorization.spec import paper_mf_problem
+
+    problem = paper_mf_problem()
+    mf_gradient_descent(problem, repetitions=8, steps=2000, records=2, progress=True)
+    assert "mf_gradient_descent" in capsys.readouterr().err
+    mf_gradient_flow(problem, repetitions=1, time_end=0.1, records=2, progress=True)
+    assert "mf_gradient_flow" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# class 8: Ctrl-C stops mf run within a piece of work: one line, exit 130, nothing partial
+# ------------------------------------------------------------------------------------------------
+
+INTERRUPTED = [
+    ("mf gd", ["mf", "run", "--steps", "1000000000", "--repeats", "16"], "popgrad.models.matrix_factorization.flow", "_descend"),
+    ("mf gf (the issue's example)", ["mf", "run", "--method", "gf", "--alpha", "10", "--lr", "1"], "popgrad.dynamics.solve", "solve"),
+    ("mf gf, --curves --out", ["mf", "run", "--method", "gf", "--init", "spectral", "--steps", "1000000000", "--curves"], "popgrad.dynamics.solve", "solve"),
+]
+
+
+@pytest.mark.parametrize("name, arguments, module, function", INTERRUPTED, ids=[row[0] for row in INTERRUPTED])
+def test_ctrl_c_stops_mf_run_within_a_second_of_cpu(name, arguments, module, function, tmp_path, capsys, monkeypatch):
+    """SIGINT once the work has run a few pieces; then the process spends under 2 s of CPU (two numba
+    threads for at most a piece each, and the way out) before main returns 130 with one line."""
+    import importlib
+    import signal
+    import time
+
+    target = importlib.import_module(module)
+    inner = getattr(target, function)
+    calls = {"n": 0, "sent": None}
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5 and calls["sent"] is None:
+            calls["sent"] = time.process_time()
+            os.kill(os.getpid(), signal.SIGINT)
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(target, function, counting)
+    out = tmp_path / "run.json"
+    status = main(arguments + ["--out", str(out)])
+    after = time.process_time()
+    error = capsys.readouterr().err
+    assert calls["sent"] is not None, "the work never reached its fifth piece"
+    assert status == 130, (status, error)
+    assert error.strip().splitlines() == ["popgrad: interrupted"], error
+    assert after - calls["sent"] < 2.0, after - calls["sent"]
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# class 9: honest summaries: reported values say "reported"; a claim that did not reproduce never passes
+# ------------------------------------------------------------------------------------------------
+
+CRITERIA = [
+    # the issue's example: the paper's 2x joint-training speed-up, outside the measured interval, flagged pass
+    ("fig2 speed-up", {"name": "speed-up of joint training: median hitting step frozen / joint, 95% bootstrap interval over instances [0.250, 1.896] (the paper: roughly 2)", "value": 0.819, "pass": True}, "not reproduced"),
+    ("xi_c exponent", {"name": "k = 20: exponent of xi_c in d, 95% bootstrap interval [-0.124, 0.013] (predicted 1/4; reported)", "value": -0.039, "pass": True}, "not reproduced"),
+    ("claim inside its interval", {"name": "exponent, 95% bootstrap interval [0.2, 0.3] (predicted 1/4)", "value": 0.26, "pass": True}, "passed"),
+    ("claim inside, reported", {"name": "exponent, 95% bootstrap interval [0.2, 0.3] (predicted 1/4; reported)", "value": 0.26, "pass": True}, "reported"),
+    ("a reported value", {"name": "median step where abs(m) first reaches 0.9 (reported)", "value": 4.4e5, "pass": True}, "reported"),
+    ("a reported value flagged fail", {"name": "plateau (reported)", "value": 1.0, "pass": False}, "failed"),
+    ("a failed criterion", {"name": "every run reaches abs(m) >= 0.9", "value": 3, "pass": False}, "failed"),
+    ("a passed criterion", {"name": "slope within 0.1 of 1", "value": 1.02, "pass": True}, "passed"),
+    ("a word containing reported", {"name": "unreported bias below 1e-3", "value": 1e-4, "pass": True}, "passed"),
+    ("the paper's value in e-notation", {"name": "rate, 95% bootstrap interval [1e-3, 2e-3] (the paper: 5e-3)", "value": 1.5e-3, "pass": True}, "not reproduced"),
+]
+
+
+@pytest.mark.parametrize("name, criterion, kind", CRITERIA, ids=[row[0] for row in CRITERIA])
+def test_a_criterion_is_classified_honestly(name, criterion, kind):
+    from popgrad.reproductions.summary import classify
+
+    assert classify(criterion) == kind
+
+
+def test_the_committed_summary_counts_no_reported_value_or_unreproduced_claim_as_passing():
+    from pathlib import Path
+
+    from popgrad.reproductions.summary import _load, classify, summary_markdown
+
+    folder = Path(__file__).resolve().parents[1] / "derivations" / "paper"
+    text = summary_markdown(folder)
+    kinds = {(name, c["name"]): classify(c) for name, document in _load(folder).items() for c in document["criteria"]}
+    for (report, criterion), kind in kinds.items():
+        if kind == "not reproduced":
+            assert f"- {report}: {criterion} — measured" in text.split("## Where the paper did not reproduce")[1]
+        if kind == "reported":
+            assert f"- {report}: {criterion} — " in text.split("## Values only reported")[1]
+    assert "Every criterion passes" not in text and ("fig2", next(c for r, c in kinds if r == "fig2" and c.startswith("speed-up"))) in {k for k, v in kinds.items() if v == "not reproduced"}
+    # a report's count of passed criteria counts neither reported values nor claims that did not reproduce
+    for line in text.splitlines():
+        if line.startswith("| [fig2]"):
+            assert "| 7 / 8 |" in line
+
+
+# ------------------------------------------------------------------------------------------------
+# class 10: the command line's own figures: the format by suffix, sized for a column, axes that say what
+# ------------------------------------------------------------------------------------------------
+
+FIGURES = [
+    ("h --plot", ["h", "--k", "2", "--format", "json", "--plot"]),
+    ("ntk threshold --plot", ["ntk", "threshold", "--instances", "1", "--starts", "2", "--ranks", "1,2", "--format", "json", "--plot"]),
+]
+SUFFIXES = [(".svg", b"<svg"), (".pdf", b"%PDF"), (".eps", b"%!PS"), (".png", b"\x89PNG")]
+
+
+@pytest.mark.parametrize("suffix, magic", SUFFIXES, ids=[s for s, _ in SUFFIXES])
+@pytest.mark.parametrize("name, arguments", FIGURES, ids=[row[0] for row in FIGURES])
+def test_a_figure_is_written_in_the_format_its_suffix_names(name, arguments, suffix, magic, tmp_path, capsys):
+    path = tmp_path / f"figure{suffix}"
+    assert main(arguments + [str(path)]) == 0, capsys.readouterr().err
+    assert magic in path.read_bytes()[:400]
+    if suffix == ".svg":
+        assert 'width="237.6pt"' in path.read_text()  # 3.3 in
+
+
+@pytest.mark.parametrize("suffix", [".jpgx", ".txt", "", ".svg.bak", ".json"])
+@pytest.mark.parametrize("name, arguments", FIGURES, ids=[row[0] for row in FIGURES])
+def test_an_unknown_figure_suffix_is_refused_before_the_work(name, arguments, suffix, tmp_path, capsys):
+    _run_refused(arguments + [str(tmp_path / f"figure{suffix}")], capsys, tmp_path, "--plot", "names no figure format")
+
+
+@pytest.mark.parametrize("name, arguments", FIGURES, ids=[row[0] for row in FIGURES])
+def test_a_figure_is_sized_for_a_column_with_text_of_8_points_and_labelled_axes(name, arguments, tmp_path, capsys, monkeypatch):
+    from matplotlib.text import Text
+
+    from popgrad.cli import common
+
+    kept = []
+    original = common.fit_for_print
+
+    def keeping(figure, *args, **kwargs):
+        kept.append(original(figure, *args, **kwargs))
+        return kept[-1]
+
+    monkeypatch.setattr(common, "fit_for_print", keeping)
+    assert main(arguments + [str(tmp_path / "figure.svg")]) == 0
+    (figure,) = kept
+    figure.canvas.draw()  # the tick labels exist once drawn
+    assert figure.get_size_inches()[0] == pytest.approx(3.3)
+    sizes = [text.get_fontsize() for text in figure.findobj(Text) if text.get_text()]
+    assert sizes and min(sizes) >= 8.0, sizes
+    for axis in figure.axes:
+        assert axis.get_xlabel() and axis.get_ylabel()

@@ -71,7 +71,7 @@ def test_the_committed_tables_are_well_formed():
 def test_the_committed_summary_is_what_the_committed_reports_give():
     from popgrad.reproductions.summary import summary_markdown
 
-    assert (PAPER / "README.md").read_text() == summary_markdown(PAPER), "regenerate with: popgrad reproduce NAME --update-derivations (it rewrites README.md)"
+    assert (PAPER / "README.md").read_text() == summary_markdown(PAPER), "regenerate with: python -m popgrad.reproductions.summary (or popgrad reproduce NAME --update-derivations)"
 
 
 def test_every_reproduction_is_registered_with_a_description():

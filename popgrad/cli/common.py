@@ -7,12 +7,14 @@ import argparse
 import contextlib
 import sys
 
+from pathlib import Path
+
 import numpy as np
 
-__all__ = ["UsageError", "Parser", "given", "refuse_together", "non_negative_int", "real", "grid", "step_list", "FLAGS", "flag_message", "EXIT_USAGE", "EXIT_NEGATIVE", "EXIT_BUG", "print_json", "write", "naming_file", "add_force", "check_outputs", "flag_for", "add_json_out", "check_json_out", "save_json_out"]
+__all__ = ["UsageError", "Parser", "given", "refuse_together", "non_negative_int", "real", "grid", "step_list", "FLAGS", "flag_message", "EXIT_USAGE", "EXIT_NEGATIVE", "EXIT_BUG", "EXIT_TIMEOUT", "print_json", "write", "naming_file", "add_force", "check_outputs", "flag_for", "add_json_out", "check_json_out", "save_json_out", "check_figure_path", "fit_for_print", "save_figure", "FIGURE_FORMATS"]
 
 #: exit statuses: a usage error, a scientific negative (--strict inconsistency, stale tables), a crash
-EXIT_USAGE, EXIT_NEGATIVE, EXIT_BUG = 2, 3, 1
+EXIT_USAGE, EXIT_NEGATIVE, EXIT_BUG, EXIT_TIMEOUT = 2, 3, 1, 124
 
 #: library parameter name -> the flag that sets it
 FLAGS = {
@@ -251,3 +253,45 @@ def save_json_out(args, payload) -> bool:
         return True
     write_text(args.out, strict_json(payload) + "\n")
     return False
+
+
+#: the figure formats by suffix (vector ones first)
+FIGURE_FORMATS = {".svg": "svg", ".pdf": "pdf", ".eps": "eps", ".ps": "ps", ".png": "png"}
+#: a paper's column and the smallest text a figure printed at that width keeps
+COLUMN_INCHES, SMALLEST_POINTS = 3.3, 8.0
+
+
+def check_figure_path(path, flag: str) -> str:
+    """The figure format ``path``'s suffix names (svg, pdf, eps, ps, png), or a UsageError naming ``flag``."""
+    suffix = Path(str(path)).suffix.lower()
+    if suffix not in FIGURE_FORMATS:
+        raise UsageError(f"{flag} {path}: the suffix {suffix or '(none)'} names no figure format; use one of {', '.join(FIGURE_FORMATS)} (vector: .svg, .pdf, .eps)")
+    return FIGURE_FORMATS[suffix]
+
+
+def fit_for_print(figure, wrap: int = 44):
+    """Resize ``figure`` to a column (3.3 in wide, the height scaled with it, panels stacked by the caller)
+    and raise every text to at least 8 pt, wrapping long titles; returns the figure."""
+    import textwrap
+
+    from matplotlib.text import Text
+
+    width, height = figure.get_size_inches()
+    figure.set_size_inches(COLUMN_INCHES, max(2.4, height * COLUMN_INCHES / width))
+    for text in figure.findobj(Text):
+        if text.get_text():
+            text.set_fontsize(max(SMALLEST_POINTS, min(text.get_fontsize(), 9.0)))
+            if len(text.get_text()) > wrap and "\n" not in text.get_text() and "$" not in text.get_text():
+                text.set_text(textwrap.fill(text.get_text(), wrap))
+    figure.set_layout_engine("constrained")
+    return figure
+
+
+def save_figure(figure, path, flag: str) -> None:
+    """Write ``figure`` fitted for print in the format its suffix names (through popgrad's file boundary)."""
+    from .._io import atomic_path
+
+    kind = check_figure_path(path, flag)
+    fit_for_print(figure)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=300, format=kind)

@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import __version__
 from .._io import INCOMPLETE, atomic_path, check_output_file, check_output_folder, write_json, write_text
 from .._validation import InvalidArgument
-from .common import EXIT_NEGATIVE, UsageError, add_force, check_outputs, flag_for, given, grid, naming_file, print_json, real, refuse_together, step_list
+from .common import EXIT_NEGATIVE, UsageError, add_force, check_figure_path, check_outputs, fit_for_print, save_figure, flag_for, given, grid, naming_file, print_json, real, refuse_together, step_list
 
 __all__ = ["register"]
 
@@ -63,7 +63,7 @@ def register(commands) -> None:
     _problem_options(h)
     h.add_argument("--m", type=grid, default=grid("-1:1:11"), help="m values: list or LOW:HIGH:COUNT (default -1:1:11)")
     h.add_argument("--format", choices=["table", "json", "latex"], default="table")
-    h.add_argument("--plot", metavar="FILE.png", help="also plot h and Phi on [-1, 1]")
+    h.add_argument("--plot", metavar="FILE.svg", help="also plot h and Phi on [-1, 1], sized for a 3.3 in column (the suffix picks the format: .svg, .pdf, .eps, .ps, .png)")
     add_force(h)
     h.set_defaults(handler=_h)
 
@@ -159,6 +159,16 @@ def _problem(args) -> int:
     return 0
 
 
+def _stacked_population(problem, points=None):
+    """h and Phi one above the other, for a column."""
+    from matplotlib.figure import Figure
+
+    from ..report.plots import plot_population
+
+    figure = Figure(figsize=(3.3, 5.0))
+    return plot_population(problem, points, axes=figure.subplots(2, 1))
+
+
 def _h(args) -> int:
     from ..models.finetuning.population import drift_fixed_points, population_drift, population_loss
     from ..report.plots import plot_population
@@ -166,14 +176,14 @@ def _h(args) -> int:
 
     if args.plot is not None:
         check_output_file(args.plot, "plot")
+        check_figure_path(args.plot, "--plot")
         check_outputs(args, [args.plot], "plot")
     problem = _problem_from_args(args)
     h = population_drift(problem, args.m)
     loss = population_loss(problem, args.m)
     points = drift_fixed_points(problem)
     if args.plot:
-        with atomic_path(args.plot) as temporary:
-            plot_population(problem).savefig(temporary, dpi=120, format="png")
+        save_figure(_stacked_population(problem), args.plot, "--plot")
     if args.format == "json":
         payload = {"problem": problem.to_dict(), "m": args.m.tolist(), "h": h.tolist(), "Phi": loss.tolist(), "h0": points.h0, "zeros": list(points.zeros), "popgrad": __version__}
         print_json(payload)
@@ -441,7 +451,7 @@ def _run(args) -> int:
         comparison.save(out / label)
     if reduced:
         with atomic_path(out / "drift.png") as temporary:
-            plot_population(problem, points).savefig(temporary, dpi=120, format="png")
+            fit_for_print(_stacked_population(problem, points)).savefig(temporary, dpi=300, format="png")
     provenance = {"command": "popgrad run", "model": model.to_dict(), "d": d, "eta": eta, "steps": int(checkpoints[-1]), "seed": args.seed, "checkpoints": list(map(int, checkpoints)), "versions": versions(), "seconds": time.perf_counter() - begin}
     write_json(out / "provenance.json", provenance)
     write_json(out / "model.json", model.to_dict())

@@ -3,7 +3,8 @@
 Exit statuses: 0 success; 2 a usage error (bad flags or values: one line on stderr, ``popgrad: error:
 ...``, no traceback); 3 a scientific negative (``compare --strict`` with an inconsistent prediction,
 ``derive --check`` with stale tables); 1 an internal error (a bug: one line, and the traceback with
-``--traceback``); 130 interrupted.
+``--traceback``); 124 stopped at ``--timeout`` (one line: how far it got, how long all of it would take);
+130 interrupted (one line, nothing partial left).
 """
 
 from __future__ import annotations

@@ -5,11 +5,12 @@ the Figure 1 setting by default (m = n = 10, h = 100, r = 4, s = 5 on the top pa
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
 from .._validation import InvalidArgument
-from .common import UsageError, add_json_out, check_json_out, flag_for, save_json_out, naming_file, non_negative_int, print_json, real, write
+from .common import EXIT_TIMEOUT, UsageError, add_json_out, check_json_out, flag_for, save_json_out, naming_file, non_negative_int, print_json, real, write
 
 __all__ = ["register"]
 
@@ -36,6 +37,7 @@ def register(commands) -> None:
     run.add_argument("--problem-seed", type=non_negative_int, default=0, help="seed of Y_pre and G (default 0)")
     run.add_argument("--records", type=non_negative_int, default=100, help="recorded points of the curves (default 100)")
     run.add_argument("--curves", action="store_true", help="include the recorded curves (loss, alignment, norms, imbalance) in the JSON")
+    run.add_argument("--timeout", type=real, default=None, help="stop after this many seconds (exit 124, saying how far the run got and how long all of it would take); the run shows a progress bar on a terminal")
     run.add_argument("--format", choices=("text", "json"), default="text")
     add_json_out(run)
     run.set_defaults(handler=_run)
@@ -73,13 +75,19 @@ def _run(args) -> int:
         raise UsageError(f"--lr must be a positive number, got {args.lr}")
     if args.records < 1:
         raise UsageError(f"--records must be at least 1, got {args.records}")
+    if args.timeout is not None and not (0 < args.timeout <= 1e9):
+        raise UsageError(f"--timeout must be a positive number of seconds, at most 1e9, got {args.timeout}")
+    if args.method == "gf" and args.steps < 1:
+        raise UsageError("--steps must be at least 1 for gradient flow (time = steps * lr)")
     check_json_out(args)
-    if args.method == "gd":
-        run = mf_gradient_descent(problem, args.init, args.alpha, args.repeats, args.steps, args.lr, args.records, args.seed)
-    else:
-        if args.steps < 1:
-            raise UsageError("--steps must be at least 1 for gradient flow (time = steps * lr)")
-        run = mf_gradient_flow(problem, args.init, args.alpha, args.repeats, args.steps * args.lr, args.records, args.seed, lr=args.lr)
+    try:
+        if args.method == "gd":
+            run = mf_gradient_descent(problem, args.init, args.alpha, args.repeats, args.steps, args.lr, args.records, args.seed, progress=None, timeout=args.timeout)
+        else:
+            run = mf_gradient_flow(problem, args.init, args.alpha, args.repeats, args.steps * args.lr, args.records, args.seed, lr=args.lr, progress=None, timeout=args.timeout)
+    except TimeoutError as exc:
+        print(f"popgrad: stopped: {exc} (--timeout {args.timeout:g})", file=sys.stderr)
+        return EXIT_TIMEOUT
     final = run.final_loss()
     logs = np.log10(np.maximum(final, 1e-300))
     payload = {

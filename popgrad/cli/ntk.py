@@ -14,7 +14,7 @@ import math
 
 from .._io import versions
 from .._validation import InvalidArgument
-from .common import UsageError, add_force, add_json_out, check_json_out, check_outputs, given, save_json_out, naming_file, non_negative_int, print_json, real, write
+from .common import UsageError, add_force, add_json_out, check_figure_path, check_json_out, check_outputs, save_figure, given, save_json_out, naming_file, non_negative_int, print_json, real, write
 
 __all__ = ["register"]
 
@@ -78,7 +78,7 @@ def register(commands) -> None:
     threshold.add_argument("--instances", type=non_negative_int, default=10, help="random instances (default 10)")
     threshold.add_argument("--starts", type=non_negative_int, default=20, help="L-BFGS starts per instance (default 20)")
     threshold.add_argument("--seed", type=non_negative_int, default=0, help="instance i has seed SEED + i (default 0)")
-    threshold.add_argument("--plot", default=None, help="write the frequency plot here (PNG)")
+    threshold.add_argument("--plot", default=None, help="write the frequency plot here (the suffix picks the format: .svg, .pdf, .eps, .ps, .png)")
     threshold.add_argument("--format", choices=("text", "json"), default="text")
     add_json_out(threshold)
     threshold.set_defaults(handler=_threshold)
@@ -189,14 +189,12 @@ def _threshold(args) -> int:
         from .._io import check_output_file
 
         check_output_file(args.plot, "plot")
+        check_figure_path(args.plot, "--plot")
         check_outputs(args, [args.plot], "plot")
     check_json_out(args)
     rows = ntk_threshold_study(_builder(args), args.instances, args.ranks, args.starts, args.seed)
     if args.plot is not None:
-        from .._io import atomic_path
-
-        with atomic_path(args.plot) as temporary:
-            threshold_figure(rows, f"{args.kind} {args.m} x {args.n}, KN = {args.data * args.outputs}").savefig(temporary, dpi=120, format="png")
+        save_figure(threshold_figure(rows, f"{args.kind} {args.m} x {args.n}, KN = {args.data * args.outputs}"), args.plot, "--plot")
     payload = {"rows": rows, "parameters": {key: getattr(args, key) for key in ("kind", "m", "n", "data", "outputs", "tokens", "activation", "weight_decay", "loss", "ranks", "instances", "starts", "seed")}, "versions": versions()}
     if save_json_out(args, payload):
         return 0
@@ -223,7 +221,7 @@ def threshold_figure(rows: list, title: str, ax=None):
     first = next((row["rank"] for row in rows if row["above_threshold"]), None)
     if first is not None:
         ax.axvline(first - 0.5, color="k", lw=0.8, ls=":", label="r(r+1)/2 > KN from here")
-    ax.set(xlabel="LoRA rank r", ylabel="fraction", title=title, ylim=(-0.03, 1.03))
+    ax.set(xlabel="LoRA rank r", ylabel="fraction of runs / instances at a non-global limit", title=title, ylim=(-0.03, 1.03))
     ax.legend(fontsize=8)
     return figure if figure is not None else ax.figure
 

@@ -683,8 +683,9 @@ def _unpack_lane(source, q, target):
 
 
 @njit(cache=True)
-def _descend_block(W1, W2, D, gamma1, lr, record_steps, A1s, B1s, A2s, B2s, records, first, count):
-    """Gradient descent for repetitions first .. first + count - 1 (count <= LANES) in one block of lanes."""
+def _descend_block(W1, W2, D, gamma1, lr, record_steps, A1s, B1s, A2s, B2s, records, C1_0, C2_0, first, count):
+    """Gradient descent for repetitions first .. first + count - 1 (count <= LANES) in one block of lanes;
+    ``C1_0[j]``, ``C2_0[j]``: repetition j's imbalances at the start of the run (the conservation observables)."""
     r, n = A1s.shape[1], A1s.shape[2]
     h = B1s.shape[1]
     m = B2s.shape[1]
@@ -699,11 +700,6 @@ def _descend_block(W1, W2, D, gamma1, lr, record_steps, A1s, B1s, A2s, B2s, reco
     A2 = np.empty((r, h))
     B2 = np.empty((m, r))
     scratch = (np.empty_like(A1), np.empty_like(B1), np.empty_like(A2), np.empty_like(B2))
-    C1_0 = np.empty((count, r, r))
-    C2_0 = np.empty((count, r, r))
-    for q in range(count):
-        C1_0[q] = A1s[first + q] @ np.ascontiguousarray(A1s[first + q].T) - np.ascontiguousarray(B1s[first + q].T) @ B1s[first + q]
-        C2_0[q] = A2s[first + q] @ np.ascontiguousarray(A2s[first + q].T) - np.ascontiguousarray(B2s[first + q].T) @ B2s[first + q]
     done = 0
     moving = count
     for i in range(record_steps.size):
@@ -723,7 +719,7 @@ def _descend_block(W1, W2, D, gamma1, lr, record_steps, A1s, B1s, A2s, B2s, reco
             _unpack_lane(source[1], q, B1)
             _unpack_lane(source[2], q, A2)
             _unpack_lane(source[3], q, B2)
-            _observe(W1, W2, D, A1, B1, A2, B2, gamma1, C1_0[q], C2_0[q], records[first + q, i], scratch)
+            _observe(W1, W2, D, A1, B1, A2, B2, gamma1, C1_0[first + q], C2_0[first + q], records[first + q, i], scratch)
     for q in range(count):
         source = kept if frozen[q] else live
         _unpack_lane(source[0], q, A1s[first + q])
@@ -733,13 +729,13 @@ def _descend_block(W1, W2, D, gamma1, lr, record_steps, A1s, B1s, A2s, B2s, reco
 
 
 @njit(cache=True, parallel=True)
-def _descend(W1, W2, D, gamma1, lr, record_steps, A1s, B1s, A2s, B2s, records):
+def _descend(W1, W2, D, gamma1, lr, record_steps, A1s, B1s, A2s, B2s, records, C1_0, C2_0):
     """Gradient descent for every repetition, LANES repetitions per block and blocks in parallel;
-    ``records[j, i]`` = observables of repetition j at record_steps[i]."""
+    ``records[j, i]`` = observables of repetition j at record_steps[i] (steps from this call's start)."""
     blocks = (A1s.shape[0] + LANES - 1) // LANES
     for block in prange(blocks):
         first = block * LANES
-        _descend_block(W1, W2, D, gamma1, lr, record_steps, A1s, B1s, A2s, B2s, records, first, min(LANES, A1s.shape[0] - first))
+        _descend_block(W1, W2, D, gamma1, lr, record_steps, A1s, B1s, A2s, B2s, records, C1_0, C2_0, first, min(LANES, A1s.shape[0] - first))
 
 
 @njit(cache=True)
@@ -854,7 +850,7 @@ def _record_grid(steps: int, records: int) -> np.ndarray:
     return checkpoint_grid(steps, records + 1)
 
 
-def mf_gradient_descent(problem: MFProblem, init: str = "small", alpha: float = 1e-3, repetitions: int = 1, steps: int = 50_000, lr: float = 1e-4, records: int = 100, seed: int = 0, state: MFState | None = None) -> MFRun:
+def mf_gradient_descent(problem: MFProblem, init: str = "small", alpha: float = 1e-3, repetitions: int = 1, steps: int = 50_000, lr: float = 1e-4, records: int = 100, seed: int = 0, state: MFState | None = None, progress: bool | None = False, timeout: float | None = None) -> MFRun:
     """Gradient descent ``X <- X - lr dL/dX`` on every adapter, eight repetitions per SIMD register and
     blocks of eight on numba threads (each repetition's numbers depend neither on the thread count nor on
     the other repetitions). A repetition whose loss stops being finite stays at the last state (its records
@@ -873,6 +869,12 @@ def mf_gradient_descent(problem: MFProblem, init: str = "small", alpha: float = 
     seed : int, default 0
     state : MFState, optional
         Start here instead of drawing ``init``.
+    progress : bool or None, default False
+        A progress bar over the steps (None: only on a terminal).
+    timeout : float, optional
+        Seconds; past them the run stops with a TimeoutError that says how far it got and how long the whole
+        run would take at its rate. The work is done in pieces of about 0.1 s, so that Ctrl-C
+        (KeyboardInterrupt) and the limit act within a fraction of a second.
 
     Returns
     -------
@@ -895,12 +897,74 @@ def mf_gradient_descent(problem: MFProblem, init: str = "small", alpha: float = 
     gamma1 = problem.gammas()[0]
     current = MFState(*(np.ascontiguousarray(array, dtype=np.float64).copy() for array in (state.A1, state.B1, state.A2, state.B2)))
     out = np.empty((current.repetitions, grid.size, len(MF_OBSERVABLES)))
-    begin = time.perf_counter()
-    _descend(np.ascontiguousarray(problem.W1), np.ascontiguousarray(problem.W2), D, gamma1, lr, grid, current.A1, current.B1, current.A2, current.B2, out)
-    return MFRun(grid, grid * lr, out, current, "gd", lr, init, float(alpha), seed, time.perf_counter() - begin)
+    C1_0 = np.stack([A @ np.ascontiguousarray(A.T) - np.ascontiguousarray(B.T) @ B for A, B in zip(current.A1, current.B1)])
+    C2_0 = np.stack([A @ np.ascontiguousarray(A.T) - np.ascontiguousarray(B.T) @ B for A, B in zip(current.A2, current.B2)])
+    W1, W2 = np.ascontiguousarray(problem.W1), np.ascontiguousarray(problem.W2)
+    buffer = np.empty((current.repetitions, 1, len(MF_OBSERVABLES)))
+    pieces = _Pieces("mf_gradient_descent", steps, "step", progress, timeout)
+    # in pieces of about 0.1 s (the same steps on the same numbers as one call: a lane's state goes back to the
+    # arrays and comes again unchanged), so that Ctrl-C, the progress bar and the time limit act between them
+    position, index, length = 0, 0, 64
+    with pieces:
+        while index < grid.size:
+            target = min(int(grid[index]), position + length)
+            started = time.perf_counter()
+            _descend(W1, W2, D, gamma1, lr, np.array([target - position], dtype=grid.dtype), current.A1, current.B1, current.A2, current.B2, buffer, C1_0, C2_0)
+            length = _next_length(length, time.perf_counter() - started)
+            if target == grid[index]:
+                out[:, index] = buffer[:, 0]
+                index += 1
+            pieces.advance(target - position, done=index == grid.size)
+            position = target
+    return MFRun(grid, grid * lr, out, current, "gd", lr, init, float(alpha), seed, pieces.seconds)
 
 
-def mf_gradient_flow(problem: MFProblem, init: str = "small", alpha: float = 1e-3, repetitions: int = 1, time_end: float = 5.0, records: int = 100, seed: int = 0, rtol: float = 1e-10, atol: float = 1e-14, state: MFState | None = None, lr: float = 1e-4) -> MFRun:
+#: the seconds one piece of work between two checks for Ctrl-C and the time limit aims at
+PIECE_SECONDS = 0.1
+
+
+def _next_length(length: int, seconds: float) -> int:
+    """The next piece's length (steps, or integrator steps) from how long this one took."""
+    if seconds < PIECE_SECONDS / 2:
+        return min(2 * length, 1 << 40)
+    if seconds > 2 * PIECE_SECONDS:
+        return max(1, length // 2)
+    return length
+
+
+class _Pieces:
+    """A long run done in pieces: a progress bar over ``total`` units, and a time limit checked between pieces
+    (a KeyboardInterrupt is raised by Python between them too: each piece is about PIECE_SECONDS)."""
+
+    def __init__(self, name: str, total: float, unit: str, progress, timeout):
+        from ..._progress import progress_bar
+
+        self.name, self.total, self.unit = name, total, unit
+        self.timeout = None if timeout is None else check_real(timeout, "timeout", 0.0, 1e9, low_open=True)
+        self.bar = progress_bar(total=total, progress=progress, unit=unit, desc=name)
+        self.done = 0.0
+        self.begin = time.perf_counter()
+        self.seconds = 0.0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
+        self.seconds = time.perf_counter() - self.begin
+        return False
+
+    def advance(self, amount: float, done: bool = False) -> None:
+        self.done += amount
+        self.bar.update(amount)
+        elapsed = time.perf_counter() - self.begin
+        if self.timeout is not None and not done and elapsed > self.timeout:
+            rate = self.done / elapsed if elapsed > 0 else 0.0
+            estimate = f"; at this rate the whole run needs about {self.total / rate:.3g} s" if rate > 0 else ""
+            raise TimeoutError(f"{self.name} stopped at its time limit of {self.timeout:g} s after {self.done:.6g} of {self.total:.6g} {self.unit}s{estimate}")
+
+
+def mf_gradient_flow(problem: MFProblem, init: str = "small", alpha: float = 1e-3, repetitions: int = 1, time_end: float = 5.0, records: int = 100, seed: int = 0, rtol: float = 1e-10, atol: float = 1e-14, state: MFState | None = None, lr: float = 1e-4, progress: bool | None = False, timeout: float | None = None) -> MFRun:
     """Gradient flow dX/dt = -dL/dX by the adaptive Dormand–Prince 5(4) integrator (dense output at the
     records), one repetition after another.
 
@@ -916,12 +980,15 @@ def mf_gradient_flow(problem: MFProblem, init: str = "small", alpha: float = 1e-
         The integrator's tolerances.
     lr : float, default 1e-4
         Only to express the record times in steps (steps = t / lr), for comparison with GD.
+    progress, timeout
+        As for :func:`mf_gradient_descent` (the bar counts flow time over all repetitions; the integrator runs
+        from record to record in calls of about 0.1 s).
 
     Returns
     -------
     MFRun
     """
-    from ...dynamics.solve import ODE, solve
+    from ...dynamics.solve import ODE
 
     D = _check_consistent(problem)
     time_end = check_real(time_end, "time_end", 0.0, 1e9, low_open=True)
@@ -936,18 +1003,54 @@ def mf_gradient_flow(problem: MFProblem, init: str = "small", alpha: float = 1e-
     out = np.empty((state.repetitions, times.size, len(MF_OBSERVABLES)))
     finals = []
     begin = time.perf_counter()
-    for j in range(state.repetitions):
-        solution = solve(ODE(_flow_rhs(), parameters), state.flat(j), times, rtol=rtol, atol=atol)
-        first = _unflatten(problem, solution.values[0])
-        C1_0 = first[0] @ first[0].T - first[1].T @ first[1]
-        C2_0 = first[2] @ first[2].T - first[3].T @ first[3]
-        scratch = tuple(np.empty_like(part) for part in first)
-        for i, row in enumerate(solution.values):
-            parts = tuple(np.ascontiguousarray(part) for part in _unflatten(problem, row))
-            _observe(problem.W1, problem.W2, D, *parts, gamma1, C1_0, C2_0, out[j, i], scratch)
-        finals.append(_unflatten(problem, solution.values[-1]))
+    ode = ODE(_flow_rhs(), parameters)
+    with _Pieces("mf_gradient_flow", time_end * state.repetitions, "time unit", progress, timeout) as pieces:
+        for j in range(state.repetitions):
+            values = _flow_in_pieces(ode, state.flat(j), times, rtol, atol, pieces, last=j == state.repetitions - 1)
+            first = _unflatten(problem, values[0])
+            C1_0 = first[0] @ first[0].T - first[1].T @ first[1]
+            C2_0 = first[2] @ first[2].T - first[3].T @ first[3]
+            scratch = tuple(np.empty_like(part) for part in first)
+            for i, row in enumerate(values):
+                parts = tuple(np.ascontiguousarray(part) for part in _unflatten(problem, row))
+                _observe(problem.W1, problem.W2, D, *parts, gamma1, C1_0, C2_0, out[j, i], scratch)
+            finals.append(_unflatten(problem, values[-1]))
     final = MFState(*(np.stack([f[i] for f in finals]) for i in range(4)))
-    return MFRun(times / lr, times, out, final, "gf", lr, init, float(alpha), seed, time.perf_counter() - begin)
+    return MFRun(times / lr, times, out, final, "gf", lr, init, float(alpha), seed, pieces.seconds)
+
+
+def _flow_in_pieces(ode, start: np.ndarray, times: np.ndarray, rtol: float, atol: float, pieces: "_Pieces", last: bool) -> np.ndarray:
+    """The flow's states at ``times`` (times[0] = 0), integrated from record to record in calls of at most
+    ``budget`` integrator steps (adjusted to about PIECE_SECONDS a call): a piece that needs more is retried on
+    a sixteenth of its time span, one that needs few doubles the next."""
+    from ...dynamics.solve import SolverFailed, solve
+
+    values = np.empty((times.size, start.size))
+    values[0] = start
+    state, t, span, budget = start.copy(), 0.0, float(times[1]) if times.size > 1 else 0.0, 250
+    for i in range(1, times.size):
+        while t < times[i]:
+            end = min(times[i], t + span)
+            if times[i] - end < 1e-12 * max(1.0, times[i]):
+                end = float(times[i])
+            started = time.perf_counter()
+            try:
+                solution = solve(ode, state, [end], rtol=rtol, atol=atol, max_steps=budget, t0=t)
+            except SolverFailed as exc:
+                if "took more than" not in str(exc) or span < 1e-300:
+                    raise
+                budget = min(_next_length(budget, time.perf_counter() - started), 100_000)
+                span = (end - t) / 16
+                pieces.advance(0.0)
+                continue
+            budget = min(_next_length(budget, time.perf_counter() - started), 100_000)
+            state = solution.values[-1].copy()
+            pieces.advance(end - t, done=last and end >= times[-1])
+            if solution.steps < budget // 4:
+                span = 2 * max(span, end - t)
+            t = end
+        values[i] = state
+    return values
 
 
 @lru_cache(maxsize=1)
