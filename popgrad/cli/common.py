@@ -46,6 +46,7 @@ FLAGS = {
     "checkpoints": "--checkpoints",
     "method": "--method",
     "convention": "--convention",
+    "prefactor": "--prefactor",
     "c_distribution": "--c-distribution",
     "hit": "--hit",
     "out": "--out",

@@ -91,13 +91,14 @@ def _problem_options(parser: argparse.ArgumentParser, defaults: dict | None = No
     group.add_argument("--d", dest="dimension", type=int, default=defaults["d"], help=f"input dimension d: of random features and of the simulation{dimension}")
     group.add_argument("--seed", type=int, default=defaults["seed"], help=f"seed of the simulation, and of the problem draw and noise estimate unless set apart below (default {defaults['seed']})")
     group.add_argument("--problem-seed", type=int, default=None, help="seed of the problem draw (W, c, c_hat; default: --seed), so that --seed alone repeats the simulation of one problem")
-    group.add_argument("--convention", choices=("normalized", "raw"), default="normalized")
+    group.add_argument("--convention", choices=("normalized", "raw", "common"), default="normalized", help="neurons divided by their norms (the paper's proofs), as they are, or all times one prefactor rho with the output scaled by 1/xi (App. B) (default normalized)")
+    group.add_argument("--prefactor", type=real, default=None, metavar="RHO", help="the common convention's prefactor rho: v_i = rho (w_i + xi c_i u) (default k / (k + xi^2))")
     group.add_argument("--c-distribution", choices=("quantized", "sphere"), default="quantized", help="law of c, c_hat")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (they are shown only on a terminal anyway)")
 
 
 #: the flags that describe a problem: a problem file replaces them all
-PROBLEM_FLAGS = ("activation", "k", "xi", "features", "convention", "c_distribution", "problem_seed")
+PROBLEM_FLAGS = ("activation", "k", "xi", "features", "convention", "prefactor", "c_distribution", "problem_seed")
 
 
 def _problem_from_args(args):
@@ -114,7 +115,9 @@ def _problem_from_args(args):
         except InvalidArgument as exc:
             raise naming_file(args.problem, "--problem", exc) from None
     seed = args.seed if args.problem_seed is None else args.problem_seed
-    common = {"seed": seed, "convention": args.convention}
+    if args.prefactor is not None and args.convention != "common":
+        raise UsageError(f"--prefactor is the common convention's (v_i = rho (w_i + xi c_i u)); add --convention common, or drop it (--convention {args.convention} takes none)")
+    common = {"seed": seed, "convention": args.convention, "prefactor": args.prefactor}
     if args.features == "random" and args.dimension is None:
         raise UsageError("--features random needs --d (the input dimension)")
     with flag_for("seed", None if args.problem_seed is None else "--problem-seed"):
@@ -233,7 +236,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--unconstrained", action="store_true", help="u_hat free in R^d (not projected onto span(W)^perp)")
     group.add_argument("--rank", type=int, default=1, help="student rank r (Stiefel manifold, polar retraction; default 1)")
     group.add_argument("--alpha", type=real, default=0.0, help="teacher's component |P_W u| in span(W), in [0, 1] (default 0)")
-    group.add_argument("--output-scale", choices=("one", "inverse_xi"), default="one", help="output multiplier 1 or 1/xi (App. B; default one)")
+    group.add_argument("--output-scale", choices=("one", "inverse_xi"), default=None, help="output multiplier 1 or 1/xi (App. B; default: the convention's, 1/xi in common, else one)")
     group.add_argument("--student", choices=("exact", "linearized"), default="exact", help="the student network or its first order in the adapter (default exact)")
 
 

@@ -76,7 +76,7 @@ def check_sweep(spec: SweepSpec, workers: int | None = None, scheduler: str | No
         check_memory(WORKER_BYTES * workers, f"{workers} worker processes (about {WORKER_BYTES / 1e6:.0f} MB each: Python, numpy, numba and the compiled kernels)", "workers", "; give fewer --workers")
     seen = set()
     for cell in spec.cells():
-        problem_keys = {key: cell[key] for key in PROBLEM_KEYS}
+        problem_keys = {key: cell.get(key) for key in PROBLEM_KEYS}
         run_keys = {key: cell[key] for key in ("kind", "method", "trajectories", "d", "eta", "delta", "horizon", "steps", "checkpoints", "spacing", "noise_samples")}
         signature = repr(sorted(problem_keys.items())) + repr(sorted(run_keys.items()))
         if signature in seen:

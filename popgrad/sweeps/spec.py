@@ -35,6 +35,9 @@ PROBLEM_KEYS = {
     "d": None,
     "problem_seed": 0,
     "convention": "normalized",
+    # the common convention's prefactor rho (None: k / (k + xi^2)); in a cell only where given, so that the
+    # cells (their keys and seeds) of specifications without it are what they were
+    "prefactor": None,
     "c_distribution": "quantized",
     # the general model's switches (MATH.md §4b); any of them set runs the general model
     "rank": None,
@@ -46,6 +49,8 @@ PROBLEM_KEYS = {
     "student": None,
 }
 GENERAL_KEYS = ("rank", "alpha", "train_c_hat", "c_hat_lr", "unconstrained", "output_scale", "student")
+#: keys of [problem] that a cell holds only where the specification gives them
+OPTIONAL_KEYS = ("prefactor",)
 #: keys of [run], with their defaults
 RUN_KEYS = {
     "kind": "hitting_time",
@@ -226,8 +231,10 @@ def _checked_cell(cell: dict) -> dict:
             raise InvalidArgument(f"{key} must be {'a positive' if key == 'noise_samples' else 'a non-negative'} integer below 2^63, got {cell[key]!r}", key)
     if not isinstance(cell["method"], str):
         raise InvalidArgument(f"method must be a name (chain, fast or full), got {cell['method']!r}", "method")
-    for key in ("xi", "eps", "delta", "eta", "horizon"):
-        if cell[key] is not None and (not _is_number(cell[key]) or not math.isfinite(cell[key]) or cell[key] <= 0):
+    if cell.get("prefactor") is not None and cell["generator"] != "file" and cell["convention"] != "common":
+        raise InvalidArgument(f"prefactor is the common convention's (v_i = rho (w_i + xi c_i u)); convention {cell['convention']!r} takes none", "prefactor")
+    for key in ("xi", "eps", "delta", "eta", "horizon", "prefactor"):
+        if cell.get(key) is not None and (not _is_number(cell[key]) or not math.isfinite(cell[key]) or cell[key] <= 0):
             raise InvalidArgument(f"{key} must be a positive number, got {cell[key]!r}", key)
     if cell["eps"] > 1:
         raise InvalidArgument(f"eps must lie in (0, 1] (the level 1 - eps that m^2 must reach), got {cell['eps']!r}", "eps")
@@ -288,7 +295,7 @@ def sweep_spec_from_dict(data: dict) -> SweepSpec:
     together = [json.dumps(row, sort_keys=True) for row in zip(*sections["zip"].values())]
     if len(together) != len(set(together)):
         raise InvalidArgument("[zip] lists the same combination of values twice (its lists form one axis; a value may repeat in one list, not a whole row)", "zip")
-    base = {key: default for key, default in known.items() if key not in sections["grid"] and key not in sections["zip"]}
+    base = {key: default for key, default in known.items() if key not in sections["grid"] and key not in sections["zip"] and key not in OPTIONAL_KEYS}
     base.update(sections["problem"])
     base.update(sections["run"])
     spec = SweepSpec(base, dict(sections["grid"]), dict(sections["zip"]), {name: section for name, section in sections.items() if section or name != "zip"})

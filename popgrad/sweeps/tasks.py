@@ -42,14 +42,15 @@ def build_model(cell: dict):
     from ..models.finetuning.model import general_model
 
     generator = cell["generator"]
-    common = {"seed": cell["problem_seed"], "convention": cell["convention"]}
+    common = {"seed": cell["problem_seed"], "convention": cell["convention"], "prefactor": cell.get("prefactor")}
     switches = {key: cell[key] for key in GENERAL_KEYS if cell.get(key) is not None}
     if generator == "file":
         from .._io import read_json_file
         from ..dynamics.protocol import model_from_dict
 
-        if switches:
-            raise InvalidArgument(f"{sorted(switches)[0]} next to generator 'file': the model file sets the model", sorted(switches)[0])
+        if switches or cell.get("prefactor") is not None:
+            name = sorted(switches)[0] if switches else "prefactor"
+            raise InvalidArgument(f"{name} next to generator 'file': the model file sets the model", name)
         model = model_from_dict(read_json_file(cell["path"], "model file", "path"))
         W = getattr(getattr(model, "problem", None), "W", None)
         if W is not None and W.shape[1] != cell["d"]:

@@ -62,13 +62,14 @@ def chain_stepper(model: GeneralModel, d: int, eta: float) -> tuple:
     problem = model.problem
     k, r, p, rank_w = problem.k, model.rank, model.p, model.L.shape[1]
     code, parameters, ops, args, d_ops, d_args = problem.activation.jit_spec
-    identity = bool(rank_w == k and np.array_equal(model.L, np.eye(k)))
+    L, xi = model.kernel_geometry()  # the common convention runs as the raw one with rho W, rho xi
+    identity = bool(rank_w == k and np.array_equal(L, np.eye(k)))
     degree = len(parameters) - 1 if code == CODE_POLYNOMIAL else -1  # polynomials: Horner loops of fixed length
     kernel = general_chain_kernel(code, identity, problem.convention == "normalized", not model.unconstrained, model.train_c_hat, model.student == "linearized", r, degree)
-    reals = np.array([eta, eta * model.c_hat_lr, problem.xi, model.s_out, float(d - p - r)])
-    w_squared = np.ascontiguousarray(np.diag(problem.gram), dtype=float)
+    reals = np.array([eta, eta * model.c_hat_lr, xi, model.s_out, float(d - p - r)])
+    w_squared = np.ascontiguousarray(np.diag(problem.gram) * problem.neuron_prefactor**2 if problem.convention == "common" else np.diag(problem.gram), dtype=float)
     lam = np.asarray(problem.lam, dtype=float)
-    return kernel, (model.L, model.UF, model.C, lam, 1.0 / model.teacher_norms(), w_squared, reals, parameters, ops, args, d_ops, d_args)
+    return kernel, (L, model.UF, model.C, lam, 1.0 / model.teacher_norms(), w_squared, reals, parameters, ops, args, d_ops, d_args)
 
 
 def _overlap_stepper(model: GeneralModel, d: int, eta: float, method: str, trajectories: int, seed: int, first_trajectory: int, m0, level: float, stop: bool) -> Stepper:
@@ -158,7 +159,10 @@ def _state_stepper(model: GeneralModel, d: int, eta: float, method: str, traject
             W, QF, U = embedded_geometry(model, d, seed)
             V = initial_frames(model, d, trajectories, seed, first_trajectory, m0, QW=np.ascontiguousarray(QF[:, :rank_w].T), QF=QF)
         QW = np.eye(rank_w, d) if QF is None else np.ascontiguousarray(QF[:, :rank_w].T)
-        reals = np.array([eta, eta * model.c_hat_lr, problem.xi, model.s_out])
+        _, xi = model.kernel_geometry()
+        if problem.convention == "common":  # run as the raw convention with rho W and rho xi
+            W = np.ascontiguousarray(problem.neuron_prefactor * W)
+        reals = np.array([eta, eta * model.c_hat_lr, xi, model.s_out])
         w_squared = np.sum(W**2, axis=1)  # from the explicit rows
         lam = np.asarray(problem.lam, dtype=float)
         inverse_teacher = 1.0 / model.teacher_norms()

@@ -3,11 +3,12 @@
 On top of a :class:`.spec.FineTuningProblem` (activation, lam, the features, xi, the convention): the
 teacher ``W + xi C U^T`` with a component ``alpha`` of U in span(W), the student ``W + xi C_hat U_hat^T``
 of rank r with C_hat frozen or trained jointly, u_hat constrained to span(W)^perp or free, the output
-scale 1 or 1/xi, the exact or the linearised student. Its coordinates in F = span(W) + span(U) are what
+scale 1 or 1/xi (by default the convention's: 1/xi in ``common``, App. B; 1 otherwise), the exact or the
+linearised student. Its coordinates in F = span(W) + span(U) are what
 the exact state chain runs on.
 
-With every switch at its default (rank 1, alpha 0, c_hat frozen, u_hat ⟂ W, the exact student, output
-scale 1) the model *reduces to the overlap* m = <u, u_hat> (:attr:`GeneralModel.reduces_to_overlap`):
+With every switch at its default (rank 1, alpha 0, c_hat frozen, u_hat ⟂ W, the exact student, the
+problem's own output scale) the model *reduces to the overlap* m = <u, u_hat> (:attr:`GeneralModel.reduces_to_overlap`):
 then the scalar overlap chain, rotated or embedded full-d SGD and the h(m) predictions are its fast paths
 (:mod:`.family`). A problem file is the model with every switch at its default.
 """
@@ -46,7 +47,7 @@ class GeneralModel(ContentEqual):
     alpha : float
         |Π_W u| for each column of U (0: U ⟂ span(W)).
     output_scale : {'one', 'inverse_xi'}
-        The output multiplier s_out: 1, or 1/xi (the paper's App. B).
+        The output multiplier s_out: 1, or 1/xi (the paper's App. B; the common convention's default).
     train_c_hat : bool
         C_hat trained jointly with U_hat (same sample, gradients at the current state).
     c_hat_lr : float
@@ -56,7 +57,8 @@ class GeneralModel(ContentEqual):
     student : {'exact', 'linearized'}
         The student network, or its first order in the adapter around the base model (Fig 3a):
         ``sum_i lam_i [sigma(<w_i, x>/|w_i|) + xi sigma'(<w_i, x>/|w_i|) <v_i, x>]``, v_i = U_hat c_hat_i
-        projected off w_i and divided by |w_i| (raw convention: no division, no projection).
+        projected off w_i and divided by |w_i| (raw convention: no division, no projection; common: the
+        raw one with every pre-activation times rho).
     L : ndarray, shape (k, rank W)
         ``L L^T = G``: W in an orthonormal basis of span(W).
     UF : ndarray, shape (r*, p)
@@ -88,11 +90,11 @@ class GeneralModel(ContentEqual):
     def reduces_to_overlap(self) -> bool:
         """Whether the model's state reduces to the overlap m = <u, u_hat>: rank 1 with one teacher column,
         the teacher ⟂ span(W) (alpha 0), c_hat frozen, u_hat constrained to span(W)^perp, the exact student
-        and output scale 1. Then the scalar chain, rotated/embedded full-d SGD and the h(m) predictions
+        and the problem's own output scale (1; 1/xi in the common convention). Then the scalar chain, rotated/embedded full-d SGD and the h(m) predictions
         serve it (bit for bit the numbers of a problem run on its own)."""
         rank_w = self.L.shape[1]
         # a teacher ⟂ span(W) computed in floating point keeps a part of rounding size there: still reduced
-        return self.rank == 1 and self.C.shape[1] == 1 and not np.any(np.abs(self.UF[:, :rank_w]) > 1e-12) and not self.train_c_hat and not self.unconstrained and self.student == "exact" and self.output_scale == "one"
+        return self.rank == 1 and self.C.shape[1] == 1 and not np.any(np.abs(self.UF[:, :rank_w]) > 1e-12) and not self.train_c_hat and not self.unconstrained and self.student == "exact" and self.output_scale == self.problem.output_scale
 
     def reduced_problem(self) -> FineTuningProblem:
         """The rank-1 problem whose overlap chain this model is (its c and c_hat the model's C and C_hat)."""
@@ -155,16 +157,27 @@ class GeneralModel(ContentEqual):
         data = self.to_dict() | changes
         return general_model_from_dict(data)
 
+    def kernel_geometry(self) -> tuple:
+        """``(L, xi)`` as the kernels take them: the model's own, except in the common convention, which
+        they run as the raw one with ``W -> rho W`` and ``xi -> rho xi`` (the same network
+        ``sigma(<rho (w_i + xi U_hat c_hat_i), x>)``, hence the same gradients in U_hat and C_hat; the output
+        scale stays :attr:`s_out`, of the model's own xi)."""
+        problem = self.problem
+        if problem.convention != "common":
+            return self.L, problem.xi
+        rho = problem.neuron_prefactor
+        return np.ascontiguousarray(rho * self.L), rho * problem.xi
+
     def teacher_norms(self) -> np.ndarray:
-        """|w_i + xi U c_i| (normalized convention; ones in raw)."""
-        if self.problem.convention == "raw":
+        """|w_i + xi U c_i| (normalized convention; ones in raw and common)."""
+        if self.problem.convention != "normalized":
             return np.ones(self.problem.k)
         WU = self.L @ self.UF[:, : self.L.shape[1]].T  # (k, r*) = W U
         squared = np.diag(self.problem.gram) + 2 * self.problem.xi * np.sum(WU * self.C, axis=1) + self.problem.xi**2 * np.sum(self.C**2, axis=1)
         return np.sqrt(squared)
 
 
-def general_model(problem: FineTuningProblem, *, rank: int = 1, alpha: float = 0.0, output_scale: str = "one", train_c_hat: bool = False, c_hat_lr: float = 1.0, unconstrained: bool = False, student: str = "exact", C=None, C_hat=None, U=None, seed: int = 0) -> GeneralModel:
+def general_model(problem: FineTuningProblem, *, rank: int = 1, alpha: float = 0.0, output_scale: str | None = None, train_c_hat: bool = False, c_hat_lr: float = 1.0, unconstrained: bool = False, student: str = "exact", C=None, C_hat=None, U=None, seed: int = 0) -> GeneralModel:
     """The general model for ``problem`` with the given switches.
 
     Parameters
@@ -177,7 +190,9 @@ def general_model(problem: FineTuningProblem, *, rank: int = 1, alpha: float = 0
     alpha : float in [0, 1], default 0
         The teacher's component in span(W): u = alpha u_1 + sqrt(1 - alpha^2) u_2 (u_1 ∈ span W drawn with
         ``seed``, u_2 ⟂ W).
-    output_scale : {'one', 'inverse_xi'}, default 'one'
+    output_scale : {'one', 'inverse_xi'}, optional
+        Default: the problem's own (:attr:`.spec.FineTuningProblem.output_scale`): 'inverse_xi' in the
+        common convention (App. B), 'one' otherwise.
     train_c_hat : bool, default False
     c_hat_lr : float > 0, default 1
         eta_c / eta.
@@ -198,7 +213,7 @@ def general_model(problem: FineTuningProblem, *, rank: int = 1, alpha: float = 0
     k = problem.k
     rank = check_integer(rank, "rank", 1, 64)
     alpha = check_real(alpha, "alpha", 0.0, 1.0)
-    check_choice(output_scale, "output_scale", OUTPUT_SCALES)
+    output_scale = problem.output_scale if output_scale is None else check_choice(output_scale, "output_scale", OUTPUT_SCALES)
     check_choice(student, "student", STUDENTS)
     c_hat_lr = check_real(c_hat_lr, "c_hat_lr", 0.0, 1e6, low_open=True)
     seed = check_integer(seed, "seed", 0, 2**63 - 1)
@@ -293,7 +308,7 @@ def perpendicular_part(Q_W: np.ndarray, U: np.ndarray) -> tuple:
 
 def general_model_from_dict(data: dict) -> GeneralModel:
     """A general model from a problem specification (JSON object): the problem's keys (activation, lam,
-    gram or W, c, c_hat, xi, convention) and the general model's (``u`` or ``U``, ``alpha``, ``C``, ``C_hat``,
+    gram or W, c, c_hat, xi, convention, prefactor) and the general model's (``u`` or ``U``, ``alpha``, ``C``, ``C_hat``,
     ``rank``, ``output_scale``, ``student``, ``train_c_hat``, ``c_hat_lr``, ``unconstrained``, ``seed``),
     each optional with :func:`general_model`'s default. A rank-1 problem file is a general model with
     every switch at its default.

@@ -29,7 +29,8 @@ def state_observables(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray, C_h
     value, descending, as ``singular_value_1``, ...); ``c_hat_dot_c``: <C_hat, C>
     (Frobenius, C_hat's first r* columns) and ``c_hat_cosine`` its cosine; ``projection_w``: |Π_W U_hat|;
     ``population_loss``: Phi at the state in closed form, where :func:`closed_form_loss` says it is available
-    (absent otherwise: the linearised student, or the raw convention with a series-only activation).
+    (absent otherwise: the linearised student, or the raw or common convention with a series-only
+    activation).
 
     Parameters
     ----------
@@ -83,8 +84,8 @@ def overlap_observables(model: GeneralModel, m: np.ndarray) -> dict:
 
 
 def closed_form_loss(model: GeneralModel) -> bool:
-    """Whether :func:`state_population_losses` serves ``model``: in the raw convention (neurons at their own
-    scales) it needs an activation whose two-scale kernel has a closed form, and for the linearised student
+    """Whether :func:`state_population_losses` serves ``model``: in the raw and common conventions (neurons
+    at their own scales) it needs an activation whose two-scale kernel has a closed form, and for the linearised student
     also u_hat constrained to span(W)^perp (else sigma'' terms at two scales would enter).
 
     Parameters
@@ -133,12 +134,13 @@ def state_population_losses(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarra
 
     problem = model.problem
     if not closed_form_loss(model):
-        raise InvalidArgument("Phi in closed form needs, in the raw convention, an activation with a closed-form kernel (relu, leaky_relu, abs, step, erf), and for the linearized student also u_hat constrained to span(W)^perp; estimate it with state_loss_monte_carlo", "model")
+        raise InvalidArgument("Phi in closed form needs, in the raw and common conventions, an activation with a closed-form kernel (relu, leaky_relu, abs, step, erf), and for the linearized student also u_hat constrained to span(W)^perp; estimate it with state_loss_monte_carlo", "model")
     Y, Gamma, C_hat = (np.asarray(a, dtype=float) for a in (Y, Gamma, C_hat))
     lead = Y.shape[:-2]
     k, p, r, xi = problem.k, model.p, model.rank, problem.xi
     n = p + r
     normalized = problem.convention == "normalized"
+    rho = problem.neuron_prefactor  # common: every neuron rho (w_i + xi ...); 1 otherwise
     values, vectors = np.linalg.eigh(0.5 * (Gamma + np.swapaxes(Gamma, -1, -2)))
     R = np.einsum("...lk,...k,...mk->...lm", vectors, np.sqrt(np.clip(values, 0.0, None)), vectors)
     U_hat = np.concatenate([Y, R], axis=-2)  # (..., n, r)
@@ -146,12 +148,15 @@ def state_population_losses(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarra
     base[:, : model.L.shape[1]] = model.L
     U = np.zeros((n, model.C.shape[1]))
     U[:p] = model.UF.T
+    if problem.convention == "common":
+        base, xi = rho * base, rho * xi
     teacher = np.broadcast_to(base + xi * model.C @ U.T, lead + (k, n))
-    adapters = xi * np.einsum("...qr,...ir->...iq", U_hat, C_hat)  # xi U_hat c_hat_i
+    adapters = xi * np.einsum("...qr,...ir->...iq", U_hat, C_hat)  # xi U_hat c_hat_i (common: rho xi ...)
     lam = np.asarray(problem.lam, dtype=float)
 
     def kernel(A, B, derivative=False):
-        """E[s(<A_i, x>) s(<B_j, x>)] for the rows' directions (normalized) or the rows themselves (raw)."""
+        """E[s(<A_i, x>) s(<B_j, x>)] for the rows' directions (normalized) or the rows themselves (raw,
+        common)."""
         norms_a, norms_b = np.linalg.norm(A, axis=-1), np.linalg.norm(B, axis=-1)
         cosines = np.clip(np.einsum("...iq,...jq->...ij", A, B) / (norms_a[..., :, None] * norms_b[..., None, :]), -1.0, 1.0)
         if normalized:
@@ -164,7 +169,7 @@ def state_population_losses(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarra
         rows = np.concatenate([teacher, base + adapters], axis=-2)
         weights = np.concatenate([lam, -lam])
         return model.s_out**2 * np.einsum("i,...ij,j->...", weights, kernel(rows, rows), weights)
-    # the linearised student: a_j = <w_j, x> / |w_j| (normalized) or <w_j, x>; t_j = <tilt_j, x>
+    # the linearised student: a_j = <w_j, x> / |w_j| (normalized), <w_j, x> (raw) or rho <w_j, x>; t_j = <tilt_j, x>
     w_norms = np.linalg.norm(base, axis=1)
     if normalized:
         unit = base / w_norms[:, None]
@@ -196,7 +201,7 @@ def state_population_losses(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarra
 
 def neuron_vectors(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray, C_hat: np.ndarray) -> tuple:
     """The teacher's and the student's neuron vectors ``(A, B)`` (k x (p + r) each) in coordinates of
-    F ⊕ range(R): ``U_hat = [Y; R]`` with ``R^T R = Gamma`` (R the symmetric square root), ``W = [L, 0; 0]``,
+    F ⊕ range(R) (in the common convention times its prefactor rho, as the network sees them): ``U_hat = [Y; R]`` with ``R^T R = Gamma`` (R the symmetric square root), ``W = [L, 0; 0]``,
     ``U = [UF^T; 0]``. Every inner product of the model's neurons, hence every Gaussian expectation of the
     network, is the same as in R^d.
 
@@ -220,6 +225,9 @@ def neuron_vectors(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray, C_hat:
     U = np.zeros((p + r, model.C.shape[1]))
     U[:p] = model.UF.T
     xi = model.problem.xi
+    if model.problem.convention == "common":
+        rho = model.problem.neuron_prefactor
+        return rho * (W + xi * model.C @ U.T), rho * (W + xi * C_hat @ U_hat.T)
     return W + xi * model.C @ U.T, W + xi * C_hat @ U_hat.T
 
 
@@ -227,7 +235,7 @@ def state_population_loss(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray,
     """``Phi = E[(f*(x) - f_hat(x))^2]`` at the state (Y, Gamma, C_hat), in closed form through the two-scale
     kernels: for the exact student ``s_out^2 sum_ij lam_i lam_j [K(a_i, a_j) - 2 K(a_i, b_j) + K(b_i, b_j)]``
     with ``K(a, b) = E[sigma(<a, x>/n_a) sigma(<b, x>/n_b)]`` (n the norms in the normalized convention, 1 in
-    raw); for the linearised student see :func:`state_population_losses`.
+    raw and common, whose vectors carry rho); for the linearised student see :func:`state_population_losses`.
 
     Parameters
     ----------
@@ -280,8 +288,8 @@ def state_loss_monte_carlo(model: GeneralModel, Y: np.ndarray, Gamma: np.ndarray
     """
     problem = model.problem
     teacher, student = neuron_vectors(model, Y, Gamma, C_hat)
-    base = teacher - problem.xi * model.C @ np.vstack([model.UF.T, np.zeros((model.rank, model.C.shape[1]))]).T  # the rows w_i
-    adapters = student - base  # xi U_hat c_hat_i
+    base = teacher - problem.neuron_prefactor * problem.xi * model.C @ np.vstack([model.UF.T, np.zeros((model.rank, model.C.shape[1]))]).T  # the rows w_i (common: rho w_i)
+    adapters = student - base  # xi U_hat c_hat_i (common: rho xi U_hat c_hat_i)
     if problem.convention == "normalized":
         teacher = teacher / np.linalg.norm(teacher, axis=1, keepdims=True)
         student = student / np.linalg.norm(student, axis=1, keepdims=True)

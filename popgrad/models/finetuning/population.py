@@ -9,7 +9,8 @@ and scales ``s_i``, ``s_hat_j``, see :mod:`popgrad.model`)::
     h(m)      = -Phi'(m) = 2 xi^2 sum_ij lam_i lam_j c_i c_hat_j s_i s_hat_j / (r_i r_hat_j) K'(s_i, s_hat_j, rho_ij(m))
 
 which reduces to MATH.md's ``(2 xi^2 / r^2) sum lam lam c c_hat kappa'((G + xi^2 c c_hat m) / r^2)`` for
-quantized c and unit rows (normalized), and to ``h_raw = r^2 h_normalized`` for relu.
+quantized c and unit rows (normalized), and to ``h_raw = r^2 h_normalized`` for relu. The common
+convention has the scales ``rho r_i`` and the output scale 1/xi: Phi and h carry ``s_out^2 = 1/xi^2``.
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ class _Geometry:
         r_t, r_s = problem.teacher_norms, problem.student_norms
         s_t, s_s = problem.teacher_scales, problem.student_scales
         lam2 = np.outer(problem.lam, problem.lam)
+        if problem.convention == "common":  # the output scale 1/xi
+            lam2 = problem.s_out**2 * lam2
         xi2 = problem.xi**2
         teacher = kernel_spec(problem.activation, s_t, derivative=False)
         student = kernel_spec(problem.activation, s_s, derivative=False)
@@ -123,6 +126,8 @@ def pair_geometry(problem: FineTuningProblem) -> _Geometry:
     offset = problem.gram / norms
     slope = problem.xi**2 * np.outer(problem.c, problem.c_hat) / norms
     weight_drift = 2 * problem.xi**2 * np.outer(problem.lam, problem.lam) * np.outer(problem.c, problem.c_hat) * np.outer(s_t, s_s) / norms
+    if problem.convention == "common":  # the output scale 1/xi
+        weight_drift = problem.s_out**2 * weight_drift
     teacher = kernel_spec(problem.activation, s_t, derivative=True)
     student = kernel_spec(problem.activation, s_s, derivative=True)
     return _Geometry(problem, offset, slope, weight_drift, NeuronPairs.merge(weight_drift, offset, slope, s_t, s_s), teacher, student)

@@ -210,7 +210,7 @@ def _check_options(model, options: dict) -> None:
 
 
 def _reduced_only(model):
-    return None if model.reduces_to_overlap else "it predicts the overlap m alone; this model's state does not reduce to m (rank 1, alpha 0, c_hat frozen, u_hat in span(W)^perp, exact student, output scale 1)"
+    return None if model.reduces_to_overlap else "it predicts the overlap m alone; this model's state does not reduce to m (rank 1, alpha 0, c_hat frozen, u_hat in span(W)^perp, exact student, the problem's own output scale)"
 
 
 def _state_flow_serves(model):

@@ -184,16 +184,18 @@ def symbolic_drift(problem: FineTuningProblem, terms: int = 8) -> tuple:
     gram = [[number(problem.gram[i, j]) for j in range(k)] for i in range(k)]
     r_t = [sympy.sqrt(gram[i][i] + xi**2 * c[i] ** 2) for i in range(k)]
     r_s = [sympy.sqrt(gram[i][i] + xi**2 * c_hat[i] ** 2) for i in range(k)]
-    raw = problem.convention == "raw"
+    raw = problem.convention != "normalized"
+    # the common convention: neurons at the scales rho r_i, and the output scale 1/xi
+    prefactor = (number(problem.prefactor) if problem.prefactor is not None else sympy.Integer(k) / (k + xi**2)) if problem.convention == "common" else sympy.Integer(1)
     total, exact = sympy.Integer(0), True
     for i in range(k):
         for j in range(k):
-            s1, s2 = (r_t[i], r_s[j]) if raw else (sympy.Integer(1), sympy.Integer(1))
+            s1, s2 = (prefactor * r_t[i], prefactor * r_s[j]) if raw else (sympy.Integer(1), sympy.Integer(1))
             rho = (gram[i][j] + xi**2 * c[i] * c_hat[j] * m) / (r_t[i] * r_s[j])
             kernel, pair_exact = _symbolic_kernel_derivative(sigma, sympy.simplify(rho), s1, s2, terms)
             exact = exact and pair_exact
             total += lam[i] * lam[j] * c[i] * c_hat[j] * s1 * s2 / (r_t[i] * r_s[j]) * kernel
-    expr = 2 * xi**2 * total
+    expr = 2 * xi**2 * total if problem.convention != "common" else 2 * total
     return (sympy.simplify(expr) if exact and k <= 4 else expr), exact
 
 
