@@ -138,7 +138,8 @@ class Run:
 
     def hitting_times(self) -> dict:
         """Median and quartiles of the hitting steps, censored at the last checkpoint (Kaplan–Meier with one
-        censoring time: the empirical quantiles), the censored fraction and ``eps``."""
+        censoring time: the empirical quantiles), the censored fraction, ``horizon`` (the censoring step: the
+        last checkpoint, a number of steps, not a sweep's horizon = steps / d) and ``eps`` (simulate's ``hit``)."""
         if self.hitting_steps is None:
             raise InvalidArgument("this run recorded no hitting times (give hit=eps to simulate)", "hit")
         return hitting_summary(self.hitting_steps, int(self.steps[-1])) | {"eps": self.hit}
@@ -192,9 +193,12 @@ def simulate(model, d: int, eta: float | None = None, checkpoints=None, trajecto
     d : int
         Input dimension (a model with an explicit W has its own: d must match it).
     eta, delta : float
-        The step size (one of the two; delta = eta d).
+        The step size (one of the two; delta = eta d): eta multiplies the gradient of the family's
+        per-sample loss (fine-tuning: ``(y - f(x))^2``, no factor 1/2, whose mean is the observable
+        ``population_loss`` = Phi).
     checkpoints, steps
-        The record (one of the two; ``steps``: 21 evenly spaced checkpoints).
+        The record (one of the two): ``checkpoints`` a list of steps, ``steps`` the total (21 evenly spaced
+        checkpoints). A sweep's ``checkpoints`` key is a count instead (README, "One vocabulary").
     trajectories : int, default 100
         Independent trajectories, trajectory j on the streams of index ``first_trajectory + j``.
     method : str, default 'chain'
@@ -207,7 +211,8 @@ def simulate(model, d: int, eta: float | None = None, checkpoints=None, trajecto
     first_trajectory : int, default 0
     hit : float in (0, 1], optional
         Record, per trajectory, the first step where m^2 (rank r: the smallest squared singular value of
-        U^T U_hat) reaches 1 - hit (-1: not by the last checkpoint).
+        U^T U_hat) reaches 1 - hit (-1: not by the last checkpoint). The same level is called ``eps`` in a
+        sweep's ``[run]`` and in :meth:`Run.hitting_times`.
     stop_when_hit : bool, default False
         Stop each trajectory at its hitting step, and the run once every trajectory has hit.
     progress : bool or None, default False

@@ -167,6 +167,9 @@ def population_drift(problem: FineTuningProblem, m) -> np.ndarray:
 def population_loss(problem: FineTuningProblem, m) -> np.ndarray:
     """``Phi(m) = E[(f*(x) - f_hat(x))^2]`` including the m-independent terms.
 
+    The fine-tuning papers' convention: no factor 1/2 (SGD descends the per-sample loss ``(y - f(x))^2``),
+    so a Monte Carlo of ``0.5 * mean((f* - f)**2)`` is Phi/2; ``h = -dPhi/dm`` in the same convention.
+
     Parameters
     ----------
     problem, m

@@ -851,7 +851,8 @@ def _record_grid(steps: int, records: int) -> np.ndarray:
 
 
 def mf_gradient_descent(problem: MFProblem, init: str = "small", alpha: float = 1e-3, repetitions: int = 1, steps: int = 50_000, lr: float = 1e-4, records: int = 100, seed: int = 0, state: MFState | None = None, progress: bool | None = False, timeout: float | None = None) -> MFRun:
-    """Gradient descent ``X <- X - lr dL/dX`` on every adapter, eight repetitions per SIMD register and
+    """Gradient descent ``X <- X - lr dL/dX`` on every adapter (L = 1/2 ||Y_ft - (W_2 + B_2 A_2)(W_1 + B_1 A_1)||_F^2,
+    with the 1/2, as :func:`mf_loss`; the fine-tuning model's loss has none), eight repetitions per SIMD register and
     blocks of eight on numba threads (each repetition's numbers depend neither on the thread count nor on
     the other repetitions). A repetition whose loss stops being finite stays at the last state (its records
     repeat it).
