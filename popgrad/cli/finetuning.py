@@ -317,7 +317,7 @@ def _simulate(args) -> int:
         print_json(run.to_json_dict())
         return 0
     _header(model, run)
-    names = list(run.observables)
+    names = [name for name, values in run.observables.items() if values.ndim == 2]  # scalar observables (the JSON and NetCDF hold every one)
     print(f"{'step':>10s} " + " ".join(f"{name + ' mean ± SE':>26s}" for name in names))
     for index, step in enumerate(run.steps):
         cells = []
@@ -339,6 +339,8 @@ def _print_comparison(comparisons: dict) -> None:
     names = list(first.predictions.values)
     widths = [max(16, len(name)) for name in names]
     for observable in first.observables:
+        if first.run.observables[observable].ndim != 2:  # an observable with entries (Q, R): its verdict below, its values in the report
+            continue
         print(f"{observable}:")
         print(f"{'step':>10s} " + " ".join(f"{label + ' mean ± SE':>24s}" for label in comparisons) + " " + " ".join(f"{name:>{width}s}" for name, width in zip(names, widths)))
         for index, step in enumerate(first.steps):
