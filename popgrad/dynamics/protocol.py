@@ -55,7 +55,7 @@ from .._validation import InvalidArgument
 __all__ = ["ModelFamily", "Predictor", "FAMILY_MODULES", "register_family", "register_predictor", "family_of", "family_named", "model_from_dict", "predictors_for", "PREDICTORS"]
 
 #: family name -> the module that registers it (imported on first use): the one line a new family adds
-FAMILY_MODULES = {"finetuning": "popgrad.models.finetuning.family"}
+FAMILY_MODULES = {"finetuning": "popgrad.models.finetuning.family", "committee": "popgrad.models.committee.family"}
 
 _FAMILIES: dict = {}
 #: prediction name -> Predictor, in registration order
