@@ -566,6 +566,62 @@ def bench_ode() -> None:
     report("gradient flow to m = 0.999, k = 50 relu (dopri5)", f"{ours * 1e3:.3f} ms", f"LSODA, same h: {reference * 1e3:.1f} ms", f"{reference / ours:.0f}x", "<= 2 ms")
 
 
+def _numpy_committee_rhs(Q, R, T, a, a_star, delta):
+    """The erf(z/sqrt 2) committee ODE (saad_solla, frozen second layer, no noise) in plain numpy, written
+    from Saad & Solla's I3 and I4 independently of popgrad's compiled right-hand side."""
+    K = len(a)
+    C = np.block([[Q, R], [R.T, T]])
+    b = np.concatenate([-a, a_star])
+    d = 1 + np.diag(C)
+    i = np.arange(K)
+    # I3[i, n, p] = E[g'(u_i) u_n g(u_p)]
+    l3 = d[i, None] * d[None, :] - C[i, :] ** 2
+    I3 = 2 / np.pi * (C[None, :, :] * d[i, None, None] - C[i, :, None] * C[i, None, :]) / (d[i, None, None] * np.sqrt(l3)[:, None, :])
+    moments = a[:, None] * np.einsum("inp,p->in", I3, b)
+    # I4[i, k, p, q] = E[g'(u_i) g'(u_k) g(u_p) g(u_q)]
+    Cik, Cip, Ckp = C[:K, :K][:, :, None, None], C[:K, None, :, None], C[None, :K, :, None]
+    Ciq, Ckq, Cpq = C[:K, None, None, :], C[None, :K, None, :], C[None, None, :, :]
+    di, dk = d[:K, None, None, None], d[None, :K, None, None]
+    dp, dq = d[None, None, :, None], d[None, None, None, :]
+    l4 = di * dk - Cik**2
+    l0 = l4 * Cpq - Ckp * Ckq * di - Cip * Ciq * dk + Cik * Cip * Ckq + Cik * Ciq * Ckp
+    l1 = l4 * dp - Ckp**2 * di - Cip**2 * dk + 2 * Cik * Cip * Ckp
+    l2 = l4 * dq - Ckq**2 * di - Ciq**2 * dk + 2 * Cik * Ciq * Ckq
+    I4 = 4 / (np.pi**2 * np.sqrt(l4)) * np.arcsin(l0 / np.sqrt(l1 * l2))
+    squares = np.outer(a, a) * np.einsum("ikpq,p,q->ik", I4, b, b)
+    dQ = delta * (moments[:, :K] + moments[:, :K].T) + delta**2 * squares
+    return dQ, delta * moments[:, K:]
+
+
+def bench_committee_ode() -> None:
+    from popgrad.models.committee.ode import integrate_ode
+    from popgrad.models.committee.population import Committee
+
+    g = activation("erf(z/sqrt(2))")
+    K, delta, alpha = 3, 0.5, 300.0
+    model = Committee(g, g, np.ones(K), np.eye(K))
+    Q0, R0, a0 = np.diag([0.24, 0.25, 0.25]), 0.01 * np.eye(K), np.ones(K)
+    times = [0.0, alpha]
+    integrate_ode(model, delta, times, Q0=Q0, R0=R0, a0=a0)
+    ours = timed(lambda: integrate_ode(model, delta, times, Q0=Q0, R0=R0, a0=a0), repeat=10)
+    answer = integrate_ode(model, delta, times, Q0=Q0, R0=R0, a0=a0)
+
+    def euler():
+        Q, R = Q0.copy(), R0.copy()
+        dt = 0.01
+        for _ in range(int(round(alpha / dt))):
+            dQ, dR = _numpy_committee_rhs(Q, R, np.eye(K), a0, np.ones(K), delta)
+            Q, R = Q + dt * dQ, R + dt * dR
+        return Q, R
+
+    start = time.perf_counter()
+    Q, R = euler()
+    reference = time.perf_counter() - start
+    difference = max(np.abs(Q - answer.Q[-1]).max(), np.abs(R - answer.R[-1]).max())
+    report("committee ODE K = M = 3 erf, alpha = 300, delta^2 term (dopri5)", f"{ours * 1e3:.2f} ms", f"numpy Euler dt=0.01: {reference:.2f} s", f"{reference / ours:.0f}x", "<= 50 ms")
+    report("  |Q, R| difference dopri5 vs numpy Euler at alpha = 300", f"{difference:.2e}", f"eps_g {answer.eps_g[-1]:.4g}")
+
+
 def bench_run() -> None:
     package = Path(popgrad.__file__).parent
     for cache in list(package.rglob("*.nbi")) + list(package.rglob("*.nbc")):
@@ -741,7 +797,7 @@ def bench_ntk() -> None:
 
 
 #: the benchmark sections, in the order they run (``--only`` picks some)
-SECTIONS = {"hermite": bench_hermite, "population": bench_population, "ode": bench_ode, "simulation": bench_simulation, "general": bench_general, "general_full": bench_general_full, "sweeps": bench_sweeps, "matrix_factorization": bench_matrix_factorization, "ntk": bench_ntk, "run": bench_run}
+SECTIONS = {"hermite": bench_hermite, "population": bench_population, "ode": bench_ode, "committee_ode": bench_committee_ode, "simulation": bench_simulation, "general": bench_general, "general_full": bench_general_full, "sweeps": bench_sweeps, "matrix_factorization": bench_matrix_factorization, "ntk": bench_ntk, "run": bench_run}
 
 
 def main() -> None:
