@@ -126,3 +126,5 @@ def _record_bytes(model: CommitteeModel, fast_path: bool) -> int:
 
 
 FAMILY = register_family(ModelFamily("committee", CommitteeModel, committee_model_from_dict, committee_stepper, METHODS, LABELS, _record_bytes))
+
+from . import predictions  # noqa: E402,F401  (registers the committee predictions)
