@@ -55,6 +55,9 @@ FLAGS = {
     "pair": "--pair",
     "init": "--init",
     "lr": "--lr",
+    "delta_a": "--delta-a",
+    "times": "--times",
+    "ode_starts": "--ode-starts",
 }
 
 
