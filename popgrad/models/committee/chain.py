@@ -35,7 +35,7 @@ from ...gaussian.programs import STACK_SIZE
 from ...numerics import random_streams as streams
 from ...numerics.compiled import SOURCE_VERSION, specialised
 
-__all__ = ["kernel_activation", "chain_constants", "chain_kernel", "cholesky_lower", "inverse_square_root", "CONSTRAINT_CODES"]
+__all__ = ["kernel_activation", "chain_constants", "chain_kernel", "cholesky_lower", "inverse_square_root", "CONSTRAINT_CODES", "state_alignment", "sample_terms"]
 
 #: the constraint's compile-time code in the kernels
 CONSTRAINT_CODES = {"none": 0, "sphere": 1, "stiefel": 2}
@@ -109,6 +109,28 @@ def inverse_square_root(S, out):
             out[i, j] = total
 
 
+@njit(cache=True)
+def state_alignment(yw, gam, L, teacher_squared):
+    """``min_i max_n R_in^2 / (Q_ii T_nn)`` of a chain state (Y as ``yw`` (p x K), Gamma, L): the squared
+    cosine of the student neuron worst aligned with its best teacher neuron (0 for a zero vector)."""
+    p, K = yw.shape
+    M = L.shape[0]
+    worst = math.inf
+    for i in range(K):
+        q = gam[i, i]
+        for t in range(p):
+            q += yw[t, i] * yw[t, i]
+        best = 0.0
+        for n in range(M):
+            r = 0.0
+            for t in range(p):
+                r += yw[t, i] * L[n, t]
+            if q > 0.0 and teacher_squared[n] > 0.0:
+                best = max(best, r * r / (q * teacher_squared[n]))
+        worst = min(worst, best)
+    return worst
+
+
 @njit(cache=True, inline="always")
 def sample_terms(code_t, code_s, nu, lam, a_star, a, eps, reals, tp, tops, targs, tdops, tdargs, sp, sops, sargs, sdops, sdargs, stack, g, h):
     """One sample's gradient coefficients from the pre-activations (shared by the chain and full-d SGD):
@@ -139,7 +161,8 @@ def sample_terms(code_t, code_s, nu, lam, a_star, a, eps, reals, tp, tops, targs
 
 def chain_constants(model, d: int, eta: float) -> tuple:
     """``(kernel, constants)``: the chain's kernel for ``model`` and the arguments after the per-item ones,
-    so that ``streams.run_blocks(kernel, n, Y, Gamma, A, states, steps, *constants)`` advances n states.
+    so that ``streams.run_blocks(kernel, n, Y, Gamma, A, states, hits, level, stop_at_hit, offset,
+    steps, *constants)`` advances n states.
 
     Parameters
     ----------
@@ -158,7 +181,8 @@ def chain_constants(model, d: int, eta: float) -> tuple:
     kernel = chain_kernel(code_t, code_s, identity, model.noise > 0, model.train_second_layer, CONSTRAINT_CODES[model.constraint], model.weight_decay > 0)
     reals = np.array([eta, eta * model.second_layer_ratio, model.teacher_scale, model.student_scale, model.noise, float(model.loss_factor), model.weight_decay, model.second_layer_weight_decay, float(d - model.p - model.K), inner_t, inner_s])
     a_star = np.ascontiguousarray(model.teacher_second_layer, dtype=float)
-    return kernel, (L, a_star, reals, *teacher, *student)
+    teacher_squared = np.ascontiguousarray(np.diag(model.T), dtype=float)
+    return kernel, (L, a_star, teacher_squared, reals, *teacher, *student)
 
 
 @specialised
@@ -167,15 +191,17 @@ def chain_kernel(code_t: int, code_s: int, identity: bool, noisy: bool, trained:
     constants): T = I (``identity``: nu = z), output noise, a trained second layer, the constraint (0 none,
     1 sphere, 2 stiefel) and weight decay on the vectors::
 
-        advance(start, stop, Y, Gam, A, states, steps, L, a_star, reals, tp, tops, targs, tdops, tdargs,
-                sp, sops, sargs, sdops, sdargs)
+        advance(start, stop, Y, Gam, A, states, hits, level, stop_at_hit, offset, steps, L, a_star,
+                teacher_squared, reals, tp, tops, targs, tdops, tdargs, sp, sops, sargs, sdops, sdargs)
 
     runs ``steps`` steps of trajectories start..stop-1 (Y (n, p, K), Gam (n, K, K), A (n, K) in place;
-    each trajectory on its own stream ``states[j]``)."""
+    each trajectory on its own stream ``states[j]``) from step ``offset``; ``hits[j]`` (-1 until then)
+    records the first step where :func:`state_alignment` reaches ``level``, where trajectory j stops when
+    ``stop_at_hit``."""
     version = SOURCE_VERSION
 
     @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
-    def advance(start, stop, Y, Gam, A, states, steps, L, a_star, reals, tp, tops, targs, tdops, tdargs, sp, sops, sargs, sdops, sdargs):
+    def advance(start, stop, Y, Gam, A, states, hits, level, stop_at_hit, offset, steps, L, a_star, teacher_squared, reals, tp, tops, targs, tdops, tdargs, sp, sops, sargs, sdops, sdargs):
         eta, eta_a, wd, wd_a, dof = reals[0], reals[1], reals[6], reals[7], reals[8]
         M, p = L.shape
         K = A.shape[1]
@@ -200,6 +226,8 @@ def chain_kernel(code_t: int, code_s: int, identity: bool, noisy: bool, trained:
         a = np.empty(K)
         stack = np.empty(STACK_SIZE)
         for j in range(start, stop):
+            if stop_at_hit and hits[j] >= 0:
+                continue
             for t in range(p):
                 for i in range(K):
                     yw[t, i] = Y[j, t, i]
@@ -331,6 +359,10 @@ def chain_kernel(code_t: int, code_s: int, identity: bool, noisy: bool, trained:
                 if trained:
                     for i in range(K):
                         a[i] -= eta_a * (h[i] + wd_a * a[i])
+                if level < math.inf and hits[j] < 0 and state_alignment(yw, gam, L, teacher_squared) >= level:
+                    hits[j] = offset + step + 1
+                    if stop_at_hit:
+                        break
             for t in range(p):
                 for i in range(K):
                     Y[j, t, i] = yw[t, i]
