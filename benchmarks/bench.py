@@ -284,6 +284,43 @@ def bench_general() -> None:
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
+def _numpy_committee_sgd(W, V, a, eta, steps, seed) -> None:
+    """Full-d online SGD of an erf(z/sqrt 2) committee machine (Saad–Solla loss, frozen second layer) as a
+    competent numpy user batches it over trajectories: V (n, K, d) moved in place."""
+    rng = np.random.default_rng(seed)
+    n, d = V.shape[0], V.shape[2]
+    for _ in range(steps):
+        x = rng.standard_normal((n, d))
+        lam = np.einsum("nkd,nd->nk", V, x)
+        residual = special.erf(x @ W.T / math.sqrt(2)).sum(axis=1) - special.erf(lam / math.sqrt(2)) @ a
+        g = -residual[:, None] * a * math.sqrt(2 / math.pi) * np.exp(-0.5 * lam * lam)
+        V -= eta * g[:, :, None] * x[:, None, :]
+
+
+def bench_committee() -> None:
+    """The committee machine (popgrad.models.committee): the exact chain, K = M = 3, erf(z/sqrt 2), against
+    full-d SGD (popgrad's numba kernel, and batched numpy at the same law), one core."""
+    from popgrad.models.committee.spec import committee_model
+
+    numba.set_num_threads(1)
+    model = committee_model("erf(z/sqrt(2))", width=3, teacher_width=3, Q0=np.diag([0.24, 0.25, 0.25]), R0=0.01 * np.eye(3))
+    d, delta = 1000, 0.5
+    simulate(model, d, delta=delta, checkpoints=[0, 10], trajectories=2)
+    steps, trajectories = 1_000_000, 4
+    seconds = timed(lambda: simulate(model, d, delta=delta, checkpoints=[0, steps], trajectories=trajectories), repeat=3)
+    chain = steps * trajectories / seconds
+    simulate(model, d, delta=delta, checkpoints=[0, 10], trajectories=2, method="full")
+    full_steps = 20_000
+    full = full_steps * trajectories / timed(lambda: simulate(model, d, delta=delta, checkpoints=[0, full_steps], trajectories=trajectories, method="full"))
+    W = np.linalg.qr(np.random.default_rng(0).standard_normal((d, 3)))[0].T.copy()
+    batch, numpy_steps = 100, 300
+    V = np.random.default_rng(1).standard_normal((batch, 3, d)) / math.sqrt(d)
+    reference = batch * numpy_steps / timed(lambda: _numpy_committee_sgd(W, V, np.ones(3), delta / d, numpy_steps, 2))
+    report("committee chain, K = M = 3 erf(z/sqrt 2), one core", f"{chain / 1e6:.2f} M steps/s", f"numpy full-d: {reference / 1e3:.0f} k/s", f"{chain / reference:.0f}x", ">= 3 M/s")
+    report(f"committee full-d SGD (numba), d = {d}, one core", f"{full / 1e3:.0f} k steps/s", f"numpy ({batch} batched, float64): {reference / 1e3:.0f} k/s", f"{full / reference:.1f}x", "")
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
 def _dense_geometry(model, d: int, seed: int) -> tuple:
     """W (k x d), QW (orthonormal rows spanning span(W)) and U (r* x d) of a general model with every row
     dense: the rotated method's coordinates (F = span(W) + span(U) the first p axes) mirrored by a random
@@ -797,7 +834,7 @@ def bench_ntk() -> None:
 
 
 #: the benchmark sections, in the order they run (``--only`` picks some)
-SECTIONS = {"hermite": bench_hermite, "population": bench_population, "ode": bench_ode, "committee_ode": bench_committee_ode, "simulation": bench_simulation, "general": bench_general, "general_full": bench_general_full, "sweeps": bench_sweeps, "matrix_factorization": bench_matrix_factorization, "ntk": bench_ntk, "run": bench_run}
+SECTIONS = {"hermite": bench_hermite, "population": bench_population, "ode": bench_ode, "committee_ode": bench_committee_ode, "simulation": bench_simulation, "general": bench_general, "general_full": bench_general_full, "committee": bench_committee, "sweeps": bench_sweeps, "matrix_factorization": bench_matrix_factorization, "ntk": bench_ntk, "run": bench_run}
 
 
 def main() -> None:
