@@ -143,3 +143,37 @@ def test_the_chain_approaches_the_ode_like_one_over_d():
     assert len(slopes) > 450
     low, high = np.quantile(slopes, [0.025, 0.975])
     assert low <= -1.0 <= high, (slope, low, high)
+
+
+def test_a_committee_that_is_the_glm_runs_the_fine_tuning_chain_bit_for_bit():
+    import popgrad
+    from popgrad.models.committee.spec import committee_model
+
+    member = committee_model("He_3", width=1, teacher_width=1, constraint="sphere", convention="popgrad", init={"kind": "random", "scale": 1.0})
+    assert member.reduces_to_glm and not member.replace(noise=0.1).reduces_to_glm
+    run = popgrad.simulate(member, 100, delta=0.001, checkpoints=[0, 1000, 5000], trajectories=4, seed=5, hit=0.5)
+    reference = popgrad.simulate(popgrad.glm_problem("He_3", 1, 1.0), 100, delta=0.001, checkpoints=[0, 1000, 5000], trajectories=4, seed=5, hit=0.5)
+    assert np.array_equal(run.observables["R"][:, :, 0, 0], reference.m)
+    assert np.array_equal(run.hitting_steps, reference.hitting_steps)
+    # two independent closed forms: the committee's eps_g (loss without 1/2) is the fine-tuning Phi
+    np.testing.assert_allclose(run.observables["eps_g"], reference.observables["population_loss"], rtol=1e-10)
+    assert "GLM" in run.settings["path"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["chain"])
+def test_the_glm_fast_path_and_the_committee_s_own_route_agree_in_law(method):
+    from scipy import stats
+
+    import popgrad
+    from popgrad.models.committee.spec import committee_model
+
+    member = committee_model("He_3", width=1, teacher_width=1, constraint="sphere", convention="popgrad", init={"kind": "random", "scale": 1.0})
+    checkpoints = [0, 20_000, 60_000, 120_000]
+    d, trajectories = 40, 300 if method == "chain" else 150
+    fast = popgrad.simulate(member, d, delta=0.004, checkpoints=checkpoints, trajectories=trajectories, method=method, seed=11)
+    own = popgrad.simulate(member, d, delta=0.004, checkpoints=checkpoints, trajectories=trajectories, method=method, seed=12, fast_path=False)
+    assert "GLM" in fast.settings["path"] and "GLM" not in own.settings["path"]
+    p_values = [stats.ks_2samp(fast.observables["R"][:, t, 0, 0], own.observables["R"][:, t, 0, 0]).pvalue for t in range(1, len(checkpoints))]
+    assert min(p_values) > 0.01 / len(p_values), p_values
+    assert np.abs(fast.observables["R"][:, -1, 0, 0]).mean() > np.abs(fast.observables["R"][:, 0, 0, 0]).mean()  # it moved

@@ -66,6 +66,8 @@ def committee_stepper(model: CommitteeModel, d: int, eta: float, *, method: str,
     """
     if m0 is not None:
         raise InvalidArgument("m0 does not apply to committee models (give the initial state by the model's overlaps or student.init)", "m0")
+    if fast_path and model.reduces_to_glm and method == "chain":
+        return _glm_stepper(model, d, eta, method=method, trajectories=trajectories, seed=seed, first_trajectory=first_trajectory, level=level, stop_when_hit=stop_when_hit)
     K, M, p = model.K, model.M, model.p
     states = np.empty((trajectories, 4), dtype=np.uint64)
     for j in range(trajectories):
@@ -117,6 +119,28 @@ def committee_stepper(model: CommitteeModel, d: int, eta: float, *, method: str,
 
     settings = {"path": path, "eta_a": eta * model.second_layer_ratio if model.train_second_layer else 0.0}
     return Stepper(advance, record, finish, hits, work, f"committee SGD ({method}, {trajectories} traj.)", settings)
+
+
+def _glm_stepper(model: CommitteeModel, d: int, eta: float, *, method: str, trajectories: int, seed: int, first_trajectory: int, level: float, stop_when_hit: bool) -> Stepper:
+    """The fast path of a chain run of a model that reduces to the fine-tuning family's GLM
+    (:attr:`CommitteeModel.reduces_to_glm`): that family's scalar overlap chain, reached through the model
+    protocol, its overlap m recorded as the committee's R (Q = [[1]], a = [[1]]). Full-d SGD runs the
+    committee's own kernel."""
+    from ...dynamics.protocol import family_named, model_from_dict
+
+    finetuning = family_named("finetuning")
+    glm = model_from_dict({"model": "finetuning", "activation": model.student_activation.name, "lam": [1.0], "c": [1.0], "c_hat": [1.0], "xi": 1.0, "convention": "normalized", "gram": [[0.0]]})
+    inner = finetuning.stepper(glm, d, eta, method="chain", trajectories=trajectories, seed=seed, first_trajectory=first_trajectory, m0=None, level=level, stop_when_hit=stop_when_hit, fast_path=True)
+
+    def finish(records):
+        observables, _ = inner.finish(records)
+        m = observables["m"]
+        shape = m.shape + (1, 1)
+        ones = np.ones(shape)
+        return committee_observables(model, ones, m.reshape(shape), np.ones(m.shape + (1,))), {}
+
+    settings = dict(inner.settings) | {"path": f"the fine-tuning family's GLM (W = 0, k = 1): {inner.settings.get('path', 'scalar overlap chain')}", "eta_a": 0.0}
+    return Stepper(inner.advance, inner.record, finish, inner.hits, inner.work, f"committee = GLM ({method}, {trajectories} traj.)", settings)
 
 
 def _record_bytes(model: CommitteeModel, fast_path: bool) -> int:

@@ -168,6 +168,24 @@ class CommitteeModel(ContentEqual):
         """eps_g = error_factor E[(f* - f)^2]: 1/2 (Saad–Solla) or 1."""
         return 0.5 if self.convention == "saad_solla" else 1.0
 
+    @property
+    def reduces_to_glm(self) -> bool:
+        """True where the model *is* the fine-tuning family's single-index model (GLM: W = 0, k = 1,
+        MATH.md §4b): K = M = 1, the student on the sphere, teacher and student with the same activation,
+        T = [[1]], a = a* = 1 frozen, s = s* = 1, no output noise, no weight decay, the fine-tuning papers'
+        loss (convention ``popgrad``: (y - f)^2) and a random (uniform on the sphere) start. Its chain runs
+        then take the fast path: the fine-tuning family's scalar overlap chain, reached through the model
+        protocol — the same kernel, streams and draws, so the `scaling` reproduction's GLM cells give the
+        same numbers through either family (``fast_path=False``: the committee's own state chain)."""
+        return (
+            self.K == 1 and self.M == 1 and self.constraint == "sphere" and self.convention == "popgrad"
+            and self.teacher_activation.expression == self.student_activation.expression
+            and float(self.T[0, 0]) == 1.0 and self.teacher_vectors is None
+            and float(self.teacher_second_layer[0]) == 1.0 and float(self.student_second_layer[0]) == 1.0
+            and not self.train_second_layer and self.teacher_scale == 1.0 and self.student_scale == 1.0
+            and self.noise == 0.0 and self.weight_decay == 0.0 and self.init.get("kind") == "random"
+        )
+
     @cached_property
     def L(self) -> np.ndarray:
         """``L`` (M x p) with ``L L^T = T``: the teacher vectors in an orthonormal basis of their span F."""
