@@ -321,7 +321,10 @@ def _quadrature_at(f1: PairForm, f2: PairForm, s11: float, s22: float, s12: floa
     co = math.sqrt(max(0.0, 1 - rho * rho))
     k1 = [k / r1 for k in f1.activation.breakpoints] if r1 > 0 else []
     # where the conditional mean of Y crosses a kink of s2, the inner integral bends sharply when co is small
-    k1 += [k / (r2 * rho) for k in f2.activation.breakpoints] if r2 > 0 and rho != 0 else []
+    # (a smooth bend of width ~co: graded edges at co 4^j on both sides resolve it)
+    crossings = [k / (r2 * rho) for k in f2.activation.breakpoints] if r2 > 0 and rho != 0 else []
+    grading = [co * 4.0**j for j in range(12) if co * 4.0**j < 0.5] if co > 0 else []
+    k1 += [c + sign * g for c in crossings for g in grading for sign in (-1.0, 1.0)] + crossings
     k1 = np.array(k1, dtype=np.float64)
     outer, outer_w = _composite_rule(_kinked_edges(k1, panels))
     mean = rho * outer

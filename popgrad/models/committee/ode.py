@@ -24,7 +24,7 @@ from ..._validation import InvalidArgument, check_real
 from ...dynamics.solve import ODE, SolverFailed, solve
 from ...dynamics.solvers.base import RHS_SIGNATURE
 from ...numerics.compiled import SOURCE_VERSION, specialised
-from .population import Committee, committee_arrays, exact_orders, expectation_route, generalisation_error, moments, pack_parameters, NUMERIC_ORDERS
+from .population import Committee, committee_arrays, exact_orders, expectation_route, generalisation_error, moments, numeric_error_factor, pack_parameters, NUMERIC_ORDERS
 
 __all__ = ["CommitteeODESolution", "integrate_ode", "initial_state", "committee_rhs", "ode_parameters"]
 
@@ -243,13 +243,13 @@ def integrate_ode(model, delta: float, times, delta_a: float | None = None, Q0=N
     error = {"eps_g": eps_error, "Q": np.zeros_like(Q), "R": np.zeros_like(R), "a": np.zeros_like(a)}
     if len(runs) == 2:
         low = runs[0][0]
-        difference = np.abs(values - low)
+        difference = numeric_error_factor(committee, orders) * np.abs(values - low)
         error["Q"] = difference[:, : K * K].reshape(n, K, K)
         error["R"] = difference[:, K * K: K * K + K * M].reshape(n, K, M)
         error["a"] = difference[:, K * K + K * M: K * K + K * M + K]
         low_finite = np.all(np.isfinite(low), axis=1) & finite
         if low_finite.any():
             low_eps = generalisation_error(committee, low[low_finite, : K * K].reshape(-1, K, K), low[low_finite, K * K: K * K + K * M].reshape(-1, K, M), low[low_finite, K * K + K * M: K * K + K * M + K])
-            eps_error[low_finite] += np.abs(eps[low_finite] - low_eps)
+            eps_error[low_finite] += numeric_error_factor(committee, orders) * np.abs(eps[low_finite] - low_eps)
         diverged = diverged or runs[0][2]
     return CommitteeODESolution(times, eps, Q, R, a, error, bool(diverged), float(divergence_alpha), route, int(steps))
