@@ -43,11 +43,11 @@ from ..._validation import MAX_MAGNITUDE, InvalidArgument, InvalidArgumentType, 
 if TYPE_CHECKING:
     from ...gaussian.activations import Activation
 
-__all__ = ["CommitteeModel", "committee_model", "committee_model_from_dict", "load_committee_model", "CONVENTIONS", "CONSTRAINTS", "INIT_KINDS"]
+__all__ = ["CommitteeModel", "committee_model", "committee_model_from_dict", "load_committee_model", "COMMITTEE_CONVENTIONS", "COMMITTEE_CONSTRAINTS", "COMMITTEE_INIT_KINDS"]
 
-CONVENTIONS = ("saad_solla", "popgrad")
-CONSTRAINTS = ("none", "sphere", "stiefel")
-INIT_KINDS = ("random", "zero", "informed", "overlaps")
+COMMITTEE_CONVENTIONS = ("saad_solla", "popgrad")
+COMMITTEE_CONSTRAINTS = ("none", "sphere", "stiefel")
+COMMITTEE_INIT_KINDS = ("random", "zero", "informed", "overlaps")
 MAX_WIDTH = 4096
 
 _TOP_KEYS = ("model", "convention", "teacher", "student", "overlaps")
@@ -380,7 +380,7 @@ def committee_model(
     """
     names = {"teacher_activation": "teacher_activation", "student_activation": "student_activation", "width": "width", "teacher_width": "teacher_width", "teacher_second_layer": "teacher_second_layer", "student_second_layer": "student_second_layer", "noise": "noise", "T": "T", "teacher_vectors": "teacher_vectors", "convention": "convention", "train_second_layer": "train_second_layer", "second_layer_ratio": "second_layer_ratio", "constraint": "constraint", "weight_decay": "weight_decay", "second_layer_weight_decay": "second_layer_weight_decay", "init": "init", "Q0": "Q0", "R0": "R0", "teacher_scale": "teacher_scale", "student_scale": "student_scale"} | (_names or {})
     n = names.__getitem__
-    check_choice(convention, n("convention"), CONVENTIONS)
+    check_choice(convention, n("convention"), COMMITTEE_CONVENTIONS)
     sigma_star = _activation(teacher_activation, n("teacher_activation"))
     sigma = sigma_star if student_activation is None else _activation(student_activation, n("student_activation"))
     if width is not None:
@@ -449,7 +449,7 @@ def committee_model(
     student_scale = check_real(student_scale, n("student_scale"), 0.0, MAX_MAGNITUDE, low_open=True)
     train_second_layer = _boolean(train_second_layer, n("train_second_layer"))
     second_layer_ratio = check_real(second_layer_ratio, n("second_layer_ratio"), 0.0, MAX_MAGNITUDE, low_open=True)
-    check_choice(constraint, n("constraint"), CONSTRAINTS)
+    check_choice(constraint, n("constraint"), COMMITTEE_CONSTRAINTS)
     weight_decay = check_real(weight_decay, n("weight_decay"), 0.0, MAX_MAGNITUDE)
     second_layer_weight_decay = check_real(second_layer_weight_decay, n("second_layer_weight_decay"), 0.0, MAX_MAGNITUDE)
     # the teacher's Gram matrix
@@ -504,9 +504,9 @@ def overlap_coordinates(R: np.ndarray, L: np.ndarray) -> tuple:
 
 def _check_init(init, K: int, M: int, name: str) -> dict:
     if not isinstance(init, dict):
-        raise InvalidArgumentType(f"{name} must be an object with a 'kind' ({', '.join(INIT_KINDS[:3])}), got {type(init).__name__}", name)
+        raise InvalidArgumentType(f"{name} must be an object with a 'kind' ({', '.join(COMMITTEE_INIT_KINDS[:3])}), got {type(init).__name__}", name)
     kind = init.get("kind")
-    kinds = INIT_KINDS[:3]
+    kinds = COMMITTEE_INIT_KINDS[:3]
     if kind == "overlaps":
         raise InvalidArgument(f"{name}: give initial overlaps as the top-level 'overlaps' object (Q, R), not as an init kind", name)
     check_choice(kind, f"{name}.kind", kinds)
