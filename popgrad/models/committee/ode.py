@@ -38,6 +38,7 @@ def _rhs_factory():
         K, M = int(parameters[0]), int(parameters[1])
         delta, delta_a, c = parameters[4], parameters[5], parameters[6]
         s, wd, wd_a, trained = parameters[8], parameters[10], parameters[11], parameters[12] != 0.0
+        second = 1.0 - parameters[15]  # header slot 15: 1 drops the delta^2 term (the population gradient flow)
         Q = y[: K * K].reshape((K, K))
         R = y[K * K: K * K + K * M].reshape((K, M))
         a = y[K * K + K * M: K * K + K * M + K]
@@ -48,7 +49,7 @@ def _rhs_factory():
         size = 0.0
         for i in range(K):
             for k in range(K):
-                value = delta * c * (nu[i, k] + nu[k, i]) + delta * delta * c * c * dd[i, k] - 2.0 * delta * wd * Q[i, k]
+                value = delta * c * (nu[i, k] + nu[k, i]) + second * delta * delta * c * c * dd[i, k] - 2.0 * delta * wd * Q[i, k]
                 out[i * K + k] = value
                 if i == k:
                     size += value
@@ -70,9 +71,12 @@ def committee_rhs():
     return _rhs_factory()
 
 
-def ode_parameters(model, K: int, delta: float, delta_a: float = 0.0, order: int | None = None) -> np.ndarray:
-    """The packed parameters of :func:`committee_rhs` (see :func:`popgrad.models.committee.population.pack_parameters`)."""
-    return pack_parameters(model, K, order, delta, delta_a)
+def ode_parameters(model, K: int, delta: float, delta_a: float = 0.0, order: int | None = None, second_order: bool = True) -> np.ndarray:
+    """The packed parameters of :func:`committee_rhs` (see :func:`popgrad.models.committee.population.pack_parameters`);
+    ``second_order=False`` sets the header's slot 15, which drops the delta² term."""
+    parameters = pack_parameters(model, K, order, delta, delta_a)
+    parameters[15] = 0.0 if second_order else 1.0
+    return parameters
 
 
 def initial_state(model) -> tuple:
@@ -159,7 +163,7 @@ def _integrate(rhs, parameters, y0, times, rtol, atol, bound, max_steps) -> tupl
     return values, solution.steps, diverged, solution.event_time
 
 
-def integrate_ode(model, delta: float, times, delta_a: float | None = None, Q0=None, R0=None, a0=None, rtol: float = 1e-8, atol: float = 1e-10, orders: tuple | None = None, divergence_bound: float = 1e6, max_steps: int = 2_000_000) -> CommitteeODESolution:
+def integrate_ode(model, delta: float, times, delta_a: float | None = None, Q0=None, R0=None, a0=None, rtol: float = 1e-8, atol: float = 1e-10, orders: tuple | None = None, divergence_bound: float = 1e6, max_steps: int = 2_000_000, second_order: bool = True) -> CommitteeODESolution:
     """Integrate the d → ∞ ODE at fixed ``delta`` (and ``delta_a``) from the model's initial state.
 
     Parameters
@@ -180,6 +184,9 @@ def integrate_ode(model, delta: float, times, delta_a: float | None = None, Q0=N
     divergence_bound : float, default 1e6
         Diverged when ``tr Q + |a|^2`` exceeds this times ``max(1, its initial value, tr T + |a*|^2)``.
     max_steps : int
+    second_order : bool, default True
+        False drops the delta² term ``delta^2 E[Delta_i Delta_k]``: the population gradient flow of eps_g on the
+        overlaps (the small-step limit, in the same alpha).
 
     Returns
     -------
@@ -226,7 +233,7 @@ def integrate_ode(model, delta: float, times, delta_a: float | None = None, Q0=N
         orders = (None,)
     elif orders is None:
         orders = exact_orders(committee) if route == "exact" else NUMERIC_ORDERS
-    runs = [_integrate(rhs, ode_parameters(committee, K, delta, delta_a, order), y0, times, rtol, atol, bound, max_steps) for order in orders]
+    runs = [_integrate(rhs, ode_parameters(committee, K, delta, delta_a, order, bool(second_order)), y0, times, rtol, atol, bound, max_steps) for order in orders]
     values, steps, diverged, divergence_alpha = runs[-1]
     if diverged and math.isnan(divergence_alpha):
         finite = np.all(np.isfinite(values), axis=1)

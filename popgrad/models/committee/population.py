@@ -50,7 +50,7 @@ __all__ = [
 ROUTE_ERF, ROUTE_NUMERIC = 0, 1
 #: Gauss–Hermite orders of the numeric route (the error is the difference between them)
 NUMERIC_ORDERS = (10, 14)
-HEADER = 16  # K, M, route, order, delta, delta_a, c, tau^2, s, s*, wd, wd_a, train_a, three offsets
+HEADER = 16  # K, M, route, order, delta, delta_a, c, tau^2, s, s*, wd, wd_a, train_a, two offsets, and 1 to drop the delta^2 term (ode.py)
 
 
 @dataclass(frozen=True)
