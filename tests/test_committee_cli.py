@@ -59,10 +59,17 @@ def test_ode_table_and_gradient_flow(capsys, model_file):
     assert "population gradient flow" in out and "eps_g" in out
 
 
-def test_ode_reports_divergence_not_numbers(capsys, model_file):
-    payload = _json(capsys, ["ode", str(model_file), "--delta", "8", "--times", "0,10,1000", "--format", "json", "--no-fixed-points"])
-    assert payload["diverged"] is True
+def test_ode_reports_divergence_not_numbers(capsys, tmp_path):
+    # linear units: beyond the largest stable delta the overlaps grow exponentially (erf's grow only linearly)
+    linear = json.loads(json.dumps(CONTRACT))
+    linear["teacher"]["activation"] = linear["student"]["activation"] = "z"
+    path = tmp_path / "linear.json"
+    path.write_text(json.dumps(linear))
+    payload = _json(capsys, ["ode", str(path), "--delta", "4", "--times", "0,10,1000", "--format", "json", "--no-fixed-points"])
+    assert payload["diverged"] is True and payload["divergence_alpha"] < 10
     assert payload["eps_g"][-1] is None  # strict JSON: null, not NaN
+    assert main(["ode", str(path), "--delta", "4", "--times", "0,10"]) == 0
+    assert "diverged at alpha" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
