@@ -143,6 +143,10 @@ def _state(committee: Committee, Q, R, a) -> tuple:
 
 
 def _pair(sigma1, sigma2, s11, s22, s12) -> tuple:
+    # an integrated state (the ODE at rtol ~1e-8) may leave the PSD cone by that much where two neurons
+    # align (|corr| -> 1): clip |S12| to sqrt(S11 S22) within 1e-6 relative; a larger violation is refused
+    bound = np.sqrt(np.maximum(s11, 0.0) * np.maximum(s22, 0.0))
+    s12 = np.where(np.abs(s12) <= bound * (1.0 + 1e-6), np.clip(s12, -bound, bound), s12)
     matrix = np.stack([np.stack([s11, s12], -1), np.stack([s12, s22], -1)], -2)
     k = pair_kernel(sigma1, sigma2, matrix)
     return k.value, k.error
