@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from .._validation import InvalidArgument
 from .base import ReproductionReport, register
 
 __all__ = ["saad_solla_reproduction", "goldt_reproduction", "gaussian_glm_reproduction", "escape_alpha", "linear_fit", "largest_learning_delta"]
@@ -244,35 +245,41 @@ def goldt_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
     from ..models.committee.ode import integrate_ode
 
     M, tau, delta = 2, 0.5, 0.5
-    widths = [M, 2 * M, 4 * M]
+    widths = [M, 2 * M] if quick else [M, 2 * M, 4 * M]
+    horizons = [1e4, 1e5] if quick else [1e4, 1e5, 1e6]
     criteria, notes, fits = [], [], []
     figure = Figure(figsize=(13, 4.5), layout="constrained")
     axes = figure.subplots(1, 3)
     generator = np.random.default_rng(2019)
-    asymptotic = {"first layer": [], "both layers": []}
+    at_horizon = {"first layer": [], "both layers": []}
+    fixed = {"first layer": [], "both layers": []}
     starts = {}
-    horizon = 4000.0
     for K in widths:
         R0 = 1e-2 * generator.standard_normal((K, M))
         Q0 = 0.05 * np.eye(K)
         starts[K] = {"Q": Q0.tolist(), "R": R0.tolist()}
         for label, trained in (("first layer", False), ("both layers", True)):
-            model = _model(K, M, noise=tau, student_second_layer=np.full(K, M / K), train_second_layer=trained, Q0=Q0, R0=R0)
-            alpha = np.concatenate([[0.0], np.geomspace(1.0, horizon, 80)])
+            model = _model(K, M, noise=tau, train_second_layer=trained, Q0=Q0, R0=R0)
+            alpha = np.concatenate([[0.0], np.geomspace(1.0, horizons[-1], 121)])
             solution = integrate_ode(model, delta, alpha)
-            point = fixed_point(model, delta, solution.Q[-1], solution.R[-1], solution.a[-1], delta if trained else None)
-            drift = abs(solution.eps_g[-1] - point.eps_g) / point.eps_g
-            asymptotic[label].append((point.eps_g, drift, point.escape_rate))
+            at_horizon[label].append([float(np.interp(np.log(h), np.log(alpha[1:]), solution.eps_g[1:])) for h in horizons])
+            try:  # the horizon-free value: Newton's method from the integration's end
+                point = fixed_point(model, delta, solution.Q[-1], solution.R[-1], solution.a[-1], delta if trained else None)
+                fixed[label].append({"eps_g": point.eps_g, "stable": bool(point.escape_rate <= 1e-9), "distance": abs(solution.eps_g[-1] - point.eps_g) / point.eps_g})
+            except InvalidArgument as exc:
+                fixed[label].append({"eps_g": None, "stable": False, "reason": str(exc).splitlines()[0]})
             axes[0].loglog(alpha[1:], solution.eps_g[1:], "-" if trained else "--", color=f"C{widths.index(K)}", label=f"K = {K}, {label}")
-    for label, rows in asymptotic.items():
-        values = [row[0] for row in rows]
-        axes[1].plot(widths, values, "o-", label=label)
-        stable = all(row[2] <= 1e-9 for row in rows)
-        criteria.append({"name": f"{label}: the ODE comes to rest at a stable fixed point for every K (the integration's end within 1e-3 of it; value: the largest relative distance)", "value": max(row[1] for row in rows), "pass": max(row[1] for row in rows) < 1e-3 and stable})
-    first = [row[0] for row in asymptotic["first layer"]]
-    both = [row[0] for row in asymptotic["both layers"]]
-    criteria.append({"name": f"first layer only: the asymptotic eps_g grows with K = {widths} (Goldt et al.: over-parameterisation hurts when the second layer is frozen; value: eps_g(4M) / eps_g(M))", "value": first[-1] / first[0], "pass": bool(np.all(np.diff(first) > 0))})
-    criteria.append({"name": "both layers trained: the asymptotic eps_g at K = 2M, 4M is below the first-layer-only value at the same K (value: the ratios)", "value": ", ".join(f"{b / f:.3f}" for b, f in zip(both[1:], first[1:])), "pass": all(b < f for b, f in zip(both[1:], first[1:]))})
+    both = [row["eps_g"] for row in fixed["both layers"]]
+    criteria.append({"name": f"both layers trained: Newton's method from the ODE's state at alpha = {horizons[-1]:g} finds a stable fixed point for every K = {widths}, the integration within 1e-3 of it (value: the largest relative distance)", "value": max(row.get("distance", math.inf) for row in fixed["both layers"]), "pass": all(row["stable"] and row["distance"] < 1e-3 for row in fixed["both layers"])})
+    criteria.append({"name": f"both layers trained: the asymptotic eps_g (that fixed point) falls as the student widens, K = {widths} (value: eps_g(K_max) / eps_g(M))", "value": both[-1] / both[0], "pass": bool(np.all(np.diff(both) < 0))})
+    first = np.array(at_horizon["first layer"])  # (widths, horizons)
+    criteria.append({"name": f"first layer only (a = 1 frozen): eps_g grows with K = {widths} at every horizon alpha = {', '.join(f'{h:g}' for h in horizons)} (Goldt et al.: over-parameterisation hurts when only the first layer learns; value: eps_g(K_max) / eps_g(M) at the last horizon)", "value": float(first[-1, -1] / first[0, -1]), "pass": bool(np.all(np.diff(first, axis=0) > 0))})
+    criteria.append({"name": "both layers below first layer only at every K > M (asymptotic vs the last horizon; value: the ratios)", "value": ", ".join(f"{b / f:.3f}" for b, f in zip(both[1:], first[1:, -1])), "pass": all(b < f for b, f in zip(both[1:], first[1:, -1]))})
+    unsettled = [K for K, row in zip(widths, fixed["first layer"]) if not (row["stable"] and row.get("distance", 1.0) < 1e-3)]
+    if unsettled:
+        notes.append(f"First layer only, K = {unsettled}: the ODE is still descending at alpha = {horizons[-1]:g} (eps_g at the horizons: " + "; ".join(f"K = {K}: " + ", ".join(f"{v:.5f}" for v in first[widths.index(K)]) for K in unsettled) + "), and Newton's method finds no fixed point near its state: the students wider than the teacher approach their solution along a slow manifold, so the criterion is stated at each horizon rather than at a limit.")
+    for label in ("first layer", "both layers"):
+        axes[1].plot(widths, first[:, -1] if label == "first layer" else both, "o-", label=f"{label} ({'alpha = %g' % horizons[-1] if label == 'first layer' else 'fixed point'})")
     axes[1].set(xlabel="student width K (M = 2)", ylabel="asymptotic eps_g (ODE fixed point)", title=f"tau = {tau}, delta = {delta}")
     axes[1].legend(fontsize=7)
     axes[0].set(xlabel="alpha", ylabel="eps_g", title="ODE (dashed: first layer only)")
@@ -314,11 +321,11 @@ def goldt_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
     axes[2].set(xscale="log", yscale="log", xlabel="d", ylabel="stationary eps_g: ODE − chain", title="the finite-d gap")
     axes[2].legend(fontsize=7)
     notes += [
-        f"Teacher: M = {M} erf neurons, T = I, a* = 1, output noise tau = {tau} (eps_g is against the clean teacher, as the classical papers report it). Student second layer a_i = M/K (so that K/M students per teacher neuron can represent it exactly); trained at delta_a = delta when both layers are trained.",
-        "The asymptotic eps_g is the ODE's fixed point, polished by Newton's method from the integration's end (a horizon-free value); the criterion checks the integration had arrived.",
+        f"Teacher: M = {M} erf neurons, T = I, a* = 1, output noise tau = {tau} (eps_g is against the clean teacher, as the classical papers report it). Student second layer a_i = 1 as in Goldt et al.'s soft committee machine (frozen), or trained from 1 at delta_a = delta.",
+        "The asymptotic eps_g is the ODE's fixed point, polished by Newton's method from the integration's end (a horizon-free value) where one is found; the criteria say where the value is at a horizon instead.",
         "Initial overlaps: Q0 = 0.05 I, R0 ~ 1e-2 N(0, 1) (seed 2019), listed in the parameters.",
     ]
-    parameters = {"M": M, "widths": widths, "tau": tau, "delta": delta, "convention": "saad_solla", "student_second_layer": "M / K", "initial_overlaps": starts, "asymptotic_eps_g": {label: [row[0] for row in rows] for label, rows in asymptotic.items()}, "gap": {"d": dims, "trajectories": trajectories, "seed": 3, "mean": gaps.tolist(), "standard_error": errors.tolist()}}
+    parameters = {"M": M, "widths": widths, "tau": tau, "delta": delta, "convention": "saad_solla", "student_second_layer": "1 (frozen, or trained from 1 at delta_a = delta)", "initial_overlaps": starts, "horizons": horizons, "eps_g_at_horizons": at_horizon, "fixed_points": fixed, "gap": {"d": dims, "trajectories": trajectories, "seed": 3, "mean": gaps.tolist(), "standard_error": errors.tolist()}}
     return ReproductionReport("goldt2019", "Goldt et al. 2019: noise, over-parameterisation and the second layer", parameters, criteria, figure, fits, notes)
 
 
