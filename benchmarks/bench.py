@@ -284,6 +284,43 @@ def bench_general() -> None:
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
+def _numpy_committee_sgd(W, V, a, eta, steps, seed) -> None:
+    """Full-d online SGD of an erf(z/sqrt 2) committee machine (Saad–Solla loss, frozen second layer) as a
+    competent numpy user batches it over trajectories: V (n, K, d) moved in place."""
+    rng = np.random.default_rng(seed)
+    n, d = V.shape[0], V.shape[2]
+    for _ in range(steps):
+        x = rng.standard_normal((n, d))
+        lam = np.einsum("nkd,nd->nk", V, x)
+        residual = special.erf(x @ W.T / math.sqrt(2)).sum(axis=1) - special.erf(lam / math.sqrt(2)) @ a
+        g = -residual[:, None] * a * math.sqrt(2 / math.pi) * np.exp(-0.5 * lam * lam)
+        V -= eta * g[:, :, None] * x[:, None, :]
+
+
+def bench_committee() -> None:
+    """The committee machine (popgrad.models.committee): the exact chain, K = M = 3, erf(z/sqrt 2), against
+    full-d SGD (popgrad's numba kernel, and batched numpy at the same law), one core."""
+    from popgrad.models.committee.spec import committee_model
+
+    numba.set_num_threads(1)
+    model = committee_model("erf(z/sqrt(2))", width=3, teacher_width=3, Q0=np.diag([0.24, 0.25, 0.25]), R0=0.01 * np.eye(3))
+    d, delta = 1000, 0.5
+    simulate(model, d, delta=delta, checkpoints=[0, 10], trajectories=2)
+    steps, trajectories = 1_000_000, 4
+    seconds = timed(lambda: simulate(model, d, delta=delta, checkpoints=[0, steps], trajectories=trajectories), repeat=3)
+    chain = steps * trajectories / seconds
+    simulate(model, d, delta=delta, checkpoints=[0, 10], trajectories=2, method="full")
+    full_steps = 20_000
+    full = full_steps * trajectories / timed(lambda: simulate(model, d, delta=delta, checkpoints=[0, full_steps], trajectories=trajectories, method="full"))
+    W = np.linalg.qr(np.random.default_rng(0).standard_normal((d, 3)))[0].T.copy()
+    batch, numpy_steps = 100, 300
+    V = np.random.default_rng(1).standard_normal((batch, 3, d)) / math.sqrt(d)
+    reference = batch * numpy_steps / timed(lambda: _numpy_committee_sgd(W, V, np.ones(3), delta / d, numpy_steps, 2))
+    report("committee chain, K = M = 3 erf(z/sqrt 2), one core", f"{chain / 1e6:.2f} M steps/s", f"numpy full-d: {reference / 1e3:.0f} k/s", f"{chain / reference:.0f}x", ">= 3 M/s")
+    report(f"committee full-d SGD (numba), d = {d}, one core", f"{full / 1e3:.0f} k steps/s", f"numpy ({batch} batched, float64): {reference / 1e3:.0f} k/s", f"{full / reference:.1f}x", "")
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
 def _dense_geometry(model, d: int, seed: int) -> tuple:
     """W (k x d), QW (orthonormal rows spanning span(W)) and U (r* x d) of a general model with every row
     dense: the rotated method's coordinates (F = span(W) + span(U) the first p axes) mirrored by a random
@@ -566,6 +603,62 @@ def bench_ode() -> None:
     report("gradient flow to m = 0.999, k = 50 relu (dopri5)", f"{ours * 1e3:.3f} ms", f"LSODA, same h: {reference * 1e3:.1f} ms", f"{reference / ours:.0f}x", "<= 2 ms")
 
 
+def _numpy_committee_rhs(Q, R, T, a, a_star, delta):
+    """The erf(z/sqrt 2) committee ODE (saad_solla, frozen second layer, no noise) in plain numpy, written
+    from Saad & Solla's I3 and I4 independently of popgrad's compiled right-hand side."""
+    K = len(a)
+    C = np.block([[Q, R], [R.T, T]])
+    b = np.concatenate([-a, a_star])
+    d = 1 + np.diag(C)
+    i = np.arange(K)
+    # I3[i, n, p] = E[g'(u_i) u_n g(u_p)]
+    l3 = d[i, None] * d[None, :] - C[i, :] ** 2
+    I3 = 2 / np.pi * (C[None, :, :] * d[i, None, None] - C[i, :, None] * C[i, None, :]) / (d[i, None, None] * np.sqrt(l3)[:, None, :])
+    moments = a[:, None] * np.einsum("inp,p->in", I3, b)
+    # I4[i, k, p, q] = E[g'(u_i) g'(u_k) g(u_p) g(u_q)]
+    Cik, Cip, Ckp = C[:K, :K][:, :, None, None], C[:K, None, :, None], C[None, :K, :, None]
+    Ciq, Ckq, Cpq = C[:K, None, None, :], C[None, :K, None, :], C[None, None, :, :]
+    di, dk = d[:K, None, None, None], d[None, :K, None, None]
+    dp, dq = d[None, None, :, None], d[None, None, None, :]
+    l4 = di * dk - Cik**2
+    l0 = l4 * Cpq - Ckp * Ckq * di - Cip * Ciq * dk + Cik * Cip * Ckq + Cik * Ciq * Ckp
+    l1 = l4 * dp - Ckp**2 * di - Cip**2 * dk + 2 * Cik * Cip * Ckp
+    l2 = l4 * dq - Ckq**2 * di - Ciq**2 * dk + 2 * Cik * Ciq * Ckq
+    I4 = 4 / (np.pi**2 * np.sqrt(l4)) * np.arcsin(l0 / np.sqrt(l1 * l2))
+    squares = np.outer(a, a) * np.einsum("ikpq,p,q->ik", I4, b, b)
+    dQ = delta * (moments[:, :K] + moments[:, :K].T) + delta**2 * squares
+    return dQ, delta * moments[:, K:]
+
+
+def bench_committee_ode() -> None:
+    from popgrad.models.committee.ode import integrate_ode
+    from popgrad.models.committee.population import Committee
+
+    g = activation("erf(z/sqrt(2))")
+    K, delta, alpha = 3, 0.5, 300.0
+    model = Committee(g, g, np.ones(K), np.eye(K))
+    Q0, R0, a0 = np.diag([0.24, 0.25, 0.25]), 0.01 * np.eye(K), np.ones(K)
+    times = [0.0, alpha]
+    integrate_ode(model, delta, times, Q0=Q0, R0=R0, a0=a0)
+    ours = timed(lambda: integrate_ode(model, delta, times, Q0=Q0, R0=R0, a0=a0), repeat=10)
+    answer = integrate_ode(model, delta, times, Q0=Q0, R0=R0, a0=a0)
+
+    def euler():
+        Q, R = Q0.copy(), R0.copy()
+        dt = 0.01
+        for _ in range(int(round(alpha / dt))):
+            dQ, dR = _numpy_committee_rhs(Q, R, np.eye(K), a0, np.ones(K), delta)
+            Q, R = Q + dt * dQ, R + dt * dR
+        return Q, R
+
+    start = time.perf_counter()
+    Q, R = euler()
+    reference = time.perf_counter() - start
+    difference = max(np.abs(Q - answer.Q[-1]).max(), np.abs(R - answer.R[-1]).max())
+    report("committee ODE K = M = 3 erf, alpha = 300, delta^2 term (dopri5)", f"{ours * 1e3:.2f} ms", f"numpy Euler dt=0.01: {reference:.2f} s", f"{reference / ours:.0f}x", "<= 50 ms")
+    report("  |Q, R| difference dopri5 vs numpy Euler at alpha = 300", f"{difference:.2e}", f"eps_g {answer.eps_g[-1]:.4g}")
+
+
 def bench_run() -> None:
     package = Path(popgrad.__file__).parent
     for cache in list(package.rglob("*.nbi")) + list(package.rglob("*.nbc")):
@@ -741,7 +834,7 @@ def bench_ntk() -> None:
 
 
 #: the benchmark sections, in the order they run (``--only`` picks some)
-SECTIONS = {"hermite": bench_hermite, "population": bench_population, "ode": bench_ode, "simulation": bench_simulation, "general": bench_general, "general_full": bench_general_full, "sweeps": bench_sweeps, "matrix_factorization": bench_matrix_factorization, "ntk": bench_ntk, "run": bench_run}
+SECTIONS = {"hermite": bench_hermite, "population": bench_population, "ode": bench_ode, "committee_ode": bench_committee_ode, "simulation": bench_simulation, "general": bench_general, "general_full": bench_general_full, "committee": bench_committee, "sweeps": bench_sweeps, "matrix_factorization": bench_matrix_factorization, "ntk": bench_ntk, "run": bench_run}
 
 
 def main() -> None:

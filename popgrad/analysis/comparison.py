@@ -22,7 +22,7 @@ import numpy as np
 
 from .._io import INCOMPLETE, atomic_path, check_output_folder, json_safe, read_json_file, read_user_bytes, versions, write_json, write_netcdf_arrays, write_text
 from .._validation import InvalidArgument, check_real
-from ..dynamics.engine import Predictions, Run, chosen_predictions, predict, simulate
+from ..dynamics.engine import Predictions, Run, chosen_predictions, observable_axes, predict, simulate
 from ..dynamics.protocol import family_of
 from ..numerics.statistics import QUANTILE_LEVELS, summary
 
@@ -137,7 +137,7 @@ class Comparison:
 
     def statistic(self, name: str, observable: str = "m") -> float:
         """``max_t |residual_t|`` over the checkpoints after step 0."""
-        z = np.abs(self.residual(name, observable))[self.steps > 0]
+        z = np.abs(self.residual(name, observable))[self.steps > 0]  # over the checkpoints (and the entries)
         return float(np.max(z)) if z.size else 0.0
 
     def band_ratio(self, name: str, observable: str = "m") -> float:
@@ -259,12 +259,15 @@ class Comparison:
             for observable in self.predictions.values[name]:
                 label, units = labels.get(observable, (observable, "1"))
                 what = name.replace("_", " ")
-                variables.append((f"prediction_{name}__{observable}", ("step",), self.predictions.mean(name, observable), f"{label} predicted by {what} (mean over its starts)", units))
-                variables.append((f"prediction_{name}__{observable}__start_se", ("step",), self.predictions.start_error(name, observable), f"standard error over the starts of {what}'s {label}", units))
+                mean = self.predictions.mean(name, observable)
+                axes = ("step",) + observable_axes(observable, mean.shape[1:])
+                dimensions |= dict(zip(axes[1:], mean.shape[1:]))
+                variables.append((f"prediction_{name}__{observable}", axes, mean, f"{label} predicted by {what} (mean over its starts)", units))
+                variables.append((f"prediction_{name}__{observable}__start_se", axes, self.predictions.start_error(name, observable), f"standard error over the starts of {what}'s {label}", units))
                 band = self.predictions.band(name, observable)
                 if band is not None:
-                    variables.append((f"prediction_{name}__{observable}__lower", ("step",), band[0], f"lower edge of the {what} band of {label} (2 SE of its Monte Carlo)", units))
-                    variables.append((f"prediction_{name}__{observable}__upper", ("step",), band[1], f"upper edge of the {what} band of {label} (2 SE of its Monte Carlo)", units))
+                    variables.append((f"prediction_{name}__{observable}__lower", axes, band[0], f"lower edge of the {what} band of {label} (2 SE of its Monte Carlo)", units))
+                    variables.append((f"prediction_{name}__{observable}__upper", axes, band[1], f"upper edge of the {what} band of {label} (2 SE of its Monte Carlo)", units))
         for name, steps in self.predictions.hitting_steps.items():
             dimensions[f"start_{name}"] = steps.size
             variables.append((f"predicted_hitting_step__{name}", (f"start_{name}",), steps, f"first step of {name.replace('_', ' ')} at the hitting level, per start (inf: not by the last checkpoint)", "steps"))
@@ -296,7 +299,7 @@ class Comparison:
         Figure."""
         from matplotlib.figure import Figure
 
-        names = list(self.observables if observables is None else observables) or ["m"]
+        names = list([name for name in self.observables if self.run.observables[name].ndim == 2] if observables is None else observables) or ["m"]  # scalar observables (one panel each)
         labels = family_of(self.model).labels
         figure = Figure(figsize=(4.2 * max(1, len(names)), 6.5), layout="constrained")
         axes = figure.subplots(2, max(1, len(names)), sharex=True, squeeze=False, gridspec_kw={"height_ratios": [3, 1.4]})

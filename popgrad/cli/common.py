@@ -68,6 +68,9 @@ FLAGS = {
     "instances": "--instances",
     "weight_decay": "--weight-decay",
     "problem_seed": "--problem-seed",
+    "delta_a": "--delta-a",
+    "times": "--times",
+    "ode_starts": "--ode-starts",
 }
 
 

@@ -247,6 +247,7 @@ def _prediction_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--flow-starts", type=int, default=None, help="starting states of the state gradient flow: the first trajectories' own (default 64)")
     group.add_argument("--map-starts", type=int, default=None, help="starting states of the one-step-mean map (default 4)")
     group.add_argument("--map-substeps", type=int, default=None, help="RK4 steps of the one-step-mean map over the horizon (default 32)")
+    group.add_argument("--ode-starts", type=int, default=None, help="committee machines: the trajectories whose starting overlaps the ODE predictions start from (default 16)")
     group.add_argument("--threshold", type=real, default=4.0, help="verdict threshold in standard errors (default 4)")
 
 
@@ -287,7 +288,7 @@ def _model_from_args(args):
 
 def _prediction_settings(args, model=None) -> dict:
     """The prediction options given on the command line (the predictions' own defaults otherwise)."""
-    names = ("noise_samples", "noise_seed", "flow_starts", "map_starts", "map_substeps")
+    names = ("noise_samples", "noise_seed", "flow_starts", "map_starts", "map_substeps", "ode_starts")
     if model is not None and getattr(model, "reduces_to_overlap", False) and args.flow_starts is not None:
         raise UsageError("--flow-starts sets the starts of the state gradient flow; this model reduces to the overlap, whose gradient flow starts from 33 quantiles of m_0")
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
@@ -346,7 +347,7 @@ def _simulate(args) -> int:
         print_json(run.to_json_dict())
         return 0
     _header(model, run)
-    names = list(run.observables)
+    names = [name for name, values in run.observables.items() if values.ndim == 2]  # scalar observables (the JSON and NetCDF hold every one)
     print(f"{'step':>10s} " + " ".join(f"{name + ' mean ± SE':>26s}" for name in names))
     for index, step in enumerate(run.steps):
         cells = []
@@ -368,6 +369,8 @@ def _print_comparison(comparisons: dict) -> None:
     names = list(first.predictions.values)
     widths = [max(16, len(name)) for name in names]
     for observable in first.observables:
+        if first.run.observables[observable].ndim != 2:  # an observable with entries (Q, R): its verdict below, its values in the report
+            continue
         print(f"{observable}:")
         print(f"{'step':>10s} " + " ".join(f"{label + ' mean ± SE':>24s}" for label in comparisons) + " " + " ".join(f"{name:>{width}s}" for name, width in zip(names, widths)))
         for index, step in enumerate(first.steps):
@@ -421,15 +424,18 @@ def _run(args) -> int:
     check_outputs(args, [out / name for name in ("drift.png", "model.json", "provenance.json", INCOMPLETE)] + [out / part / name for part in ("full", "chain") for name in COMPARISON_FILES])
     model = _model_from_args(args)
     d, eta, checkpoints = _dynamics_settings(args, model)
-    reduced = model.reduces_to_overlap
+    reduced = getattr(model, "reduces_to_overlap", False)
+    from ..dynamics.protocol import family_of
+
+    full_method = "fast" if "fast" in family_of(model).methods else "full"  # rotated SGD where the family has it
     options = _prediction_settings(args, model)
     if reduced:
         options = {"noise_samples": RUN_DEFAULTS["noise_samples"]} | options
     chosen_predictions(model, None, options)  # bad prediction options end here, before the simulations
-    print(f"popgrad {__version__} — theory vs Monte Carlo for low-rank fine-tuning (Dayi & Chen)")
+    print(f"popgrad {__version__} — theory vs Monte Carlo" + (" for low-rank fine-tuning (Dayi & Chen)" if model.family == "finetuning" else f" ({model.family})"))
     print(f"model: {model.describe()}; d = {d}, eta = {eta:.4g} (delta = eta d = {eta * d:g}), {checkpoints[-1]} steps")
     # compile the simulations' kernels while the predictions compute (kernels release the GIL)
-    ahead = compile_ahead(*(partial(simulate, model, d, eta, [0, 1], trajectories=1, method=method, m0=args.m0, seed=args.seed) for method in ("fast", "chain")))
+    ahead = compile_ahead(*(partial(simulate, model, d, eta, [0, 1], trajectories=1, method=method, m0=args.m0, seed=args.seed) for method in (full_method, "chain")))
     if reduced:
         from ..models.finetuning.population import drift_fixed_points, drift_interpolant
 
@@ -440,7 +446,7 @@ def _run(args) -> int:
               f"fast evaluator: {fast.interpolant.panels} Chebyshev panels, measured error {fast.measured_error:.1e}")
     # full-d SGD with the structure rotated onto the first coordinates: the same law as a random embedding
     # (the Gaussian input is rotation invariant) at 2.5x the speed; `popgrad compare --method full` runs the other
-    full = simulate(model, d, eta, checkpoints, trajectories=args.trajectories, method="fast", m0=args.m0, seed=args.seed, progress=_progress(args), hit=args.hit)
+    full = simulate(model, d, eta, checkpoints, trajectories=args.trajectories, method=full_method, m0=args.m0, seed=args.seed, progress=_progress(args), hit=args.hit)
     chain = simulate(model, d, eta, checkpoints, trajectories=args.chain_trajectories, method="chain", m0=args.m0, seed=args.seed + 1, progress=_progress(args), hit=args.hit)
     ahead.join()
     predictions = predict(full, **options)

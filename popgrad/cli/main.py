@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import __version__
 from .._validation import InvalidArgument
-from . import derive, finetuning, hermite, mf, ntk, reproduce, sweep
+from . import committee, derive, finetuning, hermite, mf, ntk, reproduce, sweep
 from .common import EXIT_BUG, EXIT_USAGE, Parser, UsageError, flag_message
 
 __all__ = ["main", "build_parser"]
@@ -30,6 +30,7 @@ def build_parser() -> Parser:
     parser.add_argument("--traceback", action="store_true", help="on an internal error, print the traceback")
     commands = parser.add_subparsers(dest="command", parser_class=Parser)
     finetuning.register(commands)
+    committee.register(commands)
     hermite.register(commands)
     derive.register(commands)
     sweep.register(commands)

@@ -24,7 +24,7 @@ from ..numerics.statistics import QUANTILE_LEVELS, standard_error, summary
 from .protocol import family_of, predictors_for
 from .trajectories import Diverged, checkpoint_grid, hitting_summary, run_to_checkpoints, step_schedule
 
-__all__ = ["Stepper", "Run", "simulate", "Predictions", "predict", "chosen_predictions", "PredictionFailed", "RUN_SCHEMA", "checkpoint_grid"]
+__all__ = ["Stepper", "Run", "simulate", "Predictions", "predict", "chosen_predictions", "PredictionFailed", "RUN_SCHEMA", "checkpoint_grid", "observable_axes"]
 
 #: the ``schema`` of a run's JSON record
 RUN_SCHEMA = "popgrad.run/1"
@@ -73,7 +73,8 @@ class Run:
     steps : ndarray of int64
         The checkpoints.
     observables : dict
-        name -> ndarray (trajectories, checkpoints).
+        name -> ndarray (trajectories, checkpoints) for a scalar observable, (trajectories, checkpoints, ...)
+        for one with entries (e.g. the overlap matrices Q and R of a committee machine).
     state : dict
         name -> ndarray (trajectories, checkpoints, ...): the state where it does not reduce to the
         observables (empty otherwise).
@@ -162,9 +163,11 @@ class Run:
         labels = family_of(self.model).labels
         dimensions = {"step": self.steps.size, "trajectory": self.trajectories}
         variables = [("step", ("step",), self.steps, "SGD step", "steps"), ("trajectory", ("trajectory",), np.arange(self.trajectories) + self.first_trajectory, "trajectory index (its random stream)", "1")]
-        for name, values in self.observables.items():
+        for name, values in self.observables.items():  # an observable with entries (Q, R, ...): its own axes after (trajectory, step)
             label, units = labels.get(name, (name, "1"))
-            variables.append((name, ("trajectory", "step"), values, f"{label} of each trajectory", units))
+            axes = observable_axes(name, values.shape[2:])
+            dimensions |= dict(zip(axes, values.shape[2:]))
+            variables.append((name, ("trajectory", "step") + axes, values, f"{label} of each trajectory", units))
         for name, values in self.state.items():  # the state where it does not reduce: its own axes after (trajectory, step)
             axes = tuple(f"{name}_axis{i}" for i in range(values.ndim - 2))
             dimensions |= dict(zip(axes, values.shape[2:]))
@@ -282,6 +285,12 @@ def simulate(model, d: int, eta: float | None = None, checkpoints=None, trajecto
     return Run(model, checkpoints, observables, state, method, float(eta), int(d), seed, m0, first_trajectory, None if hit is None else float(hit), hits, recording.seconds, dict(stepper.settings), bool(stop_when_hit))
 
 
+def observable_axes(name: str, shape: tuple) -> tuple:
+    """The NetCDF dimension names of an observable's entries (e.g. ``Q`` (K, K): ``Q_axis0``, ``Q_axis1``);
+    empty for a scalar observable."""
+    return tuple(f"{name}_axis{i}" for i in range(len(shape)))
+
+
 # ------------------------------------------------------------------------------------------------
 # predictions
 # ------------------------------------------------------------------------------------------------
@@ -338,7 +347,7 @@ class Predictions:
             return np.asarray(saved, dtype=float)
         values = self.values[name][observable]
         if self.exact_mean.get(name):
-            return np.zeros(values.shape[1])
+            return np.zeros(values.shape[1:])
         return standard_error(values, fill=0.0)
 
     def band(self, name: str, observable: str):

@@ -55,10 +55,11 @@ from .._validation import InvalidArgument
 __all__ = ["ModelFamily", "Predictor", "FAMILY_MODULES", "register_family", "register_predictor", "family_of", "family_named", "model_from_dict", "predictors_for", "PREDICTORS"]
 
 #: family name -> the module that registers it (imported on first use): the one line a new family adds
-FAMILY_MODULES = {"finetuning": "popgrad.models.finetuning.family"}
+FAMILY_MODULES = {"finetuning": "popgrad.models.finetuning.family", "committee": "popgrad.models.committee.family"}
 
 _FAMILIES: dict = {}
-#: prediction name -> Predictor, in registration order
+#: (family, prediction name) -> Predictor, in registration order (families may reuse a name: each has its own
+#: ``gradient_flow``)
 PREDICTORS: dict = {}
 
 
@@ -160,7 +161,7 @@ def register_predictor(predictor: Predictor) -> Predictor:
     Predictor
         ``predictor`` itself.
     """
-    PREDICTORS[predictor.name] = predictor
+    PREDICTORS[(predictor.family, predictor.name)] = predictor
     return predictor
 
 
@@ -239,4 +240,4 @@ def predictors_for(model) -> dict:
     """
     family = family_of(model)
     model = family.as_model(model) or model
-    return {name: (predictor, predictor.serves(model)) for name, predictor in PREDICTORS.items() if predictor.family == family.name}
+    return {name: (predictor, predictor.serves(model)) for (owner, name), predictor in PREDICTORS.items() if owner == family.name}

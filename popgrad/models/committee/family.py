@@ -1,0 +1,154 @@
+"""The committee machine's part of the model protocol (:mod:`popgrad.dynamics.protocol`): its simulators.
+
+* ``chain`` — the exact state chain on (Y, Gamma, a) (:mod:`.chain`, MATH.md §8): cost independent of d.
+* ``full`` — online SGD in dimension d (:mod:`.sgd`): the teacher's explicit vectors, or L on a random
+  p-dimensional subspace (stream (seed, GEOMETRY)), the students from the model's initial rule.
+
+Both record the overlaps (Q, R, a) at each checkpoint (the state reduces to them: the law of the future
+depends on the past only through them), and the observables of :mod:`.observables` are computed from them.
+Trajectory j draws from the streams (seed, TRAJECTORIES, first_trajectory + j) (its start from (seed,
+INITIAL, first_trajectory + j)), so results do not depend on threads or batching.
+
+Hitting times (``hit``): the first step where ``min_i max_n R_in^2 / (Q_ii T_nn) >= 1 - hit`` — every student
+neuron within angle arccos(sqrt(1 - hit)) of some teacher neuron (K = M = 1 on the sphere: m^2 >= 1 - hit).
+``m0`` does not apply.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..._validation import InvalidArgument, check_memory
+from ...dynamics.engine import Stepper
+from ...dynamics.protocol import ModelFamily, register_family
+from ...numerics import random_streams as streams
+from .chain import chain_constants
+from .initial import initial_states, initial_vectors, teacher_geometry
+from .observables import LABELS, committee_observables, worst_cosine
+from .sgd import sgd_constants
+from .spec import CommitteeModel, committee_model_from_dict
+
+__all__ = ["METHODS", "committee_stepper"]
+
+METHODS = ("chain", "full")
+
+
+def committee_stepper(model: CommitteeModel, d: int, eta: float, *, method: str, trajectories: int, seed: int, first_trajectory: int, m0, level: float, stop_when_hit: bool, fast_path: bool = True) -> Stepper:
+    """The protocol's ``stepper`` for the committee machine: the exact chain or full-d SGD.
+
+    Parameters
+    ----------
+    model : CommitteeModel
+    d : int
+    eta : float
+    method : {'chain', 'full'}
+    trajectories, seed, first_trajectory : int
+    m0 : None
+        Refused otherwise.
+    level : float
+        The hitting level (inf: none).
+    stop_when_hit : bool
+    fast_path : bool
+        No effect (the committee machine has one route per method).
+
+    Returns
+    -------
+    Stepper
+
+    Examples
+    --------
+    >>> import popgrad
+    >>> from popgrad.models.committee.spec import committee_model
+    >>> model = committee_model("erf(z/sqrt(2))", width=2, Q0=[[0.2, 0], [0, 0.2]], R0=[[0.01, 0], [0, 0.01]])
+    >>> run = popgrad.simulate(model, d=100, delta=0.5, checkpoints=[0, 100, 1000], trajectories=4)
+    >>> run.observables["Q"].shape, run.observables["R_aligned"].shape
+    ((4, 3, 2, 2), (4, 3, 2))
+    """
+    if m0 is not None:
+        raise InvalidArgument("m0 does not apply to committee models (give the initial state by the model's overlaps or student.init)", "m0")
+    if fast_path and model.reduces_to_glm and method == "chain":
+        return _glm_stepper(model, d, eta, method=method, trajectories=trajectories, seed=seed, first_trajectory=first_trajectory, level=level, stop_when_hit=stop_when_hit)
+    K, M, p = model.K, model.M, model.p
+    states = np.empty((trajectories, 4), dtype=np.uint64)
+    for j in range(trajectories):
+        streams.seed_stream(np.uint64(seed), streams.TRAJECTORIES, first_trajectory + j, states[j])
+    hits = np.full(trajectories, -1, dtype=np.int64)
+    if method == "chain":
+        Y, Gam, A = initial_states(model, d, trajectories, seed, first_trajectory)
+        kernel, constants = chain_constants(model, d, eta)
+        L = model.L
+
+        def record():
+            Q = np.einsum("tpk,tpl->tkl", Y, Y) + Gam
+            R = np.einsum("tpk,mp->tkm", Y, L)
+            return {"Q": 0.5 * (Q + np.swapaxes(Q, 1, 2)), "R": R, "a": A.copy()}
+
+        def run(done, count):
+            streams.run_blocks(kernel, trajectories, Y, Gam, A, states, hits, level, stop_when_hit, done, count, *constants)
+
+        moving = (Y, Gam, A)
+        work, path = float((p + K) * (K + M) + 2 * K * K * (p + K) + 40 * (K + M)), "state chain"
+    else:
+        check_memory(8.0 * trajectories * K * d + 8.0 * (M + p) * d, f"full-d SGD with {trajectories} trajectories of width {K} in dimension d = {d}", "trajectories", " (method 'chain' needs no memory in d)")
+        W, QF = teacher_geometry(model, d, seed)
+        V, A = initial_vectors(model, W, QF, trajectories, seed, first_trajectory)
+        kernel, constants = sgd_constants(model, W, eta)
+
+        def record():
+            return {"Q": np.einsum("tkq,tlq->tkl", V, V), "R": np.einsum("tkq,mq->tkm", V, W), "a": A.copy()}
+
+        def run(done, count):
+            streams.run_blocks(kernel, trajectories, V, A, states, hits, level, stop_when_hit, done, count, *constants)
+
+        moving = (V, A)
+        work, path = float((2 * K + M + 2) * d), "SGD in dimension d" + (" (the model's teacher vectors)" if model.teacher_vectors is not None else " (teacher on a random subspace)")
+
+    def advance(done, count):
+        if not (stop_when_hit and np.all(hits >= 0)):
+            run(done, count)
+        # what the driver checks for divergence: every entry of every trajectory's state (no copy)
+        return sum(np.sum(part, axis=tuple(range(1, part.ndim))) for part in moving)
+
+    if level < np.inf:
+        first = record()
+        cosine = worst_cosine(first["Q"], first["R"], model.T)
+        hits[cosine * cosine >= level] = 0
+
+    def finish(records):
+        return committee_observables(model, records["Q"], records["R"], records["a"]), {}
+
+    settings = {"path": path, "eta_a": eta * model.second_layer_ratio if model.train_second_layer else 0.0}
+    return Stepper(advance, record, finish, hits, work, f"committee SGD ({method}, {trajectories} traj.)", settings)
+
+
+def _glm_stepper(model: CommitteeModel, d: int, eta: float, *, method: str, trajectories: int, seed: int, first_trajectory: int, level: float, stop_when_hit: bool) -> Stepper:
+    """The fast path of a chain run of a model that reduces to the fine-tuning family's GLM
+    (:attr:`CommitteeModel.reduces_to_glm`): that family's scalar overlap chain, reached through the model
+    protocol, its overlap m recorded as the committee's R (Q = [[1]], a = [[1]]). Full-d SGD runs the
+    committee's own kernel."""
+    from ...dynamics.protocol import family_named, model_from_dict
+
+    finetuning = family_named("finetuning")
+    glm = model_from_dict({"model": "finetuning", "activation": model.student_activation.name, "lam": [1.0], "c": [1.0], "c_hat": [1.0], "xi": 1.0, "convention": "normalized", "gram": [[0.0]]})
+    inner = finetuning.stepper(glm, d, eta, method="chain", trajectories=trajectories, seed=seed, first_trajectory=first_trajectory, m0=None, level=level, stop_when_hit=stop_when_hit, fast_path=True)
+
+    def finish(records):
+        observables, _ = inner.finish(records)
+        m = observables["m"]
+        shape = m.shape + (1, 1)
+        ones = np.ones(shape)
+        return committee_observables(model, ones, m.reshape(shape), np.ones(m.shape + (1,))), {}
+
+    settings = dict(inner.settings) | {"path": f"the fine-tuning family's GLM (W = 0, k = 1): {inner.settings.get('path', 'scalar overlap chain')}", "eta_a": 0.0}
+    return Stepper(inner.advance, inner.record, finish, inner.hits, inner.work, f"committee = GLM ({method}, {trajectories} traj.)", settings)
+
+
+def _record_bytes(model: CommitteeModel, fast_path: bool) -> int:
+    """A trajectory's record per checkpoint: Q, R, a and the observables derived from them."""
+    K, M = model.K, model.M
+    return 8 * (K * K + K * M + K + 4 + (K + 2 if K == M else 0))
+
+
+FAMILY = register_family(ModelFamily("committee", CommitteeModel, committee_model_from_dict, committee_stepper, METHODS, LABELS, _record_bytes))
+
+from . import predictions  # noqa: E402,F401  (registers the committee predictions)

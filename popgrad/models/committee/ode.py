@@ -1,0 +1,262 @@
+"""The d → ∞ online-SGD ODE of the committee machine at fixed delta (MATH.md §8; Saad & Solla 1995, Goldt
+et al. 2019), in alpha = steps / d:
+
+``dR_in = delta c E[Delta_i nu_n] - delta wd R_in``,
+``dQ_ik = delta c (E[Delta_i lambda_k] + E[Delta_k lambda_i]) + delta^2 c^2 E[Delta_i Delta_k] - 2 delta wd Q_ik``,
+``da_i = delta_a (c s E[sigma(lambda_i)(y - f)] - wd_a a_i)`` when the second layer is trained,
+
+with c the loss factor (1 ``saad_solla``, 2 ``popgrad``) and the expectations of
+:mod:`popgrad.models.committee.population`. The right-hand side is compiled (numba, cached) and integrated
+by the adaptive Dormand–Prince solver of :func:`popgrad.dynamics.solve.solve`. A run whose size
+``tr Q + |a|^2`` passes a bound, or whose state stops being finite, is reported as diverged (its later
+values are nan), not as numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from ..._validation import InvalidArgument, check_real
+from ...dynamics.solve import ODE, SolverFailed, solve
+from ...dynamics.solvers.base import RHS_SIGNATURE
+from ...numerics.compiled import SOURCE_VERSION, specialised
+from .population import Committee, committee_arrays, exact_orders, expectation_route, generalisation_error, moments, numeric_error_factor, pack_parameters, NUMERIC_ORDERS
+
+__all__ = ["CommitteeODESolution", "integrate_ode", "initial_state", "committee_rhs", "ode_parameters"]
+
+
+@specialised
+def _rhs_factory():
+    version = SOURCE_VERSION
+
+    @njit(RHS_SIGNATURE, cache=True)
+    def rhs(t, y, parameters, out):
+        K, M = int(parameters[0]), int(parameters[1])
+        delta, delta_a, c = parameters[4], parameters[5], parameters[6]
+        s, wd, wd_a, trained = parameters[8], parameters[10], parameters[11], parameters[12] != 0.0
+        second = 1.0 - parameters[15]  # header slot 15: 1 drops the delta^2 term (the population gradient flow)
+        Q = y[: K * K].reshape((K, K))
+        R = y[K * K: K * K + K * M].reshape((K, M))
+        a = y[K * K + K * M: K * K + K * M + K]
+        nu = np.empty((K, K + M))
+        dd = np.empty((K, K))
+        se = np.empty(K)
+        moments(parameters, Q, R, a, nu, dd, se)
+        size = 0.0
+        for i in range(K):
+            for k in range(K):
+                value = delta * c * (nu[i, k] + nu[k, i]) + second * delta * delta * c * c * dd[i, k] - 2.0 * delta * wd * Q[i, k]
+                out[i * K + k] = value
+                if i == k:
+                    size += value
+            for n in range(M):
+                out[K * K + i * M + n] = delta * c * nu[i, K + n] - delta * wd * R[i, n]
+        at = K * K + K * M
+        for i in range(K):
+            da = delta_a * (c * s * se[i] - wd_a * a[i]) if trained else 0.0
+            out[at + i] = da
+            size += 2.0 * a[i] * da
+        out[at + K] = size + 0.0 * len(version)
+
+    return rhs
+
+
+def committee_rhs():
+    """The compiled right-hand side ``rhs(alpha, y, parameters, out)``; ``y = (Q, R, a, tr Q + |a|^2)``
+    flattened, ``parameters`` from :func:`ode_parameters`."""
+    return _rhs_factory()
+
+
+def ode_parameters(model, K: int, delta: float, delta_a: float = 0.0, order: int | None = None, second_order: bool = True) -> np.ndarray:
+    """The packed parameters of :func:`committee_rhs` (see :func:`popgrad.models.committee.population.pack_parameters`);
+    ``second_order=False`` sets the header's slot 15, which drops the delta² term."""
+    parameters = pack_parameters(model, K, order, delta, delta_a)
+    parameters[15] = 0.0 if second_order else 1.0
+    return parameters
+
+
+def initial_state(model) -> tuple:
+    """The d → ∞ initial overlaps ``(Q0, R0, a0)`` of a ``CommitteeModel``'s init rule.
+
+    ``overlaps``: as given; ``random`` with scale s: ``Q0 = s^2 I``, ``R0 = 0`` (rows iid N(0, s^2/d I));
+    ``zero``: zeros; ``informed`` with scale s: ``Q0 = T + s^2 I``, ``R0 = T``.
+
+    Parameters
+    ----------
+    model : CommitteeModel
+
+    Returns
+    -------
+    tuple of ndarray
+    """
+    K, M = len(model.student_second_layer), len(model.teacher_second_layer)
+    init = dict(model.init)
+    kind = init.get("kind", "random")
+    a0 = np.array(model.student_second_layer, dtype=np.float64)
+    T = np.asarray(model.T, dtype=np.float64)
+    if kind == "overlaps":
+        return np.array(init["Q"], dtype=np.float64), np.array(init["R"], dtype=np.float64), a0
+    scale = float(init.get("scale", 1.0))
+    if kind == "random":
+        return scale**2 * np.eye(K), np.zeros((K, M)), a0
+    if kind == "zero":
+        return np.zeros((K, K)), np.zeros((K, M)), a0
+    if kind == "informed":
+        return T + scale**2 * np.eye(K), T.copy(), a0
+    raise InvalidArgument(f"init kind must be one of overlaps, random, zero, informed; got {kind!r}", "init")
+
+
+@dataclass(frozen=True)
+class CommitteeODESolution:
+    """The ODE's answer at the requested alphas.
+
+    Attributes
+    ----------
+    alpha : ndarray (n,)
+    eps_g : ndarray (n,)
+        In the model's convention (nan after a divergence).
+    Q, R, a : ndarray (n, K, K), (n, K, M), (n, K)
+    error : dict
+        ``eps_g``, ``Q``, ``R``, ``a``: error estimates per output — for the numeric route the difference
+        between the integrations at two Gauss–Hermite orders (plus the eps_g kernels' errors); for the
+        closed and exact routes the eps_g kernels' rounding only (the solver's tolerance is rtol).
+    diverged : bool
+    divergence_alpha : float
+        Where the size ``tr Q + |a|^2`` passed the bound (nan if it did not).
+    route : str
+        ``erf``, ``exact`` or ``numeric``.
+    steps : int
+        Accepted solver steps (of the last integration).
+    """
+
+    alpha: np.ndarray
+    eps_g: np.ndarray
+    Q: np.ndarray
+    R: np.ndarray
+    a: np.ndarray
+    error: dict
+    diverged: bool
+    divergence_alpha: float
+    route: str
+    steps: int
+
+    def to_dict(self) -> dict:
+        """JSON-ready: ``alpha``, ``eps_g``, ``Q``, ``R``, ``a`` (nested lists, null for nan), ``diverged``."""
+
+        def listed(x):
+            return np.where(np.isfinite(x), x, np.nan).tolist()
+
+        return {"alpha": self.alpha.tolist(), "eps_g": listed(self.eps_g), "Q": listed(self.Q), "R": listed(self.R), "a": listed(self.a), "diverged": self.diverged, "divergence_alpha": None if math.isnan(self.divergence_alpha) else self.divergence_alpha, "route": self.route}
+
+
+def _integrate(rhs, parameters, y0, times, rtol, atol, bound, max_steps) -> tuple:
+    try:
+        solution = solve(ODE(rhs, parameters), y0, times, rtol=rtol, atol=atol, target=bound, stop_at_event=True, event_component=y0.size - 1, max_steps=max_steps)
+    except SolverFailed:
+        return np.full((len(times), y0.size), np.nan), 0, True, math.nan
+    values = solution.values
+    diverged = math.isfinite(solution.event_time)
+    return values, solution.steps, diverged, solution.event_time
+
+
+def integrate_ode(model, delta: float, times, delta_a: float | None = None, Q0=None, R0=None, a0=None, rtol: float = 1e-8, atol: float = 1e-10, orders: tuple | None = None, divergence_bound: float = 1e6, max_steps: int = 2_000_000, second_order: bool = True) -> CommitteeODESolution:
+    """Integrate the d → ∞ ODE at fixed ``delta`` (and ``delta_a``) from the model's initial state.
+
+    Parameters
+    ----------
+    model : CommitteeModel or Committee
+    delta : float
+        ``eta d`` (Saad–Solla's lr), > 0.
+    times : sequence of float
+        Output alphas (sorted, ≥ 0).
+    delta_a : float, optional
+        ``eta_a d`` (lr2); default ``delta * second_layer_ratio`` when the second layer is trained.
+    Q0, R0, a0 : array_like, optional
+        Initial state (default :func:`initial_state` of the model; required for a :class:`Committee`).
+    rtol, atol : float
+        dopri5 tolerances.
+    orders : (int, int), optional
+        Gauss–Hermite orders of the numeric route (integrated at both; the difference is the error).
+    divergence_bound : float, default 1e6
+        Diverged when ``tr Q + |a|^2`` exceeds this times ``max(1, its initial value, tr T + |a*|^2)``.
+    max_steps : int
+    second_order : bool, default True
+        False drops the delta² term ``delta^2 E[Delta_i Delta_k]``: the population gradient flow of eps_g on the
+        overlaps (the small-step limit, in the same alpha).
+
+    Returns
+    -------
+    CommitteeODESolution
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from popgrad import activation
+    >>> from popgrad.models.committee.population import Committee
+    >>> g = activation("erf(z/sqrt(2))")
+    >>> m = Committee(g, g, np.ones(2), np.eye(2))
+    >>> s = integrate_ode(m, 0.5, [0, 2000], Q0=0.2 * np.eye(2), R0=[[0.1, 0.0], [0.0, 0.05]], a0=np.ones(2))
+    >>> bool(s.eps_g[-1] < 1e-6), s.diverged
+    (True, False)
+    """
+    committee = committee_arrays(model)
+    delta = check_real(delta, "delta", 0.0, low_open=True)
+    if Q0 is None or R0 is None or a0 is None:
+        if isinstance(model, Committee):
+            raise InvalidArgument("Q0, R0 and a0 are needed with a Committee (a CommitteeModel has an init rule)", "Q0")
+        q, r, a = initial_state(model)
+        Q0 = q if Q0 is None else Q0
+        R0 = r if R0 is None else R0
+        a0 = a if a0 is None else a0
+    Q0, R0, a0 = (np.array(x, dtype=np.float64) for x in (Q0, R0, a0))
+    K, M = len(a0), committee.M
+    if Q0.shape != (K, K) or R0.shape != (K, M):
+        raise InvalidArgument(f"initial overlaps: Q0 must be {K}×{K} and R0 {K}×{M}, got {Q0.shape} and {R0.shape}", "Q0")
+    if getattr(model, "constraint", "none") != "none":
+        raise InvalidArgument(f"the d → ∞ ODE is implemented for constraint 'none', not {model.constraint!r}", "constraint")
+    if delta_a is None:
+        delta_a = delta * float(getattr(model, "second_layer_ratio", 1.0)) if committee.train_second_layer else 0.0
+    delta_a = check_real(delta_a, "delta_a", 0.0)
+    times = np.asarray(times, dtype=np.float64).ravel()
+    if times.size == 0 or np.any(np.diff(times) < 0) or times[0] < 0 or not np.all(np.isfinite(times)):
+        raise InvalidArgument("times must be a non-empty sorted list of finite alphas >= 0", "times")
+    route = expectation_route(committee)
+    size0 = float(np.trace(Q0) + a0 @ a0)
+    bound = check_real(divergence_bound, "divergence_bound", 1.0) * max(1.0, size0, float(np.trace(committee.T) + committee.teacher_second_layer @ committee.teacher_second_layer))
+    y0 = np.concatenate([Q0.ravel(), R0.ravel(), a0, [size0]])
+    rhs = committee_rhs()
+    if route == "erf":
+        orders = (None,)
+    elif orders is None:
+        orders = exact_orders(committee) if route == "exact" else NUMERIC_ORDERS
+    runs = [_integrate(rhs, ode_parameters(committee, K, delta, delta_a, order, bool(second_order)), y0, times, rtol, atol, bound, max_steps) for order in orders]
+    values, steps, diverged, divergence_alpha = runs[-1]
+    if diverged and math.isnan(divergence_alpha):
+        finite = np.all(np.isfinite(values), axis=1)
+        divergence_alpha = float(times[np.argmin(finite)]) if not finite.all() else math.nan
+    n = len(times)
+    Q = values[:, : K * K].reshape(n, K, K)
+    R = values[:, K * K: K * K + K * M].reshape(n, K, M)
+    a = values[:, K * K + K * M: K * K + K * M + K]
+    finite = np.all(np.isfinite(values), axis=1)
+    eps = np.full(n, np.nan)
+    eps_error = np.full(n, np.nan)
+    if finite.any():
+        eps[finite], eps_error[finite] = generalisation_error(committee, Q[finite], R[finite], a[finite], with_error=True)
+    error = {"eps_g": eps_error, "Q": np.zeros_like(Q), "R": np.zeros_like(R), "a": np.zeros_like(a)}
+    if len(runs) == 2:
+        low = runs[0][0]
+        difference = numeric_error_factor(committee, orders) * np.abs(values - low)
+        error["Q"] = difference[:, : K * K].reshape(n, K, K)
+        error["R"] = difference[:, K * K: K * K + K * M].reshape(n, K, M)
+        error["a"] = difference[:, K * K + K * M: K * K + K * M + K]
+        low_finite = np.all(np.isfinite(low), axis=1) & finite
+        if low_finite.any():
+            low_eps = generalisation_error(committee, low[low_finite, : K * K].reshape(-1, K, K), low[low_finite, K * K: K * K + K * M].reshape(-1, K, M), low[low_finite, K * K + K * M: K * K + K * M + K])
+            eps_error[low_finite] += numeric_error_factor(committee, orders) * np.abs(eps[low_finite] - low_eps)
+        diverged = diverged or runs[0][2]
+    return CommitteeODESolution(times, eps, Q, R, a, error, bool(diverged), float(divergence_alpha), route, int(steps))

@@ -1,0 +1,116 @@
+"""The committee machine's predictions, registered with the model protocol (:mod:`popgrad.dynamics.protocol`).
+
+* ``ode`` — the d → ∞ ODE at the run's fixed delta = eta d (and delta_a = eta_a d), with its delta² term
+  (MATH.md §8; Saad & Solla 1995, Goldt et al. 2019), in alpha = steps / d, from each of the first
+  ``ode_starts`` trajectories' own starting overlaps (Q, R, a at step 0): at finite d a random start
+  breaks the student's permutation symmetry by O(1/sqrt d), which sets when a run leaves the plateau.
+  Its band carries the error estimate of the numeric route (two Gauss–Hermite orders); the closed-form
+  (erf) and exact (polynomial) routes have none beyond the solver's tolerance.
+* ``gradient_flow`` — the same without the delta² term: the population gradient flow of eps_g on the
+  overlaps (the O(delta) part), the small-step limit.
+
+Both predict every observable of :mod:`.observables` (eps_g, Q, R, a, cosine_min and, for K = M, the
+aligned overlaps), computed from the predicted overlaps exactly as the runs' are. They serve the
+unconstrained model (the ODE of a constrained student is not implemented; the chain is exact there).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..._validation import check_integer
+from ...dynamics.engine import PredictionFailed
+from ...dynamics.protocol import Predictor, register_predictor
+from .observables import committee_observables
+
+__all__ = ["ode_prediction", "flow_prediction", "DEFAULT_ODE_STARTS"]
+
+#: the trajectories whose starting overlaps the ODE predictions start from (by default)
+DEFAULT_ODE_STARTS = 16
+
+
+def _serves(model):
+    if model.constraint != "none":
+        return f"the d -> infinity ODE is implemented for an unconstrained student (constraint 'none'), not {model.constraint!r}"
+    return None
+
+
+def _starts(run, ode_starts: int) -> tuple:
+    """The distinct starting overlaps of the first ``ode_starts`` trajectories and whether they are all the
+    same (an ``overlaps`` init: one start, exact)."""
+    Q, R, a = (run.observables[name][:ode_starts, 0] for name in ("Q", "R", "a"))
+    identical = bool(np.all(Q == Q[:1]) and np.all(R == R[:1]) and np.all(a == a[:1]))
+    if identical:
+        return Q[:1], R[:1], a[:1], True
+    return Q, R, a, False
+
+
+def _predict(run, ode_starts: int, second_order: bool) -> dict:
+    from .ode import integrate_ode
+
+    model = run.model
+    starts = check_integer(ode_starts, "ode_starts", 1, 10_000)
+    Q0, R0, a0, exact = _starts(run, min(starts, run.trajectories))
+    alpha = np.asarray(run.steps, dtype=np.float64) / run.d
+    delta = run.eta * run.d
+    delta_a = float(run.settings.get("eta_a", 0.0)) * run.d
+    solutions = []
+    for q, r, a in zip(Q0, R0, a0):
+        solution = integrate_ode(model, delta, alpha, delta_a=delta_a if model.train_second_layer else None, Q0=q, R0=r, a0=a, second_order=second_order)
+        if solution.diverged:
+            raise PredictionFailed(f"the ODE diverges at alpha = {solution.divergence_alpha:.4g} (delta = {delta:g}): no finite prediction")
+        solutions.append(solution)
+    Q = np.stack([s.Q for s in solutions])
+    R = np.stack([s.R for s in solutions])
+    a = np.stack([s.a for s in solutions])
+    values = committee_observables(model, Q, R, a)
+    bands = {}
+    if solutions[0].route == "numeric":  # the integration at two orders: its difference bounds the mean's error
+        for name in ("eps_g", "Q", "R", "a"):
+            error = np.mean([np.nan_to_num(s.error[name], nan=np.inf) for s in solutions], axis=0)
+            mean = values[name].mean(axis=0)
+            bands[name] = (mean - error, mean + error)
+    settings = {"ode_starts": int(len(solutions)), "delta": delta, "delta_a": delta_a if model.train_second_layer else 0.0, "route": solutions[0].route, "second_order": bool(second_order), "starts": "the first trajectories' own starting overlaps" if not exact else "the model's initial overlaps (every trajectory starts there)"}
+    return {"values": values, "bands": bands, "settings": settings, "exact_mean": exact}
+
+
+def ode_prediction(run, ode_starts: int = DEFAULT_ODE_STARTS) -> dict:
+    """The d → ∞ ODE at the run's delta (with its delta² term) on the run's checkpoints.
+
+    Parameters
+    ----------
+    run : Run
+        A committee machine's run.
+    ode_starts : int, default 16
+        How many of the run's first trajectories' starting overlaps the ODE starts from (one where every
+        trajectory starts at the same overlaps).
+
+    Returns
+    -------
+    dict
+        ``values`` (observable -> (starts, checkpoints, ...)), ``bands``, ``settings``, ``exact_mean``.
+
+    Examples
+    --------
+    >>> import popgrad
+    >>> from popgrad.models.committee.spec import committee_model
+    >>> model = committee_model("erf(z/sqrt(2))", width=2, teacher_width=2, Q0=0.2 * np.eye(2), R0=[[0.1, 0.0], [0.0, 0.05]])
+    >>> run = popgrad.simulate(model, d=500, delta=0.5, checkpoints=[0, 5000, 50000], trajectories=4)
+    >>> ode_prediction(run)["values"]["eps_g"].shape
+    (1, 3)
+    """
+    return _predict(run, ode_starts, True)
+
+
+def flow_prediction(run, ode_starts: int = DEFAULT_ODE_STARTS) -> dict:
+    """The population gradient flow (the ODE without its delta² term) on the run's checkpoints; as
+    :func:`ode_prediction`."""
+    return _predict(run, ode_starts, False)
+
+
+def _check(model, options):
+    check_integer(options["ode_starts"], "ode_starts", 1, 10_000)
+
+
+register_predictor(Predictor("ode", "committee", _serves, ode_prediction, {"ode_starts": DEFAULT_ODE_STARTS}, description="the d -> infinity ODE at fixed delta with its delta^2 term (Saad & Solla; Goldt et al.)", check=_check))
+register_predictor(Predictor("gradient_flow", "committee", _serves, flow_prediction, {"ode_starts": DEFAULT_ODE_STARTS}, description="the population gradient flow of eps_g on the overlaps (the ODE's O(delta) part)", check=_check))

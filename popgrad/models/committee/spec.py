@@ -1,0 +1,638 @@
+"""The committee-machine model (MATH.md §8) as a frozen specification, and its JSON/TOML contract.
+
+Teacher ``f*(x) = s* sum_n a*_n sigma*(<w*_n, x>) + tau eps`` (M neurons, eps ~ N(0, 1) fresh per sample),
+student ``f(x) = s sum_i a_i sigma(<v_i, x>)`` (K neurons, learnt from scratch: V = Theta), x ~ N(0, I_d).
+Overlaps ``Q = V V^T`` (K x K), ``R = V W*^T`` (K x M), ``T = W* W*^T`` (M x M). In the Saad–Solla
+convention (``lambda = w.x / sqrt N``, O(1) weight entries) the overlaps are the same numbers (v = w / sqrt N),
+so a file's overlaps are used as they are; the conventions differ in the loss:
+
+* ``saad_solla``: per-sample loss ``1/2 (y - f)^2``, ``eps_g = 1/2 E[(f* - f)^2]`` (clean teacher);
+* ``popgrad``: loss ``(y - f)^2`` (the fine-tuning papers'), ``eps_g = E[(f* - f)^2]``.
+
+One SGD step with step ``eta`` on the vectors and ``eta_a = second_layer_ratio * eta`` on the second layer
+(delta = eta d is Saad–Solla's lr, delta_a = eta_a d their lr2, alpha = steps / d).
+
+The JSON contract (TOML of the same structure is read by :func:`load_committee_model`)::
+
+    {"model": "committee", "convention": "saad_solla",
+     "teacher": {"activation": "erf(z/sqrt(2))", "second_layer": [1, 1, 1], "noise": 0.0},
+     "student": {"activation": "erf(z/sqrt(2))", "width": 3, "second_layer": [1, 1, 1],
+                 "train_second_layer": false},
+     "overlaps": {"Q": [[...]], "R": [[...]], "T": [[...]]}}
+
+``teacher`` may give ``vectors`` (M x d, explicit: T = W* W*^T and d is theirs) or ``gram`` (T) instead of
+``overlaps.T`` (default: the identity, orthonormal teacher vectors), and ``scale`` (s*, default 1).
+``student`` may give ``init`` instead of ``overlaps`` ({"kind": "random", "scale": s}: rows iid
+N(0, s^2/d I), the default with s = 1; {"kind": "zero"}; {"kind": "informed", "scale": s}: v_i = w*_i + rows
+iid N(0, s^2/d I), K = M only), and ``second_layer_ratio`` (eta_a / eta, default 1), ``constraint`` ("none",
+"sphere": each v_i unit, "stiefel": rows orthonormal), ``weight_decay`` and ``second_layer_weight_decay``
+(the loss gains ``wd/2 |v_i|^2`` and ``wd_a/2 a_i^2``; default 0) and ``scale`` (s, default 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..._io import ContentEqual
+from ..._validation import MAX_MAGNITUDE, InvalidArgument, InvalidArgumentType, check_array, check_choice, check_integer, check_real
+
+if TYPE_CHECKING:
+    from ...gaussian.activations import Activation
+
+__all__ = ["CommitteeModel", "committee_model", "committee_model_from_dict", "load_committee_model", "COMMITTEE_CONVENTIONS", "COMMITTEE_CONSTRAINTS", "COMMITTEE_INIT_KINDS"]
+
+COMMITTEE_CONVENTIONS = ("saad_solla", "popgrad")
+COMMITTEE_CONSTRAINTS = ("none", "sphere", "stiefel")
+COMMITTEE_INIT_KINDS = ("random", "zero", "informed", "overlaps")
+MAX_WIDTH = 4096
+
+_TOP_KEYS = ("model", "convention", "teacher", "student", "overlaps")
+_TEACHER_KEYS = ("activation", "second_layer", "noise", "vectors", "gram", "scale")
+_STUDENT_KEYS = ("activation", "width", "second_layer", "train_second_layer", "second_layer_ratio", "constraint", "weight_decay", "second_layer_weight_decay", "init", "scale")
+_OVERLAP_KEYS = ("Q", "R", "T")
+#: tolerance (relative to the largest entry) of the PSD, symmetry and constraint checks
+_TOLERANCE = 1e-10
+
+
+def _readonly(array):
+    if isinstance(array, np.ndarray):
+        array.setflags(write=False)
+    return array
+
+
+def _symmetric_psd(matrix: np.ndarray, name: str) -> np.ndarray:
+    """``matrix`` symmetrised, refused unless symmetric and positive semi-definite (to rounding)."""
+    scale = max(1.0, float(np.max(np.abs(matrix)))) if matrix.size else 1.0
+    if not np.allclose(matrix, matrix.T, atol=_TOLERANCE * scale, rtol=0.0):
+        raise InvalidArgument(f"{name} must be symmetric", name)
+    matrix = 0.5 * (matrix + matrix.T)
+    if matrix.size:
+        smallest = float(np.linalg.eigvalsh(matrix).min())
+        if smallest < -1e-9 * scale:
+            raise InvalidArgument(f"{name} must be positive semi-definite (smallest eigenvalue {smallest:.3g})", name)
+    return matrix
+
+
+def gram_factor_rank(T: np.ndarray) -> np.ndarray:
+    """``L`` (M x p, p = rank T) with ``L L^T = T``: the identity for T = I, the Cholesky factor at full rank,
+    scaled eigenvectors otherwise (eigenvalues above 1e-10 of the largest)."""
+    from ...numerics.linalg import gram_factor
+
+    return np.ascontiguousarray(gram_factor(T))
+
+
+@dataclass(frozen=True, eq=False)
+class CommitteeModel(ContentEqual):
+    """A two-layer teacher–student model learnt from scratch by online SGD (MATH.md §8).
+
+    Build it with :func:`committee_model` (API) or :func:`committee_model_from_dict` (the JSON contract).
+
+    Attributes
+    ----------
+    convention : {'saad_solla', 'popgrad'}
+        The loss ``1/2 (y - f)^2`` and ``eps_g = 1/2 E[(f* - f)^2]``, or both without the 1/2.
+    teacher_activation, student_activation : Activation
+    teacher_second_layer : ndarray (M,)
+        a*.
+    student_second_layer : ndarray (K,)
+        The initial a.
+    teacher_scale, student_scale : float
+        s*, s (output multipliers).
+    noise : float
+        tau >= 0, the teacher's output noise.
+    T : ndarray (M, M)
+        The teacher's Gram matrix (PSD).
+    teacher_vectors : ndarray (M, d) or None
+        Explicit teacher vectors (then d is theirs and T = W* W*^T).
+    train_second_layer : bool
+    second_layer_ratio : float
+        eta_a / eta.
+    weight_decay, second_layer_weight_decay : float
+    constraint : {'none', 'sphere', 'stiefel'}
+    init : dict
+        The initial-state rule: ``{"kind": "overlaps", "Q": (K, K), "R": (K, M)}``, ``{"kind": "random",
+        "scale": s}``, ``{"kind": "zero"}`` or ``{"kind": "informed", "scale": s}``.
+
+    Examples
+    --------
+    >>> model = committee_model("erf(z/sqrt(2))", width=3, teacher_width=3)
+    >>> model.K, model.M, model.loss_factor, model.error_factor
+    (3, 3, 1, 0.5)
+    >>> committee_model_from_dict(model.to_dict()) == model
+    True
+    """
+
+    convention: str
+    teacher_activation: Activation
+    student_activation: Activation
+    teacher_second_layer: np.ndarray
+    student_second_layer: np.ndarray
+    teacher_scale: float
+    student_scale: float
+    noise: float
+    T: np.ndarray
+    teacher_vectors: np.ndarray | None
+    train_second_layer: bool
+    second_layer_ratio: float
+    weight_decay: float
+    second_layer_weight_decay: float
+    constraint: str
+    init: dict
+
+    #: the model protocol's family (:mod:`popgrad.dynamics.protocol`)
+    family = "committee"
+
+    # -- derived -------------------------------------------------------------------------------------
+
+    @property
+    def K(self) -> int:
+        """The student's width."""
+        return self.student_second_layer.shape[0]
+
+    @property
+    def M(self) -> int:
+        """The teacher's width."""
+        return self.teacher_second_layer.shape[0]
+
+    @property
+    def loss_factor(self) -> int:
+        """c: 1 (loss 1/2 (y - f)^2, Saad–Solla) or 2 (loss (y - f)^2)."""
+        return 1 if self.convention == "saad_solla" else 2
+
+    @property
+    def error_factor(self) -> float:
+        """eps_g = error_factor E[(f* - f)^2]: 1/2 (Saad–Solla) or 1."""
+        return 0.5 if self.convention == "saad_solla" else 1.0
+
+    @property
+    def reduces_to_glm(self) -> bool:
+        """True where the model *is* the fine-tuning family's single-index model (GLM: W = 0, k = 1,
+        MATH.md §4b): K = M = 1, the student on the sphere, teacher and student with the same activation,
+        T = [[1]], a = a* = 1 frozen, s = s* = 1, no output noise, no weight decay, the fine-tuning papers'
+        loss (convention ``popgrad``: (y - f)^2) and a random (uniform on the sphere) start. Its chain runs
+        then take the fast path: the fine-tuning family's scalar overlap chain, reached through the model
+        protocol — the same kernel, streams and draws, so the `scaling` reproduction's GLM cells give the
+        same numbers through either family (``fast_path=False``: the committee's own state chain)."""
+        return (
+            self.K == 1 and self.M == 1 and self.constraint == "sphere" and self.convention == "popgrad"
+            and self.teacher_activation.expression == self.student_activation.expression
+            and float(self.T[0, 0]) == 1.0 and self.teacher_vectors is None
+            and float(self.teacher_second_layer[0]) == 1.0 and float(self.student_second_layer[0]) == 1.0
+            and not self.train_second_layer and self.teacher_scale == 1.0 and self.student_scale == 1.0
+            and self.noise == 0.0 and self.weight_decay == 0.0 and self.init.get("kind") == "random"
+        )
+
+    @cached_property
+    def L(self) -> np.ndarray:
+        """``L`` (M x p) with ``L L^T = T``: the teacher vectors in an orthonormal basis of their span F."""
+        return _readonly(gram_factor_rank(np.asarray(self.T)))
+
+    @property
+    def p(self) -> int:
+        """dim F = rank T."""
+        return self.L.shape[1]
+
+    @property
+    def d(self) -> int | None:
+        """The explicit teacher vectors' dimension (None: any d)."""
+        return None if self.teacher_vectors is None else self.teacher_vectors.shape[1]
+
+    def check_dimension(self, d, method: str = "chain", fast_path: bool = True) -> int:
+        """``d`` checked for a run: at least p + K + 1 (the chain's chi-square part keeps a degree of
+        freedom; the random initial state's Wishart part needs d - p >= K), and the explicit teacher
+        vectors' own dimension where the model has them (``None``: theirs)."""
+        if self.teacher_vectors is not None:
+            if d is None:
+                d = self.d
+            if isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d != self.d:
+                raise InvalidArgument(f"d must equal the teacher vectors' dimension {self.d}, got {d}", "d")
+        low = self.p + self.K + 1
+        if self.constraint == "stiefel":
+            low = max(low, self.K + 1)
+        return check_integer(d, "d", low)
+
+    def describe(self) -> str:
+        """One line: widths, activations, the second layer, noise and the switches."""
+        a = f"a trained (eta_a = {self.second_layer_ratio:g} eta)" if self.train_second_layer else "a frozen"
+        extras = []
+        if self.constraint != "none":
+            extras.append(f"constraint {self.constraint}")
+        if self.weight_decay or self.second_layer_weight_decay:
+            extras.append(f"weight decay {self.weight_decay:g}/{self.second_layer_weight_decay:g}")
+        init = self.init["kind"] + (f" (scale {self.init['scale']:g})" if "scale" in self.init else "")
+        return f"committee machine ({self.convention}): K = {self.K} {self.student_activation.name} student, M = {self.M} {self.teacher_activation.name} teacher, tau = {self.noise:g}, {a}, init {init}" + "".join(", " + e for e in extras)
+
+    # -- the JSON contract ------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """The JSON object of the contract (``committee_model_from_dict(model.to_dict()) == model``)."""
+        teacher = {"activation": self.teacher_activation.name, "second_layer": self.teacher_second_layer.tolist(), "noise": self.noise, "scale": self.teacher_scale}
+        student = {
+            "activation": self.student_activation.name,
+            "width": self.K,
+            "second_layer": self.student_second_layer.tolist(),
+            "train_second_layer": self.train_second_layer,
+            "second_layer_ratio": self.second_layer_ratio,
+            "constraint": self.constraint,
+            "weight_decay": self.weight_decay,
+            "second_layer_weight_decay": self.second_layer_weight_decay,
+            "scale": self.student_scale,
+        }
+        if self.teacher_vectors is not None:
+            teacher["vectors"] = self.teacher_vectors.tolist()
+        data = {"model": "committee", "convention": self.convention, "teacher": teacher, "student": student}
+        if self.init["kind"] == "overlaps":
+            data["overlaps"] = {"Q": self.init["Q"].tolist(), "R": self.init["R"].tolist(), "T": self.T.tolist()}
+        else:
+            if self.teacher_vectors is None:
+                teacher["gram"] = self.T.tolist()
+            student["init"] = {key: value for key, value in self.init.items()}
+        return data
+
+    def replace(self, **changes) -> "CommitteeModel":
+        """The model with some of :func:`committee_model`'s arguments changed (validated again)."""
+        arguments = self._arguments() | changes
+        return committee_model(**arguments)
+
+    def _arguments(self) -> dict:
+        init = dict(self.init)
+        Q0 = R0 = None
+        if init["kind"] == "overlaps":
+            Q0, R0 = init.pop("Q"), init.pop("R")
+            init = None
+        return dict(
+            teacher_activation=self.teacher_activation,
+            student_activation=self.student_activation,
+            width=self.K,
+            teacher_second_layer=self.teacher_second_layer,
+            student_second_layer=self.student_second_layer,
+            noise=self.noise,
+            T=None if self.teacher_vectors is not None else self.T,
+            teacher_vectors=self.teacher_vectors,
+            convention=self.convention,
+            train_second_layer=self.train_second_layer,
+            second_layer_ratio=self.second_layer_ratio,
+            constraint=self.constraint,
+            weight_decay=self.weight_decay,
+            second_layer_weight_decay=self.second_layer_weight_decay,
+            init=init,
+            Q0=Q0,
+            R0=R0,
+            teacher_scale=self.teacher_scale,
+            student_scale=self.student_scale,
+        )
+
+    def initial_overlaps(self) -> tuple | None:
+        """``(Q0, R0)`` where the initial state is given by its overlaps, else None (drawn)."""
+        if self.init["kind"] == "overlaps":
+            return self.init["Q"], self.init["R"]
+        return None
+
+
+def _activation(value, name: str):
+    from ...gaussian.activations import activation
+
+    if not isinstance(value, str) and type(value).__name__ != "Activation":
+        raise InvalidArgumentType(f"{name} must be an activation name or expression (a string), got {type(value).__name__}", name)
+    try:
+        return activation(value)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{name}: {exc}", name) from None
+
+
+def _boolean(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidArgumentType(f"{name} must be true or false, got {value!r}", name)
+    return bool(value)
+
+
+def committee_model(
+    teacher_activation="erf(z/sqrt(2))",
+    student_activation=None,
+    *,
+    width: int | None = None,
+    teacher_width: int | None = None,
+    teacher_second_layer=None,
+    student_second_layer=None,
+    noise: float = 0.0,
+    T=None,
+    teacher_vectors=None,
+    convention: str = "saad_solla",
+    train_second_layer: bool = False,
+    second_layer_ratio: float = 1.0,
+    constraint: str = "none",
+    weight_decay: float = 0.0,
+    second_layer_weight_decay: float = 0.0,
+    init: dict | None = None,
+    Q0=None,
+    R0=None,
+    teacher_scale: float = 1.0,
+    student_scale: float = 1.0,
+    _names: dict | None = None,
+) -> CommitteeModel:
+    """A committee-machine model, validated.
+
+    Parameters
+    ----------
+    teacher_activation : str or Activation, default 'erf(z/sqrt(2))'
+    student_activation : str or Activation, optional
+        Default: the teacher's.
+    width : int >= 1, optional
+        K (default: the length of ``student_second_layer``, else M).
+    teacher_width : int >= 1, optional
+        M (default: the length of ``teacher_second_layer``, the rows of T or of ``teacher_vectors``, else K,
+        else 1).
+    teacher_second_layer, student_second_layer : array, optional
+        a* (M,) and the initial a (K,); default all ones.
+    noise : float >= 0, default 0
+        tau.
+    T : array (M, M), optional
+        The teacher's Gram matrix (PSD); default the identity (or W* W*^T of ``teacher_vectors``).
+    teacher_vectors : array (M, d), optional
+        Explicit teacher vectors.
+    convention : {'saad_solla', 'popgrad'}, default 'saad_solla'
+    train_second_layer : bool, default False
+    second_layer_ratio : float > 0, default 1
+        eta_a / eta.
+    constraint : {'none', 'sphere', 'stiefel'}, default 'none'
+    weight_decay, second_layer_weight_decay : float >= 0, default 0
+    init : dict, optional
+        ``{"kind": "random", "scale": s}`` (default, s = 1), ``{"kind": "zero"}``, ``{"kind": "informed",
+        "scale": s}`` (K = M; s default 0) — or give ``Q0`` and ``R0``.
+    Q0, R0 : array (K, K), (K, M), optional
+        The initial overlaps (both, consistent with T: ``Q0 - Y^T Y`` PSD where R0 = Y^T L^T, L L^T = T).
+    teacher_scale, student_scale : float > 0, default 1
+        s*, s.
+
+    Returns
+    -------
+    CommitteeModel
+
+    Examples
+    --------
+    >>> model = committee_model("erf(z/sqrt(2))", width=2, Q0=[[0.25, 0], [0, 0.25]], R0=[[0.01, 0], [0, 0.01]])
+    >>> model.init["kind"], model.M, model.p
+    ('overlaps', 2, 2)
+    """
+    names = {"teacher_activation": "teacher_activation", "student_activation": "student_activation", "width": "width", "teacher_width": "teacher_width", "teacher_second_layer": "teacher_second_layer", "student_second_layer": "student_second_layer", "noise": "noise", "T": "T", "teacher_vectors": "teacher_vectors", "convention": "convention", "train_second_layer": "train_second_layer", "second_layer_ratio": "second_layer_ratio", "constraint": "constraint", "weight_decay": "weight_decay", "second_layer_weight_decay": "second_layer_weight_decay", "init": "init", "Q0": "Q0", "R0": "R0", "teacher_scale": "teacher_scale", "student_scale": "student_scale"} | (_names or {})
+    n = names.__getitem__
+    check_choice(convention, n("convention"), COMMITTEE_CONVENTIONS)
+    sigma_star = _activation(teacher_activation, n("teacher_activation"))
+    sigma = sigma_star if student_activation is None else _activation(student_activation, n("student_activation"))
+    if width is not None:
+        width = check_integer(width, n("width"), 1, MAX_WIDTH)
+    if teacher_width is not None:
+        teacher_width = check_integer(teacher_width, n("teacher_width"), 1, MAX_WIDTH)
+    if teacher_vectors is not None:
+        teacher_vectors = check_array(teacher_vectors, n("teacher_vectors"), ndim=2, bound=MAX_MAGNITUDE)
+        if teacher_vectors.shape[0] < 1 or teacher_vectors.shape[1] < 1:
+            raise InvalidArgument(f"{n('teacher_vectors')} must have at least one row (M >= 1) and one column (d >= 1), got shape {teacher_vectors.shape}", n("teacher_vectors"))
+        if T is not None:
+            raise InvalidArgument(f"give the teacher as {n('teacher_vectors')} or by its Gram matrix {n('T')}, not both", n("T"))
+    # M: from whatever gives it, all of which must agree
+    sizes = []
+    if teacher_width is not None:
+        sizes.append((teacher_width, n("teacher_width")))
+    if teacher_second_layer is not None:
+        teacher_second_layer = check_array(teacher_second_layer, n("teacher_second_layer"), ndim=1, bound=MAX_MAGNITUDE)
+        sizes.append((teacher_second_layer.shape[0], n("teacher_second_layer")))
+    if T is not None:
+        T = check_array(T, n("T"), ndim=2, bound=MAX_MAGNITUDE)
+        if T.shape[0] != T.shape[1]:
+            raise InvalidArgument(f"{n('T')} must be square (M x M), got shape {T.shape}", n("T"))
+        sizes.append((T.shape[0], n("T")))
+    if teacher_vectors is not None:
+        sizes.append((teacher_vectors.shape[0], n("teacher_vectors")))
+    if R0 is not None:
+        R0 = check_array(R0, n("R0"), ndim=2, bound=MAX_MAGNITUDE)
+        sizes.append((R0.shape[1], n("R0")))
+    if sizes:
+        M = sizes[0][0]
+        for size, where in sizes[1:]:
+            if size != M:
+                raise InvalidArgument(f"{where} gives the teacher width M = {size}, but {sizes[0][1]} gives {M}", where)
+    else:
+        M = width if width is not None else (len(student_second_layer) if student_second_layer is not None and np.ndim(student_second_layer) == 1 else 1)
+    if M < 1:
+        raise InvalidArgument(f"the teacher width M must be at least 1, got {M}", sizes[0][1] if sizes else n("teacher_width"))
+    # K
+    ksizes = []
+    if width is not None:
+        ksizes.append((width, n("width")))
+    if student_second_layer is not None:
+        student_second_layer = check_array(student_second_layer, n("student_second_layer"), ndim=1, bound=MAX_MAGNITUDE)
+        ksizes.append((student_second_layer.shape[0], n("student_second_layer")))
+    if Q0 is not None:
+        Q0 = check_array(Q0, n("Q0"), ndim=2, bound=MAX_MAGNITUDE)
+        ksizes.append((Q0.shape[0], n("Q0")))
+    if R0 is not None:
+        ksizes.append((R0.shape[0], n("R0")))
+    if ksizes:
+        K = ksizes[0][0]
+        for size, where in ksizes[1:]:
+            if size != K:
+                raise InvalidArgument(f"{where} gives the student width K = {size}, but {ksizes[0][1]} gives {K}", where)
+    else:
+        K = M
+    if K < 1:
+        raise InvalidArgument(f"the student width K must be at least 1, got {K}", ksizes[0][1])
+    if K > MAX_WIDTH or M > MAX_WIDTH:
+        raise InvalidArgument(f"widths must be at most {MAX_WIDTH}, got K = {K}, M = {M}", n("width"))
+    a_star = np.ones(M) if teacher_second_layer is None else teacher_second_layer
+    a = np.ones(K) if student_second_layer is None else student_second_layer
+    noise = check_real(noise, n("noise"), 0.0, MAX_MAGNITUDE)
+    teacher_scale = check_real(teacher_scale, n("teacher_scale"), 0.0, MAX_MAGNITUDE, low_open=True)
+    student_scale = check_real(student_scale, n("student_scale"), 0.0, MAX_MAGNITUDE, low_open=True)
+    train_second_layer = _boolean(train_second_layer, n("train_second_layer"))
+    second_layer_ratio = check_real(second_layer_ratio, n("second_layer_ratio"), 0.0, MAX_MAGNITUDE, low_open=True)
+    check_choice(constraint, n("constraint"), COMMITTEE_CONSTRAINTS)
+    weight_decay = check_real(weight_decay, n("weight_decay"), 0.0, MAX_MAGNITUDE)
+    second_layer_weight_decay = check_real(second_layer_weight_decay, n("second_layer_weight_decay"), 0.0, MAX_MAGNITUDE)
+    # the teacher's Gram matrix
+    if teacher_vectors is not None:
+        T = teacher_vectors @ teacher_vectors.T
+    elif T is None:
+        T = np.eye(M)
+    T = _symmetric_psd(T, n("T"))
+    if not np.any(T):
+        raise InvalidArgument(f"{n('T')} must not be zero (the teacher needs at least one nonzero vector)", n("T"))
+    L = gram_factor_rank(T)
+    # the initial state
+    if Q0 is not None or R0 is not None:
+        if init is not None:
+            raise InvalidArgument(f"give the initial state as overlaps ({n('Q0')}, {n('R0')}) or as a rule ({n('init')}), not both", n("init"))
+        if Q0 is None or R0 is None:
+            missing = n("Q0") if Q0 is None else n("R0")
+            raise InvalidArgument(f"initial overlaps need both Q and R: {missing} is missing", missing)
+        if Q0.shape != (K, K):
+            raise InvalidArgument(f"{n('Q0')} must have shape ({K}, {K}), got {Q0.shape}", n("Q0"))
+        if R0.shape != (K, M):
+            raise InvalidArgument(f"{n('R0')} must have shape ({K}, {M}), got {R0.shape}", n("R0"))
+        Q0 = _symmetric_psd(Q0, n("Q0"))
+        _check_overlaps(Q0, R0, L, names)
+        init = {"kind": "overlaps", "Q": _readonly(Q0), "R": _readonly(R0)}
+    else:
+        init = _check_init({"kind": "random", "scale": 1.0} if init is None else init, K, M, n("init"))
+    _check_constraint(constraint, init, K, n)
+    values = dict(convention=convention, teacher_activation=sigma_star, student_activation=sigma, teacher_second_layer=_readonly(np.array(a_star, dtype=float)), student_second_layer=_readonly(np.array(a, dtype=float)), teacher_scale=teacher_scale, student_scale=student_scale, noise=noise, T=_readonly(T), teacher_vectors=_readonly(teacher_vectors), train_second_layer=train_second_layer, second_layer_ratio=second_layer_ratio, weight_decay=weight_decay, second_layer_weight_decay=second_layer_weight_decay, constraint=constraint, init=init)
+    return CommitteeModel(**values)
+
+
+def _check_overlaps(Q0: np.ndarray, R0: np.ndarray, L: np.ndarray, names: dict) -> None:
+    """R0's rows must lie in the span of T's columns (R0 = Y^T L^T) and Gamma = Q0 - Y^T Y must be PSD."""
+    Y, residual = overlap_coordinates(R0, L)
+    scale = max(1.0, float(np.max(np.abs(R0))))
+    if residual > 1e-9 * scale:
+        raise InvalidArgument(f"{names['R0']} is not consistent with T: its rows must lie in the span of T's columns (student-teacher overlaps of a singular teacher Gram matrix), off by {residual:.3g}", names["R0"])
+    gamma = Q0 - Y.T @ Y
+    smallest = float(np.linalg.eigvalsh(0.5 * (gamma + gamma.T)).min())
+    if smallest < -1e-9 * max(1.0, float(np.max(np.abs(Q0)))):
+        raise InvalidArgument(f"{names['Q0']}, {names['R0']} and T are not the overlaps of vectors: Gamma = Q - R T^+ R^T (the students' part outside the teacher's span) must be positive semi-definite (smallest eigenvalue {smallest:.3g})", names["Q0"])
+
+
+def overlap_coordinates(R: np.ndarray, L: np.ndarray) -> tuple:
+    """``(Y, residual)``: the students' coordinates in F (p x K) with ``R = Y^T L^T`` (least squares), and
+    the largest misfit."""
+    Y = np.linalg.lstsq(L, R.T, rcond=None)[0]
+    residual = float(np.max(np.abs(L @ Y - R.T))) if R.size else 0.0
+    return Y, residual
+
+
+def _check_init(init, K: int, M: int, name: str) -> dict:
+    if not isinstance(init, dict):
+        raise InvalidArgumentType(f"{name} must be an object with a 'kind' ({', '.join(COMMITTEE_INIT_KINDS[:3])}), got {type(init).__name__}", name)
+    kind = init.get("kind")
+    kinds = COMMITTEE_INIT_KINDS[:3]
+    if kind == "overlaps":
+        raise InvalidArgument(f"{name}: give initial overlaps as the top-level 'overlaps' object (Q, R), not as an init kind", name)
+    check_choice(kind, f"{name}.kind", kinds)
+    allowed = {"random": ("kind", "scale"), "zero": ("kind",), "informed": ("kind", "scale")}[kind]
+    unknown = sorted(set(init) - set(allowed))
+    if unknown:
+        raise InvalidArgument(f"{name}: unknown key {unknown[0]!r} for kind {kind!r} (known: {', '.join(allowed)})", f"{name}.{unknown[0]}")
+    result = {"kind": kind}
+    if kind == "random":
+        result["scale"] = check_real(init.get("scale", 1.0), f"{name}.scale", 0.0, MAX_MAGNITUDE, low_open=True)
+    elif kind == "informed":
+        if K != M:
+            raise InvalidArgument(f"{name}: 'informed' initialisation (v_i = w*_i + noise) needs K = M, got K = {K}, M = {M}", name)
+        result["scale"] = check_real(init.get("scale", 0.0), f"{name}.scale", 0.0, MAX_MAGNITUDE)
+    return result
+
+
+def _check_constraint(constraint: str, init: dict, K: int, n) -> None:
+    """A constrained student starts on its manifold: overlaps must satisfy the constraint; zero refused."""
+    if constraint == "none":
+        return
+    if init["kind"] == "zero":
+        raise InvalidArgument(f"{n('init')}: a zero initial state is not on the {constraint} constraint's manifold", n("init"))
+    if init["kind"] == "overlaps":
+        Q = init["Q"]
+        if constraint == "sphere" and not np.allclose(np.diag(Q), 1.0, atol=1e-9):
+            raise InvalidArgument(f"{n('Q0')}: constraint 'sphere' needs unit student vectors (diag Q = 1), got diag {np.diag(Q).tolist()}", n("Q0"))
+        if constraint == "stiefel" and not np.allclose(Q, np.eye(K), atol=1e-9):
+            raise InvalidArgument(f"{n('Q0')}: constraint 'stiefel' needs orthonormal student vectors (Q = I)", n("Q0"))
+
+
+def _check_keys(data, allowed, where: str) -> None:
+    if not isinstance(data, dict):
+        raise InvalidArgumentType(f"{where} must be an object, got {type(data).__name__}", where)
+    unknown = [key for key in data if key not in allowed]
+    if unknown:
+        prefix = f"{where}." if where != "model" else ""
+        raise InvalidArgument(f"{prefix}{unknown[0]}: unknown key (known: {', '.join(allowed)})", f"{prefix}{unknown[0]}")
+
+
+def committee_model_from_dict(data: dict) -> CommitteeModel:
+    """The model of the JSON contract (see the module's text); every key validated, errors naming it
+    (e.g. ``student.width``, ``overlaps.R``).
+
+    Parameters
+    ----------
+    data : dict
+
+    Returns
+    -------
+    CommitteeModel
+
+    Examples
+    --------
+    >>> spec = {"model": "committee", "convention": "saad_solla",
+    ...         "teacher": {"activation": "erf(z/sqrt(2))", "second_layer": [1, 1], "noise": 0.0},
+    ...         "student": {"activation": "erf(z/sqrt(2))", "width": 2, "second_layer": [1, 1], "train_second_layer": False},
+    ...         "overlaps": {"Q": [[0.24, 0], [0, 0.25]], "R": [[0.01, 0], [0, 0.01]], "T": [[1, 0], [0, 1]]}}
+    >>> model = committee_model_from_dict(spec)
+    >>> model.K, model.M, committee_model_from_dict(model.to_dict()) == model
+    (2, 2, True)
+    """
+    _check_keys(data, _TOP_KEYS, "model")
+    if data.get("model", "committee") != "committee":
+        raise InvalidArgument(f"model: this is the committee model's reader, got model {data.get('model')!r}", "model")
+    teacher = data.get("teacher", {})
+    student = data.get("student", {})
+    overlaps = data.get("overlaps")
+    _check_keys(teacher, _TEACHER_KEYS, "teacher")
+    _check_keys(student, _STUDENT_KEYS, "student")
+    arguments = {}
+    names = {}
+    for key, argument in (("activation", "teacher_activation"), ("second_layer", "teacher_second_layer"), ("noise", "noise"), ("vectors", "teacher_vectors"), ("gram", "T"), ("scale", "teacher_scale")):
+        names[argument] = f"teacher.{key}"
+        if key in teacher:
+            arguments[argument] = teacher[key]
+    for key, argument in (("activation", "student_activation"), ("width", "width"), ("second_layer", "student_second_layer"), ("train_second_layer", "train_second_layer"), ("second_layer_ratio", "second_layer_ratio"), ("constraint", "constraint"), ("weight_decay", "weight_decay"), ("second_layer_weight_decay", "second_layer_weight_decay"), ("init", "init"), ("scale", "student_scale")):
+        names[argument] = f"student.{key}"
+        if key in student:
+            arguments[argument] = student[key]
+    if "convention" in data:
+        arguments["convention"] = data["convention"]
+    names["teacher_width"] = "teacher.second_layer"
+    if overlaps is not None:
+        _check_keys(overlaps, _OVERLAP_KEYS, "overlaps")
+        names |= {"Q0": "overlaps.Q", "R0": "overlaps.R"}
+        if "init" in student:
+            raise InvalidArgument("give the initial state as 'overlaps' (Q, R) or as 'student.init', not both", "student.init")
+        for key in ("Q", "R"):
+            if key not in overlaps:
+                raise InvalidArgument(f"overlaps.{key} is missing (the initial state needs Q and R)", f"overlaps.{key}")
+        arguments["Q0"], arguments["R0"] = overlaps["Q"], overlaps["R"]
+        if "T" in overlaps:
+            T = check_array(overlaps["T"], "overlaps.T", ndim=2, bound=MAX_MAGNITUDE)
+            if "vectors" in teacher:
+                implied = check_array(teacher["vectors"], "teacher.vectors", ndim=2, bound=MAX_MAGNITUDE)
+                implied = implied @ implied.T
+                if implied.shape != T.shape or not np.allclose(implied, T, atol=1e-9 * max(1.0, float(np.max(np.abs(T))))):
+                    raise InvalidArgument("overlaps.T must equal W* W*^T of teacher.vectors when both are given", "overlaps.T")
+            elif "gram" in teacher:
+                gram = check_array(teacher["gram"], "teacher.gram", ndim=2, bound=MAX_MAGNITUDE)
+                if gram.shape != T.shape or not np.allclose(gram, T, atol=1e-12):
+                    raise InvalidArgument("overlaps.T and teacher.gram must agree when both are given", "overlaps.T")
+            else:
+                arguments["T"] = T
+                names["T"] = "overlaps.T"
+    if "activation" not in teacher:
+        arguments.setdefault("teacher_activation", "erf(z/sqrt(2))")
+    return committee_model(**arguments, _names=names)
+
+
+def load_committee_model(path) -> CommitteeModel:
+    """Read a committee model from a JSON file, or a TOML file (``.toml``) of the same structure.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    CommitteeModel
+    """
+    from ..._io import read_json_file, read_toml_file
+
+    if str(path).lower().endswith(".toml"):
+        data = read_toml_file(path, "model file", "path")
+    else:
+        data = read_json_file(path, "model file", "path")
+    return committee_model_from_dict(data)
