@@ -186,6 +186,49 @@ from .models.ntk_lora.examples import (
     ntk_spurious_example as ntk_spurious_example,
     verify_spurious_exactly as verify_spurious_exactly,
 )
+from .models.committee.spec import (
+    CommitteeModel as CommitteeModel,
+    committee_model as committee_model,
+    committee_model_from_dict as committee_model_from_dict,
+    load_committee_model as load_committee_model,
+    COMMITTEE_CONVENTIONS as COMMITTEE_CONVENTIONS,
+    COMMITTEE_CONSTRAINTS as COMMITTEE_CONSTRAINTS,
+    COMMITTEE_INIT_KINDS as COMMITTEE_INIT_KINDS,
+)
+from .models.committee.population import (
+    Committee as Committee,
+    committee_arrays as committee_arrays,
+    generalisation_error as generalisation_error,
+    expectation_route as expectation_route,
+    ODEExpectations as ODEExpectations,
+    ode_expectations as ode_expectations,
+    population_flow as population_flow,
+    pack_parameters as pack_parameters,
+    ROUTE_ERF as ROUTE_ERF,
+    ROUTE_NUMERIC as ROUTE_NUMERIC,
+)
+from .models.committee.ode import (
+    CommitteeODESolution as CommitteeODESolution,
+    integrate_ode as integrate_ode,
+    initial_state as initial_state,
+    committee_rhs as committee_rhs,
+    ode_parameters as ode_parameters,
+)
+from .models.committee.fixed_points import (
+    FixedPoint as FixedPoint,
+    fixed_point as fixed_point,
+    symmetric_plateau as symmetric_plateau,
+    specialised_solution as specialised_solution,
+    jacobian_eigenvalues as jacobian_eigenvalues,
+)
+from .gaussian.pair_kernels import (
+    PairForm as PairForm,
+    pair_form as pair_form,
+    PairKernel as PairKernel,
+    pair_kernel as pair_kernel,
+    polynomial_hermite_coefficients as polynomial_hermite_coefficients,
+    scaled_hermite_coefficients as scaled_hermite_coefficients,
+)
 from .dynamics.protocol import (
     ModelFamily as ModelFamily,
     Predictor as Predictor,
@@ -208,6 +251,7 @@ from .dynamics.engine import (
     PredictionFailed as PredictionFailed,
     RUN_SCHEMA as RUN_SCHEMA,
     checkpoint_grid as checkpoint_grid,
+    observable_axes as observable_axes,
 )
 from .dynamics.solve import (
     ODE as ODE,

@@ -48,6 +48,14 @@ def test_quick_reproductions_pass_in_ci(tmp_path, name):
     _check_files(tmp_path, name)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["saad-solla", "goldt2019", "gaussian-glm"])
+def test_quick_committee_reproductions_pass(tmp_path, name):
+    report = run_reproduction(name, quick=True, out=tmp_path, workers=0)
+    assert report.passed, [criterion for criterion in report.criteria if not criterion["pass"]]
+    _check_files(tmp_path, name)
+
+
 def test_every_reproduction_has_a_quick_test():
     # each registered reproduction's --quick version runs in CI (a test above names it)
     source = Path(__file__).read_text()
