@@ -184,3 +184,16 @@ def test_the_glm_fast_path_and_the_committee_s_own_route_agree_in_law(method):
     p_values = [stats.ks_2samp(fast.observables["R"][:, t, 0, 0], own.observables["R"][:, t, 0, 0]).pvalue for t in range(1, len(checkpoints))]
     assert min(p_values) > 0.01 / len(p_values), p_values
     assert np.abs(fast.observables["R"][:, -1, 0, 0]).mean() > np.abs(fast.observables["R"][:, 0, 0, 0]).mean()  # it moved
+
+
+def test_a_committee_model_file_sweeps(tmp_path, model_file):
+    from popgrad.reproductions.base import sweep_records
+
+    records = sweep_records({"problem": {"generator": "file", "path": str(model_file)}, "run": {"kind": "simulate", "trajectories": 4, "seed": 1, "checkpoints": 3, "method": "chain"}, "grid": {"delta": [0.5, 1.0]}, "zip": {"d": [200], "steps": [2000]}}, workers=0)
+    assert [record["parameters"]["delta"] for record in records] == [0.5, 1.0]
+    for record in records:
+        observables = record["result"]["observables"]
+        assert {"eps_g", "Q", "R", "a"} <= set(observables) and len(observables["eps_g"]["mean"]) == 3
+        assert np.asarray(observables["Q"]["mean"]).shape == (3, 3, 3)
+    hitting = sweep_records({"problem": {"generator": "file", "path": str(model_file)}, "run": {"kind": "hitting_time", "eps": 0.5, "trajectories": 4, "seed": 1, "method": "chain"}, "grid": {"delta": [0.5]}, "zip": {"d": [200], "steps": [200_000]}}, workers=0)
+    assert hitting[0]["result"]["hitting_time"]["censored_fraction"] == 0.0  # every student neuron within 45 degrees of a teacher's
