@@ -193,7 +193,7 @@ def test_a_committee_model_file_sweeps(tmp_path, model_file):
     assert [record["parameters"]["delta"] for record in records] == [0.5, 1.0]
     for record in records:
         observables = record["result"]["observables"]
-        assert {"eps_g", "Q", "R", "a"} <= set(observables) and len(observables["eps_g"]["mean"]) == 3
-        assert np.asarray(observables["Q"]["mean"]).shape == (3, 3, 3)
+        assert {"eps_g", "Q", "R", "a"} <= set(observables) and len(observables["eps_g"]["mean"]) == len(record["result"]["steps"])
+        assert np.asarray(observables["Q"]["mean"]).shape == (len(record["result"]["steps"]), 3, 3)
     hitting = sweep_records({"problem": {"generator": "file", "path": str(model_file)}, "run": {"kind": "hitting_time", "eps": 0.5, "trajectories": 4, "seed": 1, "method": "chain"}, "grid": {"delta": [0.5]}, "zip": {"d": [200], "steps": [200_000]}}, workers=0)
     assert hitting[0]["result"]["hitting_time"]["censored_fraction"] == 0.0  # every student neuron within 45 degrees of a teacher's
