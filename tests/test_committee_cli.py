@@ -181,7 +181,10 @@ def test_the_glm_fast_path_and_the_committee_s_own_route_agree_in_law(method):
     fast = popgrad.simulate(member, d, delta=0.004, checkpoints=checkpoints, trajectories=trajectories, method=method, seed=11)
     own = popgrad.simulate(member, d, delta=0.004, checkpoints=checkpoints, trajectories=trajectories, method=method, seed=12, fast_path=False)
     assert "GLM" in fast.settings["path"] and "GLM" not in own.settings["path"]
-    p_values = [stats.ks_2samp(fast.observables["R"][:, t, 0, 0], own.observables["R"][:, t, 0, 0]).pvalue for t in range(1, len(checkpoints))]
+    def merged(values):  # the law has an atom at m = ±1, which the routes reach up to rounding (KS would compare the rounding)
+        return np.where(np.abs(np.abs(values) - 1.0) < 1e-9, np.sign(values), values)
+
+    p_values = [stats.ks_2samp(merged(fast.observables["R"][:, t, 0, 0]), merged(own.observables["R"][:, t, 0, 0])).pvalue for t in range(1, len(checkpoints))]
     assert min(p_values) > 0.01 / len(p_values), p_values
     assert np.abs(fast.observables["R"][:, -1, 0, 0]).mean() > np.abs(fast.observables["R"][:, 0, 0, 0]).mean()  # it moved
 
