@@ -286,6 +286,7 @@ from .report.tables import (
     drift_table as drift_table,
     symbolic_drift_table as symbolic_drift_table,
     lemma6_table as lemma6_table,
+    committee_ode_table as committee_ode_table,
     derivation_files as derivation_files,
     write_derivations as write_derivations,
     stale_derivations as stale_derivations,

@@ -8,6 +8,9 @@
   (erf) and exact (polynomial) routes have none beyond the solver's tolerance.
 * ``gradient_flow`` — the same without the delta² term: the population gradient flow of eps_g on the
   overlaps (the O(delta) part), the small-step limit.
+* ``one_step_mean`` — the exact finite-d mean drift of (Q, R, a) per SGD step (:mod:`.one_step`), iterated
+  step by step from the run's starting overlaps; its band is the Monte Carlo error of its one O(1) term. Not
+  run by default (ask for it by name).
 
 Both predict every observable of :mod:`.observables` (eps_g, Q, R, a, cosine_min and, for K = M, the
 aligned overlaps), computed from the predicted overlaps exactly as the runs' are. They serve the
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..._validation import check_integer
+from ..._validation import InvalidArgument, check_integer
 from ...dynamics.engine import PredictionFailed
 from ...dynamics.protocol import Predictor, register_predictor
 from .observables import committee_observables
@@ -109,8 +112,22 @@ def flow_prediction(run, ode_starts: int = DEFAULT_ODE_STARTS) -> dict:
 
 
 def _check(model, options):
-    check_integer(options["ode_starts"], "ode_starts", 1, 10_000)
+    ranges = {"ode_starts": (1, 10_000), "map_starts": (1, 10_000), "map_batches": (2, 1024), "map_substeps": (1, 10**6), "noise_samples": (64, 10**9)}
+    for key, (low, high) in ranges.items():
+        if key in options:
+            check_integer(options[key], key, low, high)
+    if "map_batches" in options and options["noise_samples"] < options["map_batches"]:
+        raise InvalidArgument(f"noise_samples must be at least map_batches = {options['map_batches']} (one sample per batch), got {options['noise_samples']}", "noise_samples")
+    if options.get("noise_seed") is not None:
+        check_integer(options["noise_seed"], "noise_seed", 0, 2**63 - 1)
+
+
+def _one_step_mean(run, **options):
+    from .one_step import one_step_mean_prediction
+
+    return one_step_mean_prediction(run, **options)
 
 
 register_predictor(Predictor("ode", "committee", _serves, ode_prediction, {"ode_starts": DEFAULT_ODE_STARTS}, description="the d -> infinity ODE at fixed delta with its delta^2 term (Saad & Solla; Goldt et al.)", check=_check))
 register_predictor(Predictor("gradient_flow", "committee", _serves, flow_prediction, {"ode_starts": DEFAULT_ODE_STARTS}, description="the population gradient flow of eps_g on the overlaps (the ODE's O(delta) part)", check=_check))
+register_predictor(Predictor("one_step_mean", "committee", _serves, _one_step_mean, {"map_starts": 4, "noise_samples": 16384, "map_batches": 4, "map_substeps": 64, "noise_seed": None}, default=lambda model: False, description="the exact finite-d mean drift of (Q, R, a) per SGD step, iterated (Monte Carlo band for its O(1) curvature term)", check=_check))
