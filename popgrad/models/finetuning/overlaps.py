@@ -742,8 +742,9 @@ def _rank_one_chain_kernel(code: int, degree: int, identity: bool, normalized: b
     * Two trajectories advance together, in two slots (rows of the per-trajectory buffers): each iteration
       runs one step of slot 0, then one of slot 1, by the same code (a loop over the slots). A step is a
       chain of dependent latencies (draws, sums over neurons, square roots) and the core overlaps the two
-      independent chains. A lone trajectory (an odd count, or when its partner stops early) is paired with
-      a copy of itself whose numbers are discarded, so a trajectory's numbers never depend on its partner.
+      independent chains. A lone trajectory (an odd count) runs in slot 0 alone, and one whose partner stops
+      early continues beside a discarded copy of itself: the code per slot is the same either way, so a
+      trajectory's numbers never depend on its partner.
 
     The same numbers as the rank-r kernel up to rounding (sums associated differently)."""
     version = SOURCE_VERSION
@@ -814,8 +815,12 @@ def _rank_one_chain_kernel(code: int, degree: int, identity: bool, normalized: b
             for s in range(2):
                 cur[s] = 0
                 _load_slot(slot_of[s] if slot_of[s] >= 0 else slot_of[0], Y, Gam, Ch, states, s, y, ch[:, 0], gam, T, words)
+            # a lone trajectory (odd count, or the last of a block) runs in slot 0 alone: the same code per slot,
+            # so its numbers do not depend on whether it had a partner; a partner that stops mid-pair is replaced
+            # by a discarded copy of the other slot (below)
+            active = 2 if slot_of[1] >= 0 else 1
             for step in range(steps):
-                for s in range(2):
+                for s in range(active):
                     co = cur[s]
                     no = 1 - co
                     s0, s1, s2, s3 = words[s, 0], words[s, 1], words[s, 2], words[s, 3]
