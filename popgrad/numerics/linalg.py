@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["copy_into", "matvec", "subtract_rows", "normalise", "gram_factor", "numerical_rank", "row_space", "orthonormal_rows", "complement_rows"]
+__all__ = ["cholesky_lower", "complement_rows", "copy_into", "gram_factor", "inverse_square_root", "matvec", "normalise", "numerical_rank", "orthonormal_rows", "row_space", "subtract_rows"]
 
 
 @njit(cache=True, inline="always")
@@ -52,6 +52,51 @@ def normalise(vector):
     for l in range(vector.shape[0]):
         vector[l] /= norm
     return norm
+
+
+
+@njit(cache=True, inline="always")
+def inverse_square_root(S, out):
+    """``out = S^(-1/2)`` for a symmetric positive definite r x r matrix (closed forms for r = 1, 2)."""
+    r = S.shape[0]
+    if r == 1:
+        out[0, 0] = 1.0 / math.sqrt(S[0, 0])
+        return
+    if r == 2:
+        # sqrt(S) = (S + s I) / t with s = sqrt(det S), t = sqrt(tr S + 2 s); its inverse in closed form
+        s = math.sqrt(max(S[0, 0] * S[1, 1] - S[0, 1] * S[1, 0], 0.0))
+        t = math.sqrt(S[0, 0] + S[1, 1] + 2.0 * s)
+        a, b, c, e = (S[0, 0] + s) / t, S[0, 1] / t, S[1, 0] / t, (S[1, 1] + s) / t
+        det = a * e - b * c
+        out[0, 0], out[0, 1], out[1, 0], out[1, 1] = e / det, -b / det, -c / det, a / det
+        return
+    values, vectors = np.linalg.eigh(S)
+    for i in range(r):
+        for j in range(r):
+            total = 0.0
+            for l in range(r):
+                total += vectors[i, l] * vectors[j, l] / math.sqrt(values[l])
+            out[i, j] = total
+
+
+@njit(cache=True, inline="always")
+def cholesky_lower(A, out, tolerance):
+    """``out`` lower triangular with ``out out^T = A`` for a symmetric PSD ``A``; a pivot at most
+    ``tolerance`` gives a zero column (rank-revealing for the singular Gamma of a small or zero start)."""
+    r = A.shape[0]
+    for j in range(r):
+        total = A[j, j]
+        for l in range(j):
+            total -= out[j, l] * out[j, l]
+        pivot = math.sqrt(total) if total > tolerance else 0.0
+        out[j, j] = pivot
+        for i in range(j + 1, r):
+            value = A[i, j]
+            for l in range(j):
+                value -= out[i, l] * out[j, l]
+            out[i, j] = value / pivot if pivot > 0.0 else 0.0
+        for i in range(j):
+            out[i, j] = 0.0
 
 
 def numerical_rank(gram: np.ndarray) -> int:

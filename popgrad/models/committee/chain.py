@@ -34,8 +34,9 @@ from ...gaussian.families.fast import activation_derivative, activation_value
 from ...gaussian.programs import STACK_SIZE
 from ...numerics import random_streams as streams
 from ...numerics.compiled import SOURCE_VERSION, specialised
+from ...numerics.linalg import cholesky_lower, inverse_square_root
 
-__all__ = ["kernel_activation", "chain_constants", "chain_kernel", "cholesky_lower", "inverse_square_root", "CONSTRAINT_CODES", "state_alignment", "sample_terms"]
+__all__ = ["CONSTRAINT_CODES", "chain_constants", "chain_kernel", "kernel_activation", "sample_terms", "state_alignment"]
 
 #: the constraint's compile-time code in the kernels
 CONSTRAINT_CODES = {"none": 0, "sphere": 1, "stiefel": 2}
@@ -71,42 +72,6 @@ def kernel_activation(sigma) -> tuple:
         if rest == z and factor.is_number and factor.is_real:
             code, inner = CODE_ERF, float(factor)
     return int(code), float(inner), parameters, ops, args, d_ops, d_args
-
-
-@njit(cache=True, inline="always")
-def cholesky_lower(A, out, tolerance):
-    """``out`` lower triangular with ``out out^T = A`` for a symmetric PSD ``A``; a pivot at most
-    ``tolerance`` gives a zero column (rank-revealing for the singular Gamma of a small or zero start)."""
-    r = A.shape[0]
-    for j in range(r):
-        total = A[j, j]
-        for l in range(j):
-            total -= out[j, l] * out[j, l]
-        pivot = math.sqrt(total) if total > tolerance else 0.0
-        out[j, j] = pivot
-        for i in range(j + 1, r):
-            value = A[i, j]
-            for l in range(j):
-                value -= out[i, l] * out[j, l]
-            out[i, j] = value / pivot if pivot > 0.0 else 0.0
-        for i in range(j):
-            out[i, j] = 0.0
-
-
-@njit(cache=True)
-def inverse_square_root(S, out):
-    """``out = S^(-1/2)`` for a symmetric positive definite matrix (closed form for 1 x 1)."""
-    r = S.shape[0]
-    if r == 1:
-        out[0, 0] = 1.0 / math.sqrt(S[0, 0])
-        return
-    values, vectors = np.linalg.eigh(S)
-    for i in range(r):
-        for j in range(r):
-            total = 0.0
-            for l in range(r):
-                total += vectors[i, l] * vectors[j, l] / math.sqrt(values[l])
-            out[i, j] = total
 
 
 @njit(cache=True)

@@ -19,7 +19,8 @@ from numba import njit
 from ...gaussian.programs import STACK_SIZE
 from ...numerics import random_streams as streams
 from ...numerics.compiled import SOURCE_VERSION, specialised
-from .chain import CONSTRAINT_CODES, inverse_square_root, kernel_activation, sample_terms
+from ...numerics.linalg import inverse_square_root
+from .chain import CONSTRAINT_CODES, kernel_activation, sample_terms
 
 __all__ = ["sgd_constants", "sgd_kernel", "vector_alignment"]
 

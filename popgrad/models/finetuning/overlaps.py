@@ -35,32 +35,9 @@ from ...gaussian.families.fast import activation_derivative, activation_value
 from ...gaussian.programs import STACK_SIZE
 from ...numerics import random_streams as streams
 from ...numerics.compiled import SOURCE_VERSION, specialised
+from ...numerics.linalg import inverse_square_root
 
-__all__ = ["inverse_square_root", "smallest_squared_singular_value", "neuron_terms", "c_hat_gradient", "weighted_columns", "overlap_reaches", "gram_plus", "row_products", "congruence", "sample_buffers", "general_chain_kernel"]
-
-
-@njit(cache=True, inline="always")
-def inverse_square_root(S, out):
-    """``out = S^(-1/2)`` for a symmetric positive definite r x r matrix (closed forms for r = 1, 2)."""
-    r = S.shape[0]
-    if r == 1:
-        out[0, 0] = 1.0 / math.sqrt(S[0, 0])
-        return
-    if r == 2:
-        # sqrt(S) = (S + s I) / t with s = sqrt(det S), t = sqrt(tr S + 2 s); its inverse in closed form
-        s = math.sqrt(max(S[0, 0] * S[1, 1] - S[0, 1] * S[1, 0], 0.0))
-        t = math.sqrt(S[0, 0] + S[1, 1] + 2.0 * s)
-        a, b, c, e = (S[0, 0] + s) / t, S[0, 1] / t, S[1, 0] / t, (S[1, 1] + s) / t
-        det = a * e - b * c
-        out[0, 0], out[0, 1], out[1, 0], out[1, 1] = e / det, -b / det, -c / det, a / det
-        return
-    values, vectors = np.linalg.eigh(S)
-    for i in range(r):
-        for j in range(r):
-            total = 0.0
-            for l in range(r):
-                total += vectors[i, l] * vectors[j, l] / math.sqrt(values[l])
-            out[i, j] = total
+__all__ = ["c_hat_gradient", "congruence", "general_chain_kernel", "gram_plus", "neuron_terms", "overlap_reaches", "row_products", "sample_buffers", "smallest_squared_singular_value", "weighted_columns"]
 
 
 @njit(cache=True)

@@ -25,11 +25,11 @@ from ...dynamics.trajectories import record_hit
 from ...gaussian.programs import STACK_SIZE
 from ...numerics import random_streams as streams
 from ...numerics.compiled import SOURCE_VERSION, specialised
-from ...numerics.linalg import copy_into, matvec, normalise, subtract_rows
+from ...numerics.linalg import copy_into, inverse_square_root, matvec, normalise, subtract_rows
 from .gradients import gradient_coefficient
-from .overlaps import c_hat_gradient, inverse_square_root, neuron_terms, sample_buffers, smallest_squared_singular_value, weighted_columns
+from .overlaps import c_hat_gradient, neuron_terms, sample_buffers, smallest_squared_singular_value, weighted_columns
 
-__all__ = ["initial_directions", "sgd_kernel", "general_sgd_kernel", "general_sgd_stepper"]
+__all__ = ["general_sgd_kernel", "general_sgd_stepper", "initial_directions", "sgd_kernel"]
 
 #: steps between re-projections of u_hat onto span(W)^perp (general geometry)
 REPROJECT = 16
