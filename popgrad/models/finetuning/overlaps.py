@@ -35,7 +35,7 @@ from ...gaussian.families.fast import activation_derivative, activation_value
 from ...gaussian.programs import STACK_SIZE
 from ...numerics import random_streams as streams
 from ...numerics.compiled import SOURCE_VERSION, specialised
-from ...numerics.linalg import inverse_square_root
+from ...numerics.linalg import cholesky_lower, inverse_square_root
 
 __all__ = ["c_hat_gradient", "congruence", "general_chain_kernel", "gram_plus", "neuron_terms", "overlap_reaches", "row_products", "sample_buffers", "smallest_squared_singular_value", "weighted_columns"]
 
@@ -60,26 +60,6 @@ def smallest_squared_singular_value(O):
                     total += O[i, l] * O[j, l]
             product[i, j] = total
     return np.linalg.eigvalsh(product)[0]
-
-
-@njit(cache=True, inline="always")
-def _cholesky_lower(A, out):
-    """``out`` lower triangular with ``out out^T = A`` (a non-positive pivot gives a zero column: the state's
-    Gamma may be singular, and R^T x then has no component there)."""
-    r = A.shape[0]
-    for j in range(r):
-        total = A[j, j]
-        for l in range(j):
-            total -= out[j, l] * out[j, l]
-        pivot = math.sqrt(total) if total > 0.0 else 0.0
-        out[j, j] = pivot
-        for i in range(j + 1, r):
-            value = A[i, j]
-            for l in range(j):
-                value -= out[i, l] * out[j, l]
-            out[i, j] = value / pivot if pivot > 0.0 else 0.0
-        for i in range(j):
-            out[i, j] = 0.0
 
 
 @njit(cache=True, inline="always")
@@ -323,7 +303,7 @@ def _rank_r_chain_kernel(code: int, degree: int, identity: bool, normalized: boo
                     for t in range(p):
                         total += UF[l, t] * x[t]
                     g[l] = total
-                _cholesky_lower(gam, Bg)
+                cholesky_lower(gam, Bg, 0.0)
                 for l in range(r):
                     total = 0.0
                     for n in range(l + 1):
