@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ._validation import InvalidArgument
 
-__all__ = ["atomic_path", "LEDGER", "check_overwrite", "written_by_popgrad", "write_text", "write_json", "read_json_file", "read_toml_file", "read_user_file", "read_user_bytes", "MAX_USER_FILE", "strict_json", "json_safe", "check_output_file", "check_output_folder", "INCOMPLETE", "ContentEqual", "canonical_json", "versions", "write_netcdf_arrays"]
+__all__ = ["atomic_path", "LEDGER", "check_overwrite", "written_by_popgrad", "write_text", "write_json", "read_json_file", "read_toml_file", "read_model_file", "read_user_file", "read_user_bytes", "MAX_USER_FILE", "strict_json", "json_safe", "check_output_file", "check_output_folder", "INCOMPLETE", "ContentEqual", "canonical_json", "versions", "write_netcdf_arrays"]
 
 #: marker file present in a report folder while it is being written
 INCOMPLETE = "INCOMPLETE"
@@ -323,6 +323,14 @@ def read_toml_file(path, what: str, parameter: str) -> dict:
         raise InvalidArgument(f"{what} {str(path)!r} is nested too deeply to be read", parameter) from None
     except ValueError as exc:
         raise InvalidArgument(f"{what} {str(path)!r} is not valid TOML ({str(exc).splitlines()[0]})", parameter) from None
+
+
+def read_model_file(path, what: str, parameter: str) -> dict:
+    """A model or problem file: TOML where its name ends in ``.toml``, JSON otherwise (the same structure
+    either way), refused in one line naming ``what`` and the file."""
+    if str(path).lower().endswith(".toml"):
+        return read_toml_file(path, what, parameter)
+    return read_json_file(path, what, parameter)
 
 
 def _writable_folder(folder: Path, parameter: str, what: str) -> None:

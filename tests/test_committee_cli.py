@@ -200,3 +200,47 @@ def test_a_committee_model_file_sweeps(tmp_path, model_file):
         assert np.asarray(observables["Q"]["mean"]).shape == (len(record["result"]["steps"]), 3, 3)
     hitting = sweep_records({"problem": {"generator": "file", "path": str(model_file)}, "run": {"kind": "hitting_time", "eps": 0.5, "trajectories": 4, "seed": 1, "method": "chain"}, "grid": {"delta": [0.5]}, "zip": {"d": [200], "steps": [200_000]}}, workers=0)
     assert hitting[0]["result"]["hitting_time"]["censored_fraction"] == 0.0  # every student neuron within 45 degrees of a teacher's
+
+
+def test_toml_model_files_work_on_the_command_line(capsys, tmp_path):
+    def value(x):
+        if isinstance(x, bool):
+            return "true" if x else "false"
+        if isinstance(x, str):
+            return json.dumps(x)
+        return json.dumps(x)
+
+    lines = [f"model = {value(CONTRACT['model'])}", f"convention = {value(CONTRACT['convention'])}"]
+    for section in ("teacher", "student", "overlaps"):
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {value(item)}" for key, item in CONTRACT[section].items()]
+    path = tmp_path / "committee.toml"
+    path.write_text("\n".join(lines) + "\n")
+    from_toml = _json(capsys, ["ode", str(path), "--delta", "0.5", "--times", "0,10", "--format", "json", "--no-fixed-points"])
+    json_path = tmp_path / "committee.json"
+    json_path.write_text(json.dumps(CONTRACT))
+    from_json = _json(capsys, ["ode", str(json_path), "--delta", "0.5", "--times", "0,10", "--format", "json", "--no-fixed-points"])
+    assert from_toml["eps_g"] == from_json["eps_g"]
+    payload = _json(capsys, ["simulate", "--problem", str(path), "--d", "100", "--steps", "100", "--trajectories", "2", "--format", "json", "--quiet"])
+    assert "eps_g" in payload["observables"]
+
+
+def test_a_non_finite_ode_state_is_reported_as_diverged(capsys, model_file):
+    from popgrad.dynamics.protocol import model_from_dict
+    from popgrad.models.committee.ode import integrate_ode
+
+    model = model_from_dict(CONTRACT)
+    for delta in (1e30, 1e300):
+        solution = integrate_ode(model, delta, [0.0, 1.0, 10.0])
+        assert solution.diverged and not np.all(np.isfinite(solution.eps_g))
+    assert main(["ode", str(model_file), "--delta", "1e300", "--times", "0,1"]) == 0
+    assert "diverged" in capsys.readouterr().out
+
+
+def test_the_symmetric_plateau_is_reported_only_for_a_symmetric_model(capsys, tmp_path):
+    lopsided = json.loads(json.dumps(CONTRACT))
+    lopsided["teacher"]["second_layer"] = [1, 2, 3]
+    path = tmp_path / "lopsided.json"
+    path.write_text(json.dumps(lopsided))
+    payload = _json(capsys, ["ode", str(path), "--delta", "0.5", "--times", "0,10", "--format", "json"])
+    assert "not applicable" in payload["fixed_points"]["symmetric"]["error"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .._validation import InvalidArgument
 from .common import UsageError, naming_file, print_json, real
 
@@ -36,10 +38,10 @@ def register(commands) -> None:
 
 
 def _model(path):
-    from .._io import read_json_file
+    from .._io import read_model_file
     from ..dynamics.protocol import model_from_dict
 
-    data = read_json_file(path, "model file", "model")
+    data = read_model_file(path, "model file", "model")
     if data.get("model") != "committee":
         raise UsageError(f"MODEL: {path} is not a committee model file (it needs \"model\": \"committee\"; fine-tuning models have popgrad simulate/compare)")
     try:
@@ -54,7 +56,13 @@ def _fixed_points(model, delta: float, delta_a, second_order: bool) -> dict:
     from ..models.committee.fixed_points import specialised_solution, symmetric_plateau
 
     points = {}
-    makers = {"symmetric": symmetric_plateau}
+    makers = {}
+    a_star, a = model.teacher_second_layer, model.student_second_layer
+    symmetric = bool(np.all(a == a[0]) and np.all(a_star == a_star[0]) and np.allclose(model.T, model.T[0, 0] * np.eye(model.M)) and not model.train_second_layer)
+    if symmetric:  # the symmetric subspace Q = q + (Q - q) I, R = r is invariant only for a permutation-symmetric model
+        makers["symmetric"] = symmetric_plateau
+    else:
+        points["symmetric"] = {"error": "not applicable: the symmetric subspace is invariant only with equal second layers (frozen) and T proportional to I"}
     if model.K == model.M:
         makers["specialised"] = specialised_solution
     for name, maker in makers.items():
@@ -64,7 +72,7 @@ def _fixed_points(model, delta: float, delta_a, second_order: bool) -> dict:
         try:
             point = maker(model, delta, delta_a=delta_a)
         except (InvalidArgument, ArithmeticError, RuntimeError, ValueError) as exc:
-            points[name] = {"error": str(exc).splitlines()[0]}
+            points[name] = {"error": " ".join(str(exc).split())}
             continue
         points[name] = {"eps_g": point.eps_g, "escape_rate": point.escape_rate, "residual": point.residual, "eigenvalues_real": [float(v.real) for v in point.eigenvalues], "Q": point.Q.tolist(), "R": point.R.tolist(), "a": point.a.tolist()}
     return points

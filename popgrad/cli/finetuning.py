@@ -257,11 +257,11 @@ def _model_from_args(args):
 
     switches = {"rank": args.rank, "alpha": args.alpha, "output_scale": args.output_scale, "train_c_hat": args.train_c_hat, "c_hat_lr": args.c_hat_lr, "unconstrained": args.unconstrained, "student": args.student}
     if args.problem:
-        from .._io import read_json_file
+        from .._io import read_model_file
         from ..dynamics.protocol import model_from_dict
 
         refuse_together(args, "problem", PROBLEM_FLAGS, "the model file sets the problem (edit the file, or drop --problem)")
-        data = read_json_file(args.problem, "model file", "problem")  # an object, or refused naming the file
+        data = read_model_file(args.problem, "model file", "problem")  # an object, or refused naming the file
         if data.get("model", "finetuning") != "finetuning":
             refuse_together(args, "problem", MODEL_FLAGS, f"the fine-tuning model's switches do not apply to a {data['model']!r} model")
             try:

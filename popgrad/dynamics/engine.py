@@ -287,7 +287,23 @@ def simulate(model, d: int, eta: float | None = None, checkpoints=None, trajecto
 
 def observable_axes(name: str, shape: tuple) -> tuple:
     """The NetCDF dimension names of an observable's entries (e.g. ``Q`` (K, K): ``Q_axis0``, ``Q_axis1``);
-    empty for a scalar observable."""
+    empty for a scalar observable.
+
+    Parameters
+    ----------
+    name : str
+    shape : tuple
+        The entries' shape (after trajectories and checkpoints).
+
+    Returns
+    -------
+    tuple of str
+
+    Examples
+    --------
+    >>> observable_axes("Q", (3, 3))
+    ('Q_axis0', 'Q_axis1')
+    """
     return tuple(f"{name}_axis{i}" for i in range(len(shape)))
 
 

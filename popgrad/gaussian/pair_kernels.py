@@ -254,7 +254,19 @@ def polynomial_hermite_coefficients(coefficients, order: int, scale: float) -> n
 
 def scaled_hermite_coefficients(form: PairForm, order: int, scale: float) -> np.ndarray:
     """``mu_p(sigma; r)``, p ≤ order, for r ≥ 0 (r = 0: ``sigma(0)`` then zeros); polynomials exactly,
-    everything else by the float64 quadrature of :func:`popgrad.gaussian.hermite.hermite_coefficients`."""
+    everything else by the float64 quadrature of :func:`popgrad.gaussian.hermite.hermite_coefficients`.
+
+    Parameters
+    ----------
+    form : PairForm
+    order : int
+    scale : float
+        r >= 0.
+
+    Returns
+    -------
+    ndarray (order + 1,)
+    """
     if form.kind == "polynomial":
         return polynomial_hermite_coefficients(form.coefficients, order, scale)
     if scale == 0.0:

@@ -42,7 +42,7 @@ def escape_alpha(alpha: np.ndarray, eps: np.ndarray, plateau: float) -> float:
     Examples
     --------
     >>> escape_alpha(np.array([0.0, 1.0, 2.0, 3.0]), np.array([0.5, 0.3, 0.1, 0.05]), 0.3)
-    2.0
+    1.75
     """
     below = np.asarray(eps) < 0.5 * plateau
     if not below[-1]:
@@ -157,11 +157,13 @@ def saad_solla_reproduction(quick: bool = False, workers=None) -> ReproductionRe
             mean, error = eps.mean(axis=0), eps.std(axis=0, ddof=1) / math.sqrt(trajectories)
             ax.errorbar(alpha, mean, yerr=2 * error, fmt="o", ms=2.5, color=f"C{index}", label=f"chain d = {d} (mean ± 2 SE, {trajectories} traj.)")
             z = np.abs(mean - ode.eps_g)[1:] / np.maximum(error[1:], 1e-300)
-            worst.append((d, float(np.max(np.abs(mean - ode.eps_g))), float(np.max(z))))
+            at = int(np.argmax(np.abs(mean - ode.eps_g)))
+            worst.append((d, float(np.abs(mean - ode.eps_g)[at]), float(np.max(z)), float(error[at])))
         ax.set(xlabel="alpha = steps / d", ylabel="eps_g (Saad–Solla: 1/2 E[(f* - f)^2])", title=f"K = M = {K}, delta = {delta}")
         ax.legend(fontsize=7)
-        gaps = [gap for _, gap, _ in worst]
-        criteria.append({"name": f"K = M = {K}: the chain's mean eps_g approaches the ODE as d grows: the largest gap over alpha decreases with d = {', '.join(str(d) for d in dims)} ({', '.join(f'{g:.2e}' for g in gaps)}; value: the largest gap at the largest d in its own standard errors, reported: near the escape the finite-d gap is systematic, not noise)", "value": worst[-1][2], "pass": bool(np.all(np.diff(gaps) < 0))})
+        gaps = [row[1] for row in worst]
+        drop = (gaps[0] - gaps[-1]) / math.hypot(worst[0][3], worst[-1][3])
+        criteria.append({"name": f"K = M = {K}: the chain's mean eps_g approaches the ODE as d grows: the largest gap over alpha at d = {', '.join(str(d) for d in dims)} is {', '.join(f'{g:.2e}' for g in gaps)}; value: its drop from the smallest to the largest d in combined standard errors (> 2; near the escape the finite-d gap is systematic, not noise; the largest gap at the largest d is {worst[-1][2]:.1f} of its SE)", "value": float(drop), "pass": bool(drop > 2.0)})
         # the plateau: from a nearly symmetric start the ODE rests at the symmetric fixed point
         grid = np.linspace(0.0, 2000.0, 401)
         near = integrate_ode(model, delta, grid, Q0=0.25 * np.eye(K), R0=np.full((K, K), 1e-3), a0=np.ones(K), rtol=1e-11, atol=1e-13)
@@ -406,7 +408,7 @@ def gaussian_glm_reproduction(quick: bool = False, workers=None) -> Reproduction
         reached = sorted(best)
         criteria.append({"name": f"{activation}: the committee machine K = M = 1 on the sphere (reduced to the fine-tuning GLM chain) gives exactly the `scaling` cells' hitting steps, in every one of its {len(cells)} cells", "value": "identical" if identical else "different", "pass": identical})
         combined = float(np.sum(z_scores) / math.sqrt(len(z_scores))) if z_scores else math.nan
-        criteria.append({"name": f"{activation}: the committee's own state chain (fast_path = False) against the reduced chain at each d's best delta, 32 trajectories each on separate streams: combined rank-sum z over d = {reached} (|z| < 3)", "value": combined, "pass": abs(combined) < 3.0})
+        criteria.append({"name": f"{activation}: the committee's own state chain (fast_path = False) against the reduced chain at each d's best delta, 32 trajectories each on separate streams: combined rank-sum z over d = {reached} (abs(z) < 3)", "value": combined, "pass": abs(combined) < 3.0})
         if len(reached) >= 2:
             fit = power_law_fit(reached, [best[d][2] for d in reached], replicates=1000, seed=0)
             own_fit = power_law_fit(reached, [own[d] for d in reached], replicates=1000, seed=0)

@@ -67,13 +67,35 @@ def _rhs_factory():
 
 def committee_rhs():
     """The compiled right-hand side ``rhs(alpha, y, parameters, out)``; ``y = (Q, R, a, tr Q + |a|^2)``
-    flattened, ``parameters`` from :func:`ode_parameters`."""
+    flattened, ``parameters`` from :func:`ode_parameters`.
+
+    Returns
+    -------
+    numba function
+        ``rhs(alpha, y, parameters, out)``, writing dy/dalpha into ``out``.
+    """
     return _rhs_factory()
 
 
 def ode_parameters(model, K: int, delta: float, delta_a: float = 0.0, order: int | None = None, second_order: bool = True) -> np.ndarray:
     """The packed parameters of :func:`committee_rhs` (see :func:`popgrad.models.committee.population.pack_parameters`);
-    ``second_order=False`` sets the header's slot 15, which drops the delta² term."""
+    ``second_order=False`` sets the header's slot 15, which drops the delta² term.
+
+    Parameters
+    ----------
+    model : CommitteeModel or Committee
+    K : int
+        Student width.
+    delta, delta_a : float
+        The steps of the first and the second layer.
+    order : int, optional
+        Gauss–Hermite order of the numeric route.
+    second_order : bool, default True
+
+    Returns
+    -------
+    ndarray
+    """
     parameters = pack_parameters(model, K, order, delta, delta_a)
     parameters[15] = 0.0 if second_order else 1.0
     return parameters
@@ -156,10 +178,15 @@ class CommitteeODESolution:
 def _integrate(rhs, parameters, y0, times, rtol, atol, bound, max_steps) -> tuple:
     try:
         solution = solve(ODE(rhs, parameters), y0, times, rtol=rtol, atol=atol, target=bound, stop_at_event=True, event_component=y0.size - 1, max_steps=max_steps)
-    except SolverFailed:
+    except (SolverFailed, ZeroDivisionError):  # the compiled expectations divide by a vanishing determinant: the state blew up
         return np.full((len(times), y0.size), np.nan), 0, True, math.nan
     values = solution.values
     diverged = math.isfinite(solution.event_time)
+    finite = np.all(np.isfinite(values), axis=1)
+    if not finite.all():  # a state that turned non-finite diverged, whether or not the size bound saw it first
+        if not diverged:
+            diverged, event = True, float(times[int(np.argmin(finite))])
+            return values, solution.steps, diverged, event
     return values, solution.steps, diverged, solution.event_time
 
 

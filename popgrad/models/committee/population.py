@@ -219,6 +219,14 @@ def expectation_route(model) -> str:
     """``erf`` (closed forms: both activations ``A erf(c z)``), ``exact`` (both polynomials: Gauss–Hermite
     with enough nodes) or ``numeric``.
 
+    Parameters
+    ----------
+    model : CommitteeModel or Committee
+
+    Returns
+    -------
+    str
+
     Examples
     --------
     >>> import numpy as np

@@ -367,6 +367,9 @@ def committee_model(
         The initial overlaps (both, consistent with T: ``Q0 - Y^T Y`` PSD where R0 = Y^T L^T, L L^T = T).
     teacher_scale, student_scale : float > 0, default 1
         s*, s.
+    _names : dict, optional
+        Internal: the names the caller's spec gives each parameter (a file's keys, e.g. ``student.width``),
+        so that an error names what the caller wrote.
 
     Returns
     -------
