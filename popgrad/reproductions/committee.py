@@ -173,7 +173,7 @@ def saad_solla_reproduction(quick: bool = False, workers=None) -> ReproductionRe
         criteria.append({"name": f"K = M = {K}: the ODE from a symmetric start (Q0 = 0.25 I, R0 = 1e-3; only rounding breaks the symmetry, and it grows like exp(alpha x escape rate)) passes the eps_g of the symmetric fixed point found by root finding, {plateau.eps_g:.6f}, within 1e-4 relative (closest at alpha = {grid[closest]:.0f}; the fixed point's residual {plateau.residual:.1e}, its escape rate {plateau.escape_rate:.4f} > 0: a saddle)", "value": relative, "pass": relative < 1e-4 and plateau.residual < 1e-10 and plateau.escape_rate > 0})
         escape = escape_alpha(alpha, ode.eps_g, plateau.eps_g)
         early = alpha[1:] <= 0.5 * escape
-        criteria.append({"name": f"K = M = {K}: before the plateau's escape (alpha <= {0.5 * escape:.0f}, half the ODE's escape at {escape:.0f}) the chain's mean eps_g at d = {dims[-1]} ({trajectories} trajectories) is on the ODE: largest |mean - ODE| / SE over those checkpoints (< 4)", "value": float(np.max(last_z[early])), "pass": bool(np.max(last_z[early]) < 4.0)})
+        criteria.append({"name": f"K = M = {K}: before the plateau's escape (alpha <= {0.5 * escape:.0f}, half the ODE's escape at {escape:.0f}) the chain's mean eps_g at d = {dims[-1]} ({trajectories} trajectories) is on the ODE: largest abs(mean - ODE) / SE over those checkpoints (< 4)", "value": float(np.max(last_z[early])), "pass": bool(np.max(last_z[early]) < 4.0)})
         fine = np.linspace(0.0, escape, 400)[1:]
         curve = integrate_ode(model, delta, np.concatenate([[0.0], fine])).eps_g[1:]
         flattest = int(np.argmin(np.abs(np.gradient(curve, fine))[20:])) + 20
