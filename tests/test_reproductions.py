@@ -70,7 +70,7 @@ def test_the_committed_reports_are_not_stale():
 
 def test_the_committed_tables_are_well_formed():
     # a '|' inside a criterion's name or value would split its row of the Markdown table
-    for path in sorted(PAPER.glob("*.json")):
+    for path in sorted(p for p in PAPER.glob("*.json") if not p.name.startswith(".")):  # not the ledger of the files popgrad wrote there
         document = json.loads(path.read_text())
         for criterion in document["criteria"]:
             assert "|" not in criterion["name"] and "|" not in str(criterion["value"]), (path.name, criterion["name"])
