@@ -124,6 +124,21 @@ def test_compare_judges_every_observable_against_the_ode(capsys, tmp_path, model
     again = load_comparison(out)
     assert again.verdict == payload["verdict"]
     assert again.run.observables["Q"].shape == (64, 4, 3, 3)
+    # the ODE's fixed points at the run's delta, beside the simulation (in the report's provenance): the
+    # symmetric plateau is a fixed point of the ODE's own right-hand side (an independent route: its RHS there)
+    from popgrad.models.committee.population import ode_expectations
+    from popgrad.models.committee.spec import load_committee_model
+
+    points = payload["provenance"]["predictions"]["ode"]["fixed_points"]
+    assert set(points) == {"symmetric", "specialised"}
+    plateau = points["symmetric"]
+    e = ode_expectations(load_committee_model(model_file), plateau["Q"], plateau["R"], plateau["a"])
+    dR, dQ = 0.5 * e.delta_nu, 0.5 * (e.delta_lambda + e.delta_lambda.T) + 0.25 * e.delta_delta  # loss 1/2, delta = 0.5
+    assert np.max(np.abs(dR)) < 1e-10 and np.max(np.abs(dQ)) < 1e-10
+    assert plateau["escape_rate"] > 0 and points["specialised"]["escape_rate"] == 0.0
+    assert main(["compare", "--problem", str(model_file), "--d", "500", "--delta", "0.5", "--checkpoints", "0,5000", "--trajectories", "8", "--out", str(tmp_path / "text"), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "ode: symmetric fixed point eps_g" in text and "ode: specialised fixed point eps_g = 0, stable" in text
 
 
 @pytest.mark.slow

@@ -50,44 +50,17 @@ def _model(path):
         raise naming_file(path, "MODEL", exc) from None
 
 
-def _fixed_points(model, delta: float, delta_a, second_order: bool) -> dict:
-    """The symmetric plateau and (K = M) the specialised solution, each with its eps_g, escape rate and
-    eigenvalues, or the reason it was not found."""
-    from ..models.committee.fixed_points import specialised_solution, symmetric_plateau
-
-    points = {}
-    makers = {}
-    a_star, a = model.teacher_second_layer, model.student_second_layer
-    symmetric = bool(np.all(a == a[0]) and np.all(a_star == a_star[0]) and np.allclose(model.T, model.T[0, 0] * np.eye(model.M)) and not model.train_second_layer)
-    if symmetric:  # the symmetric subspace Q = q + (Q - q) I, R = r is invariant only for a permutation-symmetric model
-        makers["symmetric"] = symmetric_plateau
-    else:
-        points["symmetric"] = {"error": "not applicable: the symmetric subspace is invariant only with equal second layers (frozen) and T proportional to I"}
-    if model.K == model.M:
-        makers["specialised"] = specialised_solution
-    for name, maker in makers.items():
-        if not second_order:
-            points[name] = {"error": "fixed points are reported for the ODE with its delta^2 term"}
-            continue
-        try:
-            point = maker(model, delta, delta_a=delta_a)
-        except (InvalidArgument, ArithmeticError, RuntimeError, ValueError) as exc:
-            points[name] = {"error": " ".join(str(exc).split())}
-            continue
-        points[name] = {"eps_g": point.eps_g, "escape_rate": point.escape_rate, "residual": point.residual, "eigenvalues_real": [float(v.real) for v in point.eigenvalues], "Q": point.Q.tolist(), "R": point.R.tolist(), "a": point.a.tolist()}
-    return points
-
-
 def _ode(args) -> int:
     from .. import __version__
     from ..models.committee.ode import integrate_ode
+    from ..models.committee.predictions import fixed_point_summary, print_fixed_points
 
     model = _model(args.model)
     if args.delta_a is not None and not model.train_second_layer:
         raise UsageError("--delta-a sets the second layer's step; this model keeps its second layer frozen (\"train_second_layer\": true in the file trains it)")
     solution = integrate_ode(model, args.delta, args.times, delta_a=args.delta_a, second_order=not args.gradient_flow)
     delta_a = (args.delta * model.second_layer_ratio if args.delta_a is None else args.delta_a) if model.train_second_layer else 0.0
-    points = {} if args.no_fixed_points or solution.diverged else _fixed_points(model, args.delta, delta_a if model.train_second_layer else None, not args.gradient_flow)
+    points = {} if args.no_fixed_points or solution.diverged else fixed_point_summary(model, args.delta, delta_a if model.train_second_layer else None, not args.gradient_flow)
     if args.format == "json":
         payload = solution.to_dict() | {"eps_g_error": [None if not math.isfinite(e) else float(e) for e in solution.error["eps_g"]], "delta": args.delta, "delta_a": delta_a, "convention": model.convention, "second_order": not args.gradient_flow, "fixed_points": points, "model": model.to_dict(), "popgrad": __version__}
         print_json(payload)
@@ -105,9 +78,5 @@ def _ode(args) -> int:
         print(" ".join(cells))
     if solution.diverged:
         print(f"diverged at alpha = {solution.divergence_alpha:.6g}: delta = {args.delta:g} is beyond the largest step that learns (the values after it are nan)")
-    for name, point in points.items():
-        if "error" in point:
-            print(f"{name} fixed point: not found ({point['error']})")
-        else:
-            print(f"{name} fixed point: eps_g = {point['eps_g']:.8g}, escape rate (largest positive real eigenvalue) = {point['escape_rate']:.6g}, residual {point['residual']:.1e}")
+    print_fixed_points(points)
     return 0

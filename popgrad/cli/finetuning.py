@@ -379,6 +379,13 @@ def _print_comparison(comparisons: dict) -> None:
             print(f"{int(step):>10d} {cells} {predicted}")
     for label, comparison in comparisons.items():
         print(f"verdict [{label}]: {comparison.verdict}")
+    for name in names:  # a prediction's fixed points (the committee ODE's), beside the simulation
+        for point_name, point in first.predictions.settings.get(name, {}).get("fixed_points", {}).items():
+            if "error" in point:
+                print(f"{name}: {point_name} fixed point not found ({point['error']})")
+            else:
+                escape = f"escape rate {point['escape_rate']:.4g} (largest positive real eigenvalue)" if point["escape_rate"] > 0 else "stable (no eigenvalue with a positive real part)"
+                print(f"{name}: {point_name} fixed point eps_g = {point['eps_g']:.6g}, {escape}, residual {point['residual']:.1e}")
 
 
 def _compare(args) -> int:

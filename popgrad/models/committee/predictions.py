@@ -26,7 +26,7 @@ from ...dynamics.engine import PredictionFailed
 from ...dynamics.protocol import Predictor, register_predictor
 from .observables import committee_observables
 
-__all__ = ["ode_prediction", "flow_prediction", "DEFAULT_ODE_STARTS"]
+__all__ = ["ode_prediction", "flow_prediction", "fixed_point_summary", "print_fixed_points", "DEFAULT_ODE_STARTS"]
 
 #: the trajectories whose starting overlaps the ODE predictions start from (by default)
 DEFAULT_ODE_STARTS = 16
@@ -74,7 +74,72 @@ def _predict(run, ode_starts: int, second_order: bool) -> dict:
             mean = values[name].mean(axis=0)
             bands[name] = (mean - error, mean + error)
     settings = {"ode_starts": int(len(solutions)), "delta": delta, "delta_a": delta_a if model.train_second_layer else 0.0, "route": solutions[0].route, "second_order": bool(second_order), "starts": "the first trajectories' own starting overlaps" if not exact else "the model's initial overlaps (every trajectory starts there)"}
+    if second_order:  # the ODE's fixed points at the run's delta, reported beside the simulation
+        settings["fixed_points"] = fixed_point_summary(model, delta, delta_a if model.train_second_layer else None)
     return {"values": values, "bands": bands, "settings": settings, "exact_mean": exact}
+
+
+def fixed_point_summary(model, delta: float, delta_a=None, second_order: bool = True) -> dict:
+    """The ODE's fixed points at ``delta``: the symmetric plateau (a permutation-symmetric model) and, for
+    K = M, the specialised solution, each with its eps_g, escape rate (largest positive real part of the
+    Jacobian's eigenvalues), residual, eigenvalues and overlaps — or the reason it was not found.
+
+    Parameters
+    ----------
+    model : CommitteeModel
+    delta : float
+    delta_a : float, optional
+        The second layer's step (a trained second layer).
+    second_order : bool, default True
+        The ODE with its delta² term (fixed points are reported for it only).
+
+    Returns
+    -------
+    dict
+        ``name -> {"eps_g", "escape_rate", "residual", "eigenvalues_real", "Q", "R", "a"}`` or
+        ``name -> {"error": reason}``.
+
+    Examples
+    --------
+    >>> from popgrad.models.committee.spec import committee_model
+    >>> points = fixed_point_summary(committee_model("erf(z/sqrt(2))", width=2, teacher_width=2), 0.5)
+    >>> sorted(points), round(points["symmetric"]["eps_g"], 4) > 0
+    (['specialised', 'symmetric'], True)
+    """
+    from .fixed_points import specialised_solution, symmetric_plateau
+
+    points = {}
+    makers = {}
+    a_star, a = model.teacher_second_layer, model.student_second_layer
+    symmetric = bool(np.all(a == a[0]) and np.all(a_star == a_star[0]) and np.allclose(model.T, model.T[0, 0] * np.eye(model.M)) and not model.train_second_layer)
+    if symmetric:  # the symmetric subspace Q = q + (Q - q) I, R = r is invariant only for a permutation-symmetric model
+        makers["symmetric"] = symmetric_plateau
+    else:
+        points["symmetric"] = {"error": "not applicable: the symmetric subspace is invariant only with equal second layers (frozen) and T proportional to I"}
+    if model.K == model.M:
+        makers["specialised"] = specialised_solution
+    for name, maker in makers.items():
+        if not second_order:
+            points[name] = {"error": "fixed points are reported for the ODE with its delta^2 term"}
+            continue
+        try:
+            point = maker(model, delta, delta_a=delta_a)
+        except (InvalidArgument, ArithmeticError, RuntimeError, ValueError) as exc:
+            points[name] = {"error": " ".join(str(exc).split())}
+            continue
+        points[name] = {"eps_g": point.eps_g, "escape_rate": point.escape_rate, "residual": point.residual, "eigenvalues_real": [float(v.real) for v in point.eigenvalues], "Q": point.Q.tolist(), "R": point.R.tolist(), "a": point.a.tolist()}
+    return points
+
+
+def print_fixed_points(points: dict, prefix: str = "") -> None:
+    """One line per fixed point of :func:`fixed_point_summary` (its eps_g and escape rate, or why not
+    found)."""
+    for name, point in points.items():
+        if "error" in point:
+            print(f"{prefix}{name} fixed point: not found ({point['error']})")
+        else:
+            escape = f"escape rate (largest positive real eigenvalue) = {point['escape_rate']:.6g}" if point["escape_rate"] > 0 else "stable (no eigenvalue with a positive real part)"
+            print(f"{prefix}{name} fixed point: eps_g = {point['eps_g']:.8g}, {escape}, residual {point['residual']:.1e}")
 
 
 def ode_prediction(run, ode_starts: int = DEFAULT_ODE_STARTS) -> dict:
