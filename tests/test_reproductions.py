@@ -12,16 +12,32 @@ from popgrad.reproductions.base import REGISTRY, run_reproduction, stale_reprodu
 PAPER = Path(__file__).resolve().parent.parent / "derivations" / "paper"
 
 
+def _check_criterion(criterion: dict) -> None:
+    """A criterion's pass means what its kind says: a test's is a bool; a claim's is whether the measured
+    interval contains the paper's value (never true for a claim outside it); a reported value's is null."""
+    kind = criterion["kind"]
+    assert kind in ("test", "claim", "reported"), criterion
+    if kind == "test":
+        assert isinstance(criterion["pass"], bool), criterion
+    elif kind == "claim":
+        low, high = criterion["interval"]
+        assert criterion["pass"] is (low <= criterion["paper"] <= high), criterion
+    else:
+        assert criterion["pass"] is None, criterion
+
+
 def _check_files(folder: Path, name: str) -> dict:
     document = json.loads((folder / f"{name}.json").read_text())
     assert set(document) >= {"parameters", "criteria", "fits", "provenance"}
     for criterion in document["criteria"]:
-        assert set(criterion) >= {"name", "value", "pass"}
+        assert set(criterion) >= {"name", "value", "kind", "pass"}
+        _check_criterion(criterion)
+    assert document["provenance"]["figure"]["fit_for_print"], document["provenance"]["figure"]
     for fit in document["fits"]:
         assert set(fit) >= {"case", "variable", "exponent", "ci"} and len(fit["ci"]) == 2
     assert (folder / f"{name}.png").stat().st_size > 10_000
     markdown = (folder / f"{name}.md").read_text()
-    assert "## Criteria (measured)" in markdown and ("PASS" in markdown or "FAIL" in markdown)
+    assert "## Criteria (measured)" in markdown and ("PASS" in markdown or "FAIL" in markdown or "reported" in markdown)
     return document
 
 
@@ -66,6 +82,28 @@ def test_the_committed_reports_are_not_stale():
     # each committed report was made by today's definition of its reproduction (full version, not --quick);
     # regenerate with: popgrad reproduce all --update-derivations
     assert stale_reproductions(PAPER) == [], "stale: run popgrad reproduce NAME --update-derivations (full version) and commit derivations/paper/"
+
+
+def test_the_committed_reports_label_every_result_and_are_fit_for_print():
+    # issue 23 (9, 10): a value only reported is not a pass, a claim of the paper that did not reproduce is
+    # never a pass, and every figure was drawn for print (text >= 8 pt at 3.3 in, every axis labelled)
+    from popgrad.reproductions.base import ReproductionReport, figure_check, print_figure
+
+    for path in sorted(p for p in PAPER.glob("*.json") if not p.name.startswith(".")):
+        document = json.loads(path.read_text())
+        for criterion in document["criteria"]:
+            _check_criterion(criterion)
+        assert document["provenance"]["figure"]["fit_for_print"], (path.name, document["provenance"]["figure"])
+        assert document["passed"] is all(c["pass"] for c in document["criteria"] if c["kind"] == "test")
+    # the rules themselves, on cases whose answers are known
+    report = ReproductionReport("x", "x", {}, [{"name": "a", "value": 0.8, "kind": "claim", "paper": 2.0, "interval": [0.25, 1.9], "pass": True}, {"name": "b", "value": 3.0, "kind": "reported", "pass": True}, {"name": "c", "value": 1.0, "pass": True}], None)
+    assert [c["pass"] for c in report.criteria] == [False, None, True] and report.passed and not report.reproduced
+    figure, (ax,) = print_figure(1)
+    ax.plot([1, 2], [1, 2])
+    assert figure_check(figure)["unlabelled_axes"] == ["axes 0"]
+    ax.set(xlabel="x", ylabel="y")
+    ax.text(1, 1, "small", fontsize=6)
+    assert figure_check(figure)["smallest_text_pt"] == 6.0 and not figure_check(figure)["fit_for_print"]
 
 
 def test_the_committed_tables_are_well_formed():

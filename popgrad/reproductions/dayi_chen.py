@@ -5,9 +5,10 @@ recorded in each report's parameters and said in its notes."""
 from __future__ import annotations
 
 import math
+
 import numpy as np
 
-from .base import ReproductionReport, register, sweep_records
+from .base import ReproductionReport, print_figure, register, sweep_records
 
 __all__ = ["example1_reproduction", "lemma6_reproduction", "claim2_reproduction"]
 
@@ -28,7 +29,6 @@ def example1_reproduction(quick: bool = False, workers=None) -> ReproductionRepo
     ReproductionReport
     """
     import sympy
-    from matplotlib.figure import Figure
 
     from ..models.finetuning.checks import example1
 
@@ -39,8 +39,7 @@ def example1_reproduction(quick: bool = False, workers=None) -> ReproductionRepo
         {"name": "abs(Phi) of student (c', u') for teacher (c, u)", "value": abs(report["loss_u_prime_learning_u"]), "pass": abs(report["loss_u_prime_learning_u"]) < 1e-8},
         {"name": "abs(Phi) of student (c, u) for teacher (c', u')", "value": abs(report["loss_u_learning_u_prime"]), "pass": abs(report["loss_u_learning_u_prime"]) < 1e-8},
     ]
-    figure = Figure(figsize=(5.5, 5), layout="constrained")
-    ax = figure.subplots()
+    figure, (ax,) = print_figure(1, height=3.0)
     c = np.array([-(1 + math.sqrt(2)) * (2 + math.sqrt(3)), (1 + math.sqrt(2)) * (math.sqrt(2) + math.sqrt(3))])
     for label, u, sign, style in (("W + c u^T", np.array([1, 1]) / math.sqrt(2), 1.0, "-"), ("W + c' u'^T, c' = -c", np.array([1 / math.sqrt(3), math.sqrt(6) / 3]), -1.0, "--")):
         V = np.eye(2) + sign * np.outer(c, u)
@@ -69,19 +68,16 @@ def lemma6_reproduction(quick: bool = False, workers=None) -> ReproductionReport
     -------
     ReproductionReport
     """
-    from matplotlib.figure import Figure
-
     from ..models.finetuning.checks import lemma6_frequency
 
     draws = 200 if quick else 1000
     settings = ((8, 1.0), (8, math.sqrt(8)), (32, 1.0), (32, math.sqrt(32)))
     rows = [(k, xi, lemma6_frequency("relu", k, xi, draws=draws, seed=0)) for k, xi in settings]
     criteria = [{"name": f"fraction of draws where the conclusion holds, k = {k}, xi = {xi:.4g} (binomial SE {report['standard_error']:.3f}; {report['degenerate']} with h(0) = 0)", "value": report["fraction"], "pass": report["fraction"] >= 0.5} for k, xi, report in rows]
-    figure = Figure(figsize=(6, 4), layout="constrained")
-    ax = figure.subplots()
+    figure, (ax,) = print_figure(1, height=2.6)
     labels = [f"k={k}\nxi={xi:.3g}" for k, xi, _ in rows]
     ax.bar(labels, [report["fraction"] for _, _, report in rows], yerr=[2 * report["standard_error"] for _, _, report in rows], color="C0")
-    ax.set(ylim=(0, 1.05), ylabel="fraction of (c, c_hat) draws", title="Lemma 6's conclusion over random c, c_hat (relu, orthonormal W)")
+    ax.set(ylim=(0, 1.05), xlabel="adapter width k and xi", ylabel="fraction of (c, c_hat) draws", title="Lemma 6's conclusion over random c, c_hat (relu, orthonormal W)")
     notes = ["Lemma 6 holds with high probability over c, c_hat; the criterion (a majority of draws) is ours, the fractions are the finding.", "Draws where h(0) = 0 exactly (signs cancelling, possible with quantized c) count as not holding."]
     return ReproductionReport("lemma6", "Lemma 6 over random adapters", {"activation": "relu", "features": "orthonormal", "lam": 1, "settings": [list(s) for s in settings], "draws": draws, "seed": 0, "grid": 201}, criteria, figure, [], notes)
 
@@ -103,8 +99,6 @@ def claim2_reproduction(quick: bool = False, workers=None) -> ReproductionReport
     -------
     ReproductionReport
     """
-    from matplotlib.figure import Figure
-
     from ..analysis.scaling import power_law_fit
 
     dims = [250, 500, 1000] if quick else [250, 500, 1000, 2000]
@@ -131,8 +125,7 @@ def claim2_reproduction(quick: bool = False, workers=None) -> ReproductionReport
         {"name": "from scratch: a step size of the scan reaches the target at every d", "value": len(glm_dims), "pass": glm_dims == dims},
         {"name": "from scratch grows faster: lower end of its slope's interval above fine-tuning's upper end", "value": None if glm_fit is None else glm_fit.ci[0], "pass": glm_fit is not None and glm_fit.ci[0] > fine_fit.ci[1]},
     ]
-    figure = Figure(figsize=(7, 5), layout="constrained")
-    ax = figure.subplots()
+    figure, (ax,) = print_figure(1, height=3.0)
     x = np.array(dims, dtype=float)
     ax.loglog(x, fine_fit.medians, "o", color="C0")
     ax.loglog(x, fine_fit.prefactor * x**fine_fit.exponent, "-", color="C0", label=f"fine-tuning (Claim 2, h_3, k = 4), delta = {fine_delta}: slope {fine_fit.exponent:.2f} [{fine_fit.ci[0]:.2f}, {fine_fit.ci[1]:.2f}]")
@@ -141,9 +134,9 @@ def claim2_reproduction(quick: bool = False, workers=None) -> ReproductionReport
         ax.loglog(xg, glm_fit.medians, "s", color="C3")
         ax.loglog(xg, glm_fit.prefactor * xg**glm_fit.exponent, "-", color="C3", label=f"from scratch (W = 0, h_3), best delta per d: slope {glm_fit.exponent:.2f} [{glm_fit.ci[0]:.2f}, {glm_fit.ci[1]:.2f}]")
         for d in glm_dims:
-            ax.annotate(f"delta={best[d][1]:g}", (d, best[d][0]), textcoords="offset points", xytext=(4, -10), fontsize=7, color="C3")
+            ax.annotate(f"delta={best[d][1]:g}", (d, best[d][0]), textcoords="offset points", xytext=(4, -10), fontsize=8, color="C3")
     ax.set(xlabel="input dimension d", ylabel=f"median hitting step (m^2 >= {1 - eps:g}), {trajectories} trajectories", title="Theorem 19: fine-tuning ~ d, learning from scratch with h_3 faster")
-    ax.legend(fontsize=7)
+    ax.legend()
     parameters = {"eps": eps, "d": dims, "trajectories": trajectories, "method": "chain", "finetuning": {"generator": "claim2", "activation": "h_3", "k": 4, "xi": 1.0, "delta": fine_delta, "horizon": 4.0 / fine_delta, "seed": 1}, "from_scratch": {"generator": "glm", "activation": "h_3", "k": 1, "xi": 1.0, "deltas_scanned": deltas, "horizon": "ceil(2 sqrt(d_max) / delta) steps per d", "rule": "the delta of the scan with the smallest median hitting time, per d", "seed": 2, "best_delta": {str(d): best[d][1] for d in glm_dims}}}
     notes = [
         "Step sizes are ours (the paper states none): eta = delta / d. Fine-tuning at delta = 0.05 stalls at the normalisation-noise floor for h_3 (m^2 stays below 1/2), so delta = 0.005 is used.",
