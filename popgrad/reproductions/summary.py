@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .._io import write_text
+from .base import result_word
 
 __all__ = ["summary_markdown", "write_summary", "classify"]
 
@@ -57,12 +58,8 @@ def classify(criterion: dict) -> str:
     >>> classify({"name": "slope within 0.1 of 1", "value": 1.02, "kind": "test", "pass": True})
     'passed'
     """
-    kind = criterion.get("kind", "test")
-    if kind == "reported":
-        return "reported"
-    if kind == "claim":
-        return "reproduced" if criterion["pass"] else "not reproduced"
-    return "passed" if criterion["pass"] else "failed"
+    word = result_word(criterion)
+    return {"PASS": "passed", "FAIL": "failed", "NOT REPRODUCED": "not reproduced"}.get(word, word)
 
 
 def _criterion(document: dict, start: str):
