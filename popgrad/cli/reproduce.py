@@ -35,7 +35,7 @@ def register(commands) -> None:
     reproduce.add_argument("--out", default=None, help=f"report folder (default {DEFAULT_OUT}/)")
     reproduce.add_argument("--update-derivations", action="store_true", help="write the committed full reports in derivations/paper/ and its README.md (not with --quick or --out)")
     reproduce.add_argument("--workers", type=int, default=None, help="Dask workers for the sweeps (default: one per core, in this process on a machine of 2 cores or fewer; 0: in this process, without Dask)")
-    reproduce.add_argument("--strict", action="store_true", help=f"exit {EXIT_NEGATIVE} when a criterion fails")
+    reproduce.add_argument("--strict", action="store_true", help=f"exit {EXIT_NEGATIVE} when a test fails (a claim of the paper that does not reproduce is reported, not a failure of popgrad)")
     add_force(reproduce)
     reproduce.set_defaults(handler=_reproduce)
 
@@ -59,7 +59,7 @@ def _output_folder(args) -> tuple:
 
 def _reproduce(args) -> int:
     from .._io import check_output_folder
-    from ..reproductions.base import run_reproduction
+    from ..reproductions.base import result_word, run_reproduction
     from ..reproductions.summary import write_summary
 
     names = _names()
@@ -79,10 +79,13 @@ def _reproduce(args) -> int:
     failed = []
     for name in chosen:
         report = run_reproduction(name, quick=args.quick, out=out, workers=args.workers)
-        print(f"{name}: {'all criteria pass' if report.passed else 'SOME CRITERIA FAIL'}; wrote {out}/{name}.png, .md, .json")
+        claims = [criterion for criterion in report.criteria if criterion["kind"] == "claim"]
+        missed = sum(not criterion["pass"] for criterion in claims)
+        print(f"{name}: {'every test passes' if report.passed else 'SOME TESTS FAIL'}" + (f"; {len(claims) - missed} of {len(claims)} claims of the paper reproduced" if claims else "") + f"; wrote {out}/{name}.png, .md, .json")
         for criterion in report.criteria:
             value = criterion["value"]
-            print(f"  {'PASS' if criterion['pass'] else 'FAIL'}  {criterion['name']}: {value:.4g}" if isinstance(value, float) else f"  {'PASS' if criterion['pass'] else 'FAIL'}  {criterion['name']}: {value}")
+            shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+            print(f"  {result_word(criterion):<14s} {criterion['name']}: {shown}")
         if not report.passed:
             failed.append(name)
     print(f"summary: {write_summary(out)}")
