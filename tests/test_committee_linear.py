@@ -183,12 +183,12 @@ def _perturbed_base():
 CASES = {
     # (i) full fine-tuning from Theta = 0 (singular Gamma), W0 a perturbed teacher, output noise, a trained
     "full fine-tuning": dict(model=dict(teacher_activation="erf(z/sqrt(2))", width=2, teacher_width=2, noise=0.3, train_second_layer=True, parametrisation={"kind": "full", "base": _perturbed_base()}), d=40, delta=1.0, checkpoints=[3, 100, 1000]),
-    # (ii) LoRA r = 1, trained B (from zero), Theta on the sphere and ⟂ W0
-    "lora r=1 sphere, perp base, trained B": dict(model=dict(teacher_activation="erf(z/sqrt(2))", width=3, teacher_width=2, constraint="sphere", noise=0.2, parametrisation={"kind": "lora", "rank": 1, "base": {"gram": np.eye(3).tolist(), "teacher_overlap": [[0.8, 0.0], [0.0, 0.8], [0.3, 0.3]]}, "orthogonal_to_base": True, "coefficient_ratio": 2.0}), d=30, delta=1.0, checkpoints=[0, 100, 1000]),
+    # (ii) LoRA r = 1, trained B, Theta on the sphere and ⟂ W0
+    "lora r=1 sphere, perp base, trained B": dict(model=dict(teacher_activation="erf(z/sqrt(2))", width=3, teacher_width=2, constraint="sphere", noise=0.2, parametrisation={"kind": "lora", "rank": 1, "base": {"gram": np.eye(3).tolist(), "teacher_overlap": [[0.8, 0.0], [0.0, 0.8], [0.3, 0.3]]}, "orthogonal_to_base": True, "coefficients": [[0.5], [-0.5], [0.5]], "coefficient_ratio": 2.0}), d=30, delta=1.0, checkpoints=[0, 100, 1000]),
     # (iii) LoRA r = 2, frozen B, Theta from zero (singular Gamma), unconstrained
     "lora r=2 frozen B, zero Theta": dict(model=dict(teacher_activation="erf(z/sqrt(2))", student_activation="tanh", width=3, teacher_width=3, init={"kind": "zero"}, parametrisation={"kind": "lora", "rank": 2, "base": {"gram": (0.8 * np.eye(3)).tolist(), "teacher_overlap": [[0.7, 0.1, 0.0], [0.0, 0.7, 0.0], [0.0, 0.2, 0.7]]}, "coefficients": [[1.0, 0.0], [0.0, 1.0], [0.5, -0.5]], "train_coefficients": False}), d=30, delta=1.0, checkpoints=[2, 100, 1000]),
     # Stiefel r = 2, ⟂ W0, trained B with weight decay
-    "lora r=2 stiefel, perp base, weight decay": dict(model=dict(teacher_activation="erf(z/sqrt(2))", width=3, teacher_width=2, constraint="stiefel", weight_decay=0.3, parametrisation={"kind": "lora", "rank": 2, "base": {"gram": np.eye(3).tolist(), "teacher_overlap": [[0.8, 0.0], [0.0, 0.8], [0.3, 0.3]]}, "orthogonal_to_base": True, "coefficients": [[0.1, 0.0], [0.0, 0.1], [0.0, 0.0]]}), d=30, delta=1.0, checkpoints=[0, 100, 1000]),
+    "lora r=2 stiefel, perp base, weight decay": dict(model=dict(teacher_activation="erf(z/sqrt(2))", width=3, teacher_width=2, constraint="stiefel", weight_decay=0.05, parametrisation={"kind": "lora", "rank": 2, "base": {"gram": np.eye(3).tolist(), "teacher_overlap": [[0.8, 0.0], [0.0, 0.8], [0.3, 0.3]]}, "orthogonal_to_base": True, "coefficients": [[0.5, 0.0], [0.0, 0.5], [0.3, -0.3]]}), d=30, delta=1.0, checkpoints=[0, 100, 1000]),
 }
 
 
@@ -213,7 +213,9 @@ def _ks_family(runs, checkpoints):
         first, second = _entries(runs[0], c), _entries(runs[1], c)
         assert first.keys() == second.keys()
         for name in first:
-            if np.ptp(first[name]) == 0 and np.ptp(second[name]) == 0:
+            scale = max(1.0, float(np.max(np.abs(first[name]))))
+            if np.ptp(first[name]) <= 1e-12 * scale and np.ptp(second[name]) <= 1e-12 * scale:
+                # deterministic up to rounding (a fixed start, a unit norm, an overlap that Theta ⟂ W0 keeps at its base value)
                 assert np.allclose(first[name], second[name], atol=1e-9), (step, name)
                 continue
             pvalues[(step, name)] = stats.ks_2samp(first[name], second[name]).pvalue
@@ -357,11 +359,11 @@ def _overlap_m(problem, R):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("convention", ["normalized", "raw"])
+@pytest.mark.parametrize("convention", ["normalized", "raw", "common"])
 def test_lora_member_has_the_fine_tuning_law(convention, without_eps_g):
     problem = popgrad.orthonormal_problem("relu", k=3, xi=1.5, seed=4, convention=convention)
     model = finetuning_committee_model(problem)
-    d, delta, checkpoints = 40, 0.5, [0, 200, 1000, 3000]
+    d, delta, checkpoints = 40, 0.5, [0, 100, 300, 1000]
     reference = popgrad.simulate(problem, d=d, delta=delta, checkpoints=checkpoints, trajectories=400, seed=31)
     member = popgrad.simulate(model, d=d, delta=delta, checkpoints=checkpoints, trajectories=400, seed=32)
     m = _overlap_m(problem, member.observables["R"])
@@ -370,6 +372,12 @@ def test_lora_member_has_the_fine_tuning_law(convention, without_eps_g):
     student = problem.student_scales / problem.student_norms
     expected = (student[:, None] * problem.gram * teacher[None, :]) + problem.xi**2 * np.outer(student * problem.c_hat, teacher * problem.c)[None, None] * m[..., None, None]
     assert np.allclose(member.observables["R"], expected, atol=1e-9)
-    pvalues = [stats.ks_2samp(m[:, c], reference.observables["m"][:, c]).pvalue for c in range(len(checkpoints))]
-    assert min(pvalues) * len(pvalues) > 1e-3, pvalues
-    assert abs(np.mean(m[:, -1]) - np.mean(reference.observables["m"][:, -1])) < 4 * np.sqrt(np.var(m[:, -1]) / 400 + np.var(reference.observables["m"][:, -1]) / 400)
+    pvalues = []
+    for c in range(len(checkpoints)):
+        ours, theirs = m[:, c], reference.observables["m"][:, c]
+        if np.ptp(ours) < 1e-9 and np.ptp(theirs) < 1e-9:  # both converged to rounding (m = ±1)
+            assert np.allclose(ours, theirs, atol=1e-8)
+            continue
+        pvalues.append(stats.ks_2samp(ours, theirs).pvalue)
+        assert abs(np.mean(ours) - np.mean(theirs)) < 4 * np.sqrt(np.var(ours) / 400 + np.var(theirs) / 400)
+    assert len(pvalues) >= 3 and min(pvalues) * len(pvalues) > 1e-3, pvalues
