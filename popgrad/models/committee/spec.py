@@ -884,7 +884,7 @@ def committee_model_from_dict(data: dict) -> CommitteeModel:
     if overlaps is not None:
         _check_keys(overlaps, _OVERLAP_KEYS, "overlaps")
         kind = student.get("parametrisation", {}).get("kind", "scratch") if isinstance(student.get("parametrisation"), dict) else "scratch"
-        if kind != "scratch" and ("Q" in overlaps or "R" in overlaps):
+        if kind in ("lora", "full") and ("Q" in overlaps or "R" in overlaps):
             raise InvalidArgument(f"overlaps: the initial overlaps Q, R of V are for a student learnt from scratch; a {kind} student's Theta starts by student.init (random, zero or explicit)", "overlaps")
         names |= {"Q0": "overlaps.Q", "R0": "overlaps.R"}
         if "init" in student:
