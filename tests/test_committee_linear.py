@@ -153,6 +153,36 @@ def test_api_refuses_overlaps_for_lora():
 
 
 # ------------------------------------------------------------------------------------------------
+# runs: batching, hitting times, observables
+# ------------------------------------------------------------------------------------------------
+
+
+def test_lora_chain_independent_of_batching_and_observables():
+    model = model_from_dict(copy.deepcopy(LORA))
+    whole = popgrad.simulate(model, d=40, delta=1.0, checkpoints=[0, 200, 400], trajectories=6, seed=3)
+    part = popgrad.simulate(model, d=40, delta=1.0, checkpoints=[0, 400], trajectories=3, seed=3, first_trajectory=3)
+    for name in ("Q", "R", "a", "B"):
+        assert np.array_equal(whole.observables[name][3:, [0, 2]], part.observables[name])
+    assert whole.observables["B"].shape == (6, 3, 3, 1) and whole.observables["R_aligned"].shape == (6, 3, 3)
+    # Theta ⟂ W0 on the sphere: V_i = W0_i + B_i theta gives Q_ii = G0_ii + B_i^2 and Q_ij = G0_ij + B_i B_j
+    Q, B = whole.observables["Q"], whole.observables["B"][..., 0]
+    assert np.allclose(Q, np.eye(3) + B[..., :, None] * B[..., None, :], atol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["chain", "full"])
+def test_lora_hitting_times_follow_the_alignment(method):
+    model = model_from_dict(copy.deepcopy(LORA))
+    checkpoints = np.arange(0, 2001, 100)
+    run = popgrad.simulate(model, d=30, delta=1.0, checkpoints=checkpoints, trajectories=8, seed=5, method=method, hit=0.34)
+    cosine = run.observables["cosine_min"]
+    assert np.any(run.hitting_steps > 0)
+    for j in range(8):
+        reached = np.nonzero(cosine[j] ** 2 >= 0.66)[0]
+        if reached.size:
+            assert 0 <= run.hitting_steps[j] <= checkpoints[reached[0]]
+
+
+# ------------------------------------------------------------------------------------------------
 # the student learnt from scratch: the same numbers, to the last bit, as before the parametrisation
 # ------------------------------------------------------------------------------------------------
 
