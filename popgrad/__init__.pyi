@@ -194,6 +194,8 @@ from .models.committee.spec import (
     COMMITTEE_CONVENTIONS as COMMITTEE_CONVENTIONS,
     COMMITTEE_CONSTRAINTS as COMMITTEE_CONSTRAINTS,
     COMMITTEE_INIT_KINDS as COMMITTEE_INIT_KINDS,
+    COMMITTEE_PARAMETRISATIONS as COMMITTEE_PARAMETRISATIONS,
+    finetuning_committee_model as finetuning_committee_model,
 )
 from .models.committee.population import (
     Committee as Committee,

@@ -114,6 +114,11 @@ BAD = [
     ([(("overlaps", "Q"), np.diag([0.9, 1.0, 1.0]).tolist()), (("student", "constraint"), "sphere")], (), "overlaps.Q"),
     ([(("teacher", "gram"), [[1, 0, 0], [0, 2, 0], [0, 0, 1]])], (), "overlaps.T"),  # gram and overlaps.T disagree
     ([(("teacher", "vectors"), [[1, 0, 0, 0, 0], [0, 2, 0, 0, 0], [0, 0, 1, 0, 0]])], (), "overlaps.T"),
+    # the linear parametrisation V = W0 + B Theta (more in tests/test_committee_linear.py)
+    ([(("student", "parametrisation"), {"kind": "adapter"})], (), "student.parametrisation.kind"),
+    ([(("student", "parametrisation"), {"kind": "lora", "rank": 1, "base": {"gram": np.eye(3).tolist(), "teacher_overlap": (0.5 * np.eye(3)).tolist()}})], (), "overlaps"),  # overlaps of V: scratch only
+    ([(("student", "parametrisation"), {"kind": "scratch", "rank": 2})], (), "student.parametrisation.rank"),
+    ([(("student", "parametrisation"), "lora")], (), "student.parametrisation"),
 ]
 
 

@@ -20,6 +20,17 @@ sigma'(lambda_i)`` (c the loss factor) and ``b = -eta g``:
 
 the second layer (when trained) ``a_i' = a_i - eta_a (-c (y - f) s sigma(lambda_i) + wd_a a_i)`` at the same
 sample and the old state. Full-d SGD of the same model (:mod:`.sgd`) checks the chain by two-sample tests.
+
+A fine-tuning student (``V = W0 + B Theta``: LoRA, full fine-tuning) runs :func:`linear_chain_kernel`; the
+student learnt from scratch keeps :func:`chain_kernel` (its numbers and speed unchanged). F = span(teacher
+vectors, rows of W0), ``[L; L0] [L; L0]^T`` the joint Gram; the state is Theta's ``(Y (p x r), Gamma (r x r))``,
+``B (K x r)`` and ``a``. One step: ``u = Theta x = Y^T z + zeta`` (r), ``lambda = L0 z + B u`` (K), ``nu = L z``;
+g from :func:`sample_terms`; the gradient in Theta is ``(B^T g) x^T``, so ``b = -eta B^T g`` and the
+constraint's update above runs with ``(u, b)`` in place of ``(lambda, b)``. ``orthogonal_to_base``: the
+gradient's x is projected onto span(W0)^⟂ (z replaced by ``P z`` in Y's update, P the projector onto the
+complement of L0's rows; ``zeta`` and ``|x_perp|^2`` unchanged; Theta's rows start ⟂ W0 and stay there, so the
+tangent projection's ``Theta P x = u``). A trained B: ``B' = B - eta_B (g u^T + wd B)`` at the same sample
+and the old state.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from ...numerics import random_streams as streams
 from ...numerics.compiled import SOURCE_VERSION, specialised
 from ...numerics.linalg import cholesky_lower, inverse_square_root
 
-__all__ = ["CONSTRAINT_CODES", "chain_constants", "chain_kernel", "kernel_activation", "sample_terms", "state_alignment"]
+__all__ = ["CONSTRAINT_CODES", "chain_constants", "chain_kernel", "kernel_activation", "sample_terms", "state_alignment", "linear_chain_constants", "linear_chain_kernel"]
 
 #: the constraint's compile-time code in the kernels
 CONSTRAINT_CODES = {"none": 0, "sphere": 1, "stiefel": 2}
@@ -335,6 +346,269 @@ def chain_kernel(code_t: int, code_s: int, identity: bool, noisy: bool, trained:
                 A[j, i] = a[i]
                 for l in range(K):
                     Gam[j, i, l] = gam[i, l]
+            streams.store_words(states[j], s0, s1, s2, s3)
+        return len(version)
+
+    return advance
+
+
+def linear_chain_constants(model, d: int, eta: float) -> tuple:
+    """``(kernel, constants)`` of a fine-tuning student's chain (``model.linear``), so that
+    ``streams.run_blocks(kernel, n, Y, Gamma, B, A, states, hits, level, stop_at_hit, offset, steps,
+    *constants)`` advances n states (Y (n, p, r), Gamma (n, r, r), B (n, K, r), A (n, K)).
+
+    Parameters
+    ----------
+    model : CommitteeModel
+    d : int
+    eta : float
+
+    Returns
+    -------
+    tuple
+    """
+    code_t, inner_t, *teacher = kernel_activation(model.teacher_activation)
+    code_s, inner_s, *student = kernel_activation(model.student_activation)
+    L = np.ascontiguousarray(model.L, dtype=float)
+    L0 = np.ascontiguousarray(model.L0, dtype=float)
+    P = np.ascontiguousarray(model.base_projector, dtype=float)
+    kernel = linear_chain_kernel(code_t, code_s, model.noise > 0, model.train_second_layer, model.train_coefficients, CONSTRAINT_CODES[model.constraint], model.weight_decay > 0, model.orthogonal_to_base)
+    reals = np.array([eta, eta * model.second_layer_ratio, model.teacher_scale, model.student_scale, model.noise, float(model.loss_factor), model.weight_decay, model.second_layer_weight_decay, float(d - model.p - model.rank), inner_t, inner_s, eta * model.coefficient_ratio])
+    a_star = np.ascontiguousarray(model.teacher_second_layer, dtype=float)
+    teacher_squared = np.ascontiguousarray(np.diag(model.T), dtype=float)
+    return kernel, (L, L0, P, a_star, teacher_squared, reals, *teacher, *student)
+
+
+@specialised
+def linear_chain_kernel(code_t: int, code_s: int, noisy: bool, trained: bool, trained_b: bool, constraint: int, decay: bool, perp: bool):
+    """``advance`` of a fine-tuning student's chain (V = W0 + B Theta) for the activations' fast paths and the
+    switches (compile-time constants): output noise, a trained second layer, trained coefficients B, Theta's
+    constraint (0 none, 1 sphere, 2 stiefel), weight decay (on Theta, and B when trained) and
+    ``orthogonal_to_base``::
+
+        advance(start, stop, Y, Gam, Bc, A, states, hits, level, stop_at_hit, offset, steps, L, L0, P, a_star,
+                teacher_squared, reals, tp, tops, targs, tdops, tdargs, sp, sops, sargs, sdops, sdargs)
+
+    runs ``steps`` steps of trajectories start..stop-1 in place (Y (n, p, r), Gam (n, r, r), Bc (n, K, r),
+    A (n, K)), the hitting steps as :func:`chain_kernel`'s on V's overlaps (``V_F = L0 + B Y^T``, ``B Gamma
+    B^T``). ``reals`` as the scratch chain's, plus eta_B at index 11."""
+    version = SOURCE_VERSION
+
+    @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
+    def advance(start, stop, Y, Gam, Bc, A, states, hits, level, stop_at_hit, offset, steps, L, L0, P, a_star, teacher_squared, reals, tp, tops, targs, tdops, tdargs, sp, sops, sargs, sdops, sdargs):
+        eta, eta_a, wd, wd_a, dof, eta_b = reals[0], reals[1], reals[6], reals[7], reals[8], reals[11]
+        M, p = L.shape
+        K = A.shape[1]
+        r = Y.shape[2]
+        shrink = 1.0 - eta * wd if decay and constraint == 0 else 1.0
+        shrink_b = 1.0 - eta_b * wd if decay else 1.0
+        drawn = np.empty(p + r + (1 if noisy else 0))
+        nu = np.empty(M)
+        lam = np.empty(K)
+        u = np.empty(r)
+        zeta = np.empty(r)
+        zp = np.empty(p)
+        g = np.empty(K)
+        h = np.empty(K)
+        b = np.empty(r)
+        diag = np.empty(r)
+        Bch = np.zeros((r, r))
+        Mm = np.zeros((r, r))
+        X = np.empty((r, r))
+        Gn = np.empty((r, r))
+        work = np.empty((r, r))
+        Tm = np.empty((r, r))
+        yw = np.empty((p, r))
+        yn = np.empty((p, r))
+        gam = np.empty((r, r))
+        bc = np.empty((K, r))
+        a = np.empty(K)
+        vf = np.empty((p, K))
+        bgb = np.empty((K, K))
+        stack = np.empty(STACK_SIZE)
+        for j in range(start, stop):
+            if stop_at_hit and hits[j] >= 0:
+                continue
+            for t in range(p):
+                for k in range(r):
+                    yw[t, k] = Y[j, t, k]
+            for k in range(r):
+                for l in range(r):
+                    gam[k, l] = Gam[j, k, l]
+            for i in range(K):
+                a[i] = A[j, i]
+                for k in range(r):
+                    bc[i, k] = Bc[j, i, k]
+            s0, s1, s2, s3 = streams.load_words(states[j])
+            for step in range(steps):
+                chi, s0, s1, s2, s3 = streams.fill_normal_chi_square(drawn, dof, s0, s1, s2, s3)
+                eps = drawn[p + r] if noisy else 0.0
+                outside = chi
+                for k in range(r):
+                    outside += drawn[p + k] * drawn[p + k]
+                # pre-activations: nu = L z, u = Y^T z + zeta (zeta = Bch omega, Bch Bch^T = Gamma), lambda = L0 z + B u
+                for n in range(M):
+                    total = 0.0
+                    for t in range(p):
+                        total += L[n, t] * drawn[t]
+                    nu[n] = total
+                largest = 0.0
+                for k in range(r):
+                    largest = max(largest, gam[k, k])
+                cholesky_lower(gam, Bch, PIVOT_TOLERANCE * largest)
+                for k in range(r):
+                    total = 0.0
+                    for l in range(k + 1):
+                        total += Bch[k, l] * drawn[p + l]
+                    zeta[k] = total
+                    for t in range(p):
+                        total += yw[t, k] * drawn[t]
+                    u[k] = total
+                for i in range(K):
+                    total = 0.0
+                    for t in range(p):
+                        total += L0[i, t] * drawn[t]
+                    for k in range(r):
+                        total += bc[i, k] * u[k]
+                    lam[i] = total
+                sample_terms(code_t, code_s, nu, lam, a_star, a, eps, reals, tp, tops, targs, tdops, tdargs, sp, sops, sargs, sdops, sdargs, stack, g, h)
+                for k in range(r):
+                    total = 0.0
+                    for i in range(K):
+                        total += bc[i, k] * g[i]
+                    b[k] = -eta * total
+                if trained_b:
+                    for i in range(K):
+                        for k in range(r):
+                            bc[i, k] = shrink_b * bc[i, k] - eta_b * g[i] * u[k]
+                # the gradient's x in F: z, or P z (projected off the base)
+                for t in range(p):
+                    if perp:
+                        total = 0.0
+                        for o in range(p):
+                            total += P[t, o] * drawn[o]
+                        zp[t] = total
+                    else:
+                        zp[t] = drawn[t]
+                if constraint == 0:
+                    for t in range(p):
+                        for k in range(r):
+                            yw[t, k] = shrink * yw[t, k] + zp[t] * b[k]
+                    for k in range(r):
+                        for l in range(k, r):
+                            value = shrink * shrink * gam[k, l] + shrink * (zeta[k] * b[l] + b[k] * zeta[l]) + outside * b[k] * b[l]
+                            gam[k, l] = value
+                            gam[l, k] = value
+                elif constraint == 1:
+                    for k in range(r):
+                        diag[k] = 1.0 - b[k] * u[k]
+                    for k in range(r):
+                        for l in range(k, r):
+                            value = diag[k] * diag[l] * gam[k, l] + diag[k] * zeta[k] * b[l] + b[k] * zeta[l] * diag[l] + outside * b[k] * b[l]
+                            Gn[k, l] = value
+                            Gn[l, k] = value
+                    for t in range(p):
+                        for k in range(r):
+                            yw[t, k] = diag[k] * yw[t, k] + zp[t] * b[k]
+                    for k in range(r):
+                        squared = Gn[k, k]
+                        for t in range(p):
+                            squared += yw[t, k] * yw[t, k]
+                        diag[k] = 1.0 / math.sqrt(squared)
+                    for t in range(p):
+                        for k in range(r):
+                            yw[t, k] *= diag[k]
+                    for k in range(r):
+                        for l in range(r):
+                            gam[k, l] = Gn[k, l] * diag[k] * diag[l]
+                else:
+                    for k in range(r):
+                        for l in range(r):
+                            Mm[k, l] = (1.0 if k == l else 0.0) - 0.5 * (u[k] * b[l] + b[k] * u[l])
+                    for k in range(r):
+                        for l in range(r):
+                            total = 0.0
+                            for o in range(r):
+                                total += gam[k, o] * Mm[o, l]
+                            X[k, l] = total
+                    for k in range(r):
+                        left = 0.0
+                        for o in range(r):
+                            left += Mm[o, k] * zeta[o]
+                        diag[k] = left
+                    for k in range(r):
+                        for l in range(r):
+                            total = 0.0
+                            for o in range(r):
+                                total += Mm[o, k] * X[o, l]
+                            Gn[k, l] = total + diag[k] * b[l] + b[k] * diag[l] + outside * b[k] * b[l]
+                    for t in range(p):
+                        for l in range(r):
+                            total = zp[t] * b[l]
+                            for o in range(r):
+                                total += yw[t, o] * Mm[o, l]
+                            yn[t, l] = total
+                    for k in range(r):
+                        for l in range(k, r):
+                            total = 0.5 * (Gn[k, l] + Gn[l, k])
+                            for t in range(p):
+                                total += yn[t, k] * yn[t, l]
+                            work[k, l] = total
+                            work[l, k] = total
+                    if not (work[0, 0] < math.inf):
+                        for t in range(p):
+                            for k in range(r):
+                                yw[t, k] = math.nan
+                        break
+                    inverse_square_root(work, Tm)
+                    for t in range(p):
+                        for l in range(r):
+                            total = 0.0
+                            for o in range(r):
+                                total += yn[t, o] * Tm[o, l]
+                            yw[t, l] = total
+                    for k in range(r):
+                        for l in range(r):
+                            total = 0.0
+                            for o in range(r):
+                                for q in range(r):
+                                    total += Tm[o, k] * Gn[o, q] * Tm[q, l]
+                            work[k, l] = total
+                    for k in range(r):
+                        for l in range(r):
+                            gam[k, l] = 0.5 * (work[k, l] + work[l, k])
+                if trained:
+                    for i in range(K):
+                        a[i] -= eta_a * (h[i] + wd_a * a[i])
+                if level < math.inf and hits[j] < 0:
+                    # V's state: V_F^T = L0^T + Y B^T (p x K), its part outside F B Gamma B^T
+                    for t in range(p):
+                        for i in range(K):
+                            total = L0[i, t]
+                            for k in range(r):
+                                total += yw[t, k] * bc[i, k]
+                            vf[t, i] = total
+                    for i in range(K):
+                        for l in range(K):
+                            total = 0.0
+                            for k in range(r):
+                                for o in range(r):
+                                    total += bc[i, k] * gam[k, o] * bc[l, o]
+                            bgb[i, l] = total
+                    if state_alignment(vf, bgb, L, teacher_squared) >= level:
+                        hits[j] = offset + step + 1
+                        if stop_at_hit:
+                            break
+            for t in range(p):
+                for k in range(r):
+                    Y[j, t, k] = yw[t, k]
+            for k in range(r):
+                for l in range(r):
+                    Gam[j, k, l] = gam[k, l]
+            for i in range(K):
+                A[j, i] = a[i]
+                for k in range(r):
+                    Bc[j, i, k] = bc[i, k]
             streams.store_words(states[j], s0, s1, s2, s3)
         return len(version)
 

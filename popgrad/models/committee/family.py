@@ -12,6 +12,11 @@ INITIAL, first_trajectory + j)), so results do not depend on threads or batching
 Hitting times (``hit``): the first step where ``min_i max_n R_in^2 / (Q_ii T_nn) >= 1 - hit`` — every student
 neuron within angle arccos(sqrt(1 - hit)) of some teacher neuron (K = M = 1 on the sphere: m^2 >= 1 - hit).
 ``m0`` does not apply.
+
+A fine-tuning student (``V = W0 + B Theta``: lora, full) runs the chain on (Y, Gamma, B, a) of Theta
+(:func:`.chain.linear_chain_kernel`) or full-d SGD with Theta explicit (:func:`.sgd.linear_sgd_kernel`); both
+record V's overlaps Q, R (from the state: ``V_F = L0 + B Y^T``, ``Q = V_F V_F^T + B Gamma B^T``, ``R = V_F
+L^T``), a, and B where it is trained.
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ from ..._validation import InvalidArgument, check_memory
 from ...dynamics.engine import Stepper
 from ...dynamics.protocol import ModelFamily, register_family
 from ...numerics import random_streams as streams
-from .chain import chain_constants
-from .initial import initial_states, initial_vectors, teacher_geometry
+from .chain import chain_constants, linear_chain_constants
+from .initial import initial_states, initial_vectors, linear_geometry, linear_initial_states, linear_initial_vectors, teacher_geometry
 from .observables import LABELS, committee_observables, worst_cosine
-from .sgd import sgd_constants
+from .sgd import linear_sgd_constants, sgd_constants
 from .spec import CommitteeModel, committee_model_from_dict
 
 __all__ = ["METHODS", "committee_stepper"]
@@ -73,6 +78,8 @@ def committee_stepper(model: CommitteeModel, d: int, eta: float, *, method: str,
     for j in range(trajectories):
         streams.seed_stream(np.uint64(seed), streams.TRAJECTORIES, first_trajectory + j, states[j])
     hits = np.full(trajectories, -1, dtype=np.int64)
+    if model.linear:
+        return _linear_stepper(model, d, eta, method, trajectories, seed, first_trajectory, level, stop_when_hit, states, hits)
     if method == "chain":
         Y, Gam, A = initial_states(model, d, trajectories, seed, first_trajectory)
         kernel, constants = chain_constants(model, d, eta)
@@ -121,6 +128,67 @@ def committee_stepper(model: CommitteeModel, d: int, eta: float, *, method: str,
     return Stepper(advance, record, finish, hits, work, f"committee SGD ({method}, {trajectories} traj.)", settings)
 
 
+def _linear_stepper(model: CommitteeModel, d: int, eta: float, method: str, trajectories: int, seed: int, first_trajectory: int, level: float, stop_when_hit: bool, states: np.ndarray, hits: np.ndarray) -> Stepper:
+    """The stepper of a fine-tuning student (V = W0 + B Theta): the chain on (Y, Gamma, B, a) or full-d SGD
+    with Theta explicit."""
+    K, M, p, r = model.K, model.M, model.p, model.rank
+    trained_b = model.train_coefficients
+    if method == "chain":
+        Y, Gam, Bc, A = linear_initial_states(model, d, trajectories, seed, first_trajectory)
+        kernel, constants = linear_chain_constants(model, d, eta)
+        L, L0 = model.L, model.L0
+
+        def record():
+            VF = L0[None] + np.einsum("tik,tpk->tip", Bc, Y)  # (n, K, p)
+            Q = np.einsum("tip,tlp->til", VF, VF) + np.einsum("tik,tko,tlo->til", Bc, Gam, Bc)
+            out = {"Q": 0.5 * (Q + np.swapaxes(Q, 1, 2)), "R": np.einsum("tip,mp->tim", VF, L), "a": A.copy()}
+            if trained_b:
+                out["B"] = Bc.copy()
+            return out
+
+        def run(done, count):
+            streams.run_blocks(kernel, trajectories, Y, Gam, Bc, A, states, hits, level, stop_when_hit, done, count, *constants)
+
+        moving = (Y, Gam, Bc, A)
+        work = float((p + r) * (r + M + K) + K * (p + 2 * r) + 2 * r * r * (p + r) + 40 * (K + M))
+        path = f"state chain of V = W0 + B Theta ({model.kind}, rank {r})"
+    else:
+        check_memory(8.0 * trajectories * r * d + 8.0 * (M + K + p) * d, f"full-d SGD with {trajectories} trajectories of rank {r} in dimension d = {d}", "trajectories", " (method 'chain' needs no memory in d)")
+        W, W0, _ = linear_geometry(model, d, seed)
+        Theta, Bc, A = linear_initial_vectors(model, W, W0, _, trajectories, seed, first_trajectory)
+        kernel, constants = linear_sgd_constants(model, W, W0, eta)
+
+        def record():
+            V = W0[None] + np.einsum("tik,tkq->tiq", Bc, Theta)
+            out = {"Q": np.einsum("tkq,tlq->tkl", V, V), "R": np.einsum("tkq,mq->tkm", V, W), "a": A.copy()}
+            if trained_b:
+                out["B"] = Bc.copy()
+            return out
+
+        def run(done, count):
+            streams.run_blocks(kernel, trajectories, Theta, Bc, A, states, hits, level, stop_when_hit, done, count, *constants)
+
+        moving = (Theta, Bc, A)
+        work = float((2 * r + M + 2 * K) * d)
+        path = f"SGD in dimension d of V = W0 + B Theta ({model.kind}, rank {r})" + (" (the model's teacher and base vectors)" if model.teacher_vectors is not None else " (teacher and base on a random subspace)")
+
+    def advance(done, count):
+        if not (stop_when_hit and np.all(hits >= 0)):
+            run(done, count)
+        return sum(np.sum(part, axis=tuple(range(1, part.ndim))) for part in moving)
+
+    if level < np.inf:
+        first = record()
+        cosine = worst_cosine(first["Q"], first["R"], model.T)
+        hits[cosine * cosine >= level] = 0
+
+    def finish(records):
+        return committee_observables(model, records["Q"], records["R"], records["a"], records.get("B")), {}
+
+    settings = {"path": path, "eta_a": eta * model.second_layer_ratio if model.train_second_layer else 0.0, "eta_B": eta * model.coefficient_ratio if trained_b else 0.0}
+    return Stepper(advance, record, finish, hits, work, f"committee SGD ({model.kind}, {method}, {trajectories} traj.)", settings)
+
+
 def _glm_stepper(model: CommitteeModel, d: int, eta: float, *, method: str, trajectories: int, seed: int, first_trajectory: int, level: float, stop_when_hit: bool) -> Stepper:
     """The fast path of a chain run of a model that reduces to the fine-tuning family's GLM
     (:attr:`CommitteeModel.reduces_to_glm`): that family's scalar overlap chain, reached through the model
@@ -146,7 +214,8 @@ def _glm_stepper(model: CommitteeModel, d: int, eta: float, *, method: str, traj
 def _record_bytes(model: CommitteeModel, fast_path: bool) -> int:
     """A trajectory's record per checkpoint: Q, R, a and the observables derived from them."""
     K, M = model.K, model.M
-    return 8 * (K * K + K * M + K + 4 + (K + 2 if K == M else 0))
+    coefficients = K * model.rank if model.train_coefficients else 0
+    return 8 * (K * K + K * M + K + 4 + (K + 2 if K == M else 0) + coefficients)
 
 
 FAMILY = register_family(ModelFamily("committee", CommitteeModel, committee_model_from_dict, committee_stepper, METHODS, LABELS, _record_bytes))

@@ -7,6 +7,8 @@ signed cosine of the student neuron worst aligned with its best teacher neuron:
 hitting times compare with 1 - hit) and, for K = M, ``R_aligned`` (R's entries ``R[sigma(n), n]`` for the
 permutation sigma of the student neurons maximising ``sum_n |R[sigma(n), n]|``) with its ``R_aligned_min``
 and ``R_aligned_mean``: a specialised student has them near the teacher's, an unspecialised one does not.
+A fine-tuning student (V = W0 + B Theta) reports the same on V's overlaps, and ``B`` (K x r) where its
+coefficients are trained.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ LABELS = {
     "R_aligned": ("R[sigma(n), n] after the best assignment sigma of student neurons (K = M)", "1"),
     "R_aligned_min": ("smallest aligned student-teacher overlap (K = M)", "1"),
     "R_aligned_mean": ("mean aligned student-teacher overlap (K = M)", "1"),
+    "B": ("coefficients B of V = W0 + B Theta (trained)", "1"),
 }
 
 
@@ -80,7 +83,7 @@ def worst_cosine(Q: np.ndarray, R: np.ndarray, T: np.ndarray) -> np.ndarray:
     return np.take_along_axis(per_neuron, worst[..., None], axis=-1)[..., 0]
 
 
-def committee_observables(model, Q: np.ndarray, R: np.ndarray, a: np.ndarray) -> dict:
+def committee_observables(model, Q: np.ndarray, R: np.ndarray, a: np.ndarray, B: np.ndarray | None = None) -> dict:
     """The observables of :data:`LABELS` from overlaps with leading axes (trajectories, checkpoints).
 
     Parameters
@@ -89,6 +92,8 @@ def committee_observables(model, Q: np.ndarray, R: np.ndarray, a: np.ndarray) ->
     Q : ndarray (n, c, K, K)
     R : ndarray (n, c, K, M)
     a : ndarray (n, c, K)
+    B : ndarray (n, c, K, r), optional
+        The trained coefficients of a fine-tuning student.
 
     Returns
     -------
@@ -106,4 +111,6 @@ def committee_observables(model, Q: np.ndarray, R: np.ndarray, a: np.ndarray) ->
     if model.K == model.M:
         aligned = aligned_overlaps(R)
         observables |= {"R_aligned": aligned, "R_aligned_min": aligned.min(axis=-1), "R_aligned_mean": aligned.mean(axis=-1)}
+    if B is not None:
+        observables["B"] = B
     return observables
