@@ -411,3 +411,29 @@ def test_lora_member_has_the_fine_tuning_law(convention, without_eps_g):
         pvalues.append(stats.ks_2samp(ours, theirs).pvalue)
         assert abs(np.mean(ours) - np.mean(theirs)) < 4 * np.sqrt(np.var(ours) / 400 + np.var(theirs) / 400)
     assert len(pvalues) >= 3 and min(pvalues) * len(pvalues) > 1e-3, pvalues
+
+
+# ------------------------------------------------------------------------------------------------
+# predictions: the d -> infinity ODE serves the members that move as a student learnt from scratch
+# ------------------------------------------------------------------------------------------------
+
+
+def test_the_ode_serves_only_the_members_that_move_as_scratch():
+    from popgrad.dynamics.protocol import predictors_for
+
+    lora = committee_model(**CASES["lora r=2 frozen B, zero Theta"]["model"])
+    reasons = {name: reason for name, (_, reason) in predictors_for(lora).items()}
+    assert "lora student" in reasons["ode"] and "lora student" in reasons["gradient_flow"]
+    full = committee_model(**(CASES["full fine-tuning"]["model"] | {"noise": 0.0, "train_second_layer": False}))
+    assert predictors_for(full)["ode"][1] is None
+
+
+@pytest.mark.slow
+def test_full_fine_tuning_follows_the_scratch_ode_from_its_base():
+    # the ODE prediction of a full fine-tuning run (B = I frozen) starts at the run's own overlaps (V = W0 at
+    # step 0) and is judged like any other: early in the run at d = 500 the chain's mean is on it
+    from popgrad.analysis.comparison import compare
+
+    model = committee_model(**(CASES["full fine-tuning"]["model"] | {"noise": 0.0, "train_second_layer": False}))
+    result = compare(model, 500, 1.0 / 500, [0, 500, 2000, 5000], trajectories=64, seed=3, which=["ode"])
+    assert result.conclusions["ode"]["R"] == "consistent", result.verdict

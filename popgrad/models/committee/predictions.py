@@ -32,9 +32,20 @@ __all__ = ["ode_prediction", "flow_prediction", "fixed_point_summary", "print_fi
 DEFAULT_ODE_STARTS = 16
 
 
+def scratch_equivalent(model) -> bool:
+    """Whether a model's first layer moves as a student learnt from scratch (V = Theta): the scratch model
+    itself, or full fine-tuning with B = I frozen, no constraint, no projection off the base and no weight
+    decay (the gradients in Theta and in V = W0 + Theta agree), whose ODE starts at the run's own overlaps."""
+    if not getattr(model, "linear", False):
+        return True
+    return bool(model.kind == "full" and not model.train_coefficients and np.array_equal(model.coefficients, np.eye(model.K)) and model.constraint == "none" and not model.orthogonal_to_base and model.weight_decay == 0)
+
+
 def _serves(model):
     if model.constraint != "none":
         return f"the d -> infinity ODE is implemented for an unconstrained student (constraint 'none'), not {model.constraint!r}"
+    if not scratch_equivalent(model):
+        return f"the d -> infinity ODE is implemented for a student learnt from scratch (V = Theta, or full fine-tuning with B = I frozen), not a {model.kind} student (the chain is exact for it)"
     return None
 
 
