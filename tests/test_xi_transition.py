@@ -30,6 +30,7 @@ def test_local_exponents_and_their_level_crossing():
     assert math.isnan(level_crossing(xis, [1.3, 1.4], 1.25))  # already above at the grid's start
     assert level_crossing(xis, [1.0, 1.1], 1.25) == math.inf
     assert level_crossing([1.0, 2.0], [1.0, math.inf], 1.25) == pytest.approx(2.0 ** 0.2)  # inf counts as above
+    assert level_crossing([1.0, 2.0, 4.0], [1.0, math.nan, 1.5], 1.25) == math.inf  # nan (not run) ends the search
 
 
 def test_the_closed_form_model_is_its_ode_integrated():
