@@ -1,6 +1,7 @@
-"""The theorems' scalings (MATH.md §4c) and the xi transition (open question 3), measured on the exact
-chains through the sweep engine, with exponents fitted by least squares of log median T and bootstrap
-intervals over trajectories (:func:`~popgrad.analysis.scaling.power_law_fit`).
+"""The theorems' scalings (MATH.md §4c), measured on the exact chains through the sweep engine, with
+exponents fitted by least squares of log median T and bootstrap intervals over trajectories
+(:func:`~popgrad.analysis.scaling.power_law_fit`). The xi transition (open question 3) is in
+:mod:`.transition`.
 
 The theorems give upper bounds (fine-tuning T(eps) = O~(d poly(k) / eps^4)) and, from scratch, online SGD's
 d^(l*-1) for information exponent l* >= 3 (d log d for l* = 2; Ben Arous, Gheissari, Jagannath 2021). The
@@ -16,7 +17,7 @@ import numpy as np
 
 from .base import ReproductionReport, print_figure, register, sweep_records
 
-__all__ = ["scaling_reproduction", "xi_transition_reproduction", "transition_point"]
+__all__ = ["scaling_reproduction"]
 
 
 def _hits(record: dict) -> np.ndarray:
@@ -149,115 +150,3 @@ def scaling_reproduction(quick: bool = False, workers=None) -> ReproductionRepor
         ax.legend()
     parameters = {"trajectories": trajectories, "method": "chain", "finetuning": {"problem": base, "d_scan": {"k": 8, "d": dims, "run": fine_run | {"trajectories": d_trajectories}}, "k_scan": {"d": 10_000, "k": ks, "run": fine_run | {"seed": 71}}, "eps_scan": {"d": 10_000, "k": 8, "eps": epsilons, "run": eps_run}}, "from_scratch": {"rule": "the delta with the smallest median hitting step, per d", "eps": 0.5, "cases": glm_parameters}}
     return ReproductionReport("scaling", "the theorems' scalings", parameters, criteria, figure, fits, notes)
-
-
-def transition_point(xis, medians, factor: float = 10.0) -> float:
-    """The xi where the median hitting time first reaches ``factor`` times its value at the smallest xi,
-    interpolated linearly in (log xi, log T) between grid points; a censored (inf) median counts as above.
-
-    Parameters
-    ----------
-    xis : array_like
-        Increasing.
-    medians : array_like
-        Median hitting steps (inf: censored).
-    factor : float, default 10
-
-    Returns
-    -------
-    float
-        inf when no xi of the grid reaches it.
-
-    Examples
-    --------
-    >>> round(transition_point([1, 2, 4, 8], [100, 110, 300, 5000]), 3)  # 4 * 2^(log(1000/300) / log(5000/300))
-    5.381
-    """
-    xis = np.asarray(xis, dtype=float)
-    medians = np.asarray(medians, dtype=float)
-    threshold = factor * medians[0]
-    above = np.flatnonzero(medians >= threshold)
-    if not above.size:
-        return math.inf
-    j = int(above[0])
-    if j == 0:
-        return float(xis[0])
-    low, high = math.log(medians[j - 1]), math.log(medians[j]) if math.isfinite(medians[j]) else math.log(threshold) + 1.0
-    fraction = (math.log(threshold) - low) / (high - low)
-    return float(math.exp(math.log(xis[j - 1]) + fraction * (math.log(xis[j]) - math.log(xis[j - 1]))))
-
-
-@register("xi_transition", "Open question 3: hitting time over (xi, d) for He_3, k = 20 and k = 10; xi_c(d) where T jumps 10x, its exponent beside d^(1/4) k^(1/2)")
-def xi_transition_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
-    """The xi transition of Figure 6 as a phase diagram: the median hitting step over a grid of (xi, d) for
-    He_3 (joint training, u_hat free, App. B model), xi_c(d) = the xi where it first reaches 10 times its
-    value at the smallest xi, and the exponent of xi_c in d fitted with a bootstrap interval over
-    trajectories, beside the predicted xi ~ d^(1/4) k^(1/2).
-
-    Parameters
-    ----------
-    quick : bool
-        d in {250, 500}, k = 20 only, 2 trajectories (instead of {250, 500, 1000, 2000}, k in {20, 10}, 6).
-    workers : int, optional
-
-    Returns
-    -------
-    ReproductionReport
-    """
-    dims = [250, 500] if quick else [250, 500, 1000, 2000]
-    ks = [20] if quick else [20, 10]
-    trajectories = 2 if quick else 6
-    xis = [2.0, 4.0, 6.0, 8.0, 11.0, 16.0, 22.0, 32.0, 45.0]
-    delta, horizon, replicates = 0.01, 3000, 400
-    problem = {"generator": "random", "c_distribution": "sphere", "output_scale": "inverse_xi", "activation": "He_3", "train_c_hat": True, "unconstrained": True}
-    run = {"kind": "hitting_time", "eps": 1.0 - 0.9**2, "delta": delta, "horizon": horizon, "trajectories": trajectories, "seed": 80}
-    generator = np.random.default_rng(0)
-    criteria, fits, notes, tables = [], [], [], {}
-    figure, axes = print_figure(len(ks) + 1)
-    for column, k in enumerate(ks):
-        records = sweep_records({"problem": problem | {"k": k}, "run": run, "grid": {"d": dims, "xi": xis}}, workers)
-        hits = np.array([[_hits(next(r for r in records if r["parameters"]["d"] == d and r["parameters"]["xi"] == xi)) for xi in xis] for d in dims])  # (d, xi, trajectory)
-        from ..analysis.scaling import censored_median
-
-        medians = np.array([[censored_median(cell) for cell in row] for row in hits])
-        points = np.array([transition_point(xis, row) for row in medians])
-        boot = []
-        for _ in range(replicates):
-            resampled = np.array([[censored_median(cell[generator.integers(0, cell.size, cell.size)]) for cell in row] for row in hits])
-            boot.append([transition_point(xis, row) for row in resampled])
-        boot = np.asarray(boot)
-        finite = np.isfinite(points)
-        tables[k] = {"d": dims, "xi": xis, "median_hitting_step": [[None if not math.isfinite(v) else float(v) for v in row] for row in medians], "xi_c": [None if not math.isfinite(v) else v for v in points]}
-        criteria.append({"name": f"k = {k}: xi_c(d) located at every d (10x the hitting time at xi = {xis[0]:g}; values {', '.join(f'{v:.3g}' for v in points)})", "value": int(np.count_nonzero(finite)), "pass": bool(np.all(finite))})
-        if np.count_nonzero(finite) >= 2:
-            log_d = np.log(np.asarray(dims, dtype=float)[finite])
-            slope = float(np.polyfit(log_d, np.log(points[finite]), 1)[0])
-            slopes = [np.polyfit(log_d, np.log(row[finite]), 1)[0] for row in boot if np.all(np.isfinite(row[finite]))]
-            low, high = (np.quantile(slopes, [0.025, 0.975]) if slopes else (math.nan, math.nan))
-            fits.append({"case": f"xi_c_k{k}", "variable": "d", "exponent": slope, "ci": [float(low), float(high)]})
-            criteria.append({"name": f"k = {k}: exponent of xi_c in d (bootstrap over trajectories; predicted 1/4)", "value": slope, "kind": "claim", "paper": 0.25, "interval": [float(low), float(high)]})
-        ax = axes[column]
-        shown = np.log10(np.where(np.isfinite(medians), medians, np.nan))
-        image = ax.pcolormesh(np.arange(len(xis) + 1), np.arange(len(dims) + 1), shown, cmap="viridis", shading="flat")
-        for i in range(len(dims)):
-            for j in range(len(xis)):
-                if not np.isfinite(medians[i, j]):
-                    ax.text(j + 0.5, i + 0.5, "censored", ha="center", va="center", fontsize=8, color="k", rotation=90)
-        positions = np.interp(np.log(points[finite]), np.log(xis), np.arange(len(xis))) + 0.5
-        ax.plot(positions, np.flatnonzero(finite) + 0.5, "w-o", label="xi_c(d): 10x the xi = 2 time")
-        predicted = np.array([d**0.25 * k**0.5 for d in dims])
-        ax.plot(np.interp(np.log(predicted), np.log(xis), np.arange(len(xis))) + 0.5, np.arange(len(dims)) + 0.5, "r--", label="d^(1/4) k^(1/2)")
-        ax.set(xticks=np.arange(len(xis)) + 0.5, xticklabels=[f"{x:g}" for x in xis], yticks=np.arange(len(dims)) + 0.5, yticklabels=[str(d) for d in dims], xlabel="xi", ylabel="d", title=f"He_3, k = {k}: log10 median hitting step")
-        ax.legend(loc="lower right")
-        figure.colorbar(image, ax=ax)
-        axes[-1].loglog(np.asarray(dims)[finite], points[finite], "o-", label=f"k = {k}: xi_c")
-        axes[-1].loglog(dims, predicted, "--", color=axes[-1].lines[-1].get_color(), label=f"k = {k}: d^(1/4) k^(1/2)")
-    axes[-1].set(xlabel="d", ylabel="xi_c", title="transition point against d")
-    axes[-1].legend()
-    if len(ks) == 2 and all(tables[k]["xi_c"][i] is not None for k in ks for i in range(len(dims))):
-        ratios = [tables[ks[0]]["xi_c"][i] / tables[ks[1]]["xi_c"][i] for i in range(len(dims))]
-        criteria.append({"name": f"xi_c(k = {ks[0]}) / xi_c(k = {ks[1]}), geometric mean over d (predicted sqrt({ks[0]}/{ks[1]}) = {math.sqrt(ks[0] / ks[1]):.3f}; per d: {', '.join(f'{r:.2f}' for r in ratios)})", "value": float(np.exp(np.mean(np.log(ratios)))), "kind": "reported"})
-    notes.append(f"Setting of Figure 6 (He_3, joint training with eta_c = eta, u_hat free, output scaled by 1/xi, w_i uniform on the sphere, c and the initial c_hat uniform on S^(k-1), instance 0), delta = {delta}, hitting level |m| >= 0.9, horizon {horizon} d steps (a censored cell is above the 10x threshold).")
-    notes.append("xi_c is where the median hitting step first reaches 10 times its value at the smallest xi of the grid, interpolated in (log xi, log T); its interval resamples each cell's trajectories.")
-    parameters = {"problem": problem, "run": run, "d": dims, "k": ks, "xi": xis, "threshold": "10 x the median hitting step at the smallest xi", "bootstrap_replicates": replicates, "tables": tables}
-    return ReproductionReport("xi_transition", "the xi transition (open question 3)", parameters, criteria, figure, fits, notes)

@@ -1,0 +1,68 @@
+"""The xi transition's rules (open question 3, popgrad.reproductions.transition): the local exponent of T in
+d, its level crossing, the old 10x rule, validated on a closed-form model whose transition scales as
+d^(1/4) by construction; the drift ratio's drift against Proposition 4's closed-form h."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate
+
+from popgrad.reproductions.transition import closed_form_hitting_time, drift_ratio, level_crossing, local_exponent_transition, local_exponents, transition_point, validate_rules
+
+
+def test_the_transition_point_interpolates_in_log_log():
+    # T = 100 xi^4 reaches 10 T(1) at xi = 10^(1/4)
+    xis = [1.0, 2.0, 4.0]
+    assert transition_point(xis, [100 * x**4 for x in xis]) == pytest.approx(10**0.25)
+    assert transition_point(xis, [100.0, 120.0, np.inf]) > 2.0
+    assert transition_point(xis, [100.0, 120.0, 130.0]) == np.inf
+
+
+def test_local_exponents_and_their_level_crossing():
+    ds = [10.0, 100.0, 1000.0]
+    # T = d^(1 + 0.1 j) in column j: every local exponent of column j is 1 + 0.1 j
+    times = np.array([[d ** (1.0 + 0.1 * j) for j in range(6)] for d in ds])
+    assert local_exponents(ds, times) == pytest.approx(np.tile(1.0 + 0.1 * np.arange(6), (2, 1)))
+    xis = 2.0 ** np.arange(6)
+    # 1.25 lies half-way between columns 2 (1.2) and 3 (1.3): xi = 4 * 2^(1/2)
+    assert local_exponent_transition(xis, ds, times) == pytest.approx([4.0 * math.sqrt(2.0)] * 2)
+    assert math.isnan(level_crossing(xis, [1.3, 1.4], 1.25))  # already above at the grid's start
+    assert level_crossing(xis, [1.0, 1.1], 1.25) == math.inf
+    assert level_crossing([1.0, 2.0], [1.0, math.inf], 1.25) == pytest.approx(2.0 ** 0.2)  # inf counts as above
+    assert level_crossing([1.0, 2.0, 4.0], [1.0, math.nan, 1.5], 1.25) == math.inf  # nan (not run) ends the search
+
+
+def test_the_closed_form_model_is_its_ode_integrated():
+    # T = (d / delta) * int_{m0}^{level} dm / (xi^-2 (a + m^2)), a = (xi_0 / xi)^4, by quadrature
+    d, xi, xi_0, delta = 400.0, 9.0, 4.0, 0.05
+    a = (xi_0 / xi) ** 4
+    for level in (0.5, math.inf):
+        value, _ = integrate.quad(lambda m: xi**2 / (a + m * m), d**-0.5, level)
+        assert closed_form_hitting_time(d, xi, xi_0=xi_0, delta=delta, level=level) == pytest.approx(d / delta * value, rel=1e-9)
+
+
+def test_the_local_exponent_rule_recovers_a_quarter_where_the_old_rule_misses_it():
+    # the closed-form model's transition scales as d^(1/4) exactly (T / d a function of xi^4 / d times xi^2):
+    # the local-exponent rule returns 1/4 (up to the grid's interpolation), the 10x rule about 0
+    check = validate_rules([64, 640, 6400], np.geomspace(4.0, 128.0, 11))
+    assert check["local"]["exponent"] == pytest.approx(0.25, abs=0.02)
+    assert abs(check["old"]["exponent"]) < 0.05
+    # the local exponent runs from fine-tuning's 1 to from-scratch's 3/2 across the grid
+    ds, xis = np.array([1e3, 1e4]), np.geomspace(0.5, 2000.0, 5)
+    exponents = local_exponents(ds, closed_form_hitting_time(ds[:, None], xis[None, :]))[0]
+    assert exponents[0] == pytest.approx(1.0, abs=0.01) and exponents[-1] == pytest.approx(1.5, abs=0.01)
+
+
+def test_the_drift_ratio_drift_is_propositions_four_h():
+    # c_hat frozen, u_hat ⟂ W: the state flow's drift of m is h(m) (1 - m^2), h in closed form (Prop. 4)
+    from popgrad.models.finetuning import spec
+    from popgrad.models.finetuning.model import general_model
+    from popgrad.models.finetuning.population import population_drift
+
+    d = 200
+    problem = spec.random_features_problem("He_3", 5, 6.0, d=d, c_distribution="sphere", seed=3)
+    measured = drift_ratio(general_model(problem), d)
+    m = np.array([0.0, d**-0.5, -(d**-0.5)])
+    assert measured["drift"] == pytest.approx(population_drift(problem, m) * (1.0 - m**2), rel=1e-8)
+    assert measured["ratio"] == pytest.approx(measured["part"] / abs(measured["drift"][0]))
