@@ -101,3 +101,20 @@ def test_the_two_arms_start_from_one_draw():
     assert set(result["hits"]) == {"frozen", "joint"} and set(result["hits"]["joint"]) == {str(level) for level in LEVELS}
     again = paired_instance(3, d=60, delta=0.02, horizon=50.0, runs=3, seed=9, checkpoints=20, threads=1)
     assert again["hits"] == result["hits"] and again["m0"] == result["m0"]
+
+
+@pytest.mark.slow
+def test_the_overlap_paths_are_the_engines_numbers():
+    from popgrad.dynamics.engine import simulate
+    from popgrad.models.finetuning.model import general_model
+    from popgrad.reproductions.questions import _problem, overlap_paths
+
+    problem = _problem(2, 60, "common")
+    grid = [0, 40, 100, 400, 900]
+    for model, m0 in ((general_model(problem, train_c_hat=True), None), (general_model(problem), 0.1)):
+        engine = simulate(model, 60, delta=0.05, checkpoints=grid, trajectories=3, seed=5, m0=m0).m
+        assert np.array_equal(overlap_paths(model, 60, 0.05, grid, 3, 5, m0=m0), engine)
+    # stopped at the level, a trajectory keeps its value
+    stopped = overlap_paths(general_model(problem, train_c_hat=True), 60, 0.05, np.arange(0, 20001, 500), 3, 5, hit=1 - 0.5**2)
+    reached = np.abs(stopped) >= 0.5
+    assert reached[:, -1].all() and all(np.all(row[np.argmax(flag):] == row[np.argmax(flag)]) for row, flag in zip(stopped, reached))

@@ -25,7 +25,7 @@ import numpy as np
 from .._validation import InvalidArgument, check_choice, check_integer, check_real
 from .base import ReproductionReport, print_figure, register
 
-__all__ = ["LEVELS", "STATISTICS", "instance_statistic", "paired_bootstrap", "rank_correlation", "synthetic_paired_hits", "bootstrap_coverage", "paired_instance", "joint_frozen_reproduction"]
+__all__ = ["LEVELS", "STATISTICS", "instance_statistic", "paired_bootstrap", "rank_correlation", "synthetic_paired_hits", "bootstrap_coverage", "overlap_paths", "paired_instance", "joint_frozen_reproduction"]
 
 #: the hitting levels |m| >= level
 LEVELS = (0.9, 0.95, 0.98)
@@ -42,7 +42,7 @@ def _median_index(runs: int) -> int:
 
 def instance_statistic(hits, statistic: str = "median") -> np.ndarray:
     """The statistic of each instance's runs: the censoring-aware (lower) median of its hitting steps (as
-    :func:`popgrad.analysis.scaling.censored_median`: inf when half or more are censored) or its slowest
+    :func:`popgrad.analysis.scaling.censored_median`: the ceil(R/2)-th smallest of R runs, inf when more than half are censored) or its slowest
     run (inf when any is censored).
 
     Parameters
@@ -57,7 +57,7 @@ def instance_statistic(hits, statistic: str = "median") -> np.ndarray:
 
     Examples
     --------
-    >>> instance_statistic([[3.0, 1.0, 2.0, np.inf], [1.0, np.inf, np.inf, 5.0]]).tolist()
+    >>> instance_statistic([[3.0, 1.0, 2.0, np.inf], [1.0, np.inf, np.inf, np.inf]]).tolist()
     [2.0, inf]
     >>> instance_statistic([[3.0, 1.0, 2.0, 4.0]], "slowest").tolist()
     [4.0]
@@ -313,6 +313,55 @@ def _first_crossings(steps: np.ndarray, overlap: np.ndarray, level: float) -> np
     return np.where(above.any(axis=1), steps[first].astype(float), np.inf)
 
 
+def overlap_paths(model, d: int, delta: float, checkpoints, trajectories: int, seed: int, first_trajectory: int = 0, m0: float | None = None, hit: float | None = None) -> np.ndarray:
+    """m = <u, u_hat> of each trajectory at the checkpoints, on the exact chain: the stepper that
+    :func:`popgrad.dynamics.engine.simulate` runs (the same numbers), without the observables it computes
+    at every checkpoint (the population loss of the state, most of the cost at 1000 checkpoints). With
+    ``hit``, each trajectory stops at m^2 >= 1 - hit and keeps its value.
+
+    Parameters
+    ----------
+    model : GeneralModel
+    d : int
+    delta : float
+        eta = delta / d.
+    checkpoints : array_like of int
+        Increasing, from 0.
+    trajectories, seed, first_trajectory, m0
+        As in :func:`popgrad.dynamics.engine.simulate`.
+    hit : float, optional
+
+    Returns
+    -------
+    ndarray (trajectories, checkpoints)
+    """
+    from ..dynamics.trajectories import Diverged
+    from ..dynamics.protocol import family_of
+
+    family = family_of(model)
+    model = family.as_model(model) or model
+    d = model.check_dimension(d, "chain", True)
+    grid = np.asarray(checkpoints, dtype=np.int64)
+    level = math.inf if hit is None else 1.0 - hit
+    stepper = family.stepper(model, d, delta / d, method="chain", trajectories=trajectories, seed=seed, first_trajectory=first_trajectory, m0=m0, level=level, stop_when_hit=hit is not None, fast_path=True)
+
+    def overlap() -> np.ndarray:
+        record = stepper.record()
+        return record["m"].copy() if "m" in record else np.einsum("p,tp->t", model.UF[0], record["Y"][:, :, 0])
+
+    values = np.empty((trajectories, grid.size))
+    values[:, 0] = overlap()
+    for index in range(1, grid.size):
+        if hit is not None and np.all(stepper.hits >= 0):  # every trajectory stopped: its value stays
+            values[:, index:] = values[:, index - 1 : index]
+            break
+        stepper.advance(int(grid[index - 1]), int(grid[index] - grid[index - 1]))
+        values[:, index] = overlap()
+        if not np.all(np.isfinite(values[:, index])):
+            raise Diverged(f"diverged by step {grid[index]}: delta = {delta:g} is too large", "delta")
+    return values
+
+
 def paired_instance(instance: int, d: int, delta: float, horizon: float, runs: int, c_hat_lr: float = 1.0, seed: int = 0, checkpoints: int = 1000, convention: str = "common", threads: int | None = None) -> dict:
     """One instance, both arms: ``runs`` joint runs (state chain, u_hat_0 drawn) and as many frozen runs
     (the exact overlap chain) started at the joint runs' m_0, each stopped at |m| = max(:data:`LEVELS`).
@@ -345,7 +394,6 @@ def paired_instance(instance: int, d: int, delta: float, horizon: float, runs: i
     """
     import numba
 
-    from ..dynamics.engine import simulate
     from ..models.finetuning.model import general_model
     from ..models.finetuning.population import population_drift
     from ..sweeps.tasks import checkpoint_steps
@@ -357,13 +405,17 @@ def paired_instance(instance: int, d: int, delta: float, horizon: float, runs: i
     steps = int(round(horizon * d))
     grid = np.asarray(checkpoint_steps(steps, checkpoints), dtype=np.int64)
     hit = 1.0 - LEVELS[-1] ** 2
-    joint = simulate(general_model(problem, train_c_hat=True, c_hat_lr=c_hat_lr), d, delta=delta, checkpoints=grid.tolist(), trajectories=runs, seed=seed, hit=hit, stop_when_hit=True)
-    starts = joint.m[:, 0]
+    joint_model = general_model(problem, train_c_hat=True, c_hat_lr=c_hat_lr)
+    joint = overlap_paths(joint_model, d, delta, grid, runs, seed, hit=hit)
+    starts = joint[:, 0]
     frozen_model = general_model(problem)
-    frozen = np.stack([simulate(frozen_model, d, delta=delta, checkpoints=grid.tolist(), trajectories=1, seed=seed + 1, first_trajectory=j, m0=float(starts[j]), hit=hit, stop_when_hit=True).m[0] for j in range(runs)])
-    hits = {arm: {str(level): _first_crossings(grid, overlap, level).tolist() for level in LEVELS} for arm, overlap in (("frozen", frozen), ("joint", joint.m))}
+    frozen = np.concatenate([overlap_paths(frozen_model, d, delta, grid, 1, seed + 1, first_trajectory=j, m0=float(starts[j]), hit=hit) for j in range(runs)])
+    hits = {arm: {str(level): _first_crossings(grid, overlap, level).tolist() for level in LEVELS} for arm, overlap in (("frozen", frozen), ("joint", joint))}
     # the pairing: both arms start at one m_0, and the joint start is m_0 e_u (nothing in span(W)), |u_hat_0| = 1
-    Y, Gamma = joint.state["Y"][:, 0, :, 0], joint.state["Gamma"][:, 0, 0, 0]
+    from ..models.finetuning.initial import initial_states
+
+    Y, Gamma = initial_states(joint_model, d, runs, seed, 0)
+    Y, Gamma = Y[:, :, 0], Gamma[:, 0, 0]
     pairing_error = max(float(np.max(np.abs(frozen[:, 0] - starts))), float(np.max(np.abs(Y[:, :-1]))), float(np.max(np.abs(Y[:, -1] - starts))), float(np.max(np.abs(Gamma - (1.0 - starts**2)))))
     c, c_hat = problem.c, problem.c_hat
     return {
@@ -372,7 +424,7 @@ def paired_instance(instance: int, d: int, delta: float, horizon: float, runs: i
         "m0": starts.tolist(),
         "pairing_error": pairing_error,
         "frozen_final": np.abs(frozen[:, -1]).tolist(),
-        "joint_final": np.abs(joint.m[:, -1]).tolist(),
+        "joint_final": np.abs(joint[:, -1]).tolist(),
         "predictors": {
             "abs(sum c * sum c_hat_0)": float(abs(c.sum() * c_hat.sum())),
             "<c, c_hat_0>": float(c @ c_hat),
@@ -433,8 +485,8 @@ def joint_frozen_reproduction(quick: bool = False, workers=None) -> Reproduction
     else:
         d, instances, runs, pair_d, pair_instances, replicates, coverage_repetitions = 250, 30, 16, 500, 6, 2000, 200
     deltas = (0.02, 0.01)
-    # horizons (steps / d): ~2x the slowest run to 0.98 of either arm in a pilot (d = 250, delta = 0.01: 1650 d)
-    horizons = {0.02: 1500.0, 0.01: 3000.0}
+    # horizons (steps / d): ~1.5x the slowest run to 0.98 of either arm in pilots (d = 250, delta = 0.02: 1280 d)
+    horizons = {0.02: 2000.0, 0.01: 4000.0}
     c_hat_lr, convention, seed = 1.0, "common", 4
     tasks = [{"instance": i, "d": d, "delta": delta, "horizon": horizons[delta], "runs": runs, "c_hat_lr": c_hat_lr, "seed": seed + 1000 * i, "convention": convention} for delta in deltas for i in range(instances)]
     tasks += [{"instance": i, "d": pair_d, "delta": 0.01, "horizon": horizons[0.01], "runs": runs // 2, "c_hat_lr": c_hat_lr, "seed": seed + 1000 * i, "convention": convention} for i in range(pair_instances)]
@@ -467,8 +519,9 @@ def joint_frozen_reproduction(quick: bool = False, workers=None) -> Reproduction
     # the validation of the paired bootstrap on synthetic data with a known ratio, at the measured spreads
     reference = table[(deltas[-1], "median", LEVELS[0])]
     within_sd = _within_spread(main[deltas[-1]], LEVELS[0])
-    validation = bootstrap_coverage(ratio=2.0, instances=instances, runs=runs, between=max(reference["log_sd"], 0.05), within=within_sd, repetitions=coverage_repetitions, replicates=500, seed=1)
-    criteria.append({"name": f"the paired bootstrap's 95% interval covers a known ratio (synthetic: {instances} instances x {runs} runs, between-instance log sd {validation['between']:.2f} and within {validation['within']:.2f} as measured; {validation['repetitions']} repetitions; within 4 binomial SE of 0.95)", "value": validation["coverage"], "pass": abs(validation["coverage"] - 0.95) <= 4 * validation["standard_error"]})
+    # at the full design's size (the quick one's 4 instances are too few for any bootstrap interval)
+    validation = bootstrap_coverage(ratio=2.0, instances=max(instances, 30), runs=max(runs, 16), between=max(reference["log_sd"], 0.05), within=within_sd, repetitions=coverage_repetitions, replicates=500, seed=1)
+    criteria.append({"name": f"the paired bootstrap's 95% interval covers a known ratio (synthetic: {validation['instances']} instances x {validation['runs']} runs, between-instance log sd {validation['between']:.2f} and within {validation['within']:.2f} as measured; {validation['repetitions']} repetitions; within 4 binomial SE of 0.95)", "value": validation["coverage"], "pass": abs(validation["coverage"] - 0.95) <= 4 * validation["standard_error"]})
     correlations = reference["correlations"]
     for name, entry in correlations.items():
         criteria.append({"name": f"Spearman rank correlation of the instance's ratio (median run, abs(m) >= {LEVELS[0]:g}, delta = {deltas[-1]:g}) with {name} (95% interval [{entry['interval'][0]:.2f}, {entry['interval'][1]:.2f}])", "value": entry["spearman"], "kind": "reported"})
@@ -537,9 +590,16 @@ def _floor_summary(cells: list) -> dict:
     return {"runs_below_top_level": len(finals), "of": sum(len(cell["frozen_final"]) for cell in cells), "abs_m_at_horizon_quartiles": [float(x) for x in np.quantile(finals, [0.25, 0.5, 0.75])] if finals else None}
 
 
-def _figure(rows, reference, cells, pair_logs, d, pair_d, deltas):
-    from matplotlib.ticker import LogLocator
+def _log_axis(axis) -> None:
+    """Ticks at 1, 2, 5 times powers of ten, labelled as plain numbers (no minor labels)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _figure(rows, reference, cells, pair_logs, d, pair_d, deltas):
     figure, axes = print_figure(3, height=2.6)
     ax = axes[0]
     groups = [(statistic, level) for statistic in STATISTICS for level in LEVELS if statistic == "median" or level == LEVELS[-1]]
@@ -553,8 +613,9 @@ def _figure(rows, reference, cells, pair_logs, d, pair_d, deltas):
     ax.axhline(2.0, color="grey", ls="--", lw=0.8, label="the paper: roughly 2")
     ax.axhline(1.0, color="grey", ls=":", lw=0.8)
     ax.set_yscale("log")
-    ax.set_xticks(range(len(groups)), [f"{level:g}" if statistic == "median" else f"{level:g}, slowest" for statistic, level in groups])
-    ax.set(xlabel="hitting level abs(m) (median run; slowest run)", ylabel="frozen / joint hitting step", title="open question 4: per-instance ratios, paired arms")
+    _log_axis(ax.yaxis)
+    ax.set_xticks(range(len(groups)), [f"{level:g}" if statistic == "median" else f"{level:g}\nslowest" for statistic, level in groups])
+    ax.set(xlabel="hitting level abs(m) (of the median run, or the slowest)", ylabel="frozen / joint hitting step", title="open question 4: per-instance ratios, paired arms")
     ax.legend()
     ax = axes[1]
     best = max(reference["correlations"], key=lambda name: abs(reference["correlations"][name]["spearman"]))
@@ -562,7 +623,7 @@ def _figure(rows, reference, cells, pair_logs, d, pair_d, deltas):
     ax.plot(x, reference["ratios"], "o", color="C2", ms=3)
     ax.axhline(1.0, color="grey", ls=":", lw=0.8)
     ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    _log_axis(ax.yaxis)
     entry = reference["correlations"][best]
     ax.set(xlabel=best, ylabel=f"ratio, median at {LEVELS[0]:g}, delta = {deltas[-1]:g}", title=f"best predictor: Spearman {entry['spearman']:.2f} [{entry['interval'][0]:.2f}, {entry['interval'][1]:.2f}]")
     ax = axes[2]
@@ -570,7 +631,10 @@ def _figure(rows, reference, cells, pair_logs, d, pair_d, deltas):
     lo = float(np.exp(min(pair_logs[d].min(), pair_logs[pair_d].min()))) * 0.8
     hi = float(np.exp(max(pair_logs[d].max(), pair_logs[pair_d].max()))) * 1.25
     ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
-    ax.set(xscale="log", yscale="log", xlabel=f"ratio at d = {d}", ylabel=f"ratio at d = {pair_d}", title=f"the same instances at two d (delta = 0.01, median at {LEVELS[0]:g})")
+    ax.set(xscale="log", yscale="log")
+    _log_axis(ax.xaxis)
+    _log_axis(ax.yaxis)
+    ax.set(xlabel=f"ratio at d = {d}", ylabel=f"ratio at d = {pair_d}", title=f"the same instances at two d (delta = 0.01, median at {LEVELS[0]:g})")
     return figure
 
 
