@@ -191,3 +191,16 @@ def test_full_reproduction_gives_the_committed_verdicts(tmp_path, name):
     report = run_reproduction(name, quick=False, out=tmp_path)
     committed = json.loads((PAPER / f"{name}.json").read_text())
     assert [criterion["pass"] for criterion in report.criteria] == [criterion["pass"] for criterion in committed["criteria"]]
+
+
+@pytest.mark.slow
+def test_joint_frozen_quick_pairs_the_arms_and_reports_the_claims_with_paired_intervals(tmp_path):
+    # open question 4 (popgrad.reproductions.questions): the arms start from one draw, the paper's "twice as
+    # fast" is a claim per level and step size with its paired interval, and the bootstrap's validation runs
+    run_reproduction("joint-frozen", quick=True, out=tmp_path, workers=0)
+    document = _check_files(tmp_path, "joint-frozen")
+    assert _criterion(document, "the arms are paired")["pass"]
+    claims = [criterion for criterion in document["criteria"] if criterion["kind"] == "claim"]
+    assert len(claims) == 8 and all(criterion["paper"] == 2.0 and criterion["interval"][0] <= criterion["value"] <= criterion["interval"][1] for criterion in claims)
+    assert 0.0 <= _criterion(document, "the paired bootstrap's 95% interval covers")["value"] <= 1.0
+    assert document["parameters"]["eta_c / eta"] == 1.0 and document["parameters"]["setting"]["convention"] == "common"
