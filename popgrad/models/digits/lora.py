@@ -23,7 +23,7 @@ import numpy as np
 from ..._validation import InvalidArgument, check_choice, check_integer, check_real
 from .network import MLP, _softmax_residual, mlp_accuracy, mlp_gradients, one_blas_thread
 
-__all__ = ["LORA_INITS", "LoRARun", "lora_layers", "lora_initial_factors", "lora_objective", "lora_step", "lora_fine_tune", "full_fine_tune", "alignment_error", "target_direction"]
+__all__ = ["LORA_INITS", "LoRARun", "lora_layers", "lora_initial_factors", "lora_objective", "lora_step", "lora_fine_tune", "full_fine_tune", "lora_accuracy", "alignment_error", "target_direction"]
 
 LORA_INITS = ("small", "spectral")
 
@@ -210,6 +210,8 @@ class LoRARun:
         The final {layer index: (B, A)}.
     parameters : dict
     seconds : float
+    history : list
+        The factors {layer index: (B, A)} at the recorded steps (with ``keep_factors``; else empty).
     """
 
     steps: np.ndarray
@@ -219,13 +221,14 @@ class LoRARun:
     factors: dict
     parameters: dict = field(default_factory=dict)
     seconds: float = 0.0
+    history: list = field(default_factory=list)
 
     def deltas(self) -> dict:
         """{layer index: s B A}, the final changes of the weights."""
         return {l: self.parameters["scale"] * B @ A for l, (B, A) in self.factors.items()}
 
 
-def lora_fine_tune(network: MLP, X, labels, layers=("W1",), rank: int = 4, scale: float = 1.0, init: str = "small", alpha: float = 1e-3, weight_decay: float = 0.0, steps: int = 1000, lr: float = 0.1, seed: int = 0, record_steps=None, targets: dict | None = None, directions: dict | None = None) -> LoRARun:
+def lora_fine_tune(network: MLP, X, labels, layers=("W1",), rank: int = 4, scale: float = 1.0, init: str = "small", alpha: float = 1e-3, weight_decay: float = 0.0, steps: int = 1000, lr: float = 0.1, seed: int = 0, record_steps=None, targets: dict | None = None, directions: dict | None = None, keep_factors: bool = False, start: dict | None = None) -> LoRARun:
     """Gradient descent on the LoRA objective from the initialisation of :func:`lora_initial_factors`.
 
     Parameters
@@ -249,6 +252,10 @@ def lora_fine_tune(network: MLP, X, labels, layers=("W1",), rank: int = 4, scale
         Layer name -> target matrix (spectral init).
     directions : dict, optional
         (layer name, label) -> target matrix whose top singular pair the alignment is measured against.
+    keep_factors : bool, default False
+        Keep the factors at the recorded steps (:attr:`LoRARun.history`).
+    start : dict, optional
+        Initial factors {layer index: (B, A)} in place of ``init`` (their rank must be ``rank``).
 
     Returns
     -------
@@ -264,6 +271,10 @@ def lora_fine_tune(network: MLP, X, labels, layers=("W1",), rank: int = 4, scale
     True
     """
     factors = lora_initial_factors(network, layers, rank, init, alpha, seed, targets)
+    if start is not None:
+        if set(start) != set(factors) or any(np.shape(start[l][0]) != factors[l][0].shape or np.shape(start[l][1]) != factors[l][1].shape for l in factors):
+            raise InvalidArgument(f"start must hold factors (B, A) of the shapes of {[(B.shape, A.shape) for B, A in factors.values()]} for layers {list(layers)}", "start")
+        factors = {l: (np.array(start[l][0], dtype=np.float64), np.array(start[l][1], dtype=np.float64)) for l in factors}
     scale = check_real(scale, "scale", 0.0, 1e6, low_open=True)
     weight_decay = check_real(weight_decay, "weight_decay", 0.0, 1e6)
     steps = check_integer(steps, "steps", 0, 10**8)
@@ -275,13 +286,15 @@ def lora_fine_tune(network: MLP, X, labels, layers=("W1",), rank: int = 4, scale
     record_steps = np.array(sorted({int(s) for s in record_steps if 0 <= s <= steps}))
     gammas = {key: target_direction(matrix) for key, matrix in (directions or {}).items()}
     names = network.layer_names
-    losses, norms, aligned = [], {names[l]: [] for l in factors}, {key: [] for key in gammas}
+    losses, norms, aligned, history = [], {names[l]: [] for l in factors}, {key: [] for key in gammas}, []
     begin = time.perf_counter()
     with one_blas_thread():
         wanted = set(record_steps.tolist())
         for step in range(steps + 1):
             if step in wanted:
                 losses.append(_lora_pass(network, X, labels, factors, scale, gradients=False)[0])
+                if keep_factors:
+                    history.append(factors)
                 for l, (B, A) in factors.items():
                     norms[names[l]].append(scale * math.sqrt(max(0.0, float(np.sum((B.T @ B) * (A @ A.T))))))
                 for (name, label), gamma in gammas.items():
@@ -290,7 +303,7 @@ def lora_fine_tune(network: MLP, X, labels, layers=("W1",), rank: int = 4, scale
             if step < steps:
                 factors, _ = lora_step(network, X, labels, factors, lr, scale, weight_decay)
     parameters = {"layers": [names[l] for l in factors], "rank": rank, "scale": scale, "init": init, "alpha": alpha, "weight_decay": weight_decay, "steps": steps, "lr": lr, "seed": seed}
-    return LoRARun(record_steps, np.array(losses), {k: np.array(v) for k, v in norms.items()}, {k: np.array(v) for k, v in aligned.items()}, factors, parameters, time.perf_counter() - begin)
+    return LoRARun(record_steps, np.array(losses), {k: np.array(v) for k, v in norms.items()}, {k: np.array(v) for k, v in aligned.items()}, factors, parameters, time.perf_counter() - begin, history)
 
 
 def full_fine_tune(network: MLP, X, labels, layers=("W1",), steps: int = 1000, lr: float = 0.1, weight_decay: float = 0.0) -> tuple:
