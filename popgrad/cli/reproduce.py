@@ -59,7 +59,7 @@ def _output_folder(args) -> tuple:
 
 def _reproduce(args) -> int:
     from .._io import check_output_folder
-    from ..reproductions.base import run_reproduction
+    from ..reproductions.base import result_word, run_reproduction
     from ..reproductions.summary import write_summary
 
     names = _names()
@@ -82,7 +82,8 @@ def _reproduce(args) -> int:
         print(f"{name}: {'all criteria pass' if report.passed else 'SOME CRITERIA FAIL'}; wrote {out}/{name}.png, .md, .json")
         for criterion in report.criteria:
             value = criterion["value"]
-            print(f"  {'PASS' if criterion['pass'] else 'FAIL'}  {criterion['name']}: {value:.4g}" if isinstance(value, float) else f"  {'PASS' if criterion['pass'] else 'FAIL'}  {criterion['name']}: {value}")
+            word = result_word(criterion)  # a reported value or a claim of the paper is no PASS/FAIL
+            print(f"  {word}  {criterion['name']}: {value:.4g}" if isinstance(value, float) else f"  {word}  {criterion['name']}: {value}")
         if not report.passed:
             failed.append(name)
     print(f"summary: {write_summary(out)}")

@@ -184,8 +184,8 @@ def alignment_error(B, A, gamma) -> float:
     --------
     >>> u, v = np.array([1.0, 0.0]), np.array([0.0, 1.0, 0.0])
     >>> gamma = np.concatenate([u, v]) / np.sqrt(2)
-    >>> alignment_error(np.outer(u, [1.0, 0.0]), np.outer([1.0, 0.0], v), gamma)
-    0.0
+    >>> alignment_error(np.outer(u, [1.0, 0.0]), np.outer([1.0, 0.0], v), gamma) < 1e-15
+    True
     """
     Z = np.concatenate([np.asarray(B), np.asarray(A).T])
     U, _, _ = np.linalg.svd(Z, full_matrices=False)
