@@ -240,3 +240,18 @@ def test_the_network_minimiser_reaches_a_stationary_point():
     assert np.all(out["converged"]) and np.all(out["gradient_norms"] <= 1e-8)
     B, A = out["B"][0], out["A"][0]
     assert np.linalg.norm(B.T @ B - A @ A.T) < 1e-6  # stationary points of weight-decayed LoRA are balanced
+
+
+def test_the_low_rank_and_the_merged_passes_agree(monkeypatch):
+    # the pass forms W + s B A only where that is cheaper (large rank); both routes give the same gradient
+    from popgrad.models.digits import lora
+
+    network, X, y = _toy(13, sizes=(64, 30, 20, 5), N=50)
+    generator = np.random.default_rng(0)
+    factors = {0: (0.1 * generator.standard_normal((30, 3)), 0.1 * generator.standard_normal((3, 64))), 2: (0.1 * generator.standard_normal((5, 3)), 0.1 * generator.standard_normal((3, 20)))}
+    results = []
+    for choice in (True, False):
+        monkeypatch.setattr(lora, "_merged", lambda *args, choice=choice: choice)
+        results.append(lora_objective(network, X, y, factors, 0.7, 0.01))
+    assert abs(results[0][0] - results[1][0]) < 1e-14
+    assert all(np.allclose(results[0][2][l][k], results[1][2][l][k], atol=1e-15) for l in factors for k in (0, 1))

@@ -99,33 +99,51 @@ def lora_initial_factors(network: MLP, layers, rank: int, init: str = "small", a
     return factors
 
 
+def _merged(N: int, m: int, n: int, r: int) -> bool:
+    """Whether forming W + s B A is cheaper than the low-rank products for a batch of N (multiply-adds of
+    the forward and backward passes beyond the frozen layer's own)."""
+    return 4 * N * r * (m + n) > N * m * n + 3 * m * n * r
+
+
 def _lora_pass(network: MLP, X: np.ndarray, labels: np.ndarray, factors: dict, scale: float, gradients: bool = True) -> tuple:
-    """(mean cross-entropy, {index: (dB, dA)}) of the adapted network, low-rank throughout."""
+    """(mean cross-entropy, {index: (dB, dA)}) of the adapted network: low-rank products (B A never formed)
+    where they are cheaper, the merged weight W + s B A where the rank is large."""
     activations = [X]
     last = len(network.weights) - 1
-    projected = {}
+    projected, merged = {}, {}
+    N = X.shape[0]
     for l, (W, b) in enumerate(zip(network.weights, network.biases)):
-        pre = activations[-1] @ W.T + b
         if l in factors:
             B, A = factors[l]
-            projected[l] = activations[-1] @ A.T  # N x r
-            pre += scale * (projected[l] @ B.T)
+            if _merged(N, W.shape[0], W.shape[1], A.shape[0]):
+                merged[l] = W + scale * (B @ A)
+                pre = activations[-1] @ merged[l].T + b
+            else:
+                projected[l] = activations[-1] @ A.T  # N x r
+                pre = activations[-1] @ W.T + b + scale * (projected[l] @ B.T)
+        else:
+            pre = activations[-1] @ W.T + b
         activations.append(pre if l == last else np.tanh(pre))
     loss, delta = _softmax_residual(activations[-1], labels)
     if not gradients:
         return loss, {}
     grads = {}
-    for l in range(last, -1, -1):
-        if l in factors:
+    lowest = min(factors)
+    for l in range(last, lowest - 1, -1):
+        if l in merged:
+            B, A = factors[l]
+            G = delta.T @ activations[l]
+            grads[l] = (scale * (G @ A.T), scale * (B.T @ G))
+            if l > lowest:
+                delta = (delta @ merged[l]) * (1.0 - activations[l] ** 2)
+        elif l in factors:
             B, A = factors[l]
             deltaB = delta @ B  # N x r
             grads[l] = (scale * (delta.T @ projected[l]), scale * (deltaB.T @ activations[l]))
-        if l == min(factors):
-            break
-        back = delta @ network.weights[l]
-        if l in factors:
-            back += scale * (deltaB @ factors[l][1])
-        delta = back * (1.0 - activations[l] ** 2)
+            if l > lowest:
+                delta = (delta @ network.weights[l] + scale * (deltaB @ A)) * (1.0 - activations[l] ** 2)
+        else:
+            delta = (delta @ network.weights[l]) * (1.0 - activations[l] ** 2)
     return loss, grads
 
 
