@@ -34,6 +34,13 @@ def test_the_data_are_scikit_learns_digits():
     images, labels, digest = digits_data()
     assert images.shape == (1797, 64) and labels.shape == (1797,) and len(digest) == 16
     assert np.bincount(labels).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+
+
+@needs_data
+@pytest.mark.slow
+def test_the_file_read_is_what_scikit_learn_loads():
+    # importing scikit-learn takes seconds; popgrad reads its file without it
+    images, labels, _ = digits_data()
     sklearn = pytest.importorskip("sklearn.datasets")
     reference = sklearn.load_digits()
     assert np.array_equal(images * 16.0, reference.data) and np.array_equal(labels, reference.target)
