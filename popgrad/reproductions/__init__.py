@@ -2,4 +2,4 @@
 
 Importing the package registers every reproduction (:data:`.base.REGISTRY`)."""
 
-from . import committee, dayi_chen, digits, figures, jlr, scalings, xu  # noqa: F401  (register their reproductions)
+from . import committee, dayi_chen, figures, jlr, jlr_digits, scalings, xu, xu_digits  # noqa: F401  (register their reproductions)
