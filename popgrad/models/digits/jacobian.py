@@ -21,6 +21,17 @@ __all__ = ["layer_jacobian", "digits_ntk_arrays", "measurement_bases", "network_
 def layer_jacobian(network: MLP, X, layer: str = "W1", delta=None) -> np.ndarray:
     """G_(i,k) = d f_k(X_i) / d W_layer at ``W_layer + delta`` (default: the network's weight), shape (N K, m, n).
 
+    Parameters
+    ----------
+    network : MLP
+    X : array (N, 64)
+    layer : str, default 'W1'
+    delta : array (m, n), optional
+
+    Returns
+    -------
+    ndarray (N K, m, n)
+
     Examples
     --------
     >>> from popgrad.models.digits.network import init_mlp
@@ -52,6 +63,17 @@ def digits_ntk_arrays(network: MLP, X, labels, layer: str = "W1") -> dict:
     ``offsets`` (the pre-trained logits, N K), ``targets`` (one-hot labels, N K), ``outputs`` (K) — what
     ``ntk_problem(measurements, targets, weight_decay, 'cross_entropy', outputs, offsets)`` takes.
 
+    Parameters
+    ----------
+    network : MLP
+    X : array (N, 64)
+    labels : array (N,) of int
+    layer : str, default 'W1'
+
+    Returns
+    -------
+    dict
+
     Examples
     --------
     >>> from popgrad.models.digits.network import init_mlp
@@ -77,6 +99,16 @@ def measurement_bases(measurements, tol: float = 1e-12) -> tuple:
     (lifted as U delta V^T) are the same. For the first layer of an MLP each G_(i,k) = b_(i,k) x_i^T has rank
     one and q <= N: the optimum's row space lies in the span of the N inputs.
 
+    Parameters
+    ----------
+    measurements : array (J, m, n)
+    tol : float, default 1e-12
+        Singular values below ``tol`` times the largest are dropped.
+
+    Returns
+    -------
+    (ndarray (m, p), ndarray (n, q))
+
     Examples
     --------
     >>> G = np.zeros((2, 5, 4)); G[0, 0, 1] = 1.0; G[1, 2, 1] = 3.0
@@ -94,7 +126,19 @@ def measurement_bases(measurements, tol: float = 1e-12) -> tuple:
 
 
 def linearisation_error(network: MLP, X, layer: str, delta) -> float:
-    """||f(W + delta) - f(W) - <G, delta>|| / ||f(W + delta) - f(W)|| over the examples (0 where delta = 0)."""
+    """||f(W + delta) - f(W) - <G, delta>|| / ||f(W + delta) - f(W)|| over the examples (0 where delta = 0).
+
+    Parameters
+    ----------
+    network : MLP
+    X : array (N, 64)
+    layer : str
+    delta : array (m, n)
+
+    Returns
+    -------
+    float
+    """
     (index,) = lora_layers(network, [layer], 1)
     f0 = mlp_forward(network, X).ravel()
     f = mlp_forward(network, X, {index: delta}).ravel()

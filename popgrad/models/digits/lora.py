@@ -31,6 +31,17 @@ LORA_INITS = ("small", "spectral")
 def lora_layers(network: MLP, layers, rank: int) -> list:
     """The indices of ``layers`` (names 'W1'..'WL'), each checked to exist and to admit ``rank``.
 
+    Parameters
+    ----------
+    network : MLP
+    layers : str or sequence of str
+    rank : int
+        At most each layer's smaller dimension.
+
+    Returns
+    -------
+    list of int
+
     Examples
     --------
     >>> from popgrad.models.digits.network import init_mlp
@@ -151,6 +162,20 @@ def lora_objective(network: MLP, X, labels, factors: dict, scale: float = 1.0, w
     """(objective, data loss, {index: (dF/dB, dF/dA)}): the mean cross-entropy of ``W_l + s B_l A_l`` plus
     ``weight_decay/2 sum (||A||^2 + ||B||^2)`` and its gradient.
 
+    Parameters
+    ----------
+    network : MLP
+    X : array (N, 64)
+    labels : array (N,) of int
+    factors : dict
+        Layer index -> (B, A).
+    scale : float, default 1
+    weight_decay : float, default 0
+
+    Returns
+    -------
+    (float, float, dict)
+
     Examples
     --------
     >>> from popgrad.models.digits.network import init_mlp, mlp_loss
@@ -174,6 +199,21 @@ def lora_objective(network: MLP, X, labels, factors: dict, scale: float = 1.0, w
 def lora_step(network: MLP, X, labels, factors: dict, lr: float, scale: float = 1.0, weight_decay: float = 0.0) -> tuple:
     """One gradient-descent step on the LoRA objective: (new factors, objective before the step).
 
+    Parameters
+    ----------
+    network : MLP
+    X : array (N, 64)
+    labels : array (N,) of int
+    factors : dict
+        Layer index -> (B, A).
+    lr : float
+    scale : float, default 1
+    weight_decay : float, default 0
+
+    Returns
+    -------
+    (dict, float)
+
     Examples
     --------
     >>> from popgrad.models.digits.network import init_mlp
@@ -190,13 +230,33 @@ def lora_step(network: MLP, X, labels, factors: dict, lr: float, scale: float = 
 
 def target_direction(matrix) -> np.ndarray:
     """gamma = [u; v] / sqrt 2 of the top singular pair (u, v) of ``matrix`` (m x n): the direction along
-    which Z = [B; A^T] grows fastest under the linearised flow dZ/dt = [[0, M], [M^T, 0]] Z."""
+    which Z = [B; A^T] grows fastest under the linearised flow dZ/dt = [[0, M], [M^T, 0]] Z.
+
+    Parameters
+    ----------
+    matrix : array (m, n)
+
+    Returns
+    -------
+    ndarray (m + n,)
+    """
     U, _, Vt = np.linalg.svd(np.asarray(matrix, dtype=np.float64), full_matrices=False)
     return np.concatenate([U[:, 0], Vt[0]]) / math.sqrt(2.0)
 
 
 def alignment_error(B, A, gamma) -> float:
     """1 - |cos(gamma, U_Z)|, U_Z the top left singular vector of Z = [B; A^T] (Xu et al.'s alignment metric).
+
+    Parameters
+    ----------
+    B : array (m, r)
+    A : array (r, n)
+    gamma : array (m + n,)
+        A unit vector (:func:`target_direction`).
+
+    Returns
+    -------
+    float
 
     Examples
     --------
@@ -327,6 +387,16 @@ def lora_fine_tune(network: MLP, X, labels, layers=("W1",), rank: int = 4, scale
 def full_fine_tune(network: MLP, X, labels, layers=("W1",), steps: int = 1000, lr: float = 0.1, weight_decay: float = 0.0) -> tuple:
     """Gradient descent on the weights of ``layers`` (the others and every bias frozen): the reference of LoRA.
 
+    Parameters
+    ----------
+    network : MLP
+    X : array (N, 64)
+    labels : array (N,) of int
+    layers : sequence of str, default ('W1',)
+    steps : int, default 1000
+    lr : float, default 0.1
+    weight_decay : float, default 0
+
     Returns
     -------
     (dict, ndarray)
@@ -357,5 +427,19 @@ def full_fine_tune(network: MLP, X, labels, layers=("W1",), steps: int = 1000, l
 
 
 def lora_accuracy(network: MLP, X, labels, factors: dict, scale: float = 1.0) -> float:
-    """Accuracy of the adapted network."""
+    """Accuracy of the adapted network.
+
+    Parameters
+    ----------
+    network : MLP
+    X : array (N, 64)
+    labels : array (N,) of int
+    factors : dict
+        Layer index -> (B, A).
+    scale : float, default 1
+
+    Returns
+    -------
+    float
+    """
     return mlp_accuracy(network, X, labels, {l: scale * B @ A for l, (B, A) in factors.items()})

@@ -35,6 +35,10 @@ def one_blas_thread():
     """A context in which BLAS runs on one thread (threadpoolctl where installed; it comes with
     scikit-learn): the small matrix products here are many times slower when BLAS threads compete for cores.
 
+    Returns
+    -------
+    context manager
+
     Examples
     --------
     >>> with one_blas_thread():
@@ -110,6 +114,17 @@ def _forward(network: MLP, X: np.ndarray, deltas: dict | None = None) -> tuple:
 def mlp_forward(network: MLP, X, deltas: dict | None = None) -> np.ndarray:
     """The logits (N, K) at inputs X (N, 64), optionally with ``W_l + deltas[l]`` (layer index -> change).
 
+    Parameters
+    ----------
+    network : MLP
+    X : array (N, 64)
+    deltas : dict, optional
+        Layer index -> a change of that layer's weight.
+
+    Returns
+    -------
+    ndarray (N, K)
+
     Examples
     --------
     >>> net = init_mlp((64, 10, 3), seed=0)
@@ -131,7 +146,20 @@ def _softmax_residual(logits: np.ndarray, labels: np.ndarray) -> tuple:
 
 
 def mlp_loss(network: MLP, X, labels, deltas: dict | None = None) -> float:
-    """Mean cross-entropy of the softmax of the logits against integer ``labels``."""
+    """Mean cross-entropy of the softmax of the logits against integer ``labels``.
+
+    Parameters
+    ----------
+    network : MLP
+    X : array (N, 64)
+    labels : array (N,) of int
+    deltas : dict, optional
+        Layer index -> a change of that layer's weight.
+
+    Returns
+    -------
+    float
+    """
     return _softmax_residual(mlp_forward(network, X, deltas), np.asarray(labels))[0]
 
 
@@ -151,6 +179,18 @@ def mlp_gradients(network: MLP, X, labels, deltas: dict | None = None) -> tuple:
     """(loss, [dL/dW_l], [dL/db_l]) by backpropagation (with ``deltas``, the gradients are at W_l + deltas[l],
     and dL/dW_l is also the gradient with respect to the change).
 
+    Parameters
+    ----------
+    network : MLP
+    X : array (N, 64)
+    labels : array (N,) of int
+    deltas : dict, optional
+        Layer index -> a change of that layer's weight.
+
+    Returns
+    -------
+    (float, list of ndarray, list of ndarray)
+
     Examples
     --------
     >>> net = init_mlp((64, 10, 3), seed=0)
@@ -168,7 +208,20 @@ def mlp_gradients(network: MLP, X, labels, deltas: dict | None = None) -> tuple:
 
 
 def mlp_accuracy(network: MLP, X, labels, deltas: dict | None = None) -> float:
-    """The fraction of inputs whose largest logit is the label."""
+    """The fraction of inputs whose largest logit is the label.
+
+    Parameters
+    ----------
+    network : MLP
+    X : array (N, 64)
+    labels : array (N,) of int
+    deltas : dict, optional
+        Layer index -> a change of that layer's weight.
+
+    Returns
+    -------
+    float
+    """
     return float(np.mean(np.argmax(mlp_forward(network, X, deltas), axis=1) == np.asarray(labels)))
 
 
@@ -195,6 +248,16 @@ def init_mlp(sizes, seed: int = 0) -> MLP:
 
 def train_mlp(network: MLP, X, labels, steps: int = 2000, lr: float = 3e-3, weight_decay: float = 1e-4) -> tuple:
     """Full-batch Adam (beta 0.9, 0.999) on the mean cross-entropy plus ``weight_decay/2 sum ||W_l||^2``.
+
+    Parameters
+    ----------
+    network : MLP
+        The start.
+    X : array (N, 64)
+    labels : array (N,) of int
+    steps : int, default 2000
+    lr : float, default 3e-3
+    weight_decay : float, default 1e-4
 
     Returns
     -------
@@ -227,7 +290,12 @@ def train_mlp(network: MLP, X, labels, steps: int = 2000, lr: float = 3e-3, weig
 
 def cache_folder() -> Path:
     """Where pre-trained networks are cached: ``$POPGRAD_CACHE`` or ``$XDG_CACHE_HOME/popgrad`` (default
-    ``~/.cache/popgrad``), then ``digits/``."""
+    ``~/.cache/popgrad``), then ``digits/``.
+
+    Returns
+    -------
+    Path
+    """
     base = os.environ.get("POPGRAD_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "popgrad")
     return Path(base) / "digits"
 
