@@ -73,7 +73,7 @@ def jlr_digits_reproduction(quick: bool = False, workers=None) -> ReproductionRe
     sizes = np.array([1e-3, 1e-2, 1e-1])
     errors = np.array([linearisation_error(network, examples, layer, size * direction) for size in sizes])
     order = float(np.polyfit(np.log10(sizes), np.log10(errors), 1)[0])
-    criteria.append({"name": "the linearisation's relative error ||f(W + t D) - f - <G, t D>|| / ||f(W + t D) - f|| falls like t (a second-order remainder): slope in log-log over t = 1e-3..1e-1, ||D||_op = 1 (within 0.1 of 1)", "value": order, "pass": abs(order - 1) <= 0.1})
+    criteria.append({"name": "the linearisation's relative error ‖f(W + t D) - f - <G, t D>‖ / ‖f(W + t D) - f‖ falls like t (a second-order remainder): slope in log-log over t = 1e-3..1e-1, ‖D‖_op = 1 (within 0.1 of 1)", "value": order, "pass": abs(order - 1) <= 0.1})
 
     rows, curves, lin_errors = [], {}, {}
     spurious_above, runs_above, rho_above, not_converged, reduction_gap = 0, 0, 0.0, 0, 0.0
@@ -125,7 +125,7 @@ def jlr_digits_reproduction(quick: bool = False, workers=None) -> ReproductionRe
     largest = max(row["rank"] for row in convex_ranks)
     criteria.append({"name": f"Theorem 3.1: the certified convex optimum's rank r* obeys r*(r*+1)/2 <= KN = {count} (r* <= {bound}) over {len(convex_ranks)} instances (ranks {[row['rank'] for row in convex_ranks]}; first-layer Jacobians are rank one, so r* <= N = {N} here too)", "value": int(largest), "pass": largest <= bound})
     criteria.append({"name": f"Theorem 4.1: above the threshold (r = {', '.join(str(r) for r in ranks if r * (r + 1) // 2 > count)}, r(r+1)/2 > KN = {count}) every linearised L-BFGS run reaches the convex optimum: non-global runs among {runs_above}", "value": int(spurious_above), "pass": spurious_above == 0 and runs_above > 0})
-    criteria.append({"name": f"certificate rho = ||grad L(BA)||_op / lambda at those limits (largest; <= 1 + {RHO_TOL:g})", "value": rho_above, "pass": rho_above <= 1 + RHO_TOL})
+    criteria.append({"name": f"certificate rho = ‖grad L(BA)‖_op / lambda at those limits (largest; <= 1 + {RHO_TOL:g})", "value": rho_above, "pass": rho_above <= 1 + RHO_TOL})
     criteria.append({"name": "every linearised L-BFGS run met its gradient tolerance (1e-10): runs that did not", "value": int(not_converged), "pass": not_converged == 0})
     for row in rows:
         best = min(v for other in rows if other["decay"] == row["decay"] and other["instance"] == row["instance"] for v in other["network_values"])
@@ -161,9 +161,9 @@ def jlr_digits_reproduction(quick: bool = False, workers=None) -> ReproductionRe
     axes[1].axvline(threshold - 0.5, color="k", ls=":", lw=0.8)
     axes[1].set(xlabel="LoRA rank r (dotted: r(r+1)/2 > KN to the right)", ylabel="fraction of runs at the best value", title=f"landscape: {instances} instances x {starts} starts per rank", ylim=(-0.03, 1.03), xticks=ranks)
     axes[1].legend()
-    axes[2].set(xlabel="GD step", ylabel="linearisation error of the network", title=f"||f(W+BA) - f_lin(BA)|| / ||f(W+BA) - f||, lambda = {decay:g}")
+    axes[2].set(xlabel="GD step", ylabel="linearisation error of the network", title=f"‖f(W+BA) - f_lin(BA)‖ / ‖f(W+BA) - f‖, lambda = {decay:g}")
     notes = [
-        f"Network and task as xu-digits (64-200-5 tanh MLP pre-trained on digits 0-4; fine-tuning on 5-9 relabelled). LoRA on the first layer W1 (200 x 64); N = {N} training examples of the fine-tuning task per instance (drawn with seed (instance, 7)), K = {K} logits, softmax cross-entropy (mean over the examples) plus lambda/2 (||A||^2 + ||B||^2): KN = {count}, threshold rank {threshold} (r(r+1)/2 > KN).",
+        f"Network and task as xu-digits (64-200-5 tanh MLP pre-trained on digits 0-4; fine-tuning on 5-9 relabelled). LoRA on the first layer W1 (200 x 64); N = {N} training examples of the fine-tuning task per instance (drawn with seed (instance, 7)), K = {K} logits, softmax cross-entropy (mean over the examples) plus lambda/2 (‖A‖^2 + ‖B‖^2): KN = {count}, threshold rank {threshold} (r(r+1)/2 > KN).",
         "The linearised problem's measurements are the exact Jacobian G_(i,k) = d f_k(x_i)/d W1 at the pre-trained weights, its offsets the pre-trained logits; each G_(i,k) = b_(i,k) x_i^T has rank one, so the problem lives on the span of the b's (<= KN columns) and of the N inputs: the convex optimum (certified by its duality gap) and the landscape are computed there, exactly (the weight decay of the components outside separates; a criterion checks it on the full layer).",
         f"Starts: B and A with N(0, {start_scale}^2) entries on the full layer (the linearised runs start from their projections), the same starts for the linearised problem (popgrad's compiled L-BFGS, gradient tolerance 1e-10) and for the network (scipy's L-BFGS-B, tolerance 1e-8).",
         "The network has no certified optimum: its runs are compared with the best value any run reached on the same instance (at any rank), and its values with the linearised optimum.",

@@ -1,7 +1,7 @@
 """Xu et al. (MATH.md §6) on a real network and real data (issue 24), ``xu-digits``: an MLP pre-trained on the
 digits 0-4 of scikit-learn's 8x8 digits and fine-tuned with LoRA on the digits 5-9 (relabelled 0-4). The
 alignment of the LoRA factors' top singular vector with the target directions (the top singular pair of the
-gradient at initialisation, and of the full fine-tuning update) and the growth of ||B A|| over the first steps,
+gradient at initialisation, and of the full fine-tuning update) and the growth of ‖B A‖ over the first steps,
 for small initialisation at several alpha and for spectral initialisation, with intervals over seeds; against
 the linearised flow's predictions.
 """
@@ -76,7 +76,7 @@ def _gradient_check(network, X, y) -> float:
     return float(worst)
 
 
-@register("xu-digits", "Xu et al. on a real network: the alignment phase of small-init LoRA (alignment with the gradient's and the full update's top singular pair, ||BA||) against alpha, and spectral init, on an MLP pre-trained on digits 0-4 and fine-tuned on 5-9")
+@register("xu-digits", "Xu et al. on a real network: the alignment phase of small-init LoRA (alignment with the gradient's and the full update's top singular pair, ‖BA‖) against alpha, and spectral init, on an MLP pre-trained on digits 0-4 and fine-tuned on 5-9")
 def xu_digits_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
     """Xu et al.'s alignment phase on a pre-trained MLP fine-tuned with LoRA on both layers.
 
@@ -139,14 +139,14 @@ def xu_digits_reproduction(quick: bool = False, workers=None) -> ReproductionRep
     slope, interval = _bootstrap_slope(logs, [best[a] for a in alphas])
     criteria.append({"name": f"smaller alpha aligns better: slope of the best log10(1 - cos(gamma_grad, U_Z1)) over the run against log10 alpha ({len(seeds)} seeds per alpha, alphas {', '.join(f'{a:g}' for a in alphas)}); 95% bootstrap interval [{interval[0]:.3f}, {interval[1]:.3f}] above 0", "value": slope, "pass": interval[0] > 0})
     escape_slope, escape_interval = _bootstrap_slope(-logs, [escapes[a] for a in alphas])
-    criteria.append({"name": f"smaller alpha, longer alignment phase: GD steps until ||B_1 A_1||_F >= {escape_level:g} per decade of 1/alpha; 95% bootstrap interval [{escape_interval[0]:.2f}, {escape_interval[1]:.2f}] above 0", "value": escape_slope, "pass": escape_interval[0] > 0})
+    criteria.append({"name": f"smaller alpha, longer alignment phase: GD steps until ‖B_1 A_1‖_F >= {escape_level:g} per decade of 1/alpha; 95% bootstrap interval [{escape_interval[0]:.2f}, {escape_interval[1]:.2f}] above 0", "value": escape_slope, "pass": escape_interval[0] > 0})
     predicted_escape = math.log(10.0) / math.log1p(lr * s1)
-    criteria.append({"name": f"the linearised flow dZ/dt = [[0, M], [M^T, 0]] Z (M = -grad L(W_1) at the pre-trained weights, top singular value s_1 = {s1:.3f}) predicts ||B A|| ~ alpha^2 (1 + lr s_1)^(2 t): ln 10 / ln(1 + lr s_1) = {predicted_escape:.2f} steps per decade; the measured slope within 15%", "value": escape_slope / predicted_escape, "pass": abs(escape_slope / predicted_escape - 1) <= 0.15})
+    criteria.append({"name": f"the linearised flow dZ/dt = [[0, M], [M^T, 0]] Z (M = -grad L(W_1) at the pre-trained weights, top singular value s_1 = {s1:.3f}) predicts ‖B A‖ ~ alpha^2 (1 + lr s_1)^(2 t): ln 10 / ln(1 + lr s_1) = {predicted_escape:.2f} steps per decade; the measured slope within 15%", "value": escape_slope / predicted_escape, "pass": abs(escape_slope / predicted_escape - 1) <= 0.15})
     predicted_alignment = 2 * (1 - math.log1p(lr * s2) / math.log1p(lr * s1))
     at_slope, at_interval = _bootstrap_slope(logs, [at_escape[a] for a in alphas])
-    criteria.append({"name": f"slope of log10(1 - cos) with the gradient's top pair at the end of the alignment phase (||B_1 A_1|| = {escape_level:g}) against log10 alpha, 95% interval [{at_interval[0]:.3f}, {at_interval[1]:.3f}]; the linearised flow's 2 (1 - ln(1 + lr s_2)/ln(1 + lr s_1)) = {predicted_alignment:.3f} (s_2 = {s2:.3f}); in Xu et al.'s matrix factorisation (their Figure 1) about 2 decades per decade", "value": at_slope, "kind": "reported"})
+    criteria.append({"name": f"slope of log10(1 - cos) with the gradient's top pair at the end of the alignment phase (‖B_1 A_1‖ = {escape_level:g}) against log10 alpha, 95% interval [{at_interval[0]:.3f}, {at_interval[1]:.3f}]; the linearised flow's 2 (1 - ln(1 + lr s_2)/ln(1 + lr s_1)) = {predicted_alignment:.3f} (s_2 = {s2:.3f}); in Xu et al.'s matrix factorisation (their Figure 1) about 2 decades per decade", "value": at_slope, "kind": "reported"})
     full_slope, full_interval = _bootstrap_slope(logs, [full_best[a] for a in alphas])
-    criteria.append({"name": f"alignment with the full fine-tuning update's top pair (its overlap with the gradient's: |<gamma_grad, gamma_full>| = {overlap:.3f}): best log10(1 - cos) per alpha " + ", ".join(f"{a:g}: {full_best[a].mean():.2f}" for a in alphas) + f"; slope against log10 alpha {full_slope:.3f}, 95% interval [{full_interval[0]:.3f}, {full_interval[1]:.3f}]", "value": full_slope, "kind": "reported"})
+    criteria.append({"name": f"alignment with the full fine-tuning update's top pair (its overlap with the gradient's: abs(<gamma_grad, gamma_full>) = {overlap:.3f}): best log10(1 - cos) per alpha " + ", ".join(f"{a:g}: {full_best[a].mean():.2f}" for a in alphas) + f"; slope against log10 alpha {full_slope:.3f}, 95% interval [{full_interval[0]:.3f}, {full_interval[1]:.3f}]", "value": full_slope, "kind": "reported"})
     criteria.append({"name": "W2's factors (5 x 200, smaller gradient: s_1 = " + f"{singular['W2'][0]:.3f}): best log10(1 - cos) with its gradient's top pair per alpha " + ", ".join(f"{a:g}: {np.mean([np.log10(max(run.alignment[('W2', 'gradient')].min(), 1e-17)) for run in runs[a]]):.2f}" for a in alphas), "value": float(np.mean([np.log10(max(run.alignment[("W2", "gradient")].min(), 1e-17)) for run in runs[alphas[-1]]])), "kind": "reported"})
 
     def steps_to(run, level):
@@ -178,12 +178,12 @@ def xu_digits_reproduction(quick: bool = False, workers=None) -> ReproductionRep
     axes[1].axhline(np.log10(escape_level), color="grey", ls=":", lw=0.8)
     axes[0].set(xlabel="GD step", ylabel="log10(1 - cos(gamma_grad, U_Z1))", title="W1: alignment with the gradient's top pair")
     axes[0].legend()
-    axes[1].set(xlabel="GD step", ylabel="log10 ||B_1 A_1||_F", title="growth of the adapter from step 1 (dotted: end of alignment)")
+    axes[1].set(xlabel="GD step", ylabel="log10 ‖B_1 A_1‖_F", title="growth of the adapter from step 1 (dotted: end of alignment)")
     axes[2].set(xlabel="GD step", ylabel="training loss (cross-entropy)", title="loss (full FT reaches " + f"{full_losses[-1]:.3g})")
     notes = [
         "Base model: a 64-200-5 tanh MLP (logits, softmax cross-entropy) pre-trained by full-batch Adam on the digits 0-4 of scikit-learn's 8x8 digits (70/30 split, seed 0; cached, trained once); fine-tuning task: the digits 5-9 relabelled 0-4 (the same head), 70/30 split, seed 0, full-batch gradient descent.",
         f"LoRA on both layers (Xu et al.'s Problem 2 adapts both): W_l + B_l A_l, rank {rank}, scale 1, no weight decay, GD step {lr} (lr s_1 = {lr * s1:.3f}: close to the flow); small init A_l ~ N(0, alpha^2), B_l = 0; spectral init A_l = diag(N(0, alpha^2)) V_l^T, V_l the top {rank} right singular vectors of the full fine-tuning update of layer l (the analogue of their ΔY's), B_l = 0.",
-        f"Alignment: 1 - |cos(gamma, U_Z1)|, Z_1 = [B_1; A_1^T], gamma = [u; v]/sqrt 2 from the top singular pair of (a) M = -grad_W1 L at the pre-trained weights (the direction the linearised flow grows along: singular values {', '.join(f'{v:.3f}' for v in singular['W1'][:4])}) and (b) the full fine-tuning update of W1 ({full_steps} GD steps, lr {full_lr}). The best value over the run marks the end of the alignment phase; the phase ends when ||B_1 A_1||_F reaches {escape_level:g}.",
+        f"Alignment: 1 - |cos(gamma, U_Z1)|, Z_1 = [B_1; A_1^T], gamma = [u; v]/sqrt 2 from the top singular pair of (a) M = -grad_W1 L at the pre-trained weights (the direction the linearised flow grows along: singular values {', '.join(f'{v:.3f}' for v in singular['W1'][:4])}) and (b) the full fine-tuning update of W1 ({full_steps} GD steps, lr {full_lr}). The best value over the run marks the end of the alignment phase; the phase ends when ‖B_1 A_1‖_F reaches {escape_level:g}.",
         "Where the nonlinearity enters: the gradient M changes once B A does, so the alignment with M's top pair peaks and is then lost as the loss falls; the full update's top pair differs from M's (their overlap above), and no alpha aligns the factors with it during the alignment phase.",
     ]
     parameters = {"network": {key: network.info[key] for key in ("key", "task", "train_accuracy", "test_accuracy", "final_loss")}, "fine_tune_task": task.describe(), "layers": layers, "rank": rank, "lr": lr, "steps": steps, "alphas": alphas, "seeds": seeds, "spectral_alpha": spectral_alpha, "full_fine_tuning": {"steps": full_steps, "lr": full_lr, "final_loss": float(full_losses[-1])}, "escape_level": escape_level, "gradient_singular_values": {name: values[:5].tolist() for name, values in singular.items()}, "table": [{"alpha": a, "best_log10_alignment_gradient": best[a].tolist(), "escape_steps": escapes[a].tolist(), "log10_alignment_at_escape": at_escape[a].tolist(), "best_log10_alignment_full": full_best[a].tolist(), "test_accuracy": accuracies[a]} for a in alphas]}
