@@ -27,6 +27,10 @@ The public API, layer by layer (data flows one way):
   :func:`ntk_hvp`, :func:`ntk_hessian`, :func:`ntk_certificate`, :func:`ntk_convex_optimum`, :func:`ntk_lbfgs`,
   :func:`ntk_gradient_descent`, :func:`ntk_gradient_flow`, :func:`ntk_landscape`, :func:`ntk_threshold_study`,
   :func:`ntk_spurious_example`
+* LoRA on a real network (the 8x8 digits, issue 24) — :func:`digits_data`, :func:`digits_task`,
+  :func:`pretrained_network`, :func:`load_network`, :func:`lora_fine_tune`, :func:`lora_step`,
+  :func:`full_fine_tune`, :func:`alignment_error`, :func:`layer_jacobian`, :func:`digits_ntk_arrays`,
+  :func:`measurement_bases`, :func:`network_lora_minimise`, :func:`linearisation_error`
 * sweeps — :func:`load_sweep_spec`, :func:`open_store`, :func:`run_sweep`, :func:`write_sweep_report`,
   :func:`sweep_dataset`; scaling fits — :func:`power_law_fit`
 
@@ -73,6 +77,10 @@ PUBLIC_MODULES = (
     "models.ntk_lora.optimise",
     "models.ntk_lora.study",
     "models.ntk_lora.examples",
+    "models.digits.data",
+    "models.digits.network",
+    "models.digits.lora",
+    "models.digits.jacobian",
     "models.committee.spec",
     "models.committee.population",
     "models.committee.ode",

@@ -186,6 +186,46 @@ from .models.ntk_lora.examples import (
     ntk_spurious_example as ntk_spurious_example,
     verify_spurious_exactly as verify_spurious_exactly,
 )
+from .models.digits.data import (
+    DigitsTask as DigitsTask,
+    digits_data as digits_data,
+    digits_task as digits_task,
+    DIGITS_FILE as DIGITS_FILE,
+)
+from .models.digits.network import (
+    one_blas_thread as one_blas_thread,
+    MLP as MLP,
+    mlp_forward as mlp_forward,
+    mlp_loss as mlp_loss,
+    mlp_gradients as mlp_gradients,
+    mlp_accuracy as mlp_accuracy,
+    init_mlp as init_mlp,
+    train_mlp as train_mlp,
+    pretrained_network as pretrained_network,
+    load_network as load_network,
+    cache_folder as cache_folder,
+    NETWORK_VERSION as NETWORK_VERSION,
+)
+from .models.digits.lora import (
+    LORA_INITS as LORA_INITS,
+    LoRARun as LoRARun,
+    lora_layers as lora_layers,
+    lora_initial_factors as lora_initial_factors,
+    lora_objective as lora_objective,
+    lora_step as lora_step,
+    lora_fine_tune as lora_fine_tune,
+    full_fine_tune as full_fine_tune,
+    lora_accuracy as lora_accuracy,
+    alignment_error as alignment_error,
+    target_direction as target_direction,
+)
+from .models.digits.jacobian import (
+    layer_jacobian as layer_jacobian,
+    digits_ntk_arrays as digits_ntk_arrays,
+    measurement_bases as measurement_bases,
+    network_lora_minimise as network_lora_minimise,
+    linearisation_error as linearisation_error,
+)
 from .models.committee.spec import (
     CommitteeModel as CommitteeModel,
     committee_model as committee_model,

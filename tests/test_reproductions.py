@@ -80,6 +80,26 @@ def test_quick_committee_reproductions_pass(tmp_path, name):
     _check_files(tmp_path, name)
 
 
+def _digits_installed() -> bool:
+    from popgrad.models.digits.data import DigitsUnavailable, digits_data
+
+    try:
+        digits_data()
+        return True
+    except DigitsUnavailable:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _digits_installed(), reason="the digits ship with scikit-learn (pip install 'popgrad[digits]')")
+@pytest.mark.parametrize("name", ["xu-digits", "jlr-digits"])
+def test_quick_digits_reproductions_pass(tmp_path, name):
+    # the LoRA theories on a real network (issue 24): a cached pre-trained MLP on scikit-learn's digits
+    report = run_reproduction(name, quick=True, out=tmp_path, workers=0)
+    assert report.passed, [criterion for criterion in report.criteria if not criterion["pass"]]
+    _check_files(tmp_path, name)
+
+
 def test_every_reproduction_has_a_quick_test():
     # each registered reproduction's --quick version runs in CI (a test above names it)
     source = Path(__file__).read_text()

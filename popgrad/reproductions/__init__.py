@@ -2,4 +2,4 @@
 
 Importing the package registers every reproduction (:data:`.base.REGISTRY`)."""
 
-from . import committee, dayi_chen, figures, jlr, questions, scalings, transition, xu  # noqa: F401  (register their reproductions)
+from . import committee, dayi_chen, figures, jlr, jlr_digits, questions, scalings, transition, xu, xu_digits  # noqa: F401  (register their reproductions)
