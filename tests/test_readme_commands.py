@@ -58,6 +58,8 @@ RUN = {
     ("sweep",): [["sweep", "{spec}", "--out", "store/", "--workers", "0"]],
     ("sweep-report",): [["sweep-report", "store/"]],
     ("reproduce", "NAME|all"): [["reproduce", "xu-theory", "--quick", "--workers", "0"]],
+    ("digits", "pretrain"): [["digits", "pretrain", "--hidden", "16", "--steps", "100", "--network-out", "base.json"]],
+    ("digits", "finetune"): [["digits", "finetune", "--network", "base.json", "--layers", "W1,W2", "--rank", "4", "--alpha", "1e-4", "--steps", "20"], ["digits", "finetune", "--network", "base.json", "--full", "--steps", "20"]],
 }
 #: README commands not run here, and why
 SKIP = {
@@ -67,7 +69,7 @@ SKIP = {
     ("reproduce", "jlr"): "a full reproduction (minutes)",
 }
 #: commands whose first two words name them (a subcommand or a reproduction)
-TWO_WORDS = ("mf", "ntk", "reproduce")
+TWO_WORDS = ("mf", "ntk", "reproduce", "digits")
 
 
 def _readme_commands() -> set:
@@ -102,6 +104,7 @@ def test_readme_commands_leave_a_clean_checkout_clean(tmp_path, monkeypatch, cap
     assert status() == ""
     spec = tmp_path / "sweep.toml"
     spec.write_text(TINY_SWEEP)
+    monkeypatch.setenv("POPGRAD_CACHE", str(tmp_path / "cache"))  # the digits' base model is cached there
     monkeypatch.chdir(clone)
     for key in RUN:
         for argv in RUN[key]:
@@ -111,6 +114,6 @@ def test_readme_commands_leave_a_clean_checkout_clean(tmp_path, monkeypatch, cap
             captured = capsys.readouterr()
             print(f"popgrad {' '.join(argv)}: {time.perf_counter() - started:.1f} s", file=sys.__stderr__)
             assert code == 0, f"popgrad {' '.join(argv)} exited {code}: {captured.err.strip()}"
-    written = [path for path in ("popgrad-report", "problem.json", "report", "PROBLEM.json", "store", "popgrad-reproductions") if (clone / path).exists()]
-    assert len(written) == 6, written  # the commands did write their outputs
+    written = [path for path in ("popgrad-report", "problem.json", "report", "PROBLEM.json", "store", "popgrad-reproductions", "base.json") if (clone / path).exists()]
+    assert len(written) == 7, written  # the commands did write their outputs
     assert status() == "", f"the README's commands changed the checkout:\n{status()}"

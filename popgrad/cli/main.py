@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import __version__
 from .._validation import InvalidArgument
-from . import committee, derive, finetuning, hermite, mf, ntk, reproduce, sweep
+from . import committee, derive, digits, finetuning, hermite, mf, ntk, reproduce, sweep
 from .common import EXIT_BUG, EXIT_USAGE, Parser, UsageError, flag_message
 
 __all__ = ["main", "build_parser"]
@@ -37,6 +37,7 @@ def build_parser() -> Parser:
     reproduce.register(commands)
     mf.register(commands)
     ntk.register(commands)
+    digits.register(commands)
     return parser
 
 
