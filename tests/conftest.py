@@ -8,6 +8,9 @@ settings.register_profile("ci", deadline=None, suppress_health_check=[HealthChec
 settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
+#: data and the scripts that made them (tests/data/make_*.py write files when run): never collected
+collect_ignore_glob = ["data/*"]
+
 
 @pytest.fixture
 def rng():
