@@ -24,7 +24,7 @@ from ..._validation import InvalidArgument, check_real
 from ...dynamics.solve import ODE, SolverFailed, solve
 from ...dynamics.solvers.base import RHS_SIGNATURE
 from ...numerics.compiled import SOURCE_VERSION, specialised
-from .population import Committee, committee_arrays, exact_orders, expectation_route, generalisation_error, moments, numeric_error_factor, pack_parameters, NUMERIC_ORDERS
+from .population import Committee, committee_arrays, default_orders, expectation_route, generalisation_error, moments, numeric_error_factor, pack_parameters
 
 __all__ = ["CommitteeODESolution", "integrate_ode", "initial_state", "committee_rhs", "ode_parameters"]
 
@@ -259,7 +259,7 @@ def integrate_ode(model, delta: float, times, delta_a: float | None = None, Q0=N
     if route == "erf":
         orders = (None,)
     elif orders is None:
-        orders = exact_orders(committee) if route == "exact" else NUMERIC_ORDERS
+        orders = default_orders(committee)
     runs = [_integrate(rhs, ode_parameters(committee, K, delta, delta_a, order, bool(second_order)), y0, times, rtol, atol, bound, max_steps) for order in orders]
     values, steps, diverged, divergence_alpha = runs[-1]
     if diverged and math.isnan(divergence_alpha):
