@@ -433,3 +433,56 @@ def test_piecewise_route_against_ten_million_samples(student, teacher):
             se = np.sqrt((s2 / n - mean * mean) / n)
             value, error = ours[key]
             assert np.all(np.abs(value - mean) <= 4 * se + error), (key, seed)
+
+
+# ------------------------------------------------------------------------------------------------
+# divergence without an arbitrary horizon; explicit initial overlaps validated
+# ------------------------------------------------------------------------------------------------
+
+#: Saad–Solla K = M = 3 from the saad-solla reproduction's start: its bisection puts the largest delta that
+#: still learns at 1.6226 (learns at 1.62, stalls at a fixed point at 1.63)
+LARGEST_LEARNING_DELTA = 1.6226
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("horizon", [10.0, 100.0, 1000.0])
+def test_divergence_beyond_the_largest_learning_delta_at_any_horizon(horizon):
+    committee = _saad_solla(3)
+    start = dict(Q0=np.diag([0.24, 0.25, 0.25]), R0=0.01 * np.eye(3), a0=np.ones(3))
+    below = integrate_ode(committee, 0.8 * LARGEST_LEARNING_DELTA, [0.0, horizon], **start)
+    assert not below.diverged and below.divergence == "settled"
+    above = integrate_ode(committee, 1.25 * LARGEST_LEARNING_DELTA, [0.0, horizon], **start)
+    # erf saturates: tr Q grows like alpha^0.6 and passes 1e3 max(tr T + |a*|^2, ...) only near alpha ~ 5e5
+    assert above.diverged and above.divergence == "bound" and above.divergence_alpha > horizon
+    assert np.all(np.isfinite(above.eps_g))  # the requested alphas precede the divergence: their values stand
+    stalled = integrate_ode(committee, 1.63, [0.0, horizon], **start)  # stuck at a fixed point: not diverged
+    assert not stalled.diverged
+    unchecked = integrate_ode(committee, 1.25 * LARGEST_LEARNING_DELTA, [0.0, horizon], decide_divergence=False, **start)
+    assert not unchecked.diverged and unchecked.divergence == "horizon"
+
+
+@pytest.mark.parametrize("Q0, R0, a0, parameter", [
+    (np.eye(3), np.zeros((2, 2)), np.ones(2), "Q0"),  # Q0 of the wrong size
+    (np.eye(2), np.zeros((2, 3)), np.ones(2), "R0"),
+    (np.eye(2), np.zeros((2, 2)), np.ones((2, 2)), "a0"),
+    ([[1.0, np.nan], [np.nan, 1.0]], np.zeros((2, 2)), np.ones(2), "Q0"),
+    (np.eye(2), [[np.inf, 0.0], [0.0, 0.0]], np.ones(2), "R0"),
+    (np.eye(2), np.zeros((2, 2)), [1.0, np.nan], "a0"),
+    ([[1.0, 0.5], [0.4, 1.0]], np.zeros((2, 2)), np.ones(2), "Q0"),  # not symmetric
+    ([[1.0, 2.0], [2.0, 1.0]], np.zeros((2, 2)), np.ones(2), "Q0"),  # not PSD
+    (0.25 * np.eye(2), 0.9 * np.eye(2), np.ones(2), "R0"),  # |R| beyond sqrt(Q T): no vectors have these overlaps
+])
+def test_explicit_initial_overlaps_are_validated(Q0, R0, a0, parameter):
+    with pytest.raises(InvalidArgument) as raised:
+        integrate_ode(_saad_solla(2), 0.5, [0.0, 1.0], Q0=Q0, R0=R0, a0=a0)
+    assert raised.value.parameter == parameter
+
+
+def test_boundary_initial_overlaps_are_accepted():
+    """The specialised point (student = teacher: the joint Gram matrix singular) and a zero start are PSD."""
+    T = np.eye(2)
+    run = integrate_ode(_saad_solla(2), 0.5, [0.0, 1.0], Q0=T, R0=T, a0=np.ones(2))
+    assert not run.diverged and run.eps_g[0] < 1e-15
+    # (from an exactly zero start the two students stay identical forever: accepted, integrated to the horizon)
+    zero = integrate_ode(_saad_solla(2), 0.5, [0.0, 1.0], Q0=np.zeros((2, 2)), R0=np.zeros((2, 2)), a0=np.ones(2), decide_divergence=False)
+    assert np.all(np.isfinite(zero.eps_g)) and not zero.diverged
