@@ -198,7 +198,8 @@ def _integrate(rhs, parameters, y0, times, rtol, atol, bound, max_steps) -> tupl
 
 def _continue(rhs, parameters, y_end, alpha_end, delta, rtol, atol, bound, max_steps, cap) -> tuple:
     """Continue from the last requested alpha until the size ``tr Q + |a|^2`` passes ``bound`` (diverged),
-    the state comes to rest (max |dy/dalpha| <= 1e-9 delta max(1, |y|)), or alpha reaches ``cap``;
+    the state comes to rest (max |dy/dalpha| <= 1e-9 delta max(1, |y|), or the size's growth exponent
+    ``alpha |d size/dalpha| / size`` below 1e-3 past alpha = 10 / delta), or alpha reaches ``cap``;
     in chunks of growing length (alpha x 4). Returns (diverged, divergence_alpha, verdict)."""
     y, start = np.array(y_end, dtype=np.float64), float(alpha_end)
     out = np.empty_like(y)
@@ -207,6 +208,10 @@ def _continue(rhs, parameters, y_end, alpha_end, delta, rtol, atol, bound, max_s
         if not np.all(np.isfinite(out)):
             return True, start, "bound"
         if np.max(np.abs(out[:-1])) <= 1e-9 * delta * max(1.0, float(np.max(np.abs(y[:-1])))):
+            return False, math.nan, "settled"
+        # the size's growth exponent alpha d ln(size) / d alpha: ~0.6 while erf students diverge, -> 0 where
+        # the state comes to rest (exponentially, or algebraically along directions that do not change f)
+        if start >= 10.0 / delta and start * abs(out[-1]) <= 1e-3 * max(abs(y[-1]), 1e-300):
             return False, math.nan, "settled"
         if start >= cap:
             return False, math.nan, "undecided"
