@@ -46,8 +46,6 @@ __all__ = [
     "pack_parameters",
     "ROUTE_ERF",
     "ROUTE_NUMERIC",
-    "ROUTE_PIECEWISE",
-    "bivariate_upper",
 ]
 
 ROUTE_ERF, ROUTE_NUMERIC, ROUTE_PIECEWISE = 0, 1, 2
