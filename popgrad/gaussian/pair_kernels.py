@@ -294,13 +294,21 @@ def _second_moment(form: PairForm, scale: float) -> float:
     return second_moment(form.activation, scale)
 
 
+@lru_cache(maxsize=4096)
+def _series_side(form: PairForm, scale: float) -> tuple:
+    """The series' coefficients of one side at one scale, its second moment and tail (cached: a
+    trajectory's states share the teacher's scales, and a state's pairs the students')."""
+    mu = scaled_hermite_coefficients(form, SERIES_ORDER, scale)
+    mu.setflags(write=False)
+    moment = _second_moment(form, scale)
+    return mu, moment, max(moment - float(mu @ mu), 0.0)
+
+
 def _series(f1: PairForm, f2: PairForm, s11: float, s22: float, s12: float) -> tuple:
     r1, r2 = math.sqrt(s11), math.sqrt(s22)
     rho = float(_correlation(np.array(s11), np.array(s22), np.array(s12)))
-    mu1 = scaled_hermite_coefficients(f1, SERIES_ORDER, r1)
-    mu2 = scaled_hermite_coefficients(f2, SERIES_ORDER, r2)
-    e1, e2 = _second_moment(f1, r1), _second_moment(f2, r2)
-    tail1, tail2 = max(e1 - float(mu1 @ mu1), 0.0), max(e2 - float(mu2 @ mu2), 0.0)
+    mu1, e1, tail1 = _series_side(f1, r1)
+    mu2, e2, tail2 = _series_side(f2, r2)
     terms = mu1 * mu2 * rho ** np.arange(SERIES_ORDER + 1)
     bound = abs(rho) ** (SERIES_ORDER + 1) * math.sqrt(tail1 * tail2) + 1e-13 * math.sqrt(e1 * e2)
     return float(terms.sum()), bound, math.sqrt(e1 * e2)

@@ -24,7 +24,7 @@ from ..._validation import InvalidArgument, check_real
 from ...dynamics.solve import ODE, SolverFailed, solve
 from ...dynamics.solvers.base import RHS_SIGNATURE
 from ...numerics.compiled import SOURCE_VERSION, specialised
-from .population import Committee, committee_arrays, exact_orders, expectation_route, generalisation_error, moments, numeric_error_factor, pack_parameters, NUMERIC_ORDERS
+from .population import Committee, committee_arrays, default_orders, expectation_route, generalisation_error, moments, numeric_error_factor, pack_parameters
 
 __all__ = ["CommitteeODESolution", "integrate_ode", "initial_state", "committee_rhs", "ode_parameters"]
 
@@ -153,6 +153,11 @@ class CommitteeODESolution:
         ``erf``, ``exact`` or ``numeric``.
     steps : int
         Accepted solver steps (of the last integration).
+    divergence : str
+        How ``diverged`` was decided: ``bound`` (the size passed the bound, within or beyond the requested
+        alphas), ``settled`` (continued past the last alpha until the state came to rest: not diverged),
+        ``undecided`` (still moving, below the bound, at the continuation's cap: reported not diverged)
+        or ``horizon`` (not continued: ``decide_divergence=False``).
     """
 
     alpha: np.ndarray
@@ -165,6 +170,7 @@ class CommitteeODESolution:
     divergence_alpha: float
     route: str
     steps: int
+    divergence: str = "horizon"
 
     def to_dict(self) -> dict:
         """JSON-ready: ``alpha``, ``eps_g``, ``Q``, ``R``, ``a`` (nested lists, null for nan), ``diverged``."""
@@ -172,7 +178,7 @@ class CommitteeODESolution:
         def listed(x):
             return np.where(np.isfinite(x), x, np.nan).tolist()
 
-        return {"alpha": self.alpha.tolist(), "eps_g": listed(self.eps_g), "Q": listed(self.Q), "R": listed(self.R), "a": listed(self.a), "diverged": self.diverged, "divergence_alpha": None if math.isnan(self.divergence_alpha) else self.divergence_alpha, "route": self.route}
+        return {"alpha": self.alpha.tolist(), "eps_g": listed(self.eps_g), "Q": listed(self.Q), "R": listed(self.R), "a": listed(self.a), "diverged": self.diverged, "divergence_alpha": None if math.isnan(self.divergence_alpha) else self.divergence_alpha, "divergence": self.divergence, "route": self.route}
 
 
 def _integrate(rhs, parameters, y0, times, rtol, atol, bound, max_steps) -> tuple:
@@ -190,7 +196,60 @@ def _integrate(rhs, parameters, y0, times, rtol, atol, bound, max_steps) -> tupl
     return values, solution.steps, diverged, solution.event_time
 
 
-def integrate_ode(model, delta: float, times, delta_a: float | None = None, Q0=None, R0=None, a0=None, rtol: float = 1e-8, atol: float = 1e-10, orders: tuple | None = None, divergence_bound: float = 1e6, max_steps: int = 2_000_000, second_order: bool = True) -> CommitteeODESolution:
+def _continue(rhs, parameters, y_end, alpha_end, delta, rtol, atol, bound, max_steps, cap) -> tuple:
+    """Continue from the last requested alpha until the size ``tr Q + |a|^2`` passes ``bound`` (diverged),
+    the state comes to rest (max |dy/dalpha| <= 1e-9 delta max(1, |y|), or the size's growth exponent
+    ``alpha |d size/dalpha| / size`` below 1e-3 past alpha = 10 / delta), or alpha reaches ``cap``;
+    in chunks of growing length (alpha x 4). Returns (diverged, divergence_alpha, verdict)."""
+    y, start = np.array(y_end, dtype=np.float64), float(alpha_end)
+    out = np.empty_like(y)
+    while True:
+        rhs(start, y, parameters, out)
+        if not np.all(np.isfinite(out)):
+            return True, start, "bound"
+        if np.max(np.abs(out[:-1])) <= 1e-9 * delta * max(1.0, float(np.max(np.abs(y[:-1])))):
+            return False, math.nan, "settled"
+        # the size's growth exponent alpha d ln(size) / d alpha: ~0.6 while erf students diverge, -> 0 where
+        # the state comes to rest (exponentially, or algebraically along directions that do not change f)
+        if start >= 10.0 / delta and start * abs(out[-1]) <= 1e-3 * max(abs(y[-1]), 1e-300):
+            return False, math.nan, "settled"
+        if start >= cap:
+            return False, math.nan, "undecided"
+        end = min(cap, max(4.0 * start, start + 10.0 / delta))
+        try:
+            solution = solve(ODE(rhs, parameters), y, [start, end], rtol=rtol, atol=atol, target=bound, stop_at_event=True, event_component=y.size - 1, max_steps=max_steps, t0=start)
+        except (SolverFailed, ZeroDivisionError):
+            return True, start, "bound"
+        if math.isfinite(solution.event_time):
+            return True, float(solution.event_time), "bound"
+        y = np.array(solution.values[-1], dtype=np.float64)
+        if not np.all(np.isfinite(y)):
+            return True, end, "bound"
+        start = end
+
+
+def _check_initial(Q0, R0, a0, T, K: int, M: int) -> None:
+    """Shapes, finiteness and the joint Gram matrix [[Q0, R0], [R0^T, T]] PSD (to rounding)."""
+    if a0.ndim != 1 or a0.size < 1:
+        raise InvalidArgument(f"a0 must be a vector of K >= 1 second-layer weights, got shape {a0.shape}", "a0")
+    if Q0.shape != (K, K):
+        raise InvalidArgument(f"Q0 must be K x K = {K} x {K} (K = len(a0)), got shape {Q0.shape}", "Q0")
+    if R0.shape != (K, M):
+        raise InvalidArgument(f"R0 must be K x M = {K} x {M}, got shape {R0.shape}", "R0")
+    for name, x in (("Q0", Q0), ("R0", R0), ("a0", a0)):
+        if not np.all(np.isfinite(x)):
+            raise InvalidArgument(f"{name} must be finite", name)
+    size = max(1.0, float(np.abs(Q0).max()), float(np.abs(T).max()))
+    if np.abs(Q0 - Q0.T).max() > 1e-12 * size:
+        raise InvalidArgument("Q0 must be symmetric", "Q0")
+    gram = np.block([[0.5 * (Q0 + Q0.T), R0], [R0.T, T]])
+    lowest = float(np.linalg.eigvalsh(gram)[0])
+    if lowest < -1e-10 * size:
+        name = "Q0" if float(np.linalg.eigvalsh(0.5 * (Q0 + Q0.T))[0]) < -1e-10 * size else "R0"
+        raise InvalidArgument(f"the initial overlaps must be a Gram matrix: [[Q0, R0], [R0^T, T]] has eigenvalue {lowest:.3g} < 0 (a student-teacher overlap R0 beyond what Q0 and T allow, or Q0 not PSD)", name)
+
+
+def integrate_ode(model, delta: float, times, delta_a: float | None = None, Q0=None, R0=None, a0=None, rtol: float = 1e-8, atol: float = 1e-10, orders: tuple | None = None, divergence_bound: float = 1e3, max_steps: int = 2_000_000, second_order: bool = True, decide_divergence: bool | None = None, divergence_cap: float | None = None) -> CommitteeODESolution:
     """Integrate the d → ∞ ODE at fixed ``delta`` (and ``delta_a``) from the model's initial state.
 
     Parameters
@@ -208,8 +267,20 @@ def integrate_ode(model, delta: float, times, delta_a: float | None = None, Q0=N
         dopri5 tolerances.
     orders : (int, int), optional
         Gauss–Hermite orders of the numeric route (integrated at both; the difference is the error).
-    divergence_bound : float, default 1e6
-        Diverged when ``tr Q + |a|^2`` exceeds this times ``max(1, its initial value, tr T + |a*|^2)``.
+    divergence_bound : float, default 1e3
+        Diverged when ``tr Q + |a|^2`` exceeds this times ``max(1, its initial value, tr T + |a*|^2)``
+        (or the state stops being finite).
+    decide_divergence : bool, optional
+        Default: True for the closed-form routes (``erf``, ``exact``), False for ``piecewise`` and
+        ``numeric`` (whose right-hand side costs tens of milliseconds: the continuation can take minutes).
+        Whether a run that is below the bound at the last requested alpha diverges is decided without
+        an arbitrary horizon: the integration continues (outputs unchanged) until the size passes the bound
+        (``diverged``, ``divergence_alpha`` beyond the last alpha), or the state comes to rest (a fixed
+        point: not diverged), or ``divergence_cap`` (``undecided``: not diverged). For bounded activations
+        above the largest learning delta the student's norms grow without bound but slowly (erf:
+        tr Q ~ alpha^0.6), so no finite horizon tells it apart from a slow transient.
+    divergence_cap : float, optional
+        Largest alpha of the continuation (default ``1e7 / delta``).
     max_steps : int
     second_order : bool, default True
         False drops the delta² term ``delta^2 E[Delta_i Delta_k]``: the population gradient flow of eps_g on the
@@ -239,10 +310,13 @@ def integrate_ode(model, delta: float, times, delta_a: float | None = None, Q0=N
         Q0 = q if Q0 is None else Q0
         R0 = r if R0 is None else R0
         a0 = a if a0 is None else a0
-    Q0, R0, a0 = (np.array(x, dtype=np.float64) for x in (Q0, R0, a0))
+    try:
+        Q0, R0, a0 = (np.array(x, dtype=np.float64) for x in (Q0, R0, a0))
+    except (TypeError, ValueError) as error:
+        raise InvalidArgument(f"Q0, R0 and a0 must be numeric arrays ({error})", "Q0") from None
+    a0 = np.atleast_1d(a0)
     K, M = len(a0), committee.M
-    if Q0.shape != (K, K) or R0.shape != (K, M):
-        raise InvalidArgument(f"initial overlaps: Q0 must be {K}×{K} and R0 {K}×{M}, got {Q0.shape} and {R0.shape}", "Q0")
+    _check_initial(Q0, R0, a0, committee.T, K, M)
     if getattr(model, "constraint", "none") != "none":
         raise InvalidArgument(f"the d → ∞ ODE is implemented for constraint 'none', not {model.constraint!r}", "constraint")
     if delta_a is None:
@@ -259,9 +333,17 @@ def integrate_ode(model, delta: float, times, delta_a: float | None = None, Q0=N
     if route == "erf":
         orders = (None,)
     elif orders is None:
-        orders = exact_orders(committee) if route == "exact" else NUMERIC_ORDERS
-    runs = [_integrate(rhs, ode_parameters(committee, K, delta, delta_a, order, bool(second_order)), y0, times, rtol, atol, bound, max_steps) for order in orders]
+        orders = default_orders(committee)
+    packed = [ode_parameters(committee, K, delta, delta_a, order, bool(second_order)) for order in orders]
+    runs = [_integrate(rhs, parameters, y0, times, rtol, atol, bound, max_steps) for parameters in packed]
     values, steps, diverged, divergence_alpha = runs[-1]
+    verdict = "bound" if diverged else "horizon"
+    if decide_divergence is None:
+        decide_divergence = route in ("erf", "exact")
+    if not diverged and decide_divergence:
+        cap = 1e7 / delta if divergence_cap is None else check_real(divergence_cap, "divergence_cap", 0.0)
+        # the verdict needs no tight tolerance: the size's growth is smooth
+        diverged, divergence_alpha, verdict = _continue(rhs, packed[-1], values[-1], float(times[-1]), delta, max(rtol, 1e-6), max(atol, 1e-9), bound, max_steps, max(cap, float(times[-1])))
     if diverged and math.isnan(divergence_alpha):
         finite = np.all(np.isfinite(values), axis=1)
         divergence_alpha = float(times[np.argmin(finite)]) if not finite.all() else math.nan
@@ -286,4 +368,4 @@ def integrate_ode(model, delta: float, times, delta_a: float | None = None, Q0=N
             low_eps = generalisation_error(committee, low[low_finite, : K * K].reshape(-1, K, K), low[low_finite, K * K: K * K + K * M].reshape(-1, K, M), low[low_finite, K * K + K * M: K * K + K * M + K])
             eps_error[low_finite] += numeric_error_factor(committee, orders) * np.abs(eps[low_finite] - low_eps)
         diverged = diverged or runs[0][2]
-    return CommitteeODESolution(times, eps, Q, R, a, error, bool(diverged), float(divergence_alpha), route, int(steps))
+    return CommitteeODESolution(times, eps, Q, R, a, error, bool(diverged), float(divergence_alpha), route, int(steps), verdict)

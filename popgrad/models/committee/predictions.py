@@ -79,7 +79,7 @@ def _predict(run, ode_starts: int, second_order: bool) -> dict:
     a = np.stack([s.a for s in solutions])
     values = committee_observables(model, Q, R, a)
     bands = {}
-    if solutions[0].route == "numeric":  # the integration at two orders: its difference bounds the mean's error
+    if solutions[0].route in ("numeric", "piecewise"):  # the integration at two orders: its difference bounds the mean's error
         for name in ("eps_g", "Q", "R", "a"):
             error = np.mean([np.nan_to_num(s.error[name], nan=np.inf) for s in solutions], axis=0)
             mean = values[name].mean(axis=0)
