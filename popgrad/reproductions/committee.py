@@ -92,7 +92,7 @@ def _learns(model, delta: float, horizon: float) -> bool:
     """The ODE from the model's start reaches eps_g < 1e-3 eps_g(0) by alpha = horizon / delta, without diverging."""
     from ..models.committee.ode import integrate_ode
 
-    solution = integrate_ode(model, delta, [0.0, horizon / delta])
+    solution = integrate_ode(model, delta, [0.0, horizon / delta], decide_divergence=False)  # learning needs no verdict beyond
     return (not solution.diverged) and bool(solution.eps_g[-1] < 1e-3 * solution.eps_g[0])
 
 
@@ -217,9 +217,13 @@ def saad_solla_reproduction(quick: bool = False, workers=None) -> ReproductionRe
         final = np.median(run.observables["eps_g"][:, -1])
         verdicts.append(final)
         ax.semilogy(alpha * step, np.median(run.observables["eps_g"], axis=0), "o-", ms=3, color=f"C{index}", label=f"chain d = {d}, delta = {step:.3f} (median of {check_trajectories})")
-        ax.semilogy(alpha * step, integrate_ode(model, step, alpha).eps_g, "--", color=f"C{index}")
+        ax.semilogy(alpha * step, integrate_ode(model, step, alpha, decide_divergence=False).eps_g, "--", color=f"C{index}")
     ax.set(xlabel="alpha · delta", ylabel="eps_g", title="below (0.8×) and above (1.25×) the largest learning delta; dashed: ODE")
     ax.legend()
+    # the ODE's own verdict (continued past the horizon until its size passes 1e3 x the problem's scale, or it
+    # settles): below the largest learning delta it settles, above it the student's norms grow without bound
+    verdict = [integrate_ode(model, step, [0.0, 3000.0 / step]) for step in (below, above)]
+    criteria.append({"name": "the ODE's divergence verdict (no horizon: continued until the size passes 1e3 x the problem's scale, or the state settles) at 0.8x / 1.25x the largest learning delta: settled / diverged", "value": f"{verdict[0].divergence} / {verdict[1].divergence}" + (f" (alpha = {verdict[1].divergence_alpha:.3g})" if verdict[1].diverged else ""), "pass": (not verdict[0].diverged) and verdict[1].diverged})
     criteria.append({"name": f"the chain at d = {d} learns at 0.8× that delta (median final eps_g < 1e-3) and not at 1.25× (median final eps_g > 1e-2), alpha · delta = 3000", "value": f"{verdicts[0]:.2e} / {verdicts[1]:.2e}", "pass": verdicts[0] < 1e-3 and verdicts[1] > 1e-2})
     notes += [
         "Convention saad_solla: pre-activations w·x/sqrt(N) with O(1) weights are popgrad's v·x with v = w/sqrt(N), so the overlaps are the same numbers; loss 1/2 (y - f)^2, eta = lr/N on the vectors (delta = eta d = lr), alpha = steps/d, eps_g = 1/2 E[(f* - f)^2].",
