@@ -193,3 +193,43 @@ def test_full_reproduction_gives_the_committed_verdicts(tmp_path, name):
     report = run_reproduction(name, quick=False, out=tmp_path)
     committed = json.loads((PAPER / f"{name}.json").read_text())
     assert [criterion["pass"] for criterion in report.criteria] == [criterion["pass"] for criterion in committed["criteria"]]
+
+
+def test_c_hat_onset_is_horizon_free_and_the_former_rule_is_not():
+    # a known case: |m| = tanh(t / 4) and <c_hat, c> sign(m) = y0 until t0 = 3, then 1 - (1 - y0) exp(-(t - 3) / 5):
+    # the onset (10% of the way from y0 to 1) is at t0 + 5 ln(1 / 0.9) whatever the horizon, and the share of
+    # the way done when |m| reaches 0.9 (t = 4 atanh 0.9) is 1 - exp(-(t - 3) / 5); the former rule (10% of
+    # the rise to the last checkpoint) moves with the horizon
+    from popgrad.reproductions.figures import _rise_to_end_onset, c_hat_way
+
+    y0 = -0.2
+    steps = np.linspace(0.0, 10.0, 4001)
+    m = np.tanh(steps / 4)[None, :]
+    c = np.where(steps < 3, y0, 1 - (1 - y0) * np.exp(-np.maximum(steps - 3, 0) / 5))[None, :]
+    onset = 3 + 5 * np.log(1 / 0.9)
+    hit = 4 * np.arctanh(0.9)
+    for horizon in (6.0, 10.0):
+        keep = steps <= horizon
+        out = c_hat_way(steps[keep], m[:, keep], c[:, keep])
+        assert out["onset"][0] == pytest.approx(onset, abs=1e-3)
+        assert out["m_at_onset"][0] == pytest.approx(np.tanh(onset / 4), abs=1e-4)
+        assert out["share"][0] == pytest.approx(1 - np.exp(-(hit - 3) / 5), abs=1e-4)
+        assert out["censored"] == 0
+    former = [_rise_to_end_onset(steps[steps <= h], m[:, steps <= h], c[:, steps <= h]) for h in (6.0, 10.0)]
+    assert former[0] == pytest.approx(np.tanh((3 + 5 * np.log(1.2 / (1.2 - 0.1 * (1.2 - 1.2 * np.exp(-0.6))))) / 4), abs=1e-3)
+    assert former[1] > former[0] + 0.015
+    # a run that ends before its onset is censored, not given an onset
+    early = steps <= 3.2
+    assert c_hat_way(steps[early], m[:, early], c[:, early])["censored"] == 1
+
+
+def test_the_sensitivity_rows_and_the_app_b_criterion():
+    from popgrad.reproductions.figures import _is_app_b, _sensitivity_criteria
+
+    rows = [{"convention": convention, "eta_c/eta": rate, "c_hat_0 scale": scale, "delta": 0.1, "holds": convention == "common" and rate == 1.0} for convention in ("normalized", "common") for rate in (0.1, 1.0) for scale in (1.0, 0.0)]
+    rows.append({"convention": "common", "eta_c/eta": "n/a (c_hat frozen)", "c_hat_0 scale": "1", "delta": 0.1, "holds": True})
+    assert [row for row in rows if _is_app_b(row)] == [rows[6], rows[8]]
+    test, count = _sensitivity_criteria(rows, "the claim", "a setting")
+    assert test["pass"] and test["value"] == 2 and count["value"] == 3 and count["kind"] == "reported"
+    rows[6]["holds"] = False
+    assert not _sensitivity_criteria(rows, "the claim", "a setting")[0]["pass"]
