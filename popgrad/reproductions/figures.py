@@ -687,8 +687,8 @@ def fig4_reproduction(quick: bool = False, workers=None) -> ReproductionReport:
     setting = f"sigmoid, xi = sqrt k, d = {sens_d}, {sens_instances} instances x {sens_trajectories} runs per row, horizon {horizons[0]} d"
     criteria += _sensitivity_criteria(rows, "every run reaches abs(m) >= 0.9", setting)
     # the committed report's sigmoid stall (normalized convention, xi = sqrt k, delta = 2: 3 of 9 runs below
-    # 0.9 at 3000 d, d = 2000), followed to twice that horizon at d = 500
-    stall_d, stall_instances, stall_horizon = (100, 1, 600) if quick else (500, 3, 6000)
+    # 0.9 at 3000 d, d = 2000), followed to twice that horizon at d = 1000
+    stall_d, stall_instances, stall_horizon = (100, 1, 600) if quick else (1000, 3, 6000)
     stall_problem = APP_B | {"k": k, "d": stall_d, "xi": xis["sqrt k"], "activation": "sigmoid", "train_c_hat": True, "unconstrained": True, "convention": "normalized"}
     stall_run = run | {"delta": 2.0, "horizon": stall_horizon, "checkpoints": 40, "seed": 42}
     stall_records = sweep_records({"problem": stall_problem, "run": stall_run, "grid": {"problem_seed": list(range(stall_instances))}}, workers)
