@@ -150,6 +150,16 @@ def test_quick_figures_write_their_reports_and_the_chain_agrees_with_full_d_sgd(
         assert _criterion(document, "exact student: population loss falls")["pass"] and _criterion(document, "linearised student: its loss floor")["pass"]
     if name == "fig6":
         assert _criterion(document, "xi = 25 plateaus")["pass"] and _criterion(document, "xi = 25 escapes")["pass"]
+    if name in ("fig2", "fig3", "fig4"):
+        # App. B's convention by default, stated; the (reduced) sensitivity table with an interval per row
+        assert document["parameters"]["convention"]["name"] == "common" and document["parameters"]["problem"]["convention"] == "common"
+        rows = document["parameters"]["sensitivity"]["rows"]
+        assert len(rows) == (20 if name == "fig2" else 16) and all(len(row["interval"]) == 2 for row in rows)
+        assert {row["convention"] for row in rows} == {"normalized", "common"}
+        assert _criterion(document, "sensitivity")["kind"] == "test"
+        assert any(note.startswith("Convention: common") for note in document["notes"])
+    if name == "fig3":
+        assert _criterion(document, "the onset rule is horizon-free")["pass"]
 
 
 @pytest.mark.slow
