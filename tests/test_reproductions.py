@@ -178,6 +178,16 @@ def test_quick_figures_write_their_reports_and_the_chain_agrees_with_full_d_sgd(
         assert _criterion(document, "exact student: population loss falls")["pass"] and _criterion(document, "linearised student: its loss floor")["pass"]
     if name == "fig6":
         assert _criterion(document, "xi = 25 plateaus")["pass"] and _criterion(document, "xi = 25 escapes")["pass"]
+    if name in ("fig2", "fig3", "fig4"):
+        # App. B's convention by default, stated; the (reduced) sensitivity table with an interval per row
+        assert document["parameters"]["convention"]["name"] == "common" and document["parameters"]["problem"]["convention"] == "common"
+        rows = document["parameters"]["sensitivity"]["rows"]
+        assert len(rows) == (20 if name == "fig2" else 16) and all(len(row["interval"]) == 2 for row in rows)
+        assert {row["convention"] for row in rows} == {"normalized", "common"}
+        assert _criterion(document, "sensitivity")["kind"] == "test"
+        assert any(note.startswith("Convention: common") for note in document["notes"])
+    if name == "fig3":
+        assert _criterion(document, "the onset rule is horizon-free")["pass"]
 
 
 @pytest.mark.slow
@@ -224,3 +234,43 @@ def test_joint_frozen_quick_pairs_the_arms_and_reports_the_claims_with_paired_in
     assert len(claims) == 8 and all(criterion["paper"] == 2.0 and criterion["interval"][0] <= criterion["value"] <= criterion["interval"][1] for criterion in claims)
     assert 0.0 <= _criterion(document, "the paired bootstrap's 95% interval covers")["value"] <= 1.0
     assert document["parameters"]["eta_c / eta"] == 1.0 and document["parameters"]["setting"]["convention"] == "common"
+
+
+def test_c_hat_onset_is_horizon_free_and_the_former_rule_is_not():
+    # a known case: |m| = tanh(t / 4) and <c_hat, c> sign(m) = y0 until t0 = 3, then 1 - (1 - y0) exp(-(t - 3) / 5):
+    # the onset (10% of the way from y0 to 1) is at t0 + 5 ln(1 / 0.9) whatever the horizon, and the share of
+    # the way done when |m| reaches 0.9 (t = 4 atanh 0.9) is 1 - exp(-(t - 3) / 5); the former rule (10% of
+    # the rise to the last checkpoint) moves with the horizon
+    from popgrad.reproductions.figures import _rise_to_end_onset, c_hat_way
+
+    y0 = -0.2
+    steps = np.linspace(0.0, 10.0, 4001)
+    m = np.tanh(steps / 4)[None, :]
+    c = np.where(steps < 3, y0, 1 - (1 - y0) * np.exp(-np.maximum(steps - 3, 0) / 5))[None, :]
+    onset = 3 + 5 * np.log(1 / 0.9)
+    hit = 4 * np.arctanh(0.9)
+    for horizon in (6.0, 10.0):
+        keep = steps <= horizon
+        out = c_hat_way(steps[keep], m[:, keep], c[:, keep])
+        assert out["onset"][0] == pytest.approx(onset, abs=1e-3)
+        assert out["m_at_onset"][0] == pytest.approx(np.tanh(onset / 4), abs=1e-4)
+        assert out["share"][0] == pytest.approx(1 - np.exp(-(hit - 3) / 5), abs=1e-4)
+        assert out["censored"] == 0
+    former = [_rise_to_end_onset(steps[steps <= h], m[:, steps <= h], c[:, steps <= h]) for h in (6.0, 10.0)]
+    assert former[0] == pytest.approx(np.tanh((3 + 5 * np.log(1.2 / (1.2 - 0.1 * (1.2 - 1.2 * np.exp(-0.6))))) / 4), abs=1e-3)
+    assert former[1] > former[0] + 0.015
+    # a run that ends before its onset is censored, not given an onset
+    early = steps <= 3.2
+    assert c_hat_way(steps[early], m[:, early], c[:, early])["censored"] == 1
+
+
+def test_the_sensitivity_rows_and_the_app_b_criterion():
+    from popgrad.reproductions.figures import _is_app_b, _sensitivity_criteria
+
+    rows = [{"convention": convention, "eta_c/eta": rate, "c_hat_0 scale": scale, "delta": 0.1, "holds": convention == "common" and rate == 1.0} for convention in ("normalized", "common") for rate in (0.1, 1.0) for scale in (1.0, 0.0)]
+    rows.append({"convention": "common", "eta_c/eta": "n/a (c_hat frozen)", "c_hat_0 scale": "1", "delta": 0.1, "holds": True})
+    assert [row for row in rows if _is_app_b(row)] == [rows[6], rows[8]]
+    test, count = _sensitivity_criteria(rows, "the claim", "a setting")
+    assert test["pass"] and test["value"] == 2 and count["value"] == 3 and count["kind"] == "reported"
+    rows[6]["holds"] = False
+    assert not _sensitivity_criteria(rows, "the claim", "a setting")[0]["pass"]

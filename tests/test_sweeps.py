@@ -266,3 +266,53 @@ def test_log_checkpoints_and_recorded_trajectories():
     assert per_trajectory.shape == (3, 5)
     # the recorded trajectories are the ones summarised
     np.testing.assert_allclose(per_trajectory.mean(axis=0), result["observables"]["m"]["mean"])
+
+
+# -- c_hat_scale: the student's initial c_hat times a scale (issue 22's sensitivity tables) ----------
+
+
+def test_c_hat_scale_is_optional_so_cells_without_it_are_what_they_were():
+    from popgrad.sweeps.tasks import build_model
+
+    base = {"problem": {"generator": "random", "c_distribution": "sphere", "k": 4, "d": 30, "train_c_hat": True, "rank": 2}, "run": {"kind": "simulate", "delta": 0.2, "steps": 10}}
+    plain = sweep_spec_from_dict(base).cells()[0]
+    assert "c_hat_scale" not in plain
+    scaled = sweep_spec_from_dict(base | {"grid": {"c_hat_scale": [1.0, 0.1, 0.0]}}).cells()
+    assert [cell["c_hat_scale"] for cell in scaled] == [1.0, 0.1, 0.0]
+    assert len({cell_seed(cell) for cell in scaled} | {cell_seed(plain)}) == 4
+    models = [build_model(cell) for cell in scaled]
+    reference = build_model(plain)
+    assert models[0] == reference  # scale 1 is the unscaled model
+    # only the first column (the rank-1 c_hat) is scaled; the drawn extra columns stay
+    assert np.allclose(models[1].C_hat[:, 0], 0.1 * reference.C_hat[:, 0]) and np.array_equal(models[1].C_hat[:, 1], reference.C_hat[:, 1])
+    assert np.all(models[2].C_hat[:, 0] == 0.0) and np.array_equal(models[2].C_hat[:, 1], reference.C_hat[:, 1])
+
+
+@pytest.mark.parametrize("value", [-0.5, float("nan"), float("inf"), "half", True, 2e6])
+def test_a_bad_c_hat_scale_is_refused_naming_it(value):
+    from popgrad._validation import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="c_hat_scale") as info:
+        sweep_spec_from_dict({"problem": {"k": 3, "d": 30, "c_hat_scale": value}, "run": {"delta": 0.2, "steps": 10}})
+    assert info.value.parameter == "c_hat_scale"
+
+
+def test_c_hat_scale_next_to_a_model_file_is_refused(tmp_path):
+    import popgrad
+    from popgrad._validation import InvalidArgument
+
+    popgrad.orthonormal_problem("relu", 3, 1.0).save(tmp_path / "p.json")
+    with pytest.raises(InvalidArgument, match="c_hat_scale"):
+        sweep_spec_from_dict({"problem": {"generator": "file", "path": str(tmp_path / "p.json"), "d": 30, "c_hat_scale": 0.5}, "run": {"delta": 0.2, "steps": 10}})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("convention", ["normalized", "common"])
+def test_a_chain_from_c_hat_zero_has_the_law_of_full_d_sgd(convention):
+    # c_hat_0 = 0: u_hat has no gradient until c_hat grows; the chain (exact in law) against full-d SGD of
+    # the same cell, KS tests of m at 4 checkpoints with Bonferroni (independent seeds)
+    from popgrad.reproductions.figures import spot_check
+
+    cell = sweep_spec_from_dict({"problem": {"generator": "random", "c_distribution": "sphere", "output_scale": "inverse_xi", "activation": "relu", "k": 6, "xi": 2.0, "d": 60, "train_c_hat": True, "c_hat_lr": 3.0, "c_hat_scale": 0.0, "convention": convention}, "run": {"delta": 0.5, "horizon": 100}}).cells()[0]
+    check = spot_check(cell, steps=3000, full_trajectories=200, chain_trajectories=200, seed=5)
+    assert check["passed"], check

@@ -38,6 +38,9 @@ PROBLEM_KEYS = {
     # the common convention's prefactor rho (None: k / (k + xi^2)); in a cell only where given, so that the
     # cells (their keys and seeds) of specifications without it are what they were
     "prefactor": None,
+    # the student's initial c_hat (the first column of C_hat) times this scale (None: unscaled, |c_hat_0| = 1
+    # for c on the sphere); in a cell only where given, like prefactor; 0 starts c_hat at zero
+    "c_hat_scale": None,
     "c_distribution": "quantized",
     # the general model's switches (MATH.md §4b); any of them set runs the general model
     "rank": None,
@@ -50,7 +53,7 @@ PROBLEM_KEYS = {
 }
 GENERAL_KEYS = ("rank", "alpha", "train_c_hat", "c_hat_lr", "unconstrained", "output_scale", "student")
 #: keys of [problem] that a cell holds only where the specification gives them
-OPTIONAL_KEYS = ("prefactor",)
+OPTIONAL_KEYS = ("prefactor", "c_hat_scale")
 #: keys of [run], with their defaults
 RUN_KEYS = {
     "kind": "hitting_time",
@@ -233,6 +236,12 @@ def _checked_cell(cell: dict) -> dict:
         raise InvalidArgument(f"method must be a name (chain, fast or full), got {cell['method']!r}", "method")
     if cell.get("prefactor") is not None and cell["generator"] != "file" and cell["convention"] != "common":
         raise InvalidArgument(f"prefactor is the common convention's (v_i = rho (w_i + xi c_i u)); convention {cell['convention']!r} takes none", "prefactor")
+    if cell.get("c_hat_scale") is not None:
+        scale = cell["c_hat_scale"]
+        if not _is_number(scale) or not math.isfinite(scale) or not 0 <= scale <= 1e6:
+            raise InvalidArgument(f"c_hat_scale must be a number in [0, 1e6] (the initial c_hat's scale), got {scale!r}", "c_hat_scale")
+        if cell["generator"] == "file":
+            raise InvalidArgument("c_hat_scale next to generator 'file': the model file sets c_hat", "c_hat_scale")
     for key in ("xi", "eps", "delta", "eta", "horizon", "prefactor"):
         if cell.get(key) is not None and (not _is_number(cell[key]) or not math.isfinite(cell[key]) or cell[key] <= 0):
             raise InvalidArgument(f"{key} must be a positive number, got {cell[key]!r}", key)

@@ -63,7 +63,15 @@ def build_model(cell: dict):
     else:
         constructor = spec.orthonormal_problem if generator == "orthonormal" else spec.glm_problem
         problem = constructor(cell["activation"], cell["k"], cell["xi"], c_distribution=cell["c_distribution"], **common)
-    return general_model(problem, seed=cell["problem_seed"], **switches)
+    model = general_model(problem, seed=cell["problem_seed"], **switches)
+    scale = cell.get("c_hat_scale")
+    if scale is not None and scale != 1:
+        # the initial c_hat scaled (its first column; a drawn problem's c_hat has no zero entry, so the model
+        # takes the scaled one as its C_hat)
+        C_hat = model.C_hat.copy()
+        C_hat[:, 0] *= float(scale)
+        model = general_model(problem, seed=cell["problem_seed"], C_hat=C_hat, **switches)
+    return model
 
 
 def check_cell(cell: dict, build: bool = True) -> None:
