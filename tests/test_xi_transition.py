@@ -66,3 +66,74 @@ def test_the_drift_ratio_drift_is_propositions_four_h():
     m = np.array([0.0, d**-0.5, -(d**-0.5)])
     assert measured["drift"] == pytest.approx(population_drift(problem, m) * (1.0 - m**2), rel=1e-8)
     assert measured["ratio"] == pytest.approx(measured["part"] / abs(measured["drift"][0]))
+
+
+def _he3_drift_by_quadrature(problem, m):
+    """h(m) = -dPhi/dm by Gauss-Hermite quadrature of each teacher-student pair's E[He_3 He_3'] term: an
+    independent route to the closed form (no kernel series): for unit vectors at cosine rho,
+    E[He_3(z) He_3(z')] by 2-D quadrature, differentiated in m by central differences."""
+    from numpy.polynomial.hermite_e import hermegauss
+
+    nodes, weights = hermegauss(40)
+    weights = weights / weights.sum()
+
+    def kernel(rho):  # E[He_3(x) He_3(rho x + sqrt(1 - rho^2) y)]
+        x, y = np.meshgrid(nodes, nodes, indexing="ij")
+        z = rho * x + math.sqrt(max(0.0, 1.0 - rho * rho)) * y
+        return float(np.sum(np.outer(weights, weights) * (x**3 - 3 * x) * (z**3 - 3 * z)))
+
+    xi, c, c_hat, lam = problem.xi, problem.c, problem.c_hat, problem.lam
+    r, r_hat = np.sqrt(1 + (xi * c) ** 2), np.sqrt(1 + (xi * c_hat) ** 2)
+
+    def cross(mm):  # the m-dependent part of Phi: -2 sum_ij lam_i lam_j K(rho_ij(m))
+        return -2.0 * sum(lam[i] * lam[j] * kernel(((i == j) + xi**2 * c[i] * c_hat[j] * mm) / (r[i] * r_hat[j])) for i in range(len(c)) for j in range(len(c)))
+
+    step = 1e-4
+    return -(cross(m + step) - cross(m - step)) / (2 * step)
+
+
+@pytest.mark.parametrize("distribution,k,xi,seed", [("quantized", 3, 4.0, 0), ("sphere", 4, 1.5, 2)])
+def test_the_he3_drift_is_the_hand_derived_quadratic(distribution, k, xi, seed):
+    # h(m) = a + b m + c m^2 (he3_drift_coefficients) against Gauss-Hermite quadrature of the loss,
+    # differentiated numerically, and against popgrad's closed form
+    from popgrad.models.finetuning import spec
+    from popgrad.models.finetuning.population import population_drift
+    from popgrad.reproductions.transition import he3_drift_coefficients
+
+    problem = spec.orthonormal_problem("He_3", k, xi, seed=seed, c_distribution=distribution)
+    a, b, c = he3_drift_coefficients(problem)
+    assert b > 0
+    for m in (-0.4, 0.0, 0.3):
+        assert a + b * m + c * m * m == pytest.approx(_he3_drift_by_quadrature(problem, m), rel=1e-6, abs=1e-8)
+    m = np.linspace(-0.95, 0.95, 9)
+    assert a + b * m + c * m**2 == pytest.approx(population_drift(problem, m), rel=1e-10, abs=1e-12)
+
+
+def test_the_he3_drift_refuses_other_models():
+    from popgrad._validation import InvalidArgument
+    from popgrad.models.finetuning import spec
+    from popgrad.reproductions.transition import he3_drift_coefficients
+
+    with pytest.raises(InvalidArgument, match="He_3"):
+        he3_drift_coefficients(spec.orthonormal_problem("relu", 3, 1.0))
+    with pytest.raises(InvalidArgument, match="orthonormal"):
+        he3_drift_coefficients(spec.random_features_problem("He_3", 3, 1.0, d=50))
+    with pytest.raises(InvalidArgument, match="normalized"):
+        he3_drift_coefficients(spec.orthonormal_problem("He_3", 3, 1.0, convention="common"))
+
+
+def test_the_regime_points_are_the_quantized_closed_forms():
+    # quantized c, lam = 1: xi_1 = sqrt(|sum sign(c c_hat)| / 2) d^(1/4), xi_2 = k sqrt(2 / |S S_hat|) d^(1/4)
+    from popgrad.reproductions.transition import regime_points
+
+    generator = np.random.default_rng(5)
+    ds = np.array([1e2, 1e4, 1e6])
+    for k in (3, 7, 21):
+        c, c_hat = (generator.choice([-1.0, 1.0], size=k) / math.sqrt(k) for _ in range(2))
+        points = regime_points(c, c_hat, np.ones(k), ds)
+        sigma, S, S_hat = np.sum(np.sign(c * c_hat)), np.sum(np.sign(c)), np.sum(np.sign(c_hat))
+        assert points["xi_1"] == pytest.approx(math.sqrt(abs(sigma) / 2) * ds**0.25, rel=1e-9)
+        assert points["xi_2"] == pytest.approx(k * math.sqrt(2 / abs(S * S_hat)) * ds**0.25, rel=1e-9)
+    # no He_3 term (S = 0): the from-scratch law never begins
+    c = np.array([1.0, -1.0, 1.0, -1.0]) / 2
+    assert np.all(np.isinf(regime_points(c, c, np.ones(4), ds)["xi_2"]))
