@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from popgrad.reproductions.base import REGISTRY, run_reproduction, stale_reproductions
+from popgrad.reproductions.base import REGISTRY, run_reproduction, stale_reproductions, sweep_records
 
 PAPER = Path(__file__).resolve().parent.parent / "derivations" / "paper"
 
@@ -62,6 +62,10 @@ def test_quick_xi_transition_writes_its_report_and_validates_its_rule(tmp_path):
     run_reproduction("xi_transition", quick=True, out=tmp_path, workers=0)
     document = _check_files(tmp_path, "xi_transition")
     assert _criterion(document, "validation: on the closed-form model")["pass"] and _criterion(document, "validation: on the same model the old rule")["pass"]
+    # the theorems' model: He_3's drift is the hand-derived quadratic, and both boundaries scale as d^(1/4)
+    assert _criterion(document, "theorems' model with He_3")["pass"]
+    assert _criterion(document, "theorems' model, He_3, quantized c")["value"] == pytest.approx(0.25, abs=1e-5)
+    assert set(document["parameters"]["theorems_model"]["boundaries"]) == {"quantized", "sphere"}
 
 
 @pytest.mark.slow
@@ -278,3 +282,16 @@ def test_the_sensitivity_rows_and_the_app_b_criterion():
     assert test["pass"] and test["value"] == 2 and count["value"] == 3 and count["kind"] == "reported"
     rows[6]["holds"] = False
     assert not _sensitivity_criteria(rows, "the claim", "a setting")[0]["pass"]
+
+
+def test_censored_runs_are_followed_on_their_own_random_streams():
+    # fig2's follow-up: a cell with a short horizon, its censored runs re-run to 4x it; the re-run
+    # reproduces the cell's paths up to the horizon (|m| there, the hits before it) and then goes on
+    from popgrad.reproductions.figures import APP_B, follow_censored
+
+    records = sweep_records({"problem": APP_B | {"activation": "relu", "k": 8, "xi": 1.0, "d": 100, "convention": "common", "train_c_hat": True}, "run": {"kind": "hitting_time", "eps": 0.19, "delta": 0.02, "horizon": 60, "trajectories": 6, "checkpoints": 10, "stop_when_hit": False, "record_trajectories": True, "seed": 3}, "grid": {"problem_seed": [0]}}, 0)
+    follow = follow_censored(records[0], 4)
+    assert follow["agree"] and follow["longer"] == 4 * follow["horizon"] == 24000
+    assert follow["trajectories"] == [j for j, hit in enumerate(records[0]["result"]["hitting_steps"]) if hit < 0]
+    assert all(hit < 0 or follow["horizon"] < hit <= follow["longer"] for hit in follow["hits"])
+    assert any(hit > 0 for hit in follow["hits"])  # most of these runs arrive between 6000 and 24000 steps
