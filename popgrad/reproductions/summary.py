@@ -118,7 +118,7 @@ def summary_markdown(folder="derivations/paper") -> str:
             escapes = _criterion(reports["fig6"], f"{label}: xi = 25 escapes")
             ordering = _criterion(reports["fig6"], f"{label}: median hitting step at xi = 14 over xi = 10")
             if plateau and escapes and ordering:
-                lines.append(f"- Figure 6 (d = 1000, k = 20), {label} convention: the xi = 25 plateau is {_number(plateau["value"])} times as long as at xi = 1 (a lower bound where its median is censored; the >= 10x criterion: {classify(plateau)}); xi = 25 runs that never reach abs(m) = 0.9 within the paper's 2.5e7 steps: {_number(escapes['value'])} ({classify(escapes)}); the median time at xi = 14 over xi = 10 is {_number(ordering['value'])} (the paper's Figure 6a: about 2.5; free of the unstated step size to first order).")
+                lines.append(f"- Figure 6 (d = 1000, k = 20), {label} convention: the xi = 25 plateau is {_number(plateau['value'])} times as long as at xi = 1 (a lower bound where its median is censored; the >= 10x criterion: {classify(plateau)}); xi = 25 runs that never reach abs(m) = 0.9 within the paper's 2.5e7 steps: {_number(escapes['value'])} ({classify(escapes)}); the median time at xi = 14 over xi = 10 is {_number(ordering['value'])} (the paper's Figure 6a: about 2.5; free of the unstated step size to first order).")
     lines += ["", "## Open question 4 (Dayi & Chen): joint vs frozen c_hat (paired design)", ""]
     lines += _answers(reports, "joint-frozen", lambda criterion: True)
     lines += ["", "## The LoRA theories on a real network and real data (scikit-learn's 8x8 digits)", ""]
