@@ -66,6 +66,12 @@ def test_quick_xi_transition_writes_its_report_and_validates_its_rule(tmp_path):
     assert _criterion(document, "theorems' model with He_3")["pass"]
     assert _criterion(document, "theorems' model, He_3, quantized c")["value"] == pytest.approx(0.25, abs=1e-5)
     assert set(document["parameters"]["theorems_model"]["boundaries"]) == {"quantized", "sphere"}
+    # the escaping side: the flow's rule gives 1/4 at large d, SGD's cells and the full design's cost are there
+    flow = _criterion(document, "theorems' model, escaping side (start sign(c) d^-1/2")
+    assert flow["kind"] == "claim" and flow["value"] == pytest.approx(0.25, abs=2e-3)
+    escaping = document["parameters"]["escaping_side"]
+    assert set(escaping["sgd"]) == {"0.25"} and escaping["sgd"]["0.25"]["censored_fraction"] == 0.0
+    assert _criterion(document, "the full SGD design, not run")["value"] > 0
 
 
 @pytest.mark.slow

@@ -137,3 +137,55 @@ def test_the_regime_points_are_the_quantized_closed_forms():
     # no He_3 term (S = 0): the from-scratch law never begins
     c = np.array([1.0, -1.0, 1.0, -1.0]) / 2
     assert np.all(np.isinf(regime_points(c, c, np.ones(4), ds)["xi_2"]))
+
+
+def test_the_escape_time_is_the_flow_integrated_by_adaptive_quadrature():
+    # tau = int_{d^-1/2}^{level} dm / (g(m) (1 - m^2)), g = sign(c) a + b m + |c| m^2, against scipy's quad
+    from popgrad.reproductions.transition import escape_flow_time
+
+    generator = np.random.default_rng(3)
+    for _ in range(6):
+        b, c = generator.uniform(0.1, 50.0), generator.choice([-1.0, 1.0]) * generator.uniform(1.0, 500.0)
+        a = math.copysign(generator.uniform(0.0, 5.0), c)
+        for d in (50.0, 1e4, 1e8):
+            g = lambda m: math.copysign(1.0, c) * a + b * m + abs(c) * m * m  # noqa: E731
+            reference = integrate.quad(lambda m: 1.0 / (g(m) * (1.0 - m * m)), d**-0.5, 0.5, epsabs=0.0, epsrel=1e-12, limit=500)[0]
+            assert escape_flow_time(a, b, c, d) == pytest.approx(reference, rel=1e-10)
+    # a fine-tuning drift against the escape, larger than the start's self-alignment: the flow stops on the way
+    assert escape_flow_time(-1.0, 2.0, 3.0, 1e4) == math.inf
+    # arrays broadcast with d
+    assert escape_flow_time([0.1, 0.2], 1.0, 5.0, np.array([[1e2], [1e4]])).shape == (2, 2)
+
+
+def test_the_escape_instances_have_drifts_of_one_sign_at_every_xi():
+    from popgrad._validation import InvalidArgument
+    from popgrad.models.finetuning import spec
+    from popgrad.reproductions.transition import escape_instances, he3_drift_coefficients
+
+    seeds = escape_instances(7, 6)
+    assert len(seeds) == 6 and seeds == sorted(seeds)
+    for seed in range(max(seeds) + 1):
+        signs = set()
+        for xi in (0.5, 4.0, 40.0):
+            a, _, c = he3_drift_coefficients(spec.orthonormal_problem("He_3", 7, xi, seed=seed, c_distribution="quantized"))
+            signs.add(bool(a * c > 0))
+        assert len(signs) == 1  # the agreement does not depend on xi
+        assert signs.pop() == (seed in seeds)
+    with pytest.raises(InvalidArgument, match="odd"):
+        escape_instances(4, 2)
+
+
+def test_the_escape_sgd_cell_is_reproducible_and_follows_the_flow_at_a_small_step():
+    # SGD on the exact chain from sign(c) d^-1/2: the same arguments give the same steps, and at a small
+    # step (kappa = 0.01) the mean hitting step lies within 3 standard errors of the flow's prediction
+    from popgrad.reproductions.transition import escape_sgd_cell
+
+    first = escape_sgd_cell(5, 2, 3.0, 200, 0.25, 4, noise_samples=20_000)
+    again = escape_sgd_cell(5, 2, 3.0, 200, 0.25, 4, noise_samples=20_000)
+    assert np.array_equal(first["hits"], again["hits"]) and first["delta"] == again["delta"]
+    assert first["horizon"] == math.ceil(10.0 * first["flow_steps"])
+    small = escape_sgd_cell(5, 2, 3.0, 200, 0.01, 32, noise_samples=20_000)
+    hits = small["hits"]
+    assert np.all(np.isfinite(hits))
+    error = hits.std(ddof=1) / math.sqrt(hits.size)
+    assert abs(hits.mean() - small["flow_steps"]) < 3 * error + 0.005 * small["flow_steps"]

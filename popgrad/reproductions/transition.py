@@ -32,7 +32,7 @@ import numpy as np
 
 from .base import ReproductionReport, print_figure, register, sweep_records
 
-__all__ = ["xi_transition_reproduction", "transition_point", "local_exponents", "level_crossing", "local_exponent_transition", "closed_form_hitting_time", "validate_rules", "drift_ratio", "he3_drift_coefficients", "regime_points"]
+__all__ = ["xi_transition_reproduction", "transition_point", "local_exponents", "level_crossing", "local_exponent_transition", "closed_form_hitting_time", "validate_rules", "drift_ratio", "he3_drift_coefficients", "regime_points", "escape_flow_time", "escape_instances", "escape_sgd_cell"]
 
 
 def transition_point(xis, medians, factor: float = 10.0) -> float:
@@ -386,6 +386,172 @@ def regime_points(c, c_hat, lam, ds) -> dict:
     return {name: np.array(values) for name, values in out.items()}
 
 
+_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(96)
+
+
+def escape_flow_time(a, b, c, d, level: float = 0.5) -> np.ndarray:
+    """The gradient flow's time ``tau = eta t`` for ``dm/dtau = h(m) (1 - m^2)``, ``h = a + b m + c m^2``,
+    from ``m_0 = sign(c) d^(-1/2)`` (the start on the side where He_3's term pushes outwards) to
+    ``|m| = level``: ``int dm / (g(m) (1 - m^2))`` from ``d^(-1/2)`` to ``level`` with
+    ``g(m) = sign(c) a + b m + |c| m^2``, by Gauss-Legendre quadrature in ln m (96 nodes; smooth in ln m
+    across the scales ``|a| / b`` and ``b / |c|``, machine precision against adaptive quadrature in the
+    tests).
+
+    Parameters
+    ----------
+    a, b, c : array_like
+        The drift's coefficients (:func:`he3_drift_coefficients`), broadcast with ``d``; c non-zero.
+    d : array_like
+        Dimensions (``m_0 = d^(-1/2) < level``).
+    level : float, default 0.5
+
+    Returns
+    -------
+    ndarray
+        inf where g has a root on the way (the flow stops there: the fine-tuning drift pushes the other
+        way harder than the start's self-alignment).
+
+    Examples
+    --------
+    >>> t = escape_flow_time(0.0, 0.0, 1.0, 1e4, level=0.5)  # dm/dtau = m^2 (1 - m^2) from 0.01
+    >>> exact = (1 / 0.01 - 1 / 0.5) + (np.arctanh(0.5) - np.arctanh(0.01))
+    >>> bool(abs(t / exact - 1) < 1e-12)
+    True
+    """
+    a, b, c, d = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (a, b, c, d)))
+    sign = np.sign(c)
+    low, high = np.log(d**-0.5), math.log(level)
+    half = 0.5 * (high - low)
+    m = np.exp(half[..., None] * _NODES + (0.5 * (high + low))[..., None])
+    g = (sign * a)[..., None] + b[..., None] * m + np.abs(c)[..., None] * m * m
+    # g is a quadratic with a positive leading coefficient: its least value on [m_0, level] is at an end
+    # or at its vertex
+    vertex = np.clip(-b / (2.0 * np.abs(c)), d**-0.5, level)
+    least = np.minimum.reduce([sign * a + b * x + np.abs(c) * x * x for x in (d**-0.5, np.full_like(d, level), vertex)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = half * np.sum(_WEIGHTS * m / (g * (1.0 - m * m)), axis=-1)
+    return np.where(least > 0.0, value, np.inf)
+
+
+def escape_instances(k: int, count: int) -> list:
+    """The first ``count`` problem seeds of ``orthonormal_problem("He_3", k, xi, c_distribution="quantized")``
+    whose fine-tuning drift a and He_3 term c (:func:`he3_drift_coefficients`) have the same sign (for
+    quantized c: ``sign sum_i sign(c_i c_hat_i) = sign(S S_hat)``, whatever xi), so that the start
+    ``sign(c) d^(-1/2)`` escapes at every xi and d (:func:`escape_flow_time` finite). For odd k none of the
+    sums is 0.
+
+    Parameters
+    ----------
+    k : int
+        Odd.
+    count : int
+
+    Returns
+    -------
+    list of int
+
+    Examples
+    --------
+    >>> escape_instances(5, 3)
+    [0, 2, 4]
+    """
+    from .._validation import InvalidArgument, check_integer
+    from ..models.finetuning import spec as problems
+
+    k = check_integer(k, "k", 1, 4096)
+    count = check_integer(count, "count", 1, 10**6)
+    if k % 2 == 0:
+        raise InvalidArgument(f"k: must be odd (a sum of an even number of signs can be 0), got {k}", "k")
+    seeds, seed = [], 0
+    while len(seeds) < count:
+        problem = problems.orthonormal_problem("He_3", k, 1.0, seed=seed, c_distribution="quantized")
+        if np.sum(np.sign(problem.c)) * np.sum(np.sign(problem.c_hat)) * np.sum(np.sign(problem.c * problem.c_hat)) > 0:
+            seeds.append(seed)
+        seed += 1
+    return seeds
+
+
+def escape_sgd_cell(k: int, seed: int, xi: float, d: int, kappa: float, runs: int, level: float = 0.5, horizon_factor: float = 10.0, noise_samples: int = 200_000) -> dict:
+    """Online SGD on the theorems' model (exact scalar chain) from the fixed start ``sign(c) d^(-1/2)``,
+    with a step size at which the flow's drift dominates SGD's noise: ``eta = delta / n``, ``n = d - k``,
+    ``delta = kappa b / V``, V the largest ``E[A^2]`` over ``|m| <= level`` (:func:`~popgrad.models.
+    finetuning.noise.noise_estimate`, seeded). The noise's mean pull ``(delta^2 / 2) m V`` is then at most
+    ``kappa / 2`` of the self-alignment drift ``delta b m``, at every d (the condition does not depend on d
+    at fixed xi, so one delta serves every d of a column). Horizon: ``horizon_factor`` times the flow's
+    prediction ``escape_flow_time / eta``.
+
+    Parameters
+    ----------
+    k, seed : int
+        The instance (:func:`escape_instances`).
+    xi : float
+    d : int
+    kappa : float
+        In (0, 1].
+    runs : int
+        Trajectories (streams ``seed``, trajectory numbers 0..runs-1; the run's seed is ``1000 seed + d``).
+    level, horizon_factor : float
+    noise_samples : int
+
+    Returns
+    -------
+    dict
+        ``hits`` (steps; inf: censored), ``flow_steps``, ``horizon``, ``delta``, ``V``, ``b``, ``seconds``,
+        ``steps_run``.
+
+    Examples
+    --------
+    >>> cell = escape_sgd_cell(5, 0, 3.0, 100, 0.25, 2, noise_samples=6400)
+    >>> bool(np.all(np.isfinite(cell["hits"]))), cell["horizon"] == math.ceil(10 * cell["flow_steps"])
+    (True, True)
+    """
+    from .._validation import check_real
+    from ..dynamics.engine import simulate
+    from ..models.finetuning import spec as problems
+    from ..models.finetuning.noise import noise_estimate
+
+    kappa = check_real(kappa, "kappa", 0.0, 1.0, low_open=True)
+    problem = problems.orthonormal_problem("He_3", k, xi, seed=seed, c_distribution="quantized")
+    a, b, c = he3_drift_coefficients(problem)
+    noise = noise_estimate(problem, max(d, k + 3), samples=noise_samples, seed=seed)
+    V = float(np.max(noise.V_values[np.abs(noise.nodes) <= level]))
+    n = d - k
+    delta = kappa * b / V
+    eta = delta / n
+    flow = float(escape_flow_time(a, b, c, d, level)) / eta
+    horizon = int(math.ceil(horizon_factor * flow))
+    begin = time.perf_counter()
+    run = simulate(problem, d, eta, [0, horizon], trajectories=runs, m0=math.copysign(d**-0.5, c), seed=1000 * seed + d, hit=1.0 - level**2, stop_when_hit=True)
+    seconds = time.perf_counter() - begin
+    hits = np.asarray(run.hitting_steps, dtype=float)
+    hits = np.where(hits >= 0, hits, np.inf)
+    return {"hits": hits, "flow_steps": flow, "horizon": horizon, "delta": delta, "V": V, "b": float(b), "seconds": seconds, "steps_run": float(np.sum(np.minimum(hits, horizon)))}
+
+
+def _map(function, tasks: list, workers) -> list:
+    """``function(**task)`` per task, in order: here (``workers`` 0 or 1) or in ``workers`` processes
+    (default: one per core), numba's threads at one each."""
+    import os
+
+    from .._validation import check_integer
+
+    cores = os.cpu_count() or 1
+    workers = check_integer(cores if workers is None else workers, "workers", 0, 1024)
+    if workers <= 1:
+        return [function(**task) for task in tasks]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread) as pool:
+        return [future.result() for future in [pool.submit(function, **task) for task in tasks]]
+
+
+def _one_thread():
+    import numba
+
+    numba.set_num_threads(1)
+
+
 def _hits(record: dict) -> np.ndarray:
     steps = np.asarray(record["result"]["hitting_steps"], dtype=float)
     return np.where(steps >= 0, steps, np.inf)
@@ -440,6 +606,69 @@ QUICK = {"ks": [5], "dims": [25, 250], "instances": 4, "runs": [2, 1], "caps": [
 #: instances without them
 EXACT = {"ks": [5, 21, 85, 341], "dims": [1e2, 1e3, 1e4, 1e5, 1e6], "instances": 256, "even_ks": [4, 16, 64]}
 EXACT_QUICK = {"ks": [5, 21], "dims": [1e2, 1e4], "instances": 32, "even_ks": [4, 16]}
+#: the flow's rule on the theorems' model's escaping side (:func:`escape_flow_time`): k, dimensions, instances
+#: (:func:`escape_instances`), the xi grid, and the smallest lower d of the pairs the exponents are fitted on
+FLOW = {"ks": [5, 21], "dims": [10.0**e for e in range(2, 13)], "instances": 64, "xis": np.geomspace(1.0, 1e4, 161).tolist(), "fit_from": 1e8}
+FLOW_QUICK = {"ks": [5, 21], "dims": [1e2, 1e4, 1e6, 1e8, 1e10], "instances": 16, "xis": np.geomspace(1.0, 1e4, 81).tolist(), "fit_from": 1e6}
+#: SGD on the same escaping side (:func:`escape_sgd_cell`): one k, one decade of d, instances x runs per cell,
+#: the xi grid (around both the flow's and SGD's crossings at these d), the step-size factors kappa
+ESCAPE = {"k": 5, "dims": [100, 1000], "instances": 8, "runs": 16, "xis": [3.17, 4.0, 5.04, 6.35, 8.0], "kappas": [0.25, 0.0625]}
+ESCAPE_QUICK = {"k": 5, "dims": [50, 200], "instances": 2, "runs": 4, "xis": [4.0, 8.0], "kappas": [0.25]}
+#: the full SGD design whose cost is estimated (not run): k, dimensions, instances x runs, xi points per d
+#: (from half to twice the flow's xi_c there), kappa
+SGD_DESIGN = {"ks": [5, 21], "dims": [100, 1000, 10000], "instances": 8, "runs": 16, "points": 5, "kappa": 0.25}
+SGD_DESIGN_QUICK = {"ks": [5, 21], "dims": [100, 1000, 10000], "instances": 2, "runs": 16, "points": 3, "kappa": 0.25}
+
+
+def _flow_section(flow: dict, generator, replicates: int, level: float, hit_level: float) -> dict:
+    """The local-exponent rule on the gradient flow's escape times (per unit delta: ``n tau``) on the
+    theorems' model's escaping side, per k: pooled median over instances, xi_c per pair of adjacent d,
+    bootstrap over instances; and the exponents in d (pairs from ``fit_from``) and in k."""
+    from ..models.finetuning import spec as problems
+
+    ds, xis = np.asarray(flow["dims"], dtype=float), np.asarray(flow["xis"], dtype=float)
+    middles = np.sqrt(ds[1:] * ds[:-1])
+    fitted = ds[:-1] >= flow["fit_from"]
+    out = {}
+    for k in flow["ks"]:
+        times, xi_2 = [], []
+        for seed in escape_instances(k, flow["instances"]):
+            problem = problems.orthonormal_problem("He_3", k, 1.0, seed=seed, c_distribution="quantized")
+            a, b, c3 = _he3_coefficients(problem.c, problem.c_hat, problem.lam, xis)
+            times.append([(d - k) * escape_flow_time(a, b, c3, d, hit_level) for d in ds])
+            xi_2.append(regime_points(problem.c, problem.c_hat, problem.lam, middles)["xi_2"])
+        times = np.asarray(times)
+        if not np.all(np.isfinite(times)):
+            raise RuntimeError("an escaping-side instance has an infinite flow time")
+        count = times.shape[0]
+
+        def located(sample):
+            return local_exponent_transition(xis, ds, np.quantile(sample, 0.5, axis=0, method="inverted_cdf"), level)
+
+        points = located(times)
+        boot = np.array([located(times[generator.integers(0, count, count)]) for _ in range(replicates)])
+        out[k] = {"points": points, "boot": boot, "xi_2": np.median(np.asarray(xi_2), axis=0), "middles": middles, "fitted": fitted}
+    return out
+
+
+def _cost_row(k: int, d: int, xis, design: dict, throughput: float, level: float, noise_samples: int) -> float:
+    """Estimated single-core seconds of one (k, d) row of :data:`SGD_DESIGN`: the runs' flow-predicted
+    steps at ``delta = kappa b / V`` (V by :func:`~popgrad.models.finetuning.noise.noise_estimate`) over the
+    chain's measured ``throughput`` (steps per second on one core); with the range of V met."""
+    from ..models.finetuning import spec as problems
+    from ..models.finetuning.noise import noise_estimate
+
+    total, low, high = 0.0, math.inf, 0.0
+    for seed in escape_instances(k, design["instances"]):
+        for xi in xis:
+            problem = problems.orthonormal_problem("He_3", k, float(xi), seed=seed, c_distribution="quantized")
+            a, b, c3 = he3_drift_coefficients(problem)
+            noise = noise_estimate(problem, max(d, k + 3), samples=noise_samples, seed=seed)
+            V = float(np.max(noise.V_values[np.abs(noise.nodes) <= level]))
+            eta = design["kappa"] * b / V / (d - k)
+            total += design["runs"] * float(escape_flow_time(a, b, c3, d, level)) / eta
+            low, high = min(low, V), max(high, V)
+    return total / throughput, low, high
 
 
 @register("xi_transition", "Open question 3: xi_c where the local exponent of T in d crosses 1.25 (He_3, joint training, u_hat free), two decades of d, two k; the rule validated on a closed-form model whose transition scales as d^(1/4); the drift ratio at abs(m) = d^-1/2 beside it; on the theorems' model, He_3's exact drift a + b m + c m^2 and where each term takes over")
@@ -653,8 +882,103 @@ def xi_transition_reproduction(quick: bool = False, workers=None) -> Reproductio
     even = {k: comb(k, k // 2) / 2**k for k in exact["even_ks"]}
     notes.append("Theorems' model with He_3 (orthonormal W, u and u_hat ⟂ W, c_hat frozen, normalized convention, output scale 1): the drift is exactly h(m) = a + b m + c m^2 (he3_drift_coefficients; checked against popgrad's closed form above). a, the fine-tuning drift, is a sum over neurons with the signs of c_i c_hat_i; b > 0 always (each student neuron is pulled towards its own teacher neuron whatever the signs: an He_2-like repulsion from m = 0); c = 36 (sum lam_i t_i^3)(sum lam_j t_hat_j^3) is He_3's from-scratch term. At m_0 = d^-1/2 three laws follow one another as xi grows: fine-tuning (abs(a) > b m_0: T ~ d), an He_2-like saddle (b m_0 > abs(a), b > abs(c) m_0: T ~ d ln d, a local exponent 1 + 1/ln(d/d_0), so only slightly above 1 at any accessible d), and He_3 from scratch (abs(c) m_0 > b) - where the starts with sign(m_0) = sign(c) escape like 1/(c m_0) (T ~ d^(3/2)) and the others stop at the flow's stable point m near -b/c, left only by SGD's noise (the plateau of Figure 6b). For quantized c and lam = 1: xi_1 = sqrt(abs(sum_i sign(c_i c_hat_i)) / 2) d^(1/4) and xi_2 = k sqrt(2 / abs(S S_hat)) d^(1/4) (S, S_hat the sums of the signs of c and c_hat), so both scale as d^(1/4), xi_1 as k^(1/4) (a sum of k random signs) and xi_2 as k^(1/2): the paper's d^(1/4) k^(1/2) is the second boundary, where He_3's law begins. The local-exponent rule with level 1.25 cannot see the first (the saddle's exponent 1 + 1/ln(d/d_0) stays well below 1.25 unless d/d_0 < e^4) and meets the second only through the noise-driven escapes.")
     notes.append("Even k: a sum of k random signs is 0 with probability C(k, k/2) / 2^k (" + ", ".join(f"k = {k}: {p:.3f}" for k, p in even.items()) + "); then a = 0 (no fine-tuning drift at all) or, with probability 1 - (1 - p)^2 (" + ", ".join(f"k = {k}: {1 - (1 - p) ** 2:.3f}" for k, p in even.items()) + "), c = 0 (no He_3 term: the saddle at every xi). The exact measurement therefore uses odd k.")
+    # 6. the local-exponent rule on the theorems' model's escaping side: the gradient flow's exact escape
+    # times up to d = 1e8, SGD beside it where it is affordable, and what the full SGD design would cost
+    from ..analysis.scaling import censored_median
+
+    flow = FLOW_QUICK if quick else FLOW
+    flow_results = _flow_section(flow, generator, replicates, level, hit_level)
+    flow_tables = {}
+    for k, result in flow_results.items():
+        points, boot, fitted, middles_flow = result["points"], result["boot"], result["fitted"], result["middles"]
+        # the statement is asymptotic: the exponent between the two largest pairs, its bootstrap interval over
+        # instances widened by the change from the pair before (the finite-d drift, which fades like d^-1/2,
+        # so that what remains of it beyond the last pair is smaller than its last change)
+        pairs = np.diff(np.log(points)) / np.diff(np.log(middles_flow))
+        slope = float(pairs[-1])
+        drift = abs(float(pairs[-1] - pairs[-2]))
+        boot_slopes = [float(np.log(row[-1] / row[-2]) / np.log(middles_flow[-1] / middles_flow[-2])) for row in boot if np.all(np.isfinite(row[-2:]))]
+        low, high = _interval(boot_slopes)
+        interval = [min(low, slope - drift), max(high, slope + drift)]
+        result["slope"], result["interval"] = slope, interval
+        fits.append({"case": f"xi_c_flow_k{k}", "variable": "d", "exponent": slope, "ci": interval})
+        flow_tables[k] = {"d_mid": middles_flow.tolist(), "xi_c": [float(v) for v in points], "xi_c_over_median_xi_2": [round(float(v), 4) for v in points / result["xi_2"]], "pair_exponents": [round(float(v), 4) for v in pairs]}
+        criteria.append({"name": f"theorems' model, escaping side (start sign(c) d^-1/2; instances whose fine-tuning drift and He_3 term agree in sign), gradient flow, k = {k}, {flow['instances']} instances: exponent in d of the local-exponent rule's xi_c (level {level:g}, abs(m) = {hit_level}) between the two largest pairs (d_mid = {middles_flow[-2]:.2g}, {middles_flow[-1]:.2g}); interval: bootstrap over instances, widened by the exponent's change from the pair before ({drift:.2g}, the finite-d drift)", "value": slope, "kind": "claim", "paper": 0.25, "interval": interval})
+        notes.append(f"Gradient flow on the theorems' model's escaping side, k = {k}: the local-exponent rule's xi_c at d_mid = " + ", ".join(f"{v:.3g}" for v in middles_flow) + ": " + ", ".join(f"{v:.4g}" for v in points) + "; over the median xi_2 (abs(c) m_0 = b) " + ", ".join(f"{v:.3f}" for v in points / result["xi_2"]) + " (the rule's crossing of 1.25 lies where abs(c) m_0 is about b / 4, by the same computation with a = 0 the ratio tends to 0.50; the fine-tuning drift a, of the same sign, moves the crossing up); slopes between adjacent pairs " + ", ".join(f"{v:.3f}" for v in pairs) + " - the first pairs are biased upwards by the start's finite distance from 0 and the level abs(m) = " + f"{hit_level}, a bias that fades like d^-1/2.")
+    k1, k2 = flow["ks"]
+    fitted = flow_results[k1]["fitted"]
+    k_value = float(np.mean(np.log(flow_results[k2]["points"][fitted] / flow_results[k1]["points"][fitted]))) / math.log(k2 / k1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        k_boot = np.mean(np.log(flow_results[k2]["boot"][:, fitted] / flow_results[k1]["boot"][:, fitted]), axis=1) / math.log(k2 / k1)
+    k_interval = _interval(k_boot)
+    fits.append({"case": "xi_c_flow", "variable": "k", "exponent": k_value, "ci": k_interval})
+    criteria.append({"name": f"theorems' model, escaping side, gradient flow: exponent in k of the local-exponent rule's xi_c from k = {k1} to {k2} (mean over the pairs from d = {flow['fit_from']:.0e}; bootstrap over instances)", "value": k_value, "kind": "claim", "paper": 0.5, "interval": k_interval})
+    # SGD on the same side at one decade of d, two step-size factors
+    escape = ESCAPE_QUICK if quick else ESCAPE
+    e_k, e_dims, e_xis, e_runs = escape["k"], escape["dims"], escape["xis"], escape["runs"]
+    e_seeds = escape_instances(e_k, escape["instances"])
+    tasks = [{"k": e_k, "seed": seed, "xi": xi, "d": d, "kappa": kappa, "runs": e_runs, "level": hit_level} for kappa in escape["kappas"] for d in e_dims for xi in e_xis for seed in e_seeds]
+    begin_sgd = time.perf_counter()
+    outcomes = iter(_map(escape_sgd_cell, tasks, workers))
+    sgd_seconds = time.perf_counter() - begin_sgd
+    sgd_tables, steps_run, cpu = {}, 0.0, 0.0
+    e_middle = math.sqrt(e_dims[0] * e_dims[1])
+    for kappa in escape["kappas"]:
+        cells = [[np.array([next(outcomes) for _ in e_seeds]) for _ in e_xis] for _ in e_dims]
+        hits = [[np.array([outcome["hits"] for outcome in cell]) for cell in row] for row in cells]
+        steps_run += sum(outcome["steps_run"] for row in cells for cell in row for outcome in cell)
+        cpu += sum(outcome["seconds"] for row in cells for cell in row for outcome in cell)
+        medians = np.array([[censored_median(cell.ravel()) for cell in row] for row in hits])
+        predicted = np.array([[censored_median(np.repeat([outcome["flow_steps"] for outcome in cell], e_runs)) for cell in row] for row in cells])
+        censored = float(np.mean([np.mean(~np.isfinite(cell)) for row in hits for cell in row]))
+        exponents, flow_exponents = local_exponents(e_dims, medians)[0], local_exponents(e_dims, predicted)[0]
+        point, flow_point = level_crossing(e_xis, exponents, level), level_crossing(e_xis, flow_exponents, level)
+        boot = []
+        for _ in range(replicates):
+            picks = generator.integers(0, len(e_seeds), len(e_seeds))
+            resampled = np.array([[censored_median(cell.ravel()) for cell in _resampled(row, picks, generator)] for row in hits])
+            boot.append(level_crossing(e_xis, local_exponents(e_dims, resampled)[0], level))
+        boot = np.asarray(boot)
+        interval = _interval(boot)
+        below = float(np.mean(np.isnan(boot)))
+        ratio = medians / predicted
+        sgd_tables[str(kappa)] = {"d": e_dims, "xi": e_xis, "median_hitting_step": medians.tolist(), "flow_prediction": predicted.tolist(), "sgd_over_flow": ratio.round(4).tolist(), "local_exponent": exponents.round(4).tolist(), "flow_local_exponent": flow_exponents.round(4).tolist(), "xi_c": point, "xi_c_interval": interval, "xi_c_flow": flow_point, "censored_fraction": censored, "deltas": [[[outcome["delta"] for outcome in cell] for cell in row] for row in cells][0]}
+        criteria.append({"name": f"SGD (exact chain) on the same side, k = {e_k}, d = {e_dims[0]} to {e_dims[1]}, {len(e_seeds)} instances x {e_runs} runs per cell, delta = {kappa:g} b / V (the noise's mean pull at most {kappa / 2:g} of the self-alignment drift, at every d): xi_c where the local exponent crosses {level:g} (95% bootstrap interval over instances and runs [{interval[0]:.3g}, {interval[1]:.3g}]{'' if below == 0 else f'; {below:.0%} of replicates below the grid'}; the flow's on the same instances and steps {flow_point:.3g}; value -1: not located inside the grid)", "value": point if math.isfinite(point) else -1.0, "kind": "reported"})
+        criteria.append({"name": f"SGD, delta = {kappa:g} b / V: median hitting step over the flow's prediction, range over the cells (d = {e_dims[0]}: " + ", ".join(f"{v:.3f}" for v in ratio[0]) + f"; d = {e_dims[1]}: " + ", ".join(f"{v:.3f}" for v in ratio[1]) + f"; xi = {', '.join(f'{x:g}' for x in e_xis)}); censored runs {censored:.3f}", "value": float(np.max(np.abs(np.log(ratio)))), "kind": "reported"})
+        notes.append(f"SGD on the escaping side, delta = {kappa:g} b / V, local exponent between d = {e_dims[0]} and {e_dims[1]} at xi = {', '.join(f'{x:g}' for x in e_xis)}: SGD " + ", ".join(f"{v:.3f}" for v in exponents) + "; the flow " + ", ".join(f"{v:.3f}" for v in flow_exponents) + ".")
+    throughput = steps_run / cpu if cpu > 0 else math.nan
+    # the full design's cost: k = 21's chain is slower per step (O(k)); its rate is measured on a short run
+    from ..dynamics.engine import simulate
+    from ..models.finetuning import spec as problems_
+
+    design = SGD_DESIGN_QUICK if quick else SGD_DESIGN
+    rates = {e_k: throughput}
+    for k in design["ks"]:
+        if k in rates:
+            continue
+        probe = problems_.orthonormal_problem("He_3", k, 8.0, seed=escape_instances(k, 1)[0], c_distribution="quantized")
+        simulate(probe, 1000, 1e-9, [0, 1000], trajectories=2, m0=0.03, seed=0)
+        tick = time.perf_counter()
+        simulate(probe, 1000, 1e-9, [0, 500_000], trajectories=8, m0=0.03, seed=0)
+        rates[k] = 4_000_000 / (time.perf_counter() - tick)
+    costs, v_range = {}, {}
+    for k in design["ks"]:
+        row, lows, highs = [], [], []
+        for d in design["dims"]:
+            centre = float(np.interp(math.log(d), np.log(flow_results[k]["middles"]), np.log(flow_results[k]["points"])))
+            design_xis = np.exp(np.linspace(centre - math.log(2.0), centre + math.log(2.0), design["points"]))
+            seconds, low, high = _cost_row(k, d, design_xis, design, rates[k], hit_level, 20_000 if quick else 100_000)
+            row.append(seconds)
+            lows.append(low)
+            highs.append(high)
+        costs[k], v_range[k] = row, (min(lows), max(highs))
+    total_hours = sum(sum(row) for row in costs.values()) / 3600.0
+    criteria.append({"name": f"the full SGD design, not run: k = {', '.join(map(str, design['ks']))}, d = {', '.join(map(str, design['dims']))}, {design['instances']} instances x {design['runs']} runs per cell, {design['points']} xi from half to twice the flow's xi_c, delta = {design['kappa']:g} b / V: estimated single-core hours (flow-predicted steps over the chain's measured rate: " + ", ".join(f"k = {k}: {rates[k] / 1e6:.1f} M steps/s" for k in design["ks"]) + "; per k and d: " + "; ".join(f"k = {k}: " + ", ".join(f"{v / 3600:.3g} h" for v in row) for k, row in costs.items()) + ")", "value": float(total_hours), "kind": "reported"})
+    notes.append(f"Why SGD is run at one decade only: at a step size where the flow's drift beats SGD's noise at the start, delta = kappa b / V with V = E[A^2] (" + ", ".join(f"k = {k}: {low:.2g}-{high:.2g}" for k, (low, high) in v_range.items()) + f" over the design's instances and xi: He_3's residual with c_hat frozen is large), a run takes n tau / delta steps, about n V tau / (kappa b) - near the transition b ~ d^-1/2 and tau ~ 1/b, so the cost grows like d^2 V per run. The full design (two decades, two k, 128 runs per cell) would take about {total_hours:.3g} single-core hours on this machine's chain (estimate from the flow's own times and measured V; table in the parameters), against the 1-hour budget of `reproduce all` on 2 cores. The SGD cells here took {sgd_seconds:.0f} s of wall time ({cpu:.0f} s of chain time).")
+    shift = {kappa: float(np.max(np.abs(np.log10(np.asarray(table["sgd_over_flow"][1]) / np.asarray(table["sgd_over_flow"][0]))))) for kappa, table in sgd_tables.items()}
+    notes.append("What the SGD cells show: SGD's median hitting step over the flow's prediction is " + "; ".join(f"delta = {kappa} b / V: " + ", ".join(f"{min(row):.3f}-{max(row):.3f} at d = {d}" for d, row in zip(e_dims, table["sgd_over_flow"])) for kappa, table in sgd_tables.items()) + ". The noise left at these step sizes (SGD's fluctuations around a start of d^-1/2) moves the escape by that much, differently at the two d, so the local exponent - a difference of logarithms - moves by up to " + ", ".join(f"{v:.3f} (delta = {kappa} b / V)" for kappa, v in shift.items()) + ", and SGD's xi_c with it: " + ", ".join(f"{table['xi_c']:.3g} [{table['xi_c_interval'][0]:.3g}, {table['xi_c_interval'][1]:.3g}] (delta = {kappa} b / V)" for kappa, table in sgd_tables.items()) + f" against the flow's {next(iter(sgd_tables.values()))['xi_c_flow']:.3g}. The rule needs each median to within a few percent of the flow's, i.e. a step size well below the one at which SGD merely follows the drift; the shift shrinks as delta falls.")
     # figure: local exponents per k, xi_c against d, the validation, the theorems' model's boundaries
-    figure, axes = print_figure(len(ks) + 3, height=3.2)
+    figure, axes = print_figure(len(ks) + 4, height=3.2)
     for column, k in enumerate(ks):
         ax, result = axes[column], results[k]
         for i in range(len(dims) - 1):
@@ -684,6 +1008,16 @@ def xi_transition_reproduction(quick: bool = False, workers=None) -> Reproductio
         ax.loglog(exact_ds, exact_ds**0.25 * k**0.5, "-", color=f"C{index}", lw=0.5, label=f"k = {k}: d^(1/4) k^(1/2)")
     ax.set(xlabel="d", ylabel="xi at the boundary", title="theorems' model, He_3, quantized c: where fine-tuning ends (xi_1) and He_3's law begins (xi_2)")
     ax.legend()
+    ax = axes[len(ks) + 2]
+    for index, (k, result) in enumerate(flow_results.items()):
+        ax.loglog(result["middles"], result["points"], "o-", color=f"C{index}", label=f"k = {k}: gradient flow, exponent {result['slope']:.4f} at the largest d")
+        ax.loglog(result["middles"], result["points"][-1] * (result["middles"] / result["middles"][-1]) ** 0.25, "-", color=f"C{index}", lw=0.5, label="slope 1/4")
+    for index, (kappa, table) in enumerate(sgd_tables.items()):
+        if math.isfinite(table["xi_c"]):
+            low, high = table["xi_c_interval"]
+            ax.errorbar([e_middle * (1.0 + 0.1 * index)], [table["xi_c"]], yerr=[[max(table["xi_c"] - low, 0.0)], [max(high - table["xi_c"], 0.0)]] if math.isfinite(low) and math.isfinite(high) else None, fmt="s", color=f"C{index + 2}", capsize=3, label=f"SGD k = {e_k}, delta = {kappa} b / V (95% bootstrap)")
+    ax.set(xlabel="d (pair's middle)", ylabel="xi_c", title="theorems' model, escaping side: the local-exponent rule's xi_c")
+    ax.legend(fontsize=6)
     ax = axes[-1]
     for name, marker in (("local", "o-"), ("old", "s:")):
         ax.loglog(check[name]["d"], check[name]["xi_c"], marker, label=f"{'local-exponent' if name == 'local' else 'old 10x'} rule: slope {check[name]['exponent']:.3f}")
@@ -695,5 +1029,5 @@ def xi_transition_reproduction(quick: bool = False, workers=None) -> Reproductio
     notes.append(f"Horizons: at d = {dims[0]}, {caps[0]} d steps; at every larger d, {horizon_factor:g} times the fine-tuning prediction (the previous dimension's median scaled linearly in d), capped at {', '.join(f'{c} d at d = {d}' for c, d in zip(caps[1:], dims[1:]))}; a cell whose median was censored at the previous d is not run. A censored median enters at its horizon (a lower bound of T, so of the local exponent above it). The chain part took {chain_seconds:.0f} s.")
     notes.append(f"xi_c: where the local exponent between adjacent d first rises through {level:g} (half-way from fine-tuning's 1 to He_3's from-scratch 3/2), interpolated linearly in log xi; the bootstrap resamples instances (shared by all cells) and runs within them. On the closed-form model the rule returns {check['local']['exponent']:.3f} against 1/4 and the old rule {check['old']['exponent']:.3f}; hitting abs(m) = {hit_level} there instead of escaping biases the rule to {finite_level['local']['exponent']:.3f} at d = 64..6400 (the approach's part fades like 1/sqrt d), so an exponent measured at these d may exceed 1/4 by that much.")
     notes.append("The drift ratio uses the population gradient flow's drift of m (closed form on the state, normalized convention), i.e. the exact chain's one-step mean per unit eta to first order in eta; its xi_c is where the m-dependent part at abs(m) = d^-1/2 equals the drift at m = 0 (root mean squares over instances, since the drift at m = 0 of one instance changes sign as xi varies).")
-    parameters = {"problem": problem, "run": run, "convention": convention, "hit_level": hit_level, "delta": delta, "level": level, "horizon_factor": horizon_factor, "setting": {key: (value if key != "xis" else {str(k): v for k, v in value.items()}) for key, value in setting.items()}, "bootstrap_replicates": replicates, "tables": {str(k): v for k, v in tables.items()}, "drift_ratio": {str(k): v for k, v in drift_tables.items()}, "reduced_drift_ratio": {"k": ks[-1], "d": dims[len(dims) // 2], "xi": xis, **reduced}, "validation": {"escape": check, f"hitting_{hit_level}": finite_level}, "theorems_model": {"setting": exact, "boundaries": exact_tables, "even_k_zero_sum_probability": {str(k): p for k, p in even.items()}}}
+    parameters = {"problem": problem, "run": run, "convention": convention, "hit_level": hit_level, "delta": delta, "level": level, "horizon_factor": horizon_factor, "setting": {key: (value if key != "xis" else {str(k): v for k, v in value.items()}) for key, value in setting.items()}, "bootstrap_replicates": replicates, "tables": {str(k): v for k, v in tables.items()}, "drift_ratio": {str(k): v for k, v in drift_tables.items()}, "reduced_drift_ratio": {"k": ks[-1], "d": dims[len(dims) // 2], "xi": xis, **reduced}, "validation": {"escape": check, f"hitting_{hit_level}": finite_level}, "theorems_model": {"setting": exact, "boundaries": exact_tables, "even_k_zero_sum_probability": {str(k): p for k, p in even.items()}}, "escaping_side": {"flow_setting": {key: value for key, value in flow.items()}, "flow": {str(k): v for k, v in flow_tables.items()}, "sgd_setting": escape, "instances": e_seeds, "sgd": sgd_tables, "sgd_wall_seconds": sgd_seconds, "chain_steps_per_second": {str(k): v for k, v in rates.items()}, "full_design": design, "full_design_seconds": {str(k): row for k, row in costs.items()}}}
     return ReproductionReport("xi_transition", "the xi transition (open question 3) by the local exponent of T in d", parameters, criteria, figure, fits, notes)
