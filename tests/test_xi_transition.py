@@ -180,12 +180,46 @@ def test_the_escape_sgd_cell_is_reproducible_and_follows_the_flow_at_a_small_ste
     # step (kappa = 0.01) the mean hitting step lies within 3 standard errors of the flow's prediction
     from popgrad.reproductions.transition import escape_sgd_cell
 
-    first = escape_sgd_cell(5, 2, 3.0, 200, 0.25, 4, noise_samples=20_000)
-    again = escape_sgd_cell(5, 2, 3.0, 200, 0.25, 4, noise_samples=20_000)
+    first = escape_sgd_cell(5, 2, 3.0, 200, 0.25, 4)
+    again = escape_sgd_cell(5, 2, 3.0, 200, 0.25, 4)
     assert np.array_equal(first["hits"], again["hits"]) and first["delta"] == again["delta"]
     assert first["horizon"] == math.ceil(10.0 * first["flow_steps"])
-    small = escape_sgd_cell(5, 2, 3.0, 200, 0.01, 32, noise_samples=20_000)
+    small = escape_sgd_cell(5, 2, 3.0, 200, 0.01, 32)
     hits = small["hits"]
     assert np.all(np.isfinite(hits))
     error = hits.std(ddof=1) / math.sqrt(hits.size)
     assert abs(hits.mean() - small["flow_steps"]) < 3 * error + 0.005 * small["flow_steps"]
+
+
+def test_the_he3_noise_variance_is_the_tensor_quadrature_of_a_squared():
+    # V(m) = E[A^2], A = 2 (f* - f_hat) sum_j t_hat_j He_3'(z_hat_j), by brute-force 5-D Gauss-Hermite
+    # quadrature over (x_1, x_2, x_3, <u, x>, q) for k = 3, against the neuron-by-neuron moment recursion;
+    # and popgrad's Monte Carlo V (noise_estimate: the chain's own gradient coefficient) at 1e6 samples
+    from popgrad.models.finetuning import spec
+    from popgrad.models.finetuning.noise import noise_estimate
+    from popgrad.reproductions.transition import he3_noise_variance
+
+    problem = spec.orthonormal_problem("He_3", 3, 2.5, seed=1)
+    c, c_hat, xi = problem.c, problem.c_hat, problem.xi
+    r, r_hat = np.sqrt(1 + (xi * c) ** 2), np.sqrt(1 + (xi * c_hat) ** 2)
+    points, weights = np.polynomial.hermite_e.hermegauss(7)
+    weights = weights / math.sqrt(2 * math.pi)
+    grids = np.meshgrid(*[points] * 5, indexing="ij")
+    weight = np.ones_like(grids[0])
+    for axis in range(5):
+        shape = [1] * 5
+        shape[axis] = -1
+        weight = weight * weights.reshape(shape)
+    x, g, q = grids[:3], grids[3], grids[4]
+    for m in (0.0, 0.3, -0.7):
+        g_hat = m * g + math.sqrt(1 - m * m) * q
+        z = [(x[i] + xi * c[i] * g) / r[i] for i in range(3)]
+        z_hat = [(x[i] + xi * c_hat[i] * g_hat) / r_hat[i] for i in range(3)]
+        residual = sum(z[i] ** 3 - 3 * z[i] - z_hat[i] ** 3 + 3 * z_hat[i] for i in range(3))
+        A = 2 * residual * sum(xi * c_hat[i] / r_hat[i] * (3 * z_hat[i] ** 2 - 3) for i in range(3))
+        assert he3_noise_variance(problem, [m])[0] == pytest.approx(float(np.sum(weight * A * A)), rel=1e-10)
+    noise = noise_estimate(problem, 100, samples=1_000_000, seed=4)
+    # A^2 is a degree-10 polynomial: heavy-tailed, so the Monte Carlo mean is checked to 3 % only
+    assert noise.V_values == pytest.approx(he3_noise_variance(problem, noise.nodes), rel=0.03)
+    with pytest.raises(ValueError, match="m must lie"):
+        he3_noise_variance(problem, [1.5])
