@@ -584,19 +584,25 @@ def escape_sgd_cell(k: int, seed: int, xi: float, d: int, kappa: float, runs: in
 
     kappa = check_real(kappa, "kappa", 0.0, 1.0, low_open=True)
     problem = problems.orthonormal_problem("He_3", k, xi, seed=seed, c_distribution="quantized")
-    a, b, c = he3_drift_coefficients(problem)
-    V = float(np.max(he3_noise_variance(problem, np.linspace(-level, level, 21))))
-    n = d - k
-    delta = kappa * b / V
-    eta = delta / n
-    flow = float(escape_flow_time(a, b, c, d, level)) / eta
+    c, b, V, eta, flow = _escape_step(problem, d, kappa, level)
+    delta = eta * (d - k)
     horizon = int(math.ceil(horizon_factor * flow))
     begin = time.perf_counter()
     run = simulate(problem, d, eta, [0, horizon], trajectories=runs, m0=math.copysign(d**-0.5, c), seed=1000 * seed + d, hit=1.0 - level**2, stop_when_hit=True)
     seconds = time.perf_counter() - begin
     hits = np.asarray(run.hitting_steps, dtype=float)
     hits = np.where(hits >= 0, hits, np.inf)
-    return {"hits": hits, "flow_steps": flow, "horizon": horizon, "delta": delta, "V": V, "b": float(b), "seconds": seconds, "steps_run": float(np.sum(np.minimum(hits, horizon)))}
+    return {"hits": hits, "flow_steps": flow, "horizon": horizon, "delta": delta, "V": V, "b": b, "seconds": seconds, "steps_run": float(np.sum(np.minimum(hits, horizon)))}
+
+
+def _escape_step(problem, d: int, kappa: float, level: float) -> tuple:
+    """``(c, b, V, eta, flow_steps)`` for :func:`escape_sgd_cell` and the cost estimate: He_3's coefficients,
+    the largest exact V over 21 points of ``|m| <= level``, ``eta = kappa b / V / (d - k)`` and the flow's
+    escape in steps at that eta."""
+    a, b, c = he3_drift_coefficients(problem)
+    V = float(np.max(he3_noise_variance(problem, np.linspace(-level, level, 21))))
+    eta = kappa * b / V / (d - problem.k)
+    return c, float(b), V, eta, float(escape_flow_time(a, b, c, d, level)) / eta
 
 
 def _map(function, tasks: list, workers) -> list:
@@ -678,7 +684,8 @@ QUICK = {"ks": [5], "dims": [25, 250], "instances": 4, "runs": [2, 1], "caps": [
 EXACT = {"ks": [5, 21, 85, 341], "dims": [1e2, 1e3, 1e4, 1e5, 1e6], "instances": 256, "even_ks": [4, 16, 64]}
 EXACT_QUICK = {"ks": [5, 21], "dims": [1e2, 1e4], "instances": 32, "even_ks": [4, 16]}
 #: the flow's rule on the theorems' model's escaping side (:func:`escape_flow_time`): k, dimensions, instances
-#: (:func:`escape_instances`), the xi grid, and the smallest lower d of the pairs the exponents are fitted on
+#: (:func:`escape_instances`), the xi grid, and the smallest lower d of the pairs the exponent in k averages
+#: (the exponent in d is read between the two largest pairs)
 FLOW = {"ks": [5, 21], "dims": [10.0**e for e in range(2, 13)], "instances": 64, "xis": np.geomspace(1.0, 1e4, 161).tolist(), "fit_from": 1e8}
 FLOW_QUICK = {"ks": [5, 21], "dims": [1e2, 1e4, 1e6, 1e8, 1e10], "instances": 16, "xis": np.geomspace(1.0, 1e4, 81).tolist(), "fit_from": 1e6}
 #: SGD on the same escaping side (:func:`escape_sgd_cell`): one k, one decade of d, instances x runs per cell,
@@ -695,7 +702,7 @@ def _flow_section(flow: dict, generator, replicates: int, level: float, hit_leve
     """The local-exponent rule on the gradient flow's escape times (per unit delta: ``n tau``) on the
     theorems' model's escaping side, per k: geometric mean over instances (so that the rule reads the
     instances' mean local exponent; a median over instances jumps between their groups), xi_c per pair of adjacent d,
-    bootstrap over instances; and the exponents in d (pairs from ``fit_from``) and in k."""
+    bootstrap over instances (the exponents in d and k are read from them by the caller)."""
     from ..models.finetuning import spec as problems
 
     ds, xis = np.asarray(flow["dims"], dtype=float), np.asarray(flow["xis"], dtype=float)
@@ -742,10 +749,8 @@ def _cost_row(k: int, d: int, xis, design: dict, throughput: float, level: float
     for seed in escape_instances(k, design["instances"]):
         for xi in xis:
             problem = problems.orthonormal_problem("He_3", k, float(xi), seed=seed, c_distribution="quantized")
-            a, b, c3 = he3_drift_coefficients(problem)
-            V = float(np.max(he3_noise_variance(problem, np.linspace(-level, level, 21))))
-            eta = design["kappa"] * b / V / (d - k)
-            total += design["runs"] * float(escape_flow_time(a, b, c3, d, level)) / eta
+            _, _, V, _, flow = _escape_step(problem, d, design["kappa"], level)
+            total += design["runs"] * flow
             low, high = min(low, V), max(high, V)
     return total / throughput, low, high
 
@@ -962,7 +967,7 @@ def xi_transition_reproduction(quick: bool = False, workers=None) -> Reproductio
     notes.append("Theorems' model with He_3 (orthonormal W, u and u_hat ⟂ W, c_hat frozen, normalized convention, output scale 1): the drift is exactly h(m) = a + b m + c m^2 (he3_drift_coefficients; checked against popgrad's closed form above). a, the fine-tuning drift, is a sum over neurons with the signs of c_i c_hat_i; b > 0 always (each student neuron is pulled towards its own teacher neuron whatever the signs: an He_2-like repulsion from m = 0); c = 36 (sum lam_i t_i^3)(sum lam_j t_hat_j^3) is He_3's from-scratch term. At m_0 = d^-1/2 three laws follow one another as xi grows: fine-tuning (abs(a) > b m_0: T ~ d), an He_2-like saddle (b m_0 > abs(a), b > abs(c) m_0: T ~ d ln d, a local exponent 1 + 1/ln(d/d_0), so only slightly above 1 at any accessible d), and He_3 from scratch (abs(c) m_0 > b) - where the starts with sign(m_0) = sign(c) escape like 1/(c m_0) (T ~ d^(3/2)) and the others stop at the flow's stable point m near -b/c, left only by SGD's noise (the plateau of Figure 6b). For quantized c and lam = 1: xi_1 = sqrt(abs(sum_i sign(c_i c_hat_i)) / 2) d^(1/4) and xi_2 = k sqrt(2 / abs(S S_hat)) d^(1/4) (S, S_hat the sums of the signs of c and c_hat), so both scale as d^(1/4), xi_1 as k^(1/4) (a sum of k random signs) and xi_2 as k^(1/2): the paper's d^(1/4) k^(1/2) is the second boundary, where He_3's law begins. The local-exponent rule with level 1.25 cannot see the first (the saddle's exponent 1 + 1/ln(d/d_0) stays well below 1.25 unless d/d_0 < e^4) and meets the second only through the noise-driven escapes.")
     notes.append("Even k: a sum of k random signs is 0 with probability C(k, k/2) / 2^k (" + ", ".join(f"k = {k}: {p:.3f}" for k, p in even.items()) + "); then a = 0 (no fine-tuning drift at all) or, with probability 1 - (1 - p)^2 (" + ", ".join(f"k = {k}: {1 - (1 - p) ** 2:.3f}" for k, p in even.items()) + "), c = 0 (no He_3 term: the saddle at every xi). The exact measurement therefore uses odd k.")
     # 6. the local-exponent rule on the theorems' model's escaping side: the gradient flow's exact escape
-    # times up to d = 1e8, SGD beside it where it is affordable, and what the full SGD design would cost
+    # times up to d = 1e12, SGD beside it where it is affordable, and what the full SGD design would cost
     from ..analysis.scaling import censored_median
 
     flow = FLOW_QUICK if quick else FLOW
